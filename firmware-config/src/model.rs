@@ -1,0 +1,333 @@
+//! The validated, typed configuration. Everything here has passed validation:
+//! names are unique, references resolve, addresses and spans fit, serial
+//! settings are possible. Consumers (drivers, edge node) never re-check.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Current schema version written in `schema_version = …`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeConfig {
+    pub node: NodeIdentity,
+    /// Serial lines, keyed by line name. Several RTU devices share one line.
+    pub serial_lines: BTreeMap<String, SerialLine>,
+    pub devices: Vec<Device>,
+    pub tags: Vec<Tag>,
+    /// Named poll groups and their intervals; a tag in a group is polled at
+    /// the group's interval instead of its device's.
+    pub poll_groups: BTreeMap<String, Duration>,
+    pub storage: Storage,
+    /// Files this config was assembled from (the main file first), for
+    /// hot-reload watching.
+    pub sources: Vec<PathBuf>,
+}
+
+impl EdgeConfig {
+    pub fn device(&self, name: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+
+    /// Tags of one device, in config order.
+    pub fn tags_of<'a>(&'a self, device: &'a str) -> impl Iterator<Item = &'a Tag> + 'a {
+        self.tags.iter().filter(move |t| t.device == device)
+    }
+
+    /// The interval at which `tag` is polled.
+    pub fn poll_interval_of(&self, tag: &Tag) -> Duration {
+        if let Some(g) = tag
+            .poll_group
+            .as_ref()
+            .and_then(|g| self.poll_groups.get(g))
+        {
+            return *g;
+        }
+        self.device(&tag.device)
+            .map(|d| d.poll_interval)
+            .unwrap_or(Duration::from_secs(1))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub site_id: String,
+    pub node_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub name: String,
+    pub poll_interval: Duration,
+    /// Per-request response timeout.
+    pub timeout: Duration,
+    pub backoff: Backoff,
+    pub transport: Transport,
+    pub limits: RequestLimits,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    ModbusTcp {
+        host: String,
+        port: u16,
+        unit_id: u8,
+        connect_timeout: Duration,
+    },
+    ModbusRtu {
+        /// Name of the `[[serial_line]]` this unit hangs on.
+        line: String,
+        unit_id: u8,
+    },
+}
+
+impl Transport {
+    pub fn unit_id(&self) -> u8 {
+        match self {
+            Transport::ModbusTcp { unit_id, .. } | Transport::ModbusRtu { unit_id, .. } => *unit_id,
+        }
+    }
+}
+
+/// How the read planner may group tags of one device into requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Max registers per read request (protocol limit 125).
+    pub max_registers: u16,
+    /// Max bits per coil / discrete-input read (protocol limit 2000).
+    pub max_bits: u16,
+    /// Largest run of unused registers (or bits) the planner will read
+    /// through to merge two requests into one.
+    pub max_gap: u16,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_registers: 125,
+            max_bits: 2000,
+            max_gap: 16,
+        }
+    }
+}
+
+/// Reconnect / retry backoff: exponential from `initial` to `max`, with
+/// full jitter of `jitter` (0..=1) of the current delay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            jitter: 0.3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SerialLine {
+    pub name: String,
+    pub path: PathBuf,
+    pub baud: u32,
+    pub parity: Parity,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+    /// Silence enforced between frames (at least 3.5 character times).
+    pub inter_frame_delay: Duration,
+    /// How long a unit that stopped answering is skipped before it is tried
+    /// again, so it cannot stall the other units on the line.
+    pub unit_backoff: Backoff,
+}
+
+impl SerialLine {
+    /// Time for one character on the wire (start + data + parity + stop bits).
+    pub fn char_time(&self) -> Duration {
+        let bits = 1
+            + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits);
+        Duration::from_secs_f64(f64::from(bits) / f64::from(self.baud.max(1)))
+    }
+
+    /// Modbus RTU's t3.5; fixed at 1.75 ms above 19200 baud (spec §2.5.1.1).
+    pub fn min_inter_frame_delay(&self) -> Duration {
+        if self.baud > 19_200 {
+            Duration::from_micros(1_750)
+        } else {
+            self.char_time().mul_f64(3.5)
+        }
+    }
+}
+
+/// Modbus data areas (tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Area {
+    Coil,
+    DiscreteInput,
+    HoldingRegister,
+    InputRegister,
+}
+
+impl Area {
+    pub fn is_bit(self) -> bool {
+        matches!(self, Area::Coil | Area::DiscreteInput)
+    }
+    pub fn is_writable(self) -> bool {
+        matches!(self, Area::Coil | Area::HoldingRegister)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Area::Coil => "coil",
+            Area::DiscreteInput => "discrete",
+            Area::HoldingRegister => "holding",
+            Area::InputRegister => "input",
+        }
+    }
+}
+
+/// Value encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    /// A coil or discrete input.
+    Bool,
+    /// Bit N (0 = least significant) of one 16-bit register.
+    Bit(u8),
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+    /// Fixed-length string of `len` bytes (two per register, high byte first
+    /// for ABCD/CDAB; low byte first for BADC/DCBA). Trailing NULs and
+    /// spaces are trimmed.
+    String {
+        len: u16,
+    },
+}
+
+impl DataType {
+    /// Registers (or bits, for `Bool`) the value occupies.
+    pub fn width(self) -> u16 {
+        match self {
+            DataType::Bool | DataType::Bit(_) | DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+            DataType::String { len } => len.div_ceil(2),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::Bit(_) => "bit",
+            DataType::U16 => "u16",
+            DataType::I16 => "i16",
+            DataType::U32 => "u32",
+            DataType::I32 => "i32",
+            DataType::U64 => "u64",
+            DataType::I64 => "i64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+            DataType::String { .. } => "string",
+        }
+    }
+
+    pub fn is_numeric(self) -> bool {
+        !matches!(
+            self,
+            DataType::Bool | DataType::Bit(_) | DataType::String { .. }
+        )
+    }
+}
+
+/// Word and byte order of multi-register values, named by where the bytes
+/// of the big-endian value `A B C D` land in the register stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WordOrder {
+    /// Big-endian words, big-endian bytes (Modbus default).
+    #[default]
+    Abcd,
+    /// Word-swapped: low word first, bytes big-endian in each word.
+    Cdab,
+    /// Byte-swapped inside each word, words big-endian.
+    Badc,
+    /// Fully little-endian.
+    Dcba,
+}
+
+impl WordOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WordOrder::Abcd => "ABCD",
+            WordOrder::Cdab => "CDAB",
+            WordOrder::Badc => "BADC",
+            WordOrder::Dcba => "DCBA",
+        }
+    }
+    pub fn swaps_words(self) -> bool {
+        matches!(self, WordOrder::Cdab | WordOrder::Dcba)
+    }
+    pub fn swaps_bytes(self) -> bool {
+        matches!(self, WordOrder::Badc | WordOrder::Dcba)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tag {
+    pub name: String,
+    pub device: String,
+    pub area: Area,
+    /// 0-based protocol address.
+    pub address: u16,
+    pub data_type: DataType,
+    pub order: WordOrder,
+    /// Engineering value = raw * scale + offset (numeric types only).
+    pub scale: f64,
+    pub offset: f64,
+    pub unit: Option<String>,
+    /// A new sample is stored only when it differs from the last stored one
+    /// by more than this (engineering units); 0 stores every change.
+    pub deadband: f64,
+    pub poll_group: Option<String>,
+    pub writable: bool,
+    pub description: Option<String>,
+}
+
+impl Tag {
+    /// Last address the tag occupies (inclusive). Validation guarantees it
+    /// does not overflow.
+    pub fn end_address(&self) -> u16 {
+        self.address
+            .saturating_add(self.data_type.width().saturating_sub(1))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Storage {
+    pub path: PathBuf,
+    /// Samples older than this are deleted.
+    pub retention_age: Duration,
+    /// When the database grows beyond this, the oldest samples are deleted.
+    pub retention_bytes: u64,
+    /// Max samples per insert transaction.
+    pub batch_size: usize,
+    /// A partial batch is committed after at most this long.
+    pub flush_interval: Duration,
+}

@@ -1,0 +1,230 @@
+//! The first layer: serde structs exactly as written in the file.
+//!
+//! Every field is optional or loosely typed (strings for enums, i64 for
+//! numbers) and wrapped in `Spanned`, so that the validation layer can
+//! report a precise location and a helpful message instead of serde's
+//! generic "invalid value". `deny_unknown_fields` stays on as a safety net;
+//! unknown keys are normally caught earlier with a "did you mean" hint.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+/// A humantime duration such as `"250ms"`, `"1s"`, `"1h 30m"`, `"30d"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); write it like \"500ms\", \"2s\", \"5m\" or \"30d\""
+            ))
+        })
+    }
+}
+
+/// A byte size such as `"512MiB"`, `"2GB"` or a plain integer of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(u64),
+            Str(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Int(n) => Ok(Size(n)),
+            Either::Str(s) => parse_size(&s).map(Size).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size {s:?}; write it like \"500MB\", \"2GiB\" or a number of bytes"
+                ))
+            }),
+        }
+    }
+}
+
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let v = num * mult;
+    (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub site_id: Option<S<String>>,
+    pub node_id: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub path: Option<S<String>>,
+    pub retention: Option<S<Dur>>,
+    pub max_size: Option<S<Size>>,
+    pub batch_size: Option<S<i64>>,
+    pub flush_interval: Option<S<Dur>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSerialLine {
+    pub name: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub baud: Option<S<i64>>,
+    pub parity: Option<S<String>>,
+    pub data_bits: Option<S<i64>>,
+    pub stop_bits: Option<S<i64>>,
+    pub inter_frame_delay: Option<S<Dur>>,
+    pub unit_backoff_initial: Option<S<Dur>>,
+    pub unit_backoff_max: Option<S<Dur>>,
+}
+
+/// Both Modbus flavours share one flat struct; the validator checks which
+/// keys belong to which `protocol`, which gives far better messages than an
+/// internally tagged serde enum (and keeps spans working).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    pub name: Option<S<String>>,
+    pub protocol: Option<S<String>>,
+    // modbus-tcp
+    pub host: Option<S<String>>,
+    pub port: Option<S<i64>>,
+    pub connect_timeout: Option<S<Dur>>,
+    // modbus-rtu
+    pub line: Option<S<String>>,
+    // common
+    pub unit_id: Option<S<i64>>,
+    pub timeout: Option<S<Dur>>,
+    pub poll_interval: Option<S<Dur>>,
+    pub max_registers_per_request: Option<S<i64>>,
+    pub max_bits_per_request: Option<S<i64>>,
+    pub max_gap: Option<S<i64>>,
+    pub backoff_initial: Option<S<Dur>>,
+    pub backoff_max: Option<S<Dur>>,
+}
+
+pub const TCP_ONLY: &[&str] = &["host", "port", "connect_timeout"];
+pub const RTU_ONLY: &[&str] = &["line"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTag {
+    pub name: Option<S<String>>,
+    pub device: Option<S<String>>,
+    pub area: Option<S<String>>,
+    pub address: Option<S<i64>>,
+    #[serde(rename = "type")]
+    pub data_type: Option<S<String>>,
+    pub bit: Option<S<i64>>,
+    pub length: Option<S<i64>>,
+    pub order: Option<S<String>>,
+    pub scale: Option<S<f64>>,
+    pub offset: Option<S<f64>>,
+    pub unit: Option<S<String>>,
+    pub deadband: Option<S<f64>>,
+    pub poll_group: Option<S<String>>,
+    pub writable: Option<S<bool>>,
+    pub description: Option<S<String>>,
+}
+
+/// `[[import]]`: a CSV register map.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImport {
+    pub file: Option<S<String>>,
+    /// Device for rows whose `device` column is absent or empty.
+    pub device: Option<S<String>>,
+}
+
+/// The field names serde knows for `T`, read from its derived
+/// `deserialize_struct` call, so the "unknown key" check can never drift
+/// from the struct definitions.
+pub fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Probe(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("probe")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> Deserializer<'de> for &mut Probe {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut probe = Probe(None);
+    let _ = T::deserialize(&mut probe);
+    probe.0.unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn field_names_follow_the_struct() {
+        let names = field_names::<RawTag>();
+        assert!(names.contains(&"type"));
+        assert!(names.contains(&"address"));
+        assert!(!names.contains(&"data_type"));
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("512MiB"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("1.5 kB"), Some(1500));
+        assert_eq!(parse_size("12 parsecs"), None);
+    }
+}

@@ -1,0 +1,238 @@
+//! Config layer tests: the shipped example parses to what it says, and bad
+//! files produce the located, actionable errors we promise (snapshots).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use firmware_config::{Area, DataType, Parity, Transport, WordOrder, load, load_str};
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config/edge.example.toml")
+}
+
+fn errors(name: &str, text: &str) -> String {
+    match load_str(Path::new(name), text) {
+        Ok(_) => panic!("{name} should not validate"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn example_config_parses_with_includes_and_csv_import() {
+    let cfg = load(&example()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.node.site_id, "refinery-north");
+    assert_eq!(cfg.node.node_id, "cdu-gw-01");
+    assert_eq!(cfg.devices.len(), 4);
+    assert_eq!(cfg.devices[0].name, "heater-plc");
+    assert_eq!(cfg.devices[0].limits.max_gap, 8);
+    assert_eq!(cfg.poll_groups["fast"], Duration::from_millis(250));
+    // main file + include + csv
+    assert_eq!(cfg.sources.len(), 3);
+    let line = &cfg.serial_lines["rs485-1"];
+    assert_eq!(
+        (line.baud, line.parity, line.data_bits, line.stop_bits),
+        (19200, Parity::Even, 8, 1)
+    );
+    // 11 bits per char at 19200 baud → 3.5 chars ≈ 2.005 ms
+    assert!((line.inter_frame_delay.as_secs_f64() - 0.002_005).abs() < 1e-5);
+    let rtu: Vec<_> = cfg
+        .devices
+        .iter()
+        .filter_map(|d| match &d.transport {
+            Transport::ModbusRtu { line, unit_id } => Some((line.as_str(), *unit_id)),
+            Transport::ModbusTcp { .. } => None,
+        })
+        .collect();
+    assert_eq!(rtu, vec![("rs485-1", 7), ("rs485-1", 12)]);
+
+    let tag = |n: &str| {
+        cfg.tags
+            .iter()
+            .find(|t| t.name == n)
+            .unwrap_or_else(|| panic!("tag {n}"))
+    };
+    let sp = tag("heater.outlet_temp_sp");
+    assert_eq!(
+        (sp.area, sp.data_type, sp.order, sp.writable),
+        (Area::HoldingRegister, DataType::F32, WordOrder::Cdab, true)
+    );
+    assert_eq!(tag("heater.flame_fault").data_type, DataType::Bit(3));
+    assert_eq!(tag("heater.grade").data_type, DataType::String { len: 16 });
+    assert_eq!(tag("heater.energy_total").order, WordOrder::Dcba);
+    assert_eq!(
+        cfg.poll_interval_of(tag("heater.outlet_temp")),
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        cfg.poll_interval_of(tag("heater.fuel_flow")),
+        Duration::from_secs(1)
+    );
+    // from the include
+    assert_eq!(tag("column.top_pressure").order, WordOrder::Badc);
+    // from the CSV, device defaulted by [[import]]
+    let naphtha = tag("column.naphtha_flow");
+    assert_eq!(
+        (naphtha.device.as_str(), naphtha.address, naphtha.data_type),
+        ("column-plc", 12, DataType::U32)
+    );
+    assert!((naphtha.scale - 0.001).abs() < 1e-12);
+    assert_eq!(tag("column.reflux_pump_running").area, Area::DiscreteInput);
+    assert_eq!(cfg.tags.len(), 17);
+}
+
+const BAD: &str = r#"schema_version = 1
+
+[node]
+site_id = "north/1"
+node_id = "gw"
+
+[poll_groups]
+fast = "250ms"
+
+[[serial_line]]
+name = "rs485"
+path = "/dev/ttyUSB0"
+baud = 9600
+data_bits = 7
+stop_bits = 3
+inter_frame_delay = "1ms"
+
+[[device]]
+name = "plc"
+protocol = "modbus-tcp"
+host = "10.0.0.1"
+line = "rs485"
+poll_intrval = "1s"
+
+[[device]]
+name = "meter"
+protocol = "modbus-rtu"
+line = "rs-485"
+unit_id = 300
+
+[[tag]]
+name = "a"
+device = "plc"
+area = "holding"
+adress = 1
+address = 70000
+type = "f32"
+
+[[tag]]
+name = "a"
+device = "plc"
+area = "holding"
+address = 1
+type = "u16"
+
+[[tag]]
+name = "b"
+device = "plcc"
+area = "coil"
+address = 5
+type = "f32"
+
+[[tag]]
+name = "c"
+device = "plc"
+area = "input"
+address = 65534
+type = "f64"
+poll_group = "fats"
+
+[[tag]]
+name = "d"
+device = "plc"
+area = "input"
+address = 3
+type = "bool"
+writable = true
+
+[[tag]]
+name = "e"
+device = "plc"
+area = "holding"
+address = "ten"
+type = "flaot"
+"#;
+
+#[test]
+fn every_problem_is_reported_with_location_field_and_fix() {
+    let out = errors("bad.toml", BAD);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let out = errors(
+        "syntax.toml",
+        "schema_version = 1\n[node]\nsite_id = \"a\nnode_id = \"b\"\n",
+    );
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn missing_sections_and_wrong_schema_version() {
+    let out = errors("empty.toml", "schema_version = 2\nstorage = 5\nnodes = 1\n");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn csv_import_errors_point_at_the_csv_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("map.csv"),
+        "name,area,adress,address,type\nt1,holding,,10,u16\nt2,holding,,x,u16\nt3,coyl,,12,u16\nt1,input,,13,u16\n",
+    )
+    .unwrap();
+    let main = dir.path().join("edge.toml");
+    let text = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n\n[[device]]\nname = \"plc\"\nprotocol = \"modbus-tcp\"\nhost = \"127.0.0.1\"\n\n[[import]]\nfile = \"map.csv\"\ndevice = \"plc\"\n";
+    std::fs::write(&main, text).unwrap();
+    let out = load(&main).unwrap_err().to_string();
+    let out = out.replace(&dir.path().display().to_string(), "<dir>");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn include_errors_are_located_in_the_included_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tags.toml"), "[[tag]]\nname = \"x\"\ndevice = \"plc\"\narea = \"holding\"\naddress = 1\ntype = \"u32\"\nbit = 2\n\n[node]\nsite_id = \"z\"\n").unwrap();
+    let main = dir.path().join("edge.toml");
+    std::fs::write(
+        &main,
+        "schema_version = 1\ninclude = [\"tags.toml\", \"missing.toml\"]\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n\n[[device]]\nname = \"plc\"\nprotocol = \"modbus-tcp\"\nhost = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    let out = load(&main).unwrap_err().to_string();
+    let out = out.replace(&dir.path().display().to_string(), "<dir>");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn register_span_crossing_65535_is_rejected_but_ending_on_it_is_fine() {
+    let base = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n[[device]]\nname = \"p\"\nprotocol = \"modbus-tcp\"\nhost = \"h\"\n";
+    let ok = format!(
+        "{base}[[tag]]\nname = \"t\"\ndevice = \"p\"\narea = \"holding\"\naddress = 65534\ntype = \"u32\"\n"
+    );
+    let cfg = load_str(Path::new("ok.toml"), ok).unwrap();
+    assert_eq!(cfg.tags[0].end_address(), 65535);
+    let bad = format!(
+        "{base}[[tag]]\nname = \"t\"\ndevice = \"p\"\narea = \"holding\"\naddress = 65535\ntype = \"u32\"\n"
+    );
+    let err = load_str(Path::new("bad.toml"), bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("would run past 65535"), "{err}");
+    assert!(err.contains("bad.toml:13:11"), "{err}");
+}
+
+#[test]
+fn rtu_units_must_be_unique_per_line() {
+    let text = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n[[serial_line]]\nname = \"l\"\npath = \"/dev/ttyS0\"\n[[device]]\nname = \"a\"\nprotocol = \"modbus-rtu\"\nline = \"l\"\nunit_id = 3\n[[device]]\nname = \"b\"\nprotocol = \"modbus-rtu\"\nline = \"l\"\nunit_id = 3\n";
+    let err = load_str(Path::new("u.toml"), text).unwrap_err().to_string();
+    assert!(
+        err.contains("unit id 3 is already used by device \"a\""),
+        "{err}"
+    );
+}
