@@ -1,0 +1,187 @@
+//! Database layout, connection settings and migrations.
+//!
+//! # Tables
+//!
+//! ```sql
+//! tags    (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)
+//! samples (tag_id, ts_ms, value, value_text, kind, quality, reason,
+//!          PRIMARY KEY (tag_id, ts_ms)) WITHOUT ROWID
+//! ```
+//!
+//! `samples` is clustered on `(tag_id, ts_ms)`: a range query for one tag is
+//! one contiguous B-tree scan, and no separate index doubles the write cost.
+//!
+//! **Same millisecond:** the key has no sequence column, so a second sample
+//! of a tag with the same millisecond *replaces* the first (`INSERT OR
+//! REPLACE`, last write wins). Polling intervals are ≥ 10 ms, so this only
+//! happens when a driver re-sends a reading, and keeping the newest copy is
+//! then the right answer.
+//!
+//! **Values:** `value` has NUMERIC affinity so integers are stored exactly
+//! (a REAL column would round `i64` beyond 2^53) while min/max/avg still
+//! work across rows. `kind` records the [`drivers::Value`] variant so a
+//! sample round-trips: 0 none, 1 bool, 2 i64, 3 u64, 4 f64, 5 string.
+//! Strings live in `value_text` (`value` NULL); a `u64` above `i64::MAX` is
+//! stored as REAL in `value` (for aggregates) plus its exact decimal text in
+//! `value_text`. SQLite cannot store NaN (it becomes NULL); `kind = 4` with
+//! a NULL value reads back as NaN.
+//!
+//! **Quality:** `quality` is [`drivers::Quality::code`] (0 good,
+//! 1 uncertain, 2 bad) so "fraction good" is plain SQL. `reason` is NULL
+//! for good samples, else a short token: `timeout`, `connection_lost`,
+//! `backed_off`, `stale`, `exception:<code>`, `decode:<text>`,
+//! `other:<text>`. An unknown token reads back as `Reason::Other(token)`.
+//!
+//! # Versioning
+//!
+//! `PRAGMA user_version` holds the number of [`MIGRATIONS`] applied. A new
+//! schema change is a new entry at the end of the list; entries are never
+//! edited once released.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{Durability, HistoryError};
+
+/// Ordered schema migrations; `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "CREATE TABLE tags (
+         id   INTEGER PRIMARY KEY,
+         name TEXT NOT NULL UNIQUE
+     );
+     CREATE TABLE samples (
+         tag_id     INTEGER NOT NULL,
+         ts_ms      INTEGER NOT NULL,
+         value      NUMERIC,
+         value_text TEXT,
+         kind       INTEGER NOT NULL,
+         quality    INTEGER NOT NULL,
+         reason     TEXT,
+         PRIMARY KEY (tag_id, ts_ms)
+     ) WITHOUT ROWID;",
+];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// WAL bytes kept on disk after a checkpoint; bounds the `-wal` file that
+/// comes on top of `retention_bytes`.
+pub const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// Page cache per connection (KiB, SQLite's negative `cache_size`). Large
+/// enough to keep the tail leaf page of a few thousand tags hot.
+const CACHE_KIB: i64 = 16 << 10;
+
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Open (creating if needed) the database for writing and bring its schema
+/// up to date.
+pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connection, HistoryError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Best effort: if it fails, opening reports the real problem.
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut conn = Connection::open(path).map_err(|source| HistoryError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Must precede the first table: auto_vacuum cannot be switched on later
+    // without a full VACUUM. It is what lets size retention shrink the file.
+    if user_version(&conn)? == 0 && table_count(&conn)? == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), %mode, "history database is not in WAL mode; readers may block the writer");
+    }
+    let sync = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    conn.pragma_update(None, "foreign_keys", false)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    migrate(&mut conn)?;
+    if auto_vacuum_mode(&conn)? != 2 {
+        tracing::warn!(
+            path = %path.display(),
+            "history database was created without incremental auto-vacuum; size retention frees pages for reuse but the file will not shrink"
+        );
+    }
+    Ok(conn)
+}
+
+/// Open an existing database for queries only.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, HistoryError> {
+    // Read-write flags without CREATE: a read-only WAL connection cannot
+    // create the `-shm` file, and `query_only` keeps this connection from
+    // ever writing.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| HistoryError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", true)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    conn.set_prepared_statement_cache_capacity(16);
+    match user_version(&conn)? {
+        0 => Err(HistoryError::NotInitialized(path.to_path_buf())),
+        v if v > SCHEMA_VERSION => Err(HistoryError::UnsupportedSchema {
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
+        // An older schema is fine to read only if the queries still match;
+        // with one version so far there is nothing older.
+        _ => Ok(conn),
+    }
+}
+
+/// Apply every migration above the stored version, each in its own
+/// transaction together with the version bump.
+fn migrate(conn: &mut Connection) -> Result<(), HistoryError> {
+    let current = user_version(conn)?;
+    if current > SCHEMA_VERSION {
+        return Err(HistoryError::UnsupportedSchema {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let start = usize::try_from(current).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "history schema migrated");
+    }
+    Ok(())
+}
+
+pub(crate) fn user_version(conn: &Connection) -> Result<i64, HistoryError> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+fn table_count(conn: &Connection) -> Result<i64, HistoryError> {
+    Ok(conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?)
+}
+
+/// 0 none, 1 full, 2 incremental.
+fn auto_vacuum_mode(conn: &Connection) -> Result<i64, HistoryError> {
+    Ok(conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?)
+}
+
+/// Size of the main database as SQLite sees it (including committed pages
+/// still in the WAL), in bytes.
+pub(crate) fn db_size_bytes(conn: &Connection) -> Result<u64, HistoryError> {
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    Ok(u64::try_from(pages.saturating_mul(page_size)).unwrap_or(0))
+}

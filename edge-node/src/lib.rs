@@ -1,0 +1,317 @@
+//! The APOS edge node as a library: the `apos-edge` binary and the demo both
+//! run an [`Edge`].
+//!
+//! An `Edge` owns a pipeline of tasks joined by bounded channels:
+//! drivers → [`pipeline::run_filter`] → history writer (see ARCHITECTURE.md).
+//! Reloads replace the drivers only; everything downstream keeps running,
+//! so no buffered sample is lost.
+
+pub mod history;
+pub mod logging;
+pub mod pipeline;
+pub mod reload;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drivers::{DriverHandle, Sample};
+use firmware_config::{ConfigError, EdgeConfig, Transport};
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::{FilterSettings, LiveTable, PipelineStats};
+
+/// Capacity of the driver → filter channel, in batches. One batch is one
+/// read request's worth of samples, so this absorbs a few cycles of a large
+/// plant while SQLite commits.
+pub const SAMPLE_CHANNEL_BATCHES: usize = 1024;
+/// Capacity of the filter → history channel, in batches.
+pub const STORE_CHANNEL_BATCHES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("local history: {0}")]
+    History(#[from] history::HistoryError),
+    #[error("driver: {0}")]
+    Driver(#[from] drivers::DriverError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// One-line description of a configuration, for `validate` and logs.
+pub fn summary(cfg: &EdgeConfig) -> String {
+    let tcp = cfg
+        .devices
+        .iter()
+        .filter(|d| matches!(d.transport, Transport::ModbusTcp { .. }))
+        .count();
+    let rtu = cfg.devices.len() - tcp;
+    let first = cfg
+        .sources
+        .first()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    format!(
+        "OK {first}: node {}/{}, {} device{} ({tcp} modbus-tcp, {rtu} modbus-rtu on {} serial line{}), {} tag{}, {} file{}",
+        cfg.node.site_id,
+        cfg.node.node_id,
+        cfg.devices.len(),
+        plural(cfg.devices.len()),
+        cfg.serial_lines.len(),
+        plural(cfg.serial_lines.len()),
+        cfg.tags.len(),
+        plural(cfg.tags.len()),
+        cfg.sources.len(),
+        plural(cfg.sources.len()),
+    )
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+async fn load_config(path: &Path) -> Result<EdgeConfig, EdgeError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || firmware_config::load(&path))
+        .await
+        .map_err(|e| EdgeError::Internal(format!("config loader panicked: {e}")))?
+        .map_err(EdgeError::from)
+}
+
+/// A running edge node.
+#[derive(Debug)]
+pub struct Edge {
+    /// Latest sample per tag.
+    pub live: LiveTable,
+    pub stats: Arc<PipelineStats>,
+    pub history_stats: Arc<history::WriterStats>,
+    config: watch::Receiver<Arc<EdgeConfig>>,
+    drivers: Arc<Mutex<Vec<DriverHandle>>>,
+    reloads: Arc<std::sync::atomic::AtomicU64>,
+    filter: JoinHandle<()>,
+    supervisor: JoinHandle<()>,
+    writer: history::HistoryWriter,
+}
+
+impl Edge {
+    /// Load `config_path`, open the history and start collecting. Reloads on
+    /// SIGHUP and file changes until `cancel` fires.
+    pub async fn start(config_path: &Path, cancel: CancellationToken) -> Result<Self, EdgeError> {
+        let cfg = load_config(config_path).await?;
+        tracing::info!("{}", summary(&cfg));
+        Self::start_with(config_path.to_path_buf(), cfg, cancel).await
+    }
+
+    async fn start_with(config_path: PathBuf, cfg: EdgeConfig, cancel: CancellationToken) -> Result<Self, EdgeError> {
+        let (store_tx, store_rx) = mpsc::channel::<Vec<Sample>>(STORE_CHANNEL_BATCHES);
+        let writer = history::HistoryWriter::spawn(&cfg.storage, store_rx)?;
+        let history_stats = writer.stats();
+
+        let (sample_tx, sample_rx) = mpsc::channel::<Vec<Sample>>(SAMPLE_CHANNEL_BATCHES);
+        let (settings_tx, settings_rx) = watch::channel(Arc::new(FilterSettings::from_config(&cfg)));
+        let live = LiveTable::default();
+        let stats = Arc::new(PipelineStats::default());
+        let filter = tokio::spawn(pipeline::run_filter(
+            sample_rx,
+            store_tx,
+            settings_rx,
+            live.clone(),
+            stats.clone(),
+        ));
+
+        let driver_cancel = cancel.child_token();
+        let handles = drivers::spawn_all(&cfg, sample_tx.clone(), driver_cancel.clone())?;
+        let drivers = Arc::new(Mutex::new(handles));
+        let cfg = Arc::new(cfg);
+        let (config_tx, config_rx) = watch::channel(cfg.clone());
+        let reloads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+
+        let supervisor = tokio::spawn(supervise(Supervisor {
+            config_path,
+            config_tx,
+            settings_tx,
+            sample_tx,
+            drivers: drivers.clone(),
+            driver_cancel,
+            cancel,
+            reloads: reloads.clone(),
+            stats: stats.clone(),
+            history_stats: history_stats.clone(),
+        }));
+
+        Ok(Self {
+            live,
+            stats,
+            history_stats,
+            config: config_rx,
+            drivers,
+            reloads,
+            filter,
+            supervisor,
+            writer,
+        })
+    }
+
+    /// The configuration currently applied.
+    pub fn config(&self) -> Arc<EdgeConfig> {
+        self.config.borrow().clone()
+    }
+
+    /// Number of configurations applied since start (excluding the first).
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Status of every running driver.
+    pub async fn driver_status(&self) -> Vec<drivers::DriverStatus> {
+        self.drivers.lock().await.iter().map(DriverHandle::status).collect()
+    }
+
+    /// Wait for shutdown after the cancel token fired: drivers stop, the
+    /// filter drains, the history writer commits what it holds.
+    pub async fn join(self, timeout: Duration) {
+        let work = async {
+            let _ = self.supervisor.await;
+            let _ = self.filter.await;
+            let writer = self.writer;
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        };
+        if tokio::time::timeout(timeout, work).await.is_err() {
+            tracing::error!("shutdown did not finish within {timeout:?}; uncommitted samples may be lost");
+        }
+    }
+}
+
+struct Supervisor {
+    config_path: PathBuf,
+    config_tx: watch::Sender<Arc<EdgeConfig>>,
+    settings_tx: watch::Sender<Arc<FilterSettings>>,
+    /// The supervisor's own sender keeps the sample channel open across
+    /// reloads; dropping it at shutdown lets the pipeline drain and stop.
+    sample_tx: mpsc::Sender<Vec<Sample>>,
+    drivers: Arc<Mutex<Vec<DriverHandle>>>,
+    driver_cancel: CancellationToken,
+    cancel: CancellationToken,
+    reloads: Arc<std::sync::atomic::AtomicU64>,
+    stats: Arc<PipelineStats>,
+    history_stats: Arc<history::WriterStats>,
+}
+
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+async fn supervise(mut s: Supervisor) {
+    let mut watch_cancel = s.cancel.child_token();
+    let mut triggers = reload::spawn_triggers(&s.config_tx.borrow().sources, watch_cancel.clone());
+    let mut status = tokio::time::interval(STATUS_EVERY);
+    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    status.tick().await;
+    loop {
+        tokio::select! {
+            _ = s.cancel.cancelled() => break,
+            _ = status.tick() => log_status(&s).await,
+            t = triggers.recv() => {
+                let Some(trigger) = t else {
+                    // Trigger tasks ended (cancelled): nothing more to watch.
+                    s.cancel.cancelled().await;
+                    break;
+                };
+                if reload(&mut s, trigger).await {
+                    watch_cancel.cancel();
+                    watch_cancel = s.cancel.child_token();
+                    triggers = reload::spawn_triggers(&s.config_tx.borrow().sources, watch_cancel.clone());
+                }
+            }
+        }
+    }
+    s.driver_cancel.cancel();
+    let handles = std::mem::take(&mut *s.drivers.lock().await);
+    for h in handles {
+        h.join().await;
+    }
+}
+
+/// Apply a new configuration if it is valid and different. Returns whether
+/// it was applied.
+async fn reload(s: &mut Supervisor, trigger: reload::Trigger) -> bool {
+    tracing::info!(?trigger, path = %s.config_path.display(), "reloading configuration");
+    let new = match load_config(&s.config_path).await {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            tracing::error!("new configuration rejected; the current one keeps running:\n{e}");
+            return false;
+        }
+    };
+    let old = s.config_tx.borrow().clone();
+    if *old == new {
+        tracing::info!("configuration unchanged");
+        return false;
+    }
+    if old.storage != new.storage {
+        tracing::warn!("storage settings changed; they take effect at the next restart");
+    }
+    if old.node != new.node {
+        tracing::warn!("node identity changed; it takes effect at the next restart");
+    }
+    // Stop the old drivers first so two pollers never talk to one device
+    // (RTU lines allow a single master). Samples they already sent stay in
+    // the channel and are stored.
+    s.driver_cancel.cancel();
+    {
+        let mut drivers = s.drivers.lock().await;
+        for h in std::mem::take(&mut *drivers) {
+            h.join().await;
+        }
+        s.driver_cancel = s.cancel.child_token();
+        match drivers::spawn_all(&new, s.sample_tx.clone(), s.driver_cancel.clone()) {
+            Ok(h) => *drivers = h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start drivers for the new configuration; restarting the old ones");
+                match drivers::spawn_all(&old, s.sample_tx.clone(), s.driver_cancel.clone()) {
+                    Ok(h) => *drivers = h,
+                    Err(e) => tracing::error!(error = %e, "cannot restart the old drivers either"),
+                }
+                return false;
+            }
+        }
+    }
+    s.settings_tx.send_replace(Arc::new(FilterSettings::from_config(&new)));
+    tracing::info!("configuration applied: {}", summary(&new));
+    s.config_tx.send_replace(Arc::new(new));
+    s.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    true
+}
+
+async fn log_status(s: &Supervisor) {
+    let (seen, stored, filtered) = s.stats.snapshot();
+    let drivers = s.drivers.lock().await;
+    let up = drivers.iter().filter(|d| d.status().connected).count();
+    tracing::info!(
+        devices_up = up,
+        devices = drivers.len(),
+        samples_seen = seen,
+        samples_stored = stored,
+        samples_filtered = filtered,
+        history_committed = s.history_stats.samples_written(),
+        "status"
+    );
+}
+
+/// Render a tag's recent trend from the local history (for `apos-edge history`).
+pub fn history_report(cfg: &EdgeConfig, tag: &str, since: Duration, buckets: u32) -> Result<String, EdgeError> {
+    use std::fmt::Write;
+    let reader = history::HistoryReader::open(&cfg.storage.path)?;
+    let to = drivers::Timestamp::now().as_millis();
+    let from = to - i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 2);
+    let rows = reader.downsample(tag, from, to, buckets)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "{tag}: {} bucket(s) over the last {}", rows.len(), humantime::format_duration(since));
+    let _ = writeln!(out, "{:<24} {:>8} {:>14} {:>14} {:>14}", "bucket start (UTC ms)", "count", "min", "avg", "max");
+    for b in rows {
+        let _ = writeln!(out, "{:<24} {:>8} {:>14.4} {:>14.4} {:>14.4}", b.start_ms, b.count, b.min, b.avg, b.max);
+    }
+    Ok(out)
+}

@@ -1,0 +1,212 @@
+//! The transform stage between the drivers and storage.
+//!
+//! ```text
+//! drivers ──[samples: bounded, BLOCKS when full]──▶ filter ──[stored: bounded, BLOCKS]──▶ history writer
+//!                                                     │
+//!                                                     └──▶ live table (latest value per tag, for HMI/logs)
+//! ```
+//!
+//! Both channels block rather than drop: if storage stalls, back-pressure
+//! slows polling down instead of silently losing samples. Drivers notice
+//! this as a longer cycle time, which is visible in their status.
+//!
+//! The filter stores a sample when its quality changes, when a numeric value
+//! moves by more than the tag's deadband (any change when the deadband is
+//! 0), when a non-numeric value changes, or when the tag has been silent for
+//! [`HEARTBEAT`] — so that a flat signal still has points in its trend.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use drivers::{Sample, TagName, Value};
+use firmware_config::EdgeConfig;
+use tokio::sync::{RwLock, mpsc, watch};
+
+/// A flat value is still stored this often, so trends and later window
+/// aggregates always have points.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// Per-tag settings the filter needs, rebuilt on every config (re)load.
+#[derive(Debug, Clone, Default)]
+pub struct FilterSettings {
+    deadband: HashMap<String, f64>,
+}
+
+impl FilterSettings {
+    pub fn from_config(cfg: &EdgeConfig) -> Self {
+        Self {
+            deadband: cfg
+                .tags
+                .iter()
+                .map(|t| (t.name.clone(), t.deadband))
+                .collect(),
+        }
+    }
+}
+
+/// Pipeline counters, cheap to read from any task.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub samples_in: AtomicU64,
+    pub samples_stored: AtomicU64,
+    pub samples_filtered: AtomicU64,
+    pub batches_in: AtomicU64,
+}
+
+impl PipelineStats {
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.samples_in.load(Ordering::Relaxed),
+            self.samples_stored.load(Ordering::Relaxed),
+            self.samples_filtered.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Latest sample per tag, whatever the filter decided to store.
+pub type LiveTable = Arc<RwLock<HashMap<TagName, Sample>>>;
+
+#[derive(Debug)]
+struct LastStored {
+    sample: Sample,
+}
+
+/// Decide whether `new` must be stored given what was stored last.
+fn should_store(last: Option<&LastStored>, new: &Sample, deadband: f64) -> bool {
+    let Some(last) = last else { return true };
+    let last = &last.sample;
+    if last.quality != new.quality {
+        return true;
+    }
+    if new.ts.as_millis() - last.ts.as_millis() >= HEARTBEAT.as_millis() as i64 {
+        return true;
+    }
+    match (&last.value, &new.value) {
+        (Some(Value::String(a)), Some(Value::String(b))) => a != b,
+        (Some(a), Some(b)) => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) if deadband > 0.0 => (x - y).abs() > deadband,
+            // NaN never equals itself; store NaN only on the transition.
+            (Some(x), Some(y)) => !(x == y || (x.is_nan() && y.is_nan())),
+            _ => a != b,
+        },
+        (None, None) => false,
+        _ => true,
+    }
+}
+
+/// Run the filter stage until the input closes; then the output is dropped,
+/// which lets the history writer flush and stop.
+pub async fn run_filter(
+    mut input: mpsc::Receiver<Vec<Sample>>,
+    output: mpsc::Sender<Vec<Sample>>,
+    mut settings: watch::Receiver<Arc<FilterSettings>>,
+    live: LiveTable,
+    stats: Arc<PipelineStats>,
+) {
+    let mut last: HashMap<TagName, LastStored> = HashMap::new();
+    let mut current = settings.borrow_and_update().clone();
+    while let Some(batch) = input.recv().await {
+        if settings.has_changed().unwrap_or(false) {
+            current = settings.borrow_and_update().clone();
+        }
+        let n = batch.len() as u64;
+        stats.batches_in.fetch_add(1, Ordering::Relaxed);
+        stats.samples_in.fetch_add(n, Ordering::Relaxed);
+        let mut keep = Vec::with_capacity(batch.len());
+        {
+            let mut live = live.write().await;
+            for s in batch {
+                live.insert(s.tag.clone(), s.clone());
+                let db = current.deadband.get(&*s.tag).copied().unwrap_or(0.0);
+                if should_store(last.get(&s.tag), &s, db) {
+                    last.insert(s.tag.clone(), LastStored { sample: s.clone() });
+                    keep.push(s);
+                }
+            }
+        }
+        stats
+            .samples_filtered
+            .fetch_add(n - keep.len() as u64, Ordering::Relaxed);
+        if keep.is_empty() {
+            continue;
+        }
+        stats
+            .samples_stored
+            .fetch_add(keep.len() as u64, Ordering::Relaxed);
+        if output.send(keep).await.is_err() {
+            tracing::error!("history writer stopped; the pipeline cannot store samples any more");
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use drivers::{Quality, Reason, Timestamp};
+
+    fn s(ts: i64, v: f64, q: Quality) -> Sample {
+        Sample {
+            tag: Arc::from("t"),
+            ts: Timestamp(ts),
+            value: Some(Value::F64(v)),
+            quality: q,
+        }
+    }
+
+    #[test]
+    fn deadband_quality_and_heartbeat_decide_storage() {
+        let last = LastStored {
+            sample: s(0, 10.0, Quality::Good),
+        };
+        assert!(!should_store(Some(&last), &s(1000, 10.4, Quality::Good), 0.5));
+        assert!(should_store(Some(&last), &s(1000, 10.6, Quality::Good), 0.5));
+        assert!(should_store(Some(&last), &s(1000, 9.4, Quality::Good), 0.5));
+        assert!(should_store(
+            Some(&last),
+            &s(1000, 10.0, Quality::Bad(Reason::Timeout)),
+            0.5
+        ));
+        assert!(!should_store(Some(&last), &s(1000, 10.0, Quality::Good), 0.0));
+        assert!(should_store(Some(&last), &s(1000, 10.000_001, Quality::Good), 0.0));
+        assert!(should_store(
+            Some(&last),
+            &s(HEARTBEAT.as_millis() as i64, 10.0, Quality::Good),
+            0.5
+        ));
+        assert!(should_store(None, &s(0, 1.0, Quality::Good), 0.5));
+    }
+
+    #[tokio::test]
+    async fn filter_passes_changes_and_counts_the_rest() {
+        let (tx_in, rx_in) = mpsc::channel(4);
+        let (tx_out, mut rx_out) = mpsc::channel(4);
+        let mut settings = FilterSettings::default();
+        settings.deadband.insert("t".into(), 1.0);
+        let (_set_tx, set_rx) = watch::channel(Arc::new(settings));
+        let live = LiveTable::default();
+        let stats = Arc::new(PipelineStats::default());
+        let task = tokio::spawn(run_filter(rx_in, tx_out, set_rx, live.clone(), stats.clone()));
+        tx_in
+            .send(vec![
+                s(0, 1.0, Quality::Good),
+                s(10, 1.5, Quality::Good),
+                s(20, 2.5, Quality::Good),
+            ])
+            .await
+            .unwrap();
+        drop(tx_in);
+        let out = rx_out.recv().await.unwrap();
+        let values: Vec<_> = out.iter().map(|s| s.value.clone()).collect();
+        assert_eq!(values, vec![Some(Value::F64(1.0)), Some(Value::F64(2.5))]);
+        task.await.unwrap();
+        assert_eq!(stats.snapshot(), (3, 2, 1));
+        assert_eq!(
+            live.read().await.get("t").unwrap().value,
+            Some(Value::F64(2.5))
+        );
+    }
+}
