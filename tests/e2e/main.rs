@@ -1,1 +1,11 @@
+//! End-to-end tests of the `apos` workspace against independent peers
+//! (pymodbus servers, socat PTY pairs) and against the simulated plant.
+//!
+//! One harness, one binary: every module below is a group of tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod faults;
+mod modbus_rtu;
+mod modbus_tcp;
+mod plant;
+mod support;

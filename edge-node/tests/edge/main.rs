@@ -1,0 +1,8 @@
+//! Integration tests of the edge node: local history (including crash
+//! safety) and the `apos-edge` binary (validate, hot reload).
+//!
+//! One harness, one binary: every module below is a group of tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod history;
+mod node;
