@@ -13,7 +13,10 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "apos-demo", about = "APOS demo plant: simulated refinery unit → edge node")]
+#[command(
+    name = "apos-demo",
+    about = "APOS demo plant: simulated refinery unit → edge node"
+)]
 struct Args {
     /// Where the simulated plant serves Modbus TCP.
     #[arg(long, default_value = "127.0.0.1:5020")]
@@ -42,15 +45,18 @@ async fn main() -> anyhow::Result<()> {
     edge_node::logging::init("text");
     let cancel = CancellationToken::new();
 
-    let plant = apos::plant::spawn_demo_plant(args.modbus, args.seed, args.time_scale, cancel.clone())
-        .await
-        .with_context(|| format!("starting the simulated plant on {}", args.modbus))?;
+    let plant =
+        apos::plant::spawn_demo_plant(args.modbus, args.seed, args.time_scale, cancel.clone())
+            .await
+            .with_context(|| format!("starting the simulated plant on {}", args.modbus))?;
 
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let config_path = args.dir.join("edge.toml");
     let history_path = args.dir.join("history.db");
     let toml = apos::demo::edge_config(plant.addr, &history_path);
-    std::fs::write(&config_path, toml).with_context(|| format!("writing {}", config_path.display()))?;
+    std::fs::write(&config_path, toml)
+        .with_context(|| format!("writing {}", config_path.display()))?;
 
     let edge = edge_node::Edge::start(&config_path, cancel.clone())
         .await
@@ -58,11 +64,20 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!("APOS demo is running.");
-    println!("  simulated plant (Modbus TCP):  {}   register map: docs/plant.md", plant.addr);
+    println!(
+        "  simulated plant (Modbus TCP):  {}   register map: docs/plant.md",
+        plant.addr
+    );
     println!("  edge configuration:           {}", config_path.display());
     println!("  local history (SQLite):       {}", history_path.display());
-    println!("  trend from the CLI:           cargo run -p edge-node -- history --config {} --tag heater.outlet_temp --since 10m", config_path.display());
-    println!("  live values are logged below every {}; Ctrl-C stops.", humantime::format_duration(args.print_every));
+    println!(
+        "  trend from the CLI:           cargo run -p edge-node -- history --config {} --tag heater.outlet_temp --since 10m",
+        config_path.display()
+    );
+    println!(
+        "  live values are logged below every {}; Ctrl-C stops.",
+        humantime::format_duration(args.print_every)
+    );
     println!();
 
     let mut tick = tokio::time::interval(args.print_every);

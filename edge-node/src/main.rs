@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "apos-edge", version, about = "APOS edge node: PLC collection, local history, HMI, hub sync")]
+#[command(
+    name = "apos-edge",
+    version,
+    about = "APOS edge node: PLC collection, local history, HMI, hub sync"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -127,7 +131,8 @@ async fn shutdown_signal() {
 
 fn history(config: PathBuf, tag: &str, since: &str, buckets: u32) -> anyhow::Result<()> {
     let cfg = firmware_config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let since = humantime::parse_duration(since).with_context(|| format!("invalid --since {since:?}"))?;
+    let since =
+        humantime::parse_duration(since).with_context(|| format!("invalid --since {since:?}"))?;
     let text = edge_node::history_report(&cfg, tag, since, buckets)?;
     print!("{text}");
     Ok(())

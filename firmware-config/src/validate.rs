@@ -533,24 +533,27 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            if let Transport::ModbusRtu { line, unit_id } = &dev.transport {
-                if let Some(other) =
+            if let Transport::ModbusRtu { line, unit_id } = &dev.transport
+                && let Some(other) =
                     units_on_line.insert((line.clone(), *unit_id), dev.name.clone())
-                {
-                    let span = item
-                        .raw
-                        .unit_id
-                        .as_ref()
-                        .map(|u| u.span())
-                        .unwrap_or(name_span.clone());
-                    self.push(
-                        item.diag(span, format!("device {:?} › unit_id", dev.name), format!(
+            {
+                let span = item
+                    .raw
+                    .unit_id
+                    .as_ref()
+                    .map(|u| u.span())
+                    .unwrap_or(name_span.clone());
+                self.push(
+                    item.diag(
+                        span,
+                        format!("device {:?} › unit_id", dev.name),
+                        format!(
                             "unit id {unit_id} is already used by device {other:?} on line {line:?}"
-                        ))
-                        .help("each slave on one RS-485 line needs its own unit id"),
-                    );
-                    continue;
-                }
+                        ),
+                    )
+                    .help("each slave on one RS-485 line needs its own unit id"),
+                );
+                continue;
             }
             let here = (item.src.path.clone(), item.src.locate(item.span.start).0);
             out.insert(dev.name.clone(), (dev, here));
@@ -1078,34 +1081,34 @@ impl Validator<'_> {
                 }
             },
         };
-        if let (Some(b), Some(dt)) = (&r.bit, data_type) {
-            if !matches!(dt, DataType::Bit(_)) {
-                self.push(
-                    item.diag(
-                        b.span(),
-                        f("bit"),
-                        format!("`bit` only applies to type \"bit\", not {:?}", dt.name()),
-                    )
-                    .help("remove `bit`, or set `type = \"bit\"`"),
-                );
-                ok = false;
-            }
+        if let (Some(b), Some(dt)) = (&r.bit, data_type)
+            && !matches!(dt, DataType::Bit(_))
+        {
+            self.push(
+                item.diag(
+                    b.span(),
+                    f("bit"),
+                    format!("`bit` only applies to type \"bit\", not {:?}", dt.name()),
+                )
+                .help("remove `bit`, or set `type = \"bit\"`"),
+            );
+            ok = false;
         }
-        if let (Some(l), Some(dt)) = (&r.length, data_type) {
-            if !matches!(dt, DataType::String { .. }) {
-                self.push(
-                    item.diag(
-                        l.span(),
-                        f("length"),
-                        format!(
-                            "`length` only applies to type \"string\", not {:?}",
-                            dt.name()
-                        ),
-                    )
-                    .help("remove `length`"),
-                );
-                ok = false;
-            }
+        if let (Some(l), Some(dt)) = (&r.length, data_type)
+            && !matches!(dt, DataType::String { .. })
+        {
+            self.push(
+                item.diag(
+                    l.span(),
+                    f("length"),
+                    format!(
+                        "`length` only applies to type \"string\", not {:?}",
+                        dt.name()
+                    ),
+                )
+                .help("remove `length`"),
+            );
+            ok = false;
         }
         let order = match &r.order {
             None => WordOrder::Abcd,

@@ -1,0 +1,300 @@
+//! One task per RS-485 line, serving every unit on it.
+//!
+//! A serial line has one master and one conversation at a time, so requests
+//! are strictly serialized and separated by the line's inter-frame delay
+//! (at least 3.5 character times). A unit that does not answer costs a full
+//! timeout, so after a failure it is *backed off*: its polls are skipped
+//! (its tags go `Bad(BackedOff)`) until an exponentially growing, jittered
+//! delay expires, and the healthy units keep their poll rate.
+//!
+//! After a timeout the port is reopened: a late answer would otherwise sit
+//! in the buffer and be taken for the answer to the next request.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use firmware_config::{EdgeConfig, Parity, SerialLine, Transport};
+use tokio::time::Instant;
+use tokio_modbus::client::Context;
+use tokio_modbus::prelude::*;
+
+use super::LinkError;
+use super::device::ModbusDevice;
+use crate::backoff::{Backoff, Jitter};
+use crate::driver::{
+    Driver, DriverContext, DriverStatus, LinkState, UnitStatus, WriteCommand, WriteError,
+};
+use crate::sample::Reason;
+
+struct Unit {
+    device: ModbusDevice,
+    backoff: Backoff,
+    backed_off_until: Option<Instant>,
+}
+
+/// A Modbus RTU serial line and its units.
+pub struct RtuLineDriver {
+    line: SerialLine,
+    units: Vec<Unit>,
+    port_backoff: Backoff,
+    last_frame_end: Instant,
+}
+
+impl std::fmt::Debug for RtuLineDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtuLineDriver")
+            .field("line", &self.line.name)
+            .field("units", &self.units.len())
+            .finish()
+    }
+}
+
+impl RtuLineDriver {
+    /// Build the driver for serial line `line` and every `modbus-rtu` device on it.
+    pub fn from_config(cfg: &EdgeConfig, line: &SerialLine) -> Self {
+        let units = cfg
+            .devices
+            .iter()
+            .filter(
+                |d| matches!(&d.transport, Transport::ModbusRtu { line: l, .. } if *l == line.name),
+            )
+            .map(|d| Unit {
+                device: ModbusDevice::from_config(cfg, d),
+                backoff: Backoff::new(line.unit_backoff),
+                backed_off_until: None,
+            })
+            .collect();
+        Self {
+            port_backoff: Backoff::new(firmware_config::Backoff::default()),
+            line: line.clone(),
+            units,
+            last_frame_end: Instant::now(),
+        }
+    }
+
+    /// The configured inter-frame delay, never below the protocol minimum.
+    fn frame_gap(&self) -> Duration {
+        self.line
+            .inter_frame_delay
+            .max(self.line.min_inter_frame_delay())
+    }
+
+    fn open(&self) -> Result<Context, String> {
+        let builder = tokio_serial::new(self.line.path.to_string_lossy(), self.line.baud)
+            .parity(match self.line.parity {
+                Parity::None => tokio_serial::Parity::None,
+                Parity::Even => tokio_serial::Parity::Even,
+                Parity::Odd => tokio_serial::Parity::Odd,
+            })
+            .data_bits(match self.line.data_bits {
+                5 => tokio_serial::DataBits::Five,
+                6 => tokio_serial::DataBits::Six,
+                7 => tokio_serial::DataBits::Seven,
+                _ => tokio_serial::DataBits::Eight,
+            })
+            .stop_bits(if self.line.stop_bits == 2 {
+                tokio_serial::StopBits::Two
+            } else {
+                tokio_serial::StopBits::One
+            });
+        let port = tokio_serial::SerialStream::open(&builder)
+            .map_err(|e| format!("cannot open serial port {}: {e}", self.line.path.display()))?;
+        Ok(rtu::attach(port))
+    }
+
+    fn publish(&self, ctx: &DriverContext, f: impl FnOnce(&mut DriverStatus)) {
+        let now = Instant::now();
+        let units: Vec<UnitStatus> = self
+            .units
+            .iter()
+            .map(|u| UnitStatus {
+                device: u.device.name.clone(),
+                unit_id: u.device.unit_id,
+                state: match u.backed_off_until {
+                    Some(t) if t > now => LinkState::BackedOff {
+                        failures: u.backoff.failures(),
+                        retry_in: t - now,
+                    },
+                    _ if u.backoff.failures() > 0 => LinkState::Connecting,
+                    _ => LinkState::Up,
+                },
+            })
+            .collect();
+        ctx.status.send_modify(|s| {
+            s.connected = units.iter().any(|u| u.state == LinkState::Up);
+            s.units = units;
+            f(s);
+        });
+    }
+
+    /// Wait out the inter-frame gap since the last frame on the wire.
+    async fn quiet_line(&self) {
+        tokio::time::sleep_until(self.last_frame_end + self.frame_gap()).await;
+    }
+
+    async fn serve_write(&mut self, conn: &mut Context, cmd: WriteCommand) -> bool {
+        let Some(u) = self
+            .units
+            .iter()
+            .position(|u| u.device.serves(&cmd.request))
+        else {
+            let what = match &cmd.request {
+                crate::WriteRequest::Tag { tag, .. } => WriteError::UnknownTag(tag.clone()),
+                crate::WriteRequest::Registers { device, .. }
+                | crate::WriteRequest::Coils { device, .. } => {
+                    WriteError::UnknownDevice(device.clone())
+                }
+            };
+            let _ = cmd.reply.send(Err(what));
+            return true;
+        };
+        self.quiet_line().await;
+        conn.set_slave(Slave(self.units[u].device.unit_id));
+        let r = self.units[u].device.write(conn, &cmd.request).await;
+        self.last_frame_end = Instant::now();
+        let ok_link = !matches!(r, Err(WriteError::Timeout(_) | WriteError::Io(_)));
+        match &r {
+            Ok(()) => tracing::info!(line = %self.line.name, request = ?cmd.request, "write done"),
+            Err(e) => {
+                tracing::warn!(line = %self.line.name, request = ?cmd.request, error = %e, "write failed")
+            }
+        }
+        let _ = cmd.reply.send(r);
+        ok_link
+    }
+}
+
+#[async_trait]
+impl Driver for RtuLineDriver {
+    fn name(&self) -> &str {
+        &self.line.name
+    }
+
+    async fn run(mut self: Box<Self>, mut ctx: DriverContext) {
+        let mut jitter = Jitter::from_name(&self.line.name);
+        let cancel = ctx.cancel.clone();
+        'outer: while !cancel.is_cancelled() {
+            let mut conn = match self.open() {
+                Ok(c) => c,
+                Err(e) => {
+                    let wait = self.port_backoff.fail(jitter.next_unit());
+                    tracing::warn!(line = %self.line.name, error = %e, retry_in = ?wait, "serial line unavailable");
+                    let mut bad = Vec::new();
+                    for u in &mut self.units {
+                        bad.extend(u.device.mark_all_bad(&Reason::ConnectionLost));
+                    }
+                    if !ctx.send(bad).await {
+                        break;
+                    }
+                    self.publish(&ctx, |s| {
+                        s.connected = false;
+                        s.errors += 1;
+                        s.last_error = Some(e);
+                    });
+                    let until = Instant::now() + wait;
+                    loop {
+                        tokio::select! {
+                            _ = cancel.cancelled() => break 'outer,
+                            _ = tokio::time::sleep_until(until) => break,
+                            Some(cmd) = ctx.writes.recv() => { let _ = cmd.reply.send(Err(WriteError::NotConnected)); }
+                        }
+                    }
+                    continue;
+                }
+            };
+            self.port_backoff.reset();
+            tracing::info!(line = %self.line.name, path = %self.line.path.display(), units = self.units.len(), "serial line open");
+            loop {
+                // The unit and group due first across the whole line.
+                let next = self
+                    .units
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, u)| u.device.next_due().map(|(g, t)| (i, g, t)))
+                    .min_by_key(|(_, _, t)| *t);
+                let Some((u, g, due)) = next else {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break 'outer,
+                        Some(cmd) = ctx.writes.recv() => { if !self.serve_write(&mut conn, cmd).await { continue 'outer; } }
+                    }
+                    continue;
+                };
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => break 'outer,
+                    Some(cmd) = ctx.writes.recv() => {
+                        if !self.serve_write(&mut conn, cmd).await {
+                            continue 'outer;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(due) => {
+                        let now = Instant::now();
+                        if let Some(until) = self.units[u].backed_off_until.filter(|t| *t > now) {
+                            // Skipped: the unit is backed off. Its tags say so.
+                            let bad = self.units[u].device.mark_group_bad(g, &Reason::BackedOff);
+                            self.units[u].device.reschedule(g, now);
+                            self.units[u].device.postpone(until);
+                            if !ctx.send(bad).await {
+                                break 'outer;
+                            }
+                            continue;
+                        }
+                        self.quiet_line().await;
+                        conn.set_slave(Slave(self.units[u].device.unit_id));
+                        let started = Instant::now();
+                        let result = self.units[u].device.poll(&mut conn, g).await;
+                        self.last_frame_end = Instant::now();
+                        let elapsed = started.elapsed();
+                        self.units[u].device.reschedule(g, Instant::now());
+                        match result {
+                            Ok(out) => {
+                                let unit = &mut self.units[u];
+                                if unit.backoff.failures() > 0 {
+                                    tracing::info!(line = %self.line.name, device = %unit.device.name, "unit answering again");
+                                }
+                                unit.backoff.reset();
+                                unit.backed_off_until = None;
+                                self.publish(&ctx, |s| {
+                                    s.cycles += 1;
+                                    s.requests += out.requests;
+                                    s.errors += out.exceptions;
+                                    s.last_cycle = Some(elapsed);
+                                });
+                                if !ctx.send(out.samples).await {
+                                    break 'outer;
+                                }
+                            }
+                            Err((out, e)) => {
+                                let unit = &mut self.units[u];
+                                let wait = unit.backoff.fail(jitter.next_unit());
+                                let until = Instant::now() + wait;
+                                unit.backed_off_until = Some(until);
+                                unit.device.postpone(until);
+                                tracing::warn!(line = %self.line.name, device = %unit.device.name, unit = unit.device.unit_id, error = %e, retry_in = ?wait, "unit not answering; backing off");
+                                let mut samples = out.samples;
+                                samples.extend(unit.device.mark_all_bad(&e.reason()));
+                                self.publish(&ctx, |s| {
+                                    s.requests += out.requests;
+                                    s.errors += 1;
+                                    s.last_error = Some(e.to_string());
+                                });
+                                if !ctx.send(samples).await {
+                                    break 'outer;
+                                }
+                                if matches!(e, LinkError::Timeout(_) | LinkError::Protocol(_)) {
+                                    // Reopen to drop any late bytes (see module docs).
+                                    let _ = conn.disconnect().await;
+                                    continue 'outer;
+                                }
+                                if matches!(e, LinkError::Io(_)) {
+                                    continue 'outer;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ctx.status.send_modify(|s| s.connected = false);
+    }
+}

@@ -1,0 +1,9 @@
+//! Benchmark support for `apos-bench` (see `docs/benchmarks.md`): a fast
+//! register-file Modbus server, a generator for large mixed-type tag sets,
+//! and process CPU/RSS sampling from `/proc`.
+//!
+//! Nothing here is used by the demo or the edge node itself.
+
+pub mod procstat;
+pub mod server;
+pub mod tagset;

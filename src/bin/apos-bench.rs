@@ -1,0 +1,199 @@
+//! `apos-bench`: the benchmarks recorded in `docs/benchmarks.md`.
+//!
+//! Build in release mode first; `sustained` runs the real `apos-edge`
+//! binary found next to this one:
+//!
+//! ```text
+//! cargo build --release -p apos -p edge-node
+//! target/release/apos-bench modbus
+//! target/release/apos-bench sustained
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use apos::bench::{procstat, server, tagset};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "apos-bench",
+    about = "APOS benchmarks (see docs/benchmarks.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Poll-cycle cost of 10,000 mixed holding-register tags: our planned
+    /// reads vs one request per tag, and vs pymodbus's async client.
+    Modbus {
+        #[arg(long, default_value_t = 10_000)]
+        tags: usize,
+        /// Poll cycles measured per client (after one warm-up cycle).
+        #[arg(long, default_value_t = 30)]
+        cycles: usize,
+        /// Python with pymodbus (default: .venv/bin/python, made by scripts/test.sh).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
+    /// Sustained points per second from the driver into SQLite, measured on
+    /// the real `apos-edge` process pinned to one core, with its CPU and RSS.
+    Sustained {
+        #[arg(long, default_value_t = 10_000)]
+        tags: usize,
+        /// Poll interval of the device; 10,000 tags at 100ms asks for 100k points/s.
+        #[arg(long, default_value = "100ms")]
+        poll_interval: String,
+        /// Warm-up before measuring.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Measurement window.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// CPU the edge process is pinned to (`taskset`); the load server runs elsewhere.
+        #[arg(long, default_value_t = 1)]
+        cpu: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("warn").init();
+    match Cli::parse().command {
+        Cmd::Modbus {
+            tags,
+            cycles,
+            python,
+        } => apos::bench::modbus::run(tags, cycles, python).await,
+        Cmd::Sustained {
+            tags,
+            poll_interval,
+            warmup,
+            duration,
+            cpu,
+        } => sustained(tags, &poll_interval, warmup, duration, cpu).await,
+    }
+}
+
+async fn sustained(
+    tags: usize,
+    poll_interval: &str,
+    warmup: Duration,
+    duration: Duration,
+    cpu: usize,
+) -> anyhow::Result<()> {
+    let edge_bin = sibling_binary("apos-edge")?;
+    let cancel = CancellationToken::new();
+    let (addr, server_stats) = server::spawn("127.0.0.1:0".parse()?, cancel.clone()).await?;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("history.db");
+    let cfg = dir.path().join("edge.toml");
+    std::fs::write(&cfg, tagset::edge_config(addr, tags, poll_interval, &db))?;
+
+    // Keep this process (the load server) off the edge's core.
+    let other = if cpu == 0 { 1 } else { 0 };
+    pin(std::process::id(), other);
+    let mut child = Command::new("taskset")
+        .args(["-c", &cpu.to_string()])
+        .arg(&edge_bin)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("TOKIO_WORKER_THREADS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {} under taskset", edge_bin.display()))?;
+    let pid = child.id();
+    eprintln!(
+        "edge pid {pid} pinned to cpu {cpu}: {tags} tags every {poll_interval}; warming up {warmup:?}"
+    );
+    tokio::time::sleep(warmup).await;
+
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let count = || -> anyhow::Result<u64> {
+        Ok(conn.query_row("SELECT count(*) FROM samples", [], |r| r.get::<_, i64>(0))? as u64)
+    };
+    let (rows0, p0, req0, t0) = (
+        count()?,
+        procstat::sample(pid),
+        server_stats
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        Instant::now(),
+    );
+    let mut peak_rss = 0;
+    let end = t0 + duration;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(p) = procstat::sample(pid) {
+            peak_rss = peak_rss.max(p.rss_kib);
+        } else {
+            bail!("apos-edge exited during the benchmark");
+        }
+    }
+    let (rows1, p1, req1, elapsed) = (
+        count()?,
+        procstat::sample(pid),
+        server_stats
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        t0.elapsed(),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    cancel.cancel();
+
+    let (Some(p0), Some(p1)) = (p0, p1) else {
+        bail!("could not read /proc for pid {pid}")
+    };
+    let secs = elapsed.as_secs_f64();
+    let pts = (rows1 - rows0) as f64 / secs;
+    let cpu_pct = (p1.cpu - p0.cpu).as_secs_f64() / secs * 100.0;
+    let requested = tags as f64 / humantime::parse_duration(poll_interval)?.as_secs_f64();
+    println!(
+        "| tags | poll interval | offered pts/s | stored pts/s | Modbus req/s | edge CPU (one core) | edge RSS now / peak |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {tags} | {poll_interval} | {requested:.0} | {pts:.0} | {:.0} | {cpu_pct:.0} % | {:.1} MiB / {:.1} MiB |",
+        (req1 - req0) as f64 / secs,
+        peak_rss as f64 / 1024.0,
+        p1.peak_rss_kib as f64 / 1024.0,
+    );
+    Ok(())
+}
+
+/// Pin every thread of `pid` to `cpu`; benchmarks still run (less
+/// precisely) where `taskset` is missing.
+fn pin(pid: u32, cpu: usize) {
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("warning: taskset failed; figures are not pinned to one core");
+    }
+}
+
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me
+        .parent()
+        .map(|d| d.join(name))
+        .unwrap_or_else(|| Path::new(name).to_path_buf());
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -p edge-node`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
