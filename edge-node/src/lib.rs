@@ -106,13 +106,18 @@ impl Edge {
         Self::start_with(config_path.to_path_buf(), cfg, cancel).await
     }
 
-    async fn start_with(config_path: PathBuf, cfg: EdgeConfig, cancel: CancellationToken) -> Result<Self, EdgeError> {
+    async fn start_with(
+        config_path: PathBuf,
+        cfg: EdgeConfig,
+        cancel: CancellationToken,
+    ) -> Result<Self, EdgeError> {
         let (store_tx, store_rx) = mpsc::channel::<Vec<Sample>>(STORE_CHANNEL_BATCHES);
         let writer = history::HistoryWriter::spawn(&cfg.storage, store_rx)?;
         let history_stats = writer.stats();
 
         let (sample_tx, sample_rx) = mpsc::channel::<Vec<Sample>>(SAMPLE_CHANNEL_BATCHES);
-        let (settings_tx, settings_rx) = watch::channel(Arc::new(FilterSettings::from_config(&cfg)));
+        let (settings_tx, settings_rx) =
+            watch::channel(Arc::new(FilterSettings::from_config(&cfg)));
         let live = LiveTable::default();
         let stats = Arc::new(PipelineStats::default());
         let filter = tokio::spawn(pipeline::run_filter(
@@ -168,7 +173,12 @@ impl Edge {
 
     /// Status of every running driver.
     pub async fn driver_status(&self) -> Vec<drivers::DriverStatus> {
-        self.drivers.lock().await.iter().map(DriverHandle::status).collect()
+        self.drivers
+            .lock()
+            .await
+            .iter()
+            .map(DriverHandle::status)
+            .collect()
     }
 
     /// Wait for shutdown after the cancel token fired: drivers stop, the
@@ -181,7 +191,9 @@ impl Edge {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         };
         if tokio::time::timeout(timeout, work).await.is_err() {
-            tracing::error!("shutdown did not finish within {timeout:?}; uncommitted samples may be lost");
+            tracing::error!(
+                "shutdown did not finish within {timeout:?}; uncommitted samples may be lost"
+            );
         }
     }
 }
@@ -278,7 +290,8 @@ async fn reload(s: &mut Supervisor, trigger: reload::Trigger) -> bool {
             }
         }
     }
-    s.settings_tx.send_replace(Arc::new(FilterSettings::from_config(&new)));
+    s.settings_tx
+        .send_replace(Arc::new(FilterSettings::from_config(&new)));
     tracing::info!("configuration applied: {}", summary(&new));
     s.config_tx.send_replace(Arc::new(new));
     s.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -301,17 +314,35 @@ async fn log_status(s: &Supervisor) {
 }
 
 /// Render a tag's recent trend from the local history (for `apos-edge history`).
-pub fn history_report(cfg: &EdgeConfig, tag: &str, since: Duration, buckets: u32) -> Result<String, EdgeError> {
+pub fn history_report(
+    cfg: &EdgeConfig,
+    tag: &str,
+    since: Duration,
+    buckets: u32,
+) -> Result<String, EdgeError> {
     use std::fmt::Write;
     let reader = history::HistoryReader::open(&cfg.storage.path)?;
     let to = drivers::Timestamp::now().as_millis();
     let from = to - i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 2);
-    let rows = reader.downsample(tag, from, to, buckets)?;
+    let rows = reader.downsample(tag, from, to, buckets as usize)?;
     let mut out = String::new();
-    let _ = writeln!(out, "{tag}: {} bucket(s) over the last {}", rows.len(), humantime::format_duration(since));
-    let _ = writeln!(out, "{:<24} {:>8} {:>14} {:>14} {:>14}", "bucket start (UTC ms)", "count", "min", "avg", "max");
+    let _ = writeln!(
+        out,
+        "{tag}: {} bucket(s) over the last {}",
+        rows.len(),
+        humantime::format_duration(since)
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:>8} {:>14} {:>14} {:>14}",
+        "bucket start (UTC ms)", "count", "min", "avg", "max"
+    );
     for b in rows {
-        let _ = writeln!(out, "{:<24} {:>8} {:>14.4} {:>14.4} {:>14.4}", b.start_ms, b.count, b.min, b.avg, b.max);
+        let _ = writeln!(
+            out,
+            "{:<24} {:>8} {:>14.4} {:>14.4} {:>14.4}",
+            b.start_ms, b.count, b.min, b.avg, b.max
+        );
     }
     Ok(out)
 }

@@ -6,7 +6,9 @@ use tracing_subscriber::EnvFilter;
 /// `format` is "json" for log shippers, anything else for people.
 pub fn init(format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let result = if format == "json" {
         builder.json().try_init()
     } else {

@@ -162,16 +162,32 @@ mod tests {
         let last = LastStored {
             sample: s(0, 10.0, Quality::Good),
         };
-        assert!(!should_store(Some(&last), &s(1000, 10.4, Quality::Good), 0.5));
-        assert!(should_store(Some(&last), &s(1000, 10.6, Quality::Good), 0.5));
+        assert!(!should_store(
+            Some(&last),
+            &s(1000, 10.4, Quality::Good),
+            0.5
+        ));
+        assert!(should_store(
+            Some(&last),
+            &s(1000, 10.6, Quality::Good),
+            0.5
+        ));
         assert!(should_store(Some(&last), &s(1000, 9.4, Quality::Good), 0.5));
         assert!(should_store(
             Some(&last),
             &s(1000, 10.0, Quality::Bad(Reason::Timeout)),
             0.5
         ));
-        assert!(!should_store(Some(&last), &s(1000, 10.0, Quality::Good), 0.0));
-        assert!(should_store(Some(&last), &s(1000, 10.000_001, Quality::Good), 0.0));
+        assert!(!should_store(
+            Some(&last),
+            &s(1000, 10.0, Quality::Good),
+            0.0
+        ));
+        assert!(should_store(
+            Some(&last),
+            &s(1000, 10.000_001, Quality::Good),
+            0.0
+        ));
         assert!(should_store(
             Some(&last),
             &s(HEARTBEAT.as_millis() as i64, 10.0, Quality::Good),
@@ -189,7 +205,13 @@ mod tests {
         let (_set_tx, set_rx) = watch::channel(Arc::new(settings));
         let live = LiveTable::default();
         let stats = Arc::new(PipelineStats::default());
-        let task = tokio::spawn(run_filter(rx_in, tx_out, set_rx, live.clone(), stats.clone()));
+        let task = tokio::spawn(run_filter(
+            rx_in,
+            tx_out,
+            set_rx,
+            live.clone(),
+            stats.clone(),
+        ));
         tx_in
             .send(vec![
                 s(0, 1.0, Quality::Good),

@@ -57,6 +57,9 @@ pub(crate) fn decode_value(value: ValueRef<'_>, text: Option<&str>, k: i64) -> O
             _ => num.map(|n| Value::F64(n.as_f64())),
         },
         (kind::U64, Some(Num::I(i))) => Some(u64::try_from(i).map_or(Value::I64(i), Value::U64)),
+        // NUMERIC affinity stores an integral REAL (2.0) as INTEGER 2: the
+        // kind column restores the float.
+        (kind::F64, Some(n)) => Some(Value::F64(n.as_f64())),
         (kind::F64, None) => Some(Value::F64(f64::NAN)),
         (kind::STRING, _) => Some(Value::String(text.unwrap_or_default().to_owned())),
         (kind::NONE, None) => None,
@@ -120,7 +123,9 @@ pub(crate) fn decode_quality(code: i64, reason: Option<&str>) -> Quality {
         0 => Quality::Good,
         1 => Quality::Uncertain(decode_reason(reason)),
         2 => Quality::Bad(decode_reason(reason)),
-        other => Quality::Bad(Reason::Other(format!("unknown stored quality code {other}"))),
+        other => Quality::Bad(Reason::Other(format!(
+            "unknown stored quality code {other}"
+        ))),
     }
 }
 
@@ -129,7 +134,11 @@ pub(crate) fn decode_quality(code: i64, reason: Option<&str>) -> Quality {
 pub(crate) const SAMPLE_COLUMNS: &str = "ts_ms, value, value_text, kind, quality, reason";
 
 /// Rebuild a sample from [`SAMPLE_COLUMNS`] starting at column `first`.
-pub(crate) fn sample_from_row(tag: &TagName, row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Sample> {
+pub(crate) fn sample_from_row(
+    tag: &TagName,
+    row: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<Sample> {
     let ts: i64 = row.get(first)?;
     let value = row.get_ref(first + 1)?;
     let text: Option<&str> = match row.get_ref(first + 2)? {
@@ -185,7 +194,10 @@ mod tests {
     #[test]
     fn nan_survives_as_nan() {
         let back = round_trip(Some(Value::F64(f64::NAN)));
-        assert!(matches!(back, Some(Value::F64(f)) if f.is_nan()), "{back:?}");
+        assert!(
+            matches!(back, Some(Value::F64(f)) if f.is_nan()),
+            "{back:?}"
+        );
     }
 
     #[test]
@@ -221,8 +233,14 @@ mod tests {
             decode_quality(9, None),
             Quality::Bad(Reason::Other("unknown stored quality code 9".into()))
         );
-        assert_eq!(decode_value(ValueRef::Real(2.5), None, 99), Some(Value::F64(2.5)));
+        assert_eq!(
+            decode_value(ValueRef::Real(2.5), None, 99),
+            Some(Value::F64(2.5))
+        );
         assert_eq!(decode_value(ValueRef::Null, Some("x"), kind::U64), None);
-        assert_eq!(decode_value(ValueRef::Integer(-1), None, kind::U64), Some(Value::I64(-1)));
+        assert_eq!(
+            decode_value(ValueRef::Integer(-1), None, kind::U64),
+            Some(Value::I64(-1))
+        );
     }
 }

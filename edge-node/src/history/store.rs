@@ -9,7 +9,8 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use super::retention::{self, RetentionReport};
 use super::{HistoryError, HistoryOptions, codec, schema};
 
-const INSERT_SAMPLE: &str = "INSERT OR REPLACE INTO samples (tag_id, ts_ms, value, value_text, kind, quality, reason)
+const INSERT_SAMPLE: &str =
+    "INSERT OR REPLACE INTO samples (tag_id, ts_ms, value, value_text, kind, quality, reason)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const INSERT_TAG: &str = "INSERT OR IGNORE INTO tags (name) VALUES (?1)";
 const SELECT_TAG: &str = "SELECT id FROM tags WHERE name = ?1";
@@ -57,7 +58,9 @@ impl HistoryStore {
     fn insert_tx(&mut self, samples: &[Sample]) -> Result<(), HistoryError> {
         // IMMEDIATE takes the write lock up front, so a busy database fails
         // at BEGIN (after busy_timeout) rather than midway.
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(INSERT_SAMPLE)?;
             for s in samples {
@@ -65,7 +68,9 @@ impl HistoryStore {
                     Some(id) => *id,
                     None => {
                         tx.prepare_cached(INSERT_TAG)?.execute([&*s.tag])?;
-                        let id: i64 = tx.prepare_cached(SELECT_TAG)?.query_row([&*s.tag], |r| r.get(0))?;
+                        let id: i64 = tx
+                            .prepare_cached(SELECT_TAG)?
+                            .query_row([&*s.tag], |r| r.get(0))?;
                         self.tag_ids.insert(s.tag.clone(), id);
                         id
                     }
@@ -89,7 +94,11 @@ impl HistoryStore {
     /// One bounded retention step at wall-clock time `now_ms`: deletes by age,
     /// then by size, stopping after about `budget`. Check
     /// [`RetentionReport::done`] and call again if it is false.
-    pub fn retention_step(&mut self, now_ms: i64, budget: Duration) -> Result<RetentionReport, HistoryError> {
+    pub fn retention_step(
+        &mut self,
+        now_ms: i64,
+        budget: Duration,
+    ) -> Result<RetentionReport, HistoryError> {
         let deadline = Instant::now() + budget;
         retention::step(&self.conn, &self.opts, now_ms, deadline)
     }

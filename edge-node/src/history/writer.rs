@@ -1,0 +1,272 @@
+//! The writer thread: the only writer of the history database.
+//!
+//! Batches arrive on a bounded channel from the pipeline. The thread
+//! accumulates them and commits one transaction per `batch_size` samples, or
+//! after `flush_interval` for a partial batch, then runs a time-boxed
+//! retention step when one is due.
+//!
+//! If a commit fails (disk full, I/O error), the samples stay pending and
+//! the commit is retried with backoff. While pending samples exceed
+//! [`MAX_PENDING_BATCHES`] batches the thread stops reading the channel, so
+//! the pipeline and then the drivers slow down (backpressure) instead of
+//! anything being dropped. Only at shutdown, if the final commit keeps
+//! failing, are samples lost — counted in `dropped` and logged as an error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use drivers::{Sample, Timestamp};
+use firmware_config::Storage;
+use tokio::sync::mpsc;
+
+use super::{HistoryError, HistoryOptions, HistoryStore};
+
+/// Stop reading new samples above this many batches pending.
+pub const MAX_PENDING_BATCHES: usize = 20;
+/// Commit attempts at shutdown before giving up.
+const FINAL_ATTEMPTS: u32 = 5;
+
+/// Live counters of the writer, shared with status reporting.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    received: AtomicU64,
+    written: AtomicU64,
+    transactions: AtomicU64,
+    commit_errors: AtomicU64,
+    dropped: AtomicU64,
+    pending: AtomicU64,
+    last_commit_us: AtomicU64,
+    retention_deleted: AtomicU64,
+}
+
+/// A copy of [`WriterStats`] at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStatsSnapshot {
+    pub received: u64,
+    pub written: u64,
+    pub transactions: u64,
+    pub commit_errors: u64,
+    pub dropped: u64,
+    pub pending: u64,
+    pub last_commit_us: u64,
+    pub retention_deleted: u64,
+}
+
+impl WriterStats {
+    /// Samples committed to the database so far.
+    pub fn samples_written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> WriterStatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WriterStatsSnapshot {
+            received: l(&self.received),
+            written: l(&self.written),
+            transactions: l(&self.transactions),
+            commit_errors: l(&self.commit_errors),
+            dropped: l(&self.dropped),
+            pending: l(&self.pending),
+            last_commit_us: l(&self.last_commit_us),
+            retention_deleted: l(&self.retention_deleted),
+        }
+    }
+}
+
+/// Handle of the running writer thread.
+#[derive(Debug)]
+pub struct HistoryWriter {
+    thread: JoinHandle<Result<(), HistoryError>>,
+    stats: Arc<WriterStats>,
+}
+
+impl HistoryWriter {
+    /// Open the database of `storage` and start the writer thread reading `rx`.
+    /// The thread ends (after committing everything) when every sender is dropped.
+    pub fn spawn(storage: &Storage, rx: mpsc::Receiver<Vec<Sample>>) -> Result<Self, HistoryError> {
+        Self::spawn_with(HistoryOptions::from(storage), rx)
+    }
+
+    /// Like [`Self::spawn`] with every option explicit.
+    pub fn spawn_with(
+        opts: HistoryOptions,
+        rx: mpsc::Receiver<Vec<Sample>>,
+    ) -> Result<Self, HistoryError> {
+        // Open here so a bad path fails the node's start, not a thread later.
+        let store = HistoryStore::open(&opts)?;
+        let stats = Arc::new(WriterStats::default());
+        let st = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("history-writer".into())
+            .spawn(move || run(store, rx, &st))
+            .map_err(HistoryError::Spawn)?;
+        Ok(Self { thread, stats })
+    }
+
+    pub fn stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+
+    /// Wait for the thread to finish (blocking).
+    pub fn join(self) -> Result<(), HistoryError> {
+        self.thread
+            .join()
+            .map_err(|_| HistoryError::WriterPanicked)?
+    }
+}
+
+fn run(
+    mut store: HistoryStore,
+    mut rx: mpsc::Receiver<Vec<Sample>>,
+    stats: &WriterStats,
+) -> Result<(), HistoryError> {
+    // A tiny runtime only to wait on the channel with a timeout.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(HistoryError::Spawn)?;
+    let opts = store.options().clone();
+    let batch_size = opts.batch_size.max(1);
+    let mut pending: Vec<Sample> = Vec::with_capacity(batch_size);
+    let mut oldest_pending: Option<Instant> = None;
+    let mut retry_at: Option<Instant> = None;
+    let mut retry_delay = Duration::from_millis(100);
+    let mut next_retention = Instant::now();
+    let mut retention_unfinished = false;
+    let mut open = true;
+
+    while open || !pending.is_empty() {
+        let now = Instant::now();
+        let must_commit = pending.len() >= batch_size
+            || oldest_pending.is_some_and(|t| now >= t + opts.flush_interval)
+            || (!open && !pending.is_empty());
+        if must_commit && retry_at.is_none_or(|t| now >= t) {
+            match commit(&mut store, &mut pending, stats) {
+                Ok(()) => {
+                    oldest_pending = None;
+                    retry_at = None;
+                    retry_delay = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    stats.commit_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, pending = pending.len(), retry_in = ?retry_delay, "history commit failed; samples kept and retried");
+                    if !open
+                        && stats.commit_errors.load(Ordering::Relaxed) >= u64::from(FINAL_ATTEMPTS)
+                    {
+                        stats
+                            .dropped
+                            .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                        tracing::error!(
+                            lost = pending.len(),
+                            "shutting down with uncommittable samples; they are lost"
+                        );
+                        return Err(e);
+                    }
+                    retry_at = Some(now + retry_delay);
+                    retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
+                    if !open {
+                        std::thread::sleep(retry_delay);
+                    }
+                }
+            }
+            continue;
+        }
+        if (retention_unfinished || now >= next_retention) && retry_at.is_none() {
+            match store.retention_step(Timestamp::now().as_millis(), opts.retention_budget) {
+                Ok(r) => {
+                    stats
+                        .retention_deleted
+                        .fetch_add(r.deleted_by_age + r.deleted_by_size, Ordering::Relaxed);
+                    if r.deleted_by_age + r.deleted_by_size > 0 {
+                        tracing::info!(
+                            by_age = r.deleted_by_age,
+                            by_size = r.deleted_by_size,
+                            size_bytes = r.size_bytes,
+                            "history retention"
+                        );
+                    }
+                    retention_unfinished = !r.done;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "history retention step failed; retrying later");
+                    retention_unfinished = false;
+                }
+            }
+            next_retention = Instant::now() + opts.retention_interval;
+        }
+        if !open {
+            continue;
+        }
+        // Wait for more samples, unless too much is pending already.
+        let deadline = [
+            oldest_pending.map(|t| t + opts.flush_interval),
+            retry_at,
+            Some(next_retention),
+            retention_unfinished.then_some(now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + Duration::from_secs(1));
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if pending.len() >= batch_size * MAX_PENDING_BATCHES {
+            std::thread::sleep(wait.min(Duration::from_millis(100)));
+            continue;
+        }
+        match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+            Ok(Some(batch)) => {
+                accept(batch, &mut pending, &mut oldest_pending, stats);
+                // Drain what is already queued without waiting.
+                while pending.len() < batch_size {
+                    match rx.try_recv() {
+                        Ok(batch) => accept(batch, &mut pending, &mut oldest_pending, stats),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Ok(None) => open = false,
+            Err(_) => {}
+        }
+    }
+    stats.pending.store(0, Ordering::Relaxed);
+    store.close()
+}
+
+fn accept(
+    batch: Vec<Sample>,
+    pending: &mut Vec<Sample>,
+    oldest: &mut Option<Instant>,
+    stats: &WriterStats,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    stats
+        .received
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    oldest.get_or_insert_with(Instant::now);
+    pending.extend(batch);
+    stats.pending.store(pending.len() as u64, Ordering::Relaxed);
+}
+
+fn commit(
+    store: &mut HistoryStore,
+    pending: &mut Vec<Sample>,
+    stats: &WriterStats,
+) -> Result<(), HistoryError> {
+    let started = Instant::now();
+    store.insert(pending)?;
+    stats.last_commit_us.store(
+        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    stats
+        .written
+        .fetch_add(pending.len() as u64, Ordering::Relaxed);
+    stats.transactions.fetch_add(1, Ordering::Relaxed);
+    pending.clear();
+    stats.pending.store(0, Ordering::Relaxed);
+    Ok(())
+}
