@@ -4,6 +4,7 @@
 //!
 //! Nothing here is used by the demo or the edge node itself.
 
+pub mod modbus;
 pub mod procstat;
 pub mod server;
 pub mod tagset;
