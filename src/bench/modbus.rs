@@ -46,17 +46,28 @@ fn stats(client: &str, requests: usize, mut ms: Vec<f64>, values: Option<usize>)
     }
 }
 
-async fn ours(addr: std::net::SocketAddr, dev: &mut ModbusDevice, cycles: usize, label: &str) -> anyhow::Result<CycleStats> {
+async fn ours(
+    addr: std::net::SocketAddr,
+    dev: &mut ModbusDevice,
+    cycles: usize,
+    label: &str,
+) -> anyhow::Result<CycleStats> {
     let mut ctx = tcp::connect_slave(addr, Slave(1)).await?;
     let requests = dev.groups[0].plan.len();
     let mut times = Vec::with_capacity(cycles);
     let mut values = 0;
     for i in 0..=cycles {
         let t = Instant::now();
-        let out = dev.poll(&mut ctx, 0).await.map_err(|(_, e)| anyhow::anyhow!("poll failed: {e}"))?;
+        let out = dev
+            .poll(&mut ctx, 0)
+            .await
+            .map_err(|(_, e)| anyhow::anyhow!("poll failed: {e}"))?;
         let el = t.elapsed();
         if out.samples.iter().any(|s| !s.quality.is_good()) {
-            bail!("bad samples in benchmark: {:?}", out.samples.iter().find(|s| !s.quality.is_good()));
+            bail!(
+                "bad samples in benchmark: {:?}",
+                out.samples.iter().find(|s| !s.quality.is_good())
+            );
         }
         values = out.samples.len();
         if i > 0 {
@@ -66,22 +77,44 @@ async fn ours(addr: std::net::SocketAddr, dev: &mut ModbusDevice, cycles: usize,
     Ok(stats(label, requests, times, Some(values)))
 }
 
-fn pymodbus(python: &PathBuf, addr: std::net::SocketAddr, plan: &[(u16, u16)], cycles: usize, label: &str) -> anyhow::Result<CycleStats> {
+fn pymodbus(
+    python: &PathBuf,
+    addr: std::net::SocketAddr,
+    plan: &[(u16, u16)],
+    cycles: usize,
+    label: &str,
+) -> anyhow::Result<CycleStats> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/pymodbus_client_bench.py");
     let dir = tempfile::tempdir()?;
     let plan_path = dir.path().join("plan.json");
     std::fs::write(&plan_path, serde_json::to_string(plan)?)?;
     let out = Command::new(python)
         .arg(&script)
-        .args(["--host", &addr.ip().to_string(), "--port", &addr.port().to_string(), "--cycles", &cycles.to_string(), "--plan"])
+        .args([
+            "--host",
+            &addr.ip().to_string(),
+            "--port",
+            &addr.port().to_string(),
+            "--cycles",
+            &cycles.to_string(),
+            "--plan",
+        ])
         .arg(&plan_path)
         .output()
         .with_context(|| format!("running {} {}", python.display(), script.display()))?;
     if !out.status.success() {
-        bail!("pymodbus client failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pymodbus client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing the pymodbus client's JSON")?;
-    let f = |k: &str| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing the pymodbus client's JSON")?;
+    let f = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
     Ok(CycleStats {
         client: label.to_owned(),
         requests_per_cycle: plan.len(),
@@ -100,7 +133,8 @@ pub async fn run(tags: usize, cycles: usize, python: Option<PathBuf>) -> anyhow:
     let dir = tempfile::tempdir()?;
     let text = tagset::edge_config(addr, tags, "1s", &dir.path().join("unused.db"));
     let cfg_path = dir.path().join("bench.toml");
-    let cfg = firmware_config::load_str(&cfg_path, text).map_err(|e| anyhow::anyhow!("bench config invalid: {e}"))?;
+    let cfg = firmware_config::load_str(&cfg_path, text)
+        .map_err(|e| anyhow::anyhow!("bench config invalid: {e}"))?;
     let device = cfg.device("plc").context("bench device missing")?;
     let mut planned = ModbusDevice::from_config(&cfg, device);
     let mut per_tag = ModbusDevice::from_config(&cfg, device);
@@ -117,23 +151,55 @@ pub async fn run(tags: usize, cycles: usize, python: Option<PathBuf>) -> anyhow:
         })
         .collect();
     per_tag.groups[0].plan = planner::plan_per_tag(&items);
-    let to_pairs = |d: &ModbusDevice| d.groups[0].plan.iter().map(|r| (r.start, r.count)).collect::<Vec<_>>();
+    let to_pairs = |d: &ModbusDevice| {
+        d.groups[0]
+            .plan
+            .iter()
+            .map(|r| (r.start, r.count))
+            .collect::<Vec<_>>()
+    };
     let (planned_pairs, per_tag_pairs) = (to_pairs(&planned), to_pairs(&per_tag));
     let n_tags = planned.tags.len();
     let registers: u32 = planned_pairs.iter().map(|p| u32::from(p.1)).sum();
-    eprintln!("{n_tags} tags; planned: {} requests covering {registers} registers; per tag: {} requests", planned_pairs.len(), per_tag_pairs.len());
+    eprintln!(
+        "{n_tags} tags; planned: {} requests covering {registers} registers; per tag: {} requests",
+        planned_pairs.len(),
+        per_tag_pairs.len()
+    );
 
     let per_tag_cycles = (cycles / 5).max(3);
     let mut rows = vec![
         ours(addr, &mut planned, cycles, "apos driver, planned").await?,
-        ours(addr, &mut per_tag, per_tag_cycles, "apos driver, one request per tag").await?,
+        ours(
+            addr,
+            &mut per_tag,
+            per_tag_cycles,
+            "apos driver, one request per tag",
+        )
+        .await?,
     ];
-    let python = python.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let python = python
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
     if python.exists() {
-        rows.push(pymodbus(&python, addr, &planned_pairs, cycles, "pymodbus async client, same planned requests")?);
-        rows.push(pymodbus(&python, addr, &per_tag_pairs, per_tag_cycles, "pymodbus async client, one request per tag")?);
+        rows.push(pymodbus(
+            &python,
+            addr,
+            &planned_pairs,
+            cycles,
+            "pymodbus async client, same planned requests",
+        )?);
+        rows.push(pymodbus(
+            &python,
+            addr,
+            &per_tag_pairs,
+            per_tag_cycles,
+            "pymodbus async client, one request per tag",
+        )?);
     } else {
-        eprintln!("warning: {} not found (run scripts/test.sh once); skipping pymodbus", python.display());
+        eprintln!(
+            "warning: {} not found (run scripts/test.sh once); skipping pymodbus",
+            python.display()
+        );
     }
     cancel.cancel();
 

@@ -38,18 +38,27 @@ impl tokio_modbus::server::Service for RegisterFile {
             if n == 0 || n > 125 || u32::from(addr) + u32::from(n) > 65_536 {
                 return Err(ExceptionCode::IllegalDataAddress);
             }
-            Ok((0..n).map(|i| addr.wrapping_add(i).wrapping_mul(7).wrapping_add(t)).collect())
+            Ok((0..n)
+                .map(|i| addr.wrapping_add(i).wrapping_mul(7).wrapping_add(t))
+                .collect())
         };
         future::ready(match req {
-            Request::ReadHoldingRegisters(addr, n) => words(addr, n).map(Response::ReadHoldingRegisters),
-            Request::ReadInputRegisters(addr, n) => words(addr, n).map(Response::ReadInputRegisters),
+            Request::ReadHoldingRegisters(addr, n) => {
+                words(addr, n).map(Response::ReadHoldingRegisters)
+            }
+            Request::ReadInputRegisters(addr, n) => {
+                words(addr, n).map(Response::ReadInputRegisters)
+            }
             _ => Err(ExceptionCode::IllegalFunction),
         })
     }
 }
 
 /// Serve on `addr` (use `127.0.0.1:0`) until `cancel` fires.
-pub async fn spawn(addr: SocketAddr, cancel: CancellationToken) -> std::io::Result<(SocketAddr, Arc<ServerStats>)> {
+pub async fn spawn(
+    addr: SocketAddr,
+    cancel: CancellationToken,
+) -> std::io::Result<(SocketAddr, Arc<ServerStats>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let tick = Arc::new(AtomicU16::new(0));

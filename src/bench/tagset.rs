@@ -50,7 +50,10 @@ pub fn edge_config(server: SocketAddr, tags: usize, poll_interval: &str, history
         if address + u32::from(width(ty)) > 65_535 {
             break;
         }
-        let _ = write!(s, "\n[[tag]]\nname = \"t{i:05}\"\ndevice = \"plc\"\narea = \"holding\"\naddress = {address}\n");
+        let _ = write!(
+            s,
+            "\n[[tag]]\nname = \"t{i:05}\"\ndevice = \"plc\"\narea = \"holding\"\naddress = {address}\n"
+        );
         if ty == "bit" {
             let _ = writeln!(s, "type = \"bit\"\nbit = {}", i % 16);
         } else {

@@ -74,7 +74,9 @@ pub async fn spawn_demo_plant(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| PlantError::Bind { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| PlantError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| PlantError::Bind { addr, source })?;
     let shared = Arc::new(Mutex::new(server::Shared::new(Plant::new(seed))));
     let faults = Arc::new(Faults::default());
 
@@ -96,7 +98,16 @@ pub async fn spawn_demo_plant(
             }
         }
     });
-    tokio::spawn(server::serve(listener, shared.clone(), faults.clone(), cancel));
+    tokio::spawn(server::serve(
+        listener,
+        shared.clone(),
+        faults.clone(),
+        cancel,
+    ));
     tracing::info!(%addr, seed, time_scale, "simulated plant running");
-    Ok(PlantHandle { addr, shared, faults })
+    Ok(PlantHandle {
+        addr,
+        shared,
+        faults,
+    })
 }

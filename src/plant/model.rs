@@ -323,7 +323,8 @@ impl Plant {
         let dt = self.s.outlet_temp - 360.0;
         let l = self.crude_light;
         (
-            (0.17 + 0.0015 * dt + 0.05 * l + 0.004 * (self.s.sp.reflux_ratio - 2.2)).clamp(0.05, 0.35),
+            (0.17 + 0.0015 * dt + 0.05 * l + 0.004 * (self.s.sp.reflux_ratio - 2.2))
+                .clamp(0.05, 0.35),
             (0.14 + 0.0010 * dt + 0.02 * l).clamp(0.05, 0.25),
             (0.24 + 0.0020 * dt + 0.02 * l).clamp(0.1, 0.35),
         )
@@ -347,7 +348,9 @@ impl Plant {
         // --- disturbances
         let tod = self.time_of_day();
         self.ambient_dev = lag(self.ambient_dev, noise(&mut self.rng, 3.0), 3600.0, dt);
-        self.s.ambient_temp = 14.0 + 7.0 * (2.0 * std::f64::consts::PI * (tod - 9.0 * 3600.0) / DAY).sin() + self.ambient_dev;
+        self.s.ambient_temp = 14.0
+            + 7.0 * (2.0 * std::f64::consts::PI * (tod - 9.0 * 3600.0) / DAY).sin()
+            + self.ambient_dev;
         if self.rng.event(1.0 / (8.0 * 3600.0), dt) {
             self.crude_target = 2.0 * self.rng.uniform() - 1.0;
         }
@@ -365,7 +368,10 @@ impl Plant {
                 self.s.state = UnitState::Stopped;
                 self.state_timer = 0.0;
             }
-            UnitState::Starting if self.state_timer > 1800.0 && self.s.outlet_temp > self.s.sp.outlet_temp - 5.0 => {
+            UnitState::Starting
+                if self.state_timer > 1800.0
+                    && self.s.outlet_temp > self.s.sp.outlet_temp - 5.0 =>
+            {
                 self.s.state = UnitState::Running;
                 self.state_timer = 0.0;
             }
@@ -381,7 +387,10 @@ impl Plant {
                     self.enter_fault(code);
                 }
             }
-            UnitState::Fault if (self.fault_reset && self.state_timer > 60.0) || self.state_timer > self.repair_time => {
+            UnitState::Fault
+                if (self.fault_reset && self.state_timer > 60.0)
+                    || self.state_timer > self.repair_time =>
+            {
                 self.s.state = UnitState::Stopped;
                 self.s.fault_code = 0;
                 self.state_timer = 0.0;
@@ -396,16 +405,24 @@ impl Plant {
             UnitState::Starting => 0.6 * self.s.sp.feed_rate * (self.state_timer / 900.0).min(1.0),
             UnitState::Stopped | UnitState::Fault => 0.0,
         };
-        self.s.feed_rate = (lag(self.s.feed_rate, feed_target, 120.0, dt) + noise(&mut self.rng, 0.4) * dt.sqrt()).max(0.0);
+        self.s.feed_rate = (lag(self.s.feed_rate, feed_target, 120.0, dt)
+            + noise(&mut self.rng, 0.4) * dt.sqrt())
+        .max(0.0);
         let flowing = self.s.feed_rate > 5.0;
         let preheat = 235.0 + 0.15 * (self.s.ambient_temp - 14.0) - 8.0 * self.crude_light;
-        let inlet_target = if flowing { preheat } else { self.s.ambient_temp + 60.0 };
-        self.s.inlet_temp = lag(self.s.inlet_temp, inlet_target, 600.0, dt) + noise(&mut self.rng, 0.05);
+        let inlet_target = if flowing {
+            preheat
+        } else {
+            self.s.ambient_temp + 60.0
+        };
+        self.s.inlet_temp =
+            lag(self.s.inlet_temp, inlet_target, 600.0, dt) + noise(&mut self.rng, 0.05);
 
         // --- combustion
         self.o2_dev = lag(self.o2_dev, noise(&mut self.rng, 0.8), 300.0, dt);
         self.s.excess_o2 = (3.0 + self.o2_dev).clamp(0.3, 8.0);
-        self.s.efficiency = (0.905 - self.fouling - 0.004 * (self.s.excess_o2 - 3.0).powi(2)).clamp(0.6, 0.95);
+        self.s.efficiency =
+            (0.905 - self.fouling - 0.004 * (self.s.excess_o2 - 3.0).powi(2)).clamp(0.6, 0.95);
 
         // --- heater outlet temperature control (PI + feed-forward on fuel)
         let firing = matches!(self.s.state, UnitState::Running | UnitState::Starting);
@@ -430,7 +447,8 @@ impl Plant {
         let t_eq = if m > 1.0 {
             // Solve m·(cp·(T − Tin) + vf(T)·L) = Q for T (vf is linear in T).
             let a = CP + 0.012 * LATENT;
-            let b = absorbed_kw / m - (0.3 - 0.012 * 360.0 + 0.1 * self.crude_light) * LATENT + CP * self.s.inlet_temp;
+            let b = absorbed_kw / m - (0.3 - 0.012 * 360.0 + 0.1 * self.crude_light) * LATENT
+                + CP * self.s.inlet_temp;
             (b / a).min(self.s.inlet_temp + 400.0)
         } else {
             self.s.ambient_temp + absorbed_kw * 0.02
@@ -438,17 +456,24 @@ impl Plant {
         self.s.outlet_temp = lag(self.s.outlet_temp, t_eq, 180.0, dt) + noise(&mut self.rng, 0.05);
         self.s.flue_gas_temp = lag(
             self.s.flue_gas_temp,
-            if firing { 370.0 + 2000.0 * self.fouling + 0.4 * (self.s.outlet_temp - 360.0) } else { self.s.ambient_temp + 40.0 },
+            if firing {
+                370.0 + 2000.0 * self.fouling + 0.4 * (self.s.outlet_temp - 360.0)
+            } else {
+                self.s.ambient_temp + 40.0
+            },
             300.0,
             dt,
         );
 
         // --- column
-        self.s.top_pressure = lag(self.s.top_pressure, self.s.sp.top_pressure, 60.0, dt) + noise(&mut self.rng, 0.002);
+        self.s.top_pressure = lag(self.s.top_pressure, self.s.sp.top_pressure, 60.0, dt)
+            + noise(&mut self.rng, 0.002);
         let r = self.s.sp.reflux_ratio - 2.2;
         self.s.top_temp = lag(
             self.s.top_temp,
-            110.0 + 20.0 * (self.s.top_pressure - 1.5) + 0.15 * (self.s.outlet_temp - 360.0) - 4.0 * r + 6.0 * self.crude_light,
+            110.0 + 20.0 * (self.s.top_pressure - 1.5) + 0.15 * (self.s.outlet_temp - 360.0)
+                - 4.0 * r
+                + 6.0 * self.crude_light,
             240.0,
             dt,
         ) + noise(&mut self.rng, 0.05);
@@ -461,18 +486,23 @@ impl Plant {
         self.s.naphtha_flow = f * self.naphtha_yield;
         self.s.kerosene_flow = f * self.kerosene_yield;
         self.s.diesel_flow = f * self.diesel_yield;
-        self.s.residue_flow = (f - self.s.naphtha_flow - self.s.kerosene_flow - self.s.diesel_flow).max(0.0);
+        self.s.residue_flow =
+            (f - self.s.naphtha_flow - self.s.kerosene_flow - self.s.diesel_flow).max(0.0);
         self.s.naphtha_t95 = lag(
             self.s.naphtha_t95,
-            172.0 + 0.4 * (self.s.outlet_temp - 360.0) - 6.0 * r + 8.0 * (self.s.top_pressure - 1.5) + 5.0 * self.crude_light,
+            172.0 + 0.4 * (self.s.outlet_temp - 360.0) - 6.0 * r
+                + 8.0 * (self.s.top_pressure - 1.5)
+                + 5.0 * self.crude_light,
             300.0,
             dt,
         ) + noise(&mut self.rng, 0.05);
-        self.s.power_kw = 350.0 + 1.6 * f + 40.0 * self.s.sp.reflux_ratio + noise(&mut self.rng, 3.0);
+        self.s.power_kw =
+            350.0 + 1.6 * f + 40.0 * self.s.sp.reflux_ratio + noise(&mut self.rng, 3.0);
 
         // --- totals
         let hours = dt / 3600.0;
-        self.s.energy_mwh += (self.s.fuel_gas_flow / 3600.0 * LHV / 1000.0 + self.s.power_kw / 1000.0) * hours;
+        self.s.energy_mwh +=
+            (self.s.fuel_gas_flow / 3600.0 * LHV / 1000.0 + self.s.power_kw / 1000.0) * hours;
         self.s.fuel_kg += self.s.fuel_gas_flow * hours;
         let light = self.s.naphtha_flow + self.s.kerosene_flow + self.s.diesel_flow;
         self.s.product_m3 += light * hours;
@@ -515,7 +545,11 @@ mod tests {
         assert_eq!(s.state, UnitState::Running);
         assert!((s.outlet_temp - 360.0).abs() < 3.0, "{}", s.outlet_temp);
         assert!((400.0..=520.0).contains(&s.feed_rate), "{}", s.feed_rate);
-        assert!((2000.0..6000.0).contains(&s.fuel_gas_flow), "fuel {}", s.fuel_gas_flow);
+        assert!(
+            (2000.0..6000.0).contains(&s.fuel_gas_flow),
+            "fuel {}",
+            s.fuel_gas_flow
+        );
         assert!((20.0..70.0).contains(&s.duty_mw), "duty {}", s.duty_mw);
         let sum = s.naphtha_flow + s.kerosene_flow + s.diesel_flow + s.residue_flow;
         assert!((sum - s.feed_rate).abs() < 1e-6, "mass balance");
@@ -528,12 +562,22 @@ mod tests {
         let before = p.snapshot().clone();
         p.set(SetpointId::OutletTemp, 375.0).unwrap();
         run(&mut p, 60.0);
-        assert!(p.snapshot().fuel_gas_flow > before.fuel_gas_flow, "fuel responds first");
+        assert!(
+            p.snapshot().fuel_gas_flow > before.fuel_gas_flow,
+            "fuel responds first"
+        );
         run(&mut p, 1800.0);
         let after = p.snapshot();
-        assert!((after.outlet_temp - 375.0).abs() < 3.0, "{}", after.outlet_temp);
+        assert!(
+            (after.outlet_temp - 375.0).abs() < 3.0,
+            "{}",
+            after.outlet_temp
+        );
         assert!(after.fuel_gas_flow > before.fuel_gas_flow * 1.05);
-        assert!(after.naphtha_t95 > before.naphtha_t95, "hotter cut point, heavier naphtha");
+        assert!(
+            after.naphtha_t95 > before.naphtha_t95,
+            "hotter cut point, heavier naphtha"
+        );
     }
 
     #[test]
@@ -543,7 +587,11 @@ mod tests {
         let d0 = p.snapshot().duty_mw;
         p.set(SetpointId::FeedRate, 650.0).unwrap();
         run(&mut p, 3600.0);
-        assert!(p.snapshot().duty_mw > d0 * 1.15, "{} vs {d0}", p.snapshot().duty_mw);
+        assert!(
+            p.snapshot().duty_mw > d0 * 1.15,
+            "{} vs {d0}",
+            p.snapshot().duty_mw
+        );
     }
 
     #[test]
@@ -570,12 +618,19 @@ mod tests {
         assert_eq!(p.snapshot().state, UnitState::Running);
         let trips = p.snapshot().trips;
         p.trip(101);
-        assert_eq!((p.snapshot().state, p.snapshot().fault_code), (UnitState::Fault, 101));
+        assert_eq!(
+            (p.snapshot().state, p.snapshot().fault_code),
+            (UnitState::Fault, 101)
+        );
         assert_eq!(p.snapshot().trips, trips + 1);
         run(&mut p, 120.0);
         p.reset_fault();
         run(&mut p, 1.0);
-        assert_eq!(p.snapshot().state, UnitState::Starting, "reset, and the run command restarts it");
+        assert_eq!(
+            p.snapshot().state,
+            UnitState::Starting,
+            "reset, and the run command restarts it"
+        );
     }
 
     #[test]
@@ -585,13 +640,21 @@ mod tests {
         for _ in 0..48 {
             run(&mut p, 3600.0);
             let s = p.snapshot();
-            assert!(s.energy_mwh > last.energy_mwh && s.product_m3 > last.product_m3 && s.fuel_kg > last.fuel_kg);
+            assert!(
+                s.energy_mwh > last.energy_mwh
+                    && s.product_m3 > last.product_m3
+                    && s.fuel_kg > last.fuel_kg
+            );
             assert!(s.run_hours >= last.run_hours && s.offspec_m3 >= last.offspec_m3);
             last = s.clone();
         }
         assert!(last.run_hours <= 48.0 + 1e-9);
         // ~9,500 m³/day of light products at 500 m³/h × ~0.55 yield... plus shifts.
-        assert!((10_000.0..14_000.0).contains(&last.product_m3), "{}", last.product_m3);
+        assert!(
+            (10_000.0..14_000.0).contains(&last.product_m3),
+            "{}",
+            last.product_m3
+        );
     }
 
     #[test]

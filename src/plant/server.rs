@@ -52,8 +52,10 @@ impl Faults {
     }
     /// Delay every answer by this much.
     pub fn set_delay(&self, d: Duration) {
-        self.delay_ms
-            .store(u64::try_from(d.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.delay_ms.store(
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 }
 
@@ -113,7 +115,11 @@ impl Shared {
     }
 
     fn put_words(&mut self, r: &Register, words: &[u16]) {
-        let file = if r.area == Area::HoldingRegister { &mut self.holding } else { &mut self.input };
+        let file = if r.area == Area::HoldingRegister {
+            &mut self.holding
+        } else {
+            &mut self.input
+        };
         let start = usize::from(r.address);
         if let Some(dst) = file.get_mut(start..start + words.len()) {
             dst.copy_from_slice(words);
@@ -121,21 +127,33 @@ impl Shared {
     }
 
     fn read_words(&self, area: Area, addr: u16, n: u16) -> Result<Vec<u16>, ExceptionCode> {
-        let file = if area == Area::HoldingRegister { &self.holding } else { &self.input };
+        let file = if area == Area::HoldingRegister {
+            &self.holding
+        } else {
+            &self.input
+        };
         let (a, n) = (usize::from(addr), usize::from(n));
         if n == 0 || n > 125 {
             return Err(ExceptionCode::IllegalDataValue);
         }
-        file.get(a..a + n).map(<[u16]>::to_vec).ok_or(ExceptionCode::IllegalDataAddress)
+        file.get(a..a + n)
+            .map(<[u16]>::to_vec)
+            .ok_or(ExceptionCode::IllegalDataAddress)
     }
 
     fn read_bits(&self, area: Area, addr: u16, n: u16) -> Result<Vec<bool>, ExceptionCode> {
-        let file = if area == Area::Coil { &self.coils } else { &self.discrete };
+        let file = if area == Area::Coil {
+            &self.coils
+        } else {
+            &self.discrete
+        };
         let (a, n) = (usize::from(addr), usize::from(n));
         if n == 0 || n > 2000 {
             return Err(ExceptionCode::IllegalDataValue);
         }
-        file.get(a..a + n).map(<[bool]>::to_vec).ok_or(ExceptionCode::IllegalDataAddress)
+        file.get(a..a + n)
+            .map(<[bool]>::to_vec)
+            .ok_or(ExceptionCode::IllegalDataAddress)
     }
 
     /// Apply a write of holding registers; all-or-nothing.
@@ -143,8 +161,14 @@ impl Shared {
         let end = u32::from(addr) + words.len() as u32;
         let mut updates = Vec::new();
         let mut covered = vec![false; words.len()];
-        for r in register_map().iter().filter(|r| r.area == Area::HoldingRegister) {
-            let (rs, re) = (u32::from(r.address), u32::from(r.address) + u32::from(r.data_type.width()));
+        for r in register_map()
+            .iter()
+            .filter(|r| r.area == Area::HoldingRegister)
+        {
+            let (rs, re) = (
+                u32::from(r.address),
+                u32::from(r.address) + u32::from(r.data_type.width()),
+            );
             if re <= u32::from(addr) || rs >= end {
                 continue;
             }
@@ -164,7 +188,9 @@ impl Shared {
             if value < lo - eps || value > hi + eps {
                 return Err(ExceptionCode::IllegalDataValue);
             }
-            covered[off..off + w.len()].iter_mut().for_each(|c| *c = true);
+            covered[off..off + w.len()]
+                .iter_mut()
+                .for_each(|c| *c = true);
             updates.push((id, value.clamp(lo, hi)));
         }
         if covered.iter().any(|c| !c) {
@@ -208,18 +234,30 @@ impl Shared {
         use Request as R;
         match req {
             R::ReadCoils(a, n) => self.read_bits(Area::Coil, a, n).map(Response::ReadCoils),
-            R::ReadDiscreteInputs(a, n) => self.read_bits(Area::DiscreteInput, a, n).map(Response::ReadDiscreteInputs),
-            R::ReadHoldingRegisters(a, n) => self.read_words(Area::HoldingRegister, a, n).map(Response::ReadHoldingRegisters),
-            R::ReadInputRegisters(a, n) => self.read_words(Area::InputRegister, a, n).map(Response::ReadInputRegisters),
-            R::WriteSingleRegister(a, w) => self.write_registers(a, &[w]).map(|()| Response::WriteSingleRegister(a, w)),
+            R::ReadDiscreteInputs(a, n) => self
+                .read_bits(Area::DiscreteInput, a, n)
+                .map(Response::ReadDiscreteInputs),
+            R::ReadHoldingRegisters(a, n) => self
+                .read_words(Area::HoldingRegister, a, n)
+                .map(Response::ReadHoldingRegisters),
+            R::ReadInputRegisters(a, n) => self
+                .read_words(Area::InputRegister, a, n)
+                .map(Response::ReadInputRegisters),
+            R::WriteSingleRegister(a, w) => self
+                .write_registers(a, &[w])
+                .map(|()| Response::WriteSingleRegister(a, w)),
             R::WriteMultipleRegisters(a, ws) => {
                 let n = u16::try_from(ws.len()).map_err(|_| ExceptionCode::IllegalDataValue)?;
-                self.write_registers(a, &ws).map(|()| Response::WriteMultipleRegisters(a, n))
+                self.write_registers(a, &ws)
+                    .map(|()| Response::WriteMultipleRegisters(a, n))
             }
-            R::WriteSingleCoil(a, c) => self.write_coils(a, &[c]).map(|()| Response::WriteSingleCoil(a, c)),
+            R::WriteSingleCoil(a, c) => self
+                .write_coils(a, &[c])
+                .map(|()| Response::WriteSingleCoil(a, c)),
             R::WriteMultipleCoils(a, cs) => {
                 let n = u16::try_from(cs.len()).map_err(|_| ExceptionCode::IllegalDataValue)?;
-                self.write_coils(a, &cs).map(|()| Response::WriteMultipleCoils(a, n))
+                self.write_coils(a, &cs)
+                    .map(|()| Response::WriteMultipleCoils(a, n))
             }
             _ => Err(ExceptionCode::IllegalFunction),
         }
@@ -242,7 +280,10 @@ impl tokio_modbus::server::Service for PlcService {
         let exception = self.faults.exception.load(Ordering::SeqCst);
         let is_read = matches!(
             req,
-            Request::ReadCoils(..) | Request::ReadDiscreteInputs(..) | Request::ReadHoldingRegisters(..) | Request::ReadInputRegisters(..)
+            Request::ReadCoils(..)
+                | Request::ReadDiscreteInputs(..)
+                | Request::ReadHoldingRegisters(..)
+                | Request::ReadInputRegisters(..)
         );
         let result = if exception != 0 && is_read {
             Err(ExceptionCode::new(exception))
@@ -276,7 +317,11 @@ impl Droppable {
 }
 
 impl AsyncRead for Droppable {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         if self.dropped() {
             return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
         }
@@ -285,7 +330,11 @@ impl AsyncRead for Droppable {
 }
 
 impl AsyncWrite for Droppable {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         if self.dropped() {
             return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
         }
@@ -300,7 +349,12 @@ impl AsyncWrite for Droppable {
 }
 
 /// Serve `shared` on `listener` until `cancel` fires.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Mutex<Shared>>, faults: Arc<Faults>, cancel: CancellationToken) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Mutex<Shared>>,
+    faults: Arc<Faults>,
+    cancel: CancellationToken,
+) {
     let server = Server::new(listener);
     let on_connected = |stream: TcpStream, peer: SocketAddr| {
         let shared = shared.clone();
@@ -316,7 +370,14 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Mutex<Shared>>
                 shared,
                 faults: faults.clone(),
             };
-            Ok(Some((service, Droppable { inner: stream, faults, epoch })))
+            Ok(Some((
+                service,
+                Droppable {
+                    inner: stream,
+                    faults,
+                    epoch,
+                },
+            )))
         }
     };
     let on_error = |err: std::io::Error| tracing::debug!(%err, "plant connection closed");

@@ -27,9 +27,27 @@ import socket
 import sys
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator import simcore
+
+
+# pymodbus 3.16's SimCore looks up an unknown unit id with a dict index and
+# raises KeyError, which the request handler answers with exception 04 even
+# when ignore_missing_devices=True (that flag only catches NoSuchIdException).
+# A real RS-485 slave that is absent stays silent, so raise the exception the
+# handler expects.
+def _get_device(self, device_id):
+    if device_id in self.devices:
+        return self.devices[device_id]
+    if 0 in self.devices:
+        return self.devices[0]
+    raise NoSuchIdException(f"no device {device_id}")
+
+
+simcore.SimCore._SimCore__get_device = _get_device  # pylint: disable=protected-access
 
 # Function codes by area, to route injected exceptions.
 AREA_CODES = {

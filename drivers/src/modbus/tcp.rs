@@ -150,9 +150,8 @@ impl Driver for TcpDriver {
                 }
             };
             tracing::info!(device = %self.device.name, host = %self.host, port = self.port, "modbus tcp connected");
-            publish(&ctx, &self.device, LinkState::Up, |_| {});
-            // Don't poll everything at once right after (re)connecting if a
-            // group was postponed; do poll anything already due.
+            // A TCP connection is not yet a device that answers (a gateway
+            // may accept for a dead slave): stay `Connecting` until a poll succeeds.
             loop {
                 let Some((g, due)) = self.device.next_due() else {
                     // No tags: just serve writes.

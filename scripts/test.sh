@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): installs or checks the independent
+# peers the tests talk to, then runs every test of the workspace.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -p drivers      # extra arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+say() { printf '==> %s\n' "$*"; }
+
+# --- Debian packages: socat makes the PTY pairs for Modbus RTU tests.
+need_apt=()
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if ((${#need_apt[@]})); then
+    say "installing ${need_apt[*]} (apt)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# --- Python peers (pymodbus) in a venv, refreshed when requirements change.
+REQ=tests/peers/requirements.txt
+STAMP=.venv/.requirements.sha256
+want=$(sha256sum "$REQ" | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    say "creating .venv with $(tr '\n' ' ' < "$REQ")"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -r "$REQ"
+    echo "$want" > "$STAMP"
+fi
+export APOS_PYTHON="$ROOT/.venv/bin/python"
+export APOS_PEERS_DIR="$ROOT/tests/peers"
+say "peers: socat $(socat -V 2>/dev/null | sed -n 's/^socat version \([^ ]*\).*/\1/p'), pymodbus $("$APOS_PYTHON" -c 'import pymodbus; print(pymodbus.__version__)')"
+
+say "cargo test --workspace --all-targets $*"
+exec cargo test --workspace --all-targets "$@"
