@@ -517,6 +517,7 @@ impl Plant {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn run(p: &mut Plant, seconds: f64) {
@@ -625,7 +626,7 @@ mod tests {
         assert_eq!(p.snapshot().trips, trips + 1);
         run(&mut p, 120.0);
         p.reset_fault();
-        run(&mut p, 1.0);
+        run(&mut p, 2.0); // fault → stopped, then the run command restarts it
         assert_eq!(
             p.snapshot().state,
             UnitState::Starting,

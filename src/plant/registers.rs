@@ -64,6 +64,7 @@ use Area::*;
 use DataType as T;
 use WordOrder::*;
 
+#[allow(clippy::too_many_arguments)] // a table row: positional reads best here
 const fn reg(
     name: &'static str,
     area: Area,
@@ -632,6 +633,7 @@ pub fn decode(reg: &Register, words: &[u16]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn find(name: &str) -> &'static Register {
