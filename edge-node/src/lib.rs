@@ -334,14 +334,21 @@ pub fn history_report(
     );
     let _ = writeln!(
         out,
-        "{:<24} {:>8} {:>14} {:>14} {:>14}",
-        "bucket start (UTC ms)", "count", "min", "avg", "max"
+        "{:<26} {:>8} {:>14} {:>14} {:>14} {:>7}",
+        "bucket start (UTC)", "count", "min", "avg", "max", "good"
     );
     for b in rows {
+        let start =
+            std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(b.start_ms).unwrap_or(0));
         let _ = writeln!(
             out,
-            "{:<24} {:>8} {:>14.4} {:>14.4} {:>14.4}",
-            b.start_ms, b.count, b.min, b.avg, b.max
+            "{:<26} {:>8} {:>14.4} {:>14.4} {:>14.4} {:>6.0}%",
+            humantime::format_rfc3339_millis(start).to_string(),
+            b.count,
+            b.min,
+            b.avg,
+            b.max,
+            b.good_fraction * 100.0
         );
     }
     Ok(out)

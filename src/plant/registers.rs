@@ -558,6 +558,44 @@ pub fn register_map() -> &'static [Register] {
     MAP
 }
 
+/// The register map as a Markdown table (kept in `docs/plant.md`; a test
+/// fails with the new table when the two differ).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| tag | area | address | type | order | scale | unit | access | description |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in register_map() {
+        let ty = match r.data_type {
+            T::Bit(b) => format!("bit {b}"),
+            T::String { len } => format!("string({len})"),
+            t => t.name().to_owned(),
+        };
+        let order = if r.data_type.width() > 1 && !matches!(r.data_type, T::String { .. }) {
+            r.order.as_str()
+        } else {
+            ""
+        };
+        let access = match r.range() {
+            Some((lo, hi)) => format!("write {lo}–{hi}"),
+            None if r.writable => "write".to_owned(),
+            None => "read".to_owned(),
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.name,
+            r.area.as_str(),
+            r.address,
+            ty,
+            order,
+            r.scale,
+            r.unit,
+            access,
+            r.description
+        ));
+    }
+    out
+}
+
 fn words_from_be(bytes: &[u8], order: WordOrder) -> Vec<u16> {
     let mut w: Vec<u16> = bytes
         .chunks(2)

@@ -182,3 +182,14 @@ async fn fault_switches_drop_refuse_raise_exceptions_and_delay() {
     run.stop().await;
     cancel.cancel();
 }
+
+#[test]
+fn docs_plant_md_has_the_current_register_map() {
+    let doc =
+        std::fs::read_to_string(crate::support::workspace_root().join("docs/plant.md")).unwrap();
+    let table = plant::registers::markdown_table();
+    assert!(
+        doc.contains(&table),
+        "docs/plant.md is out of date; replace its register table with:\n\n{table}"
+    );
+}
