@@ -23,12 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{FilterSettings, LiveTable, PipelineStats};
 
-/// Capacity of the driver → filter channel, in batches. One batch is one
-/// read request's worth of samples, so this absorbs a few cycles of a large
-/// plant while SQLite commits.
-pub const SAMPLE_CHANNEL_BATCHES: usize = 1024;
+/// Capacity of the driver → filter channel, in batches. A batch is one poll
+/// of one device's poll group (up to a whole device's tags), so a few batches
+/// absorb a slow commit; more would only hold memory when storage falls
+/// behind, and then backpressure (drivers' cycles stretching) is the honest
+/// answer.
+pub const SAMPLE_CHANNEL_BATCHES: usize = 8;
 /// Capacity of the filter → history channel, in batches.
-pub const STORE_CHANNEL_BATCHES: usize = 1024;
+pub const STORE_CHANNEL_BATCHES: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {

@@ -123,6 +123,10 @@ pub struct HistoryOptions {
     /// Max time one retention step may take before ingest resumes; an
     /// unfinished step continues after the next batch.
     pub retention_budget: Duration,
+    /// The inbox is merged into the main table at least this often...
+    pub merge_interval: Duration,
+    /// ...or as soon as it holds this many samples (see [`schema`]).
+    pub merge_rows: u64,
 }
 
 impl HistoryOptions {
@@ -138,6 +142,8 @@ impl HistoryOptions {
             retention_interval: Duration::from_secs(60),
             retention_chunk: 10_000,
             retention_budget: Duration::from_millis(100),
+            merge_interval: Duration::from_secs(2),
+            merge_rows: 500_000,
         }
     }
 }

@@ -28,6 +28,10 @@ pub struct Bucket {
 
 /// A read-only view of the history, on its own connection (WAL lets it read
 /// while the writer commits). Blocking: call from a blocking thread.
+///
+/// Every query covers both the main table and the not-yet-merged inbox. A
+/// sample re-sent with the same timestamp before a merge appears twice until
+/// the merge keeps the newer copy.
 #[derive(Debug)]
 pub struct HistoryReader {
     conn: Connection,
@@ -78,7 +82,11 @@ impl HistoryReader {
         };
         let name = TagName::from(tag);
         let sql = format!(
-            "SELECT {SAMPLE_COLUMNS} FROM samples WHERE tag_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 ORDER BY ts_ms LIMIT ?4"
+            "SELECT {SAMPLE_COLUMNS} FROM (
+                 SELECT {SAMPLE_COLUMNS} FROM samples WHERE tag_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+                 UNION ALL
+                 SELECT {SAMPLE_COLUMNS} FROM inbox WHERE tag_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+             ) ORDER BY ts_ms LIMIT ?4"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -113,7 +121,7 @@ impl HistoryReader {
         };
         let n: i64 = self
             .conn
-            .prepare_cached("SELECT count(*) FROM samples WHERE tag_id = ?1")?
+            .prepare_cached("SELECT (SELECT count(*) FROM samples WHERE tag_id = ?1) + (SELECT count(*) FROM inbox WHERE tag_id = ?1)")?
             .query_row([id], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
@@ -152,8 +160,11 @@ impl HistoryReader {
                     avg(CASE WHEN kind BETWEEN 1 AND 4 THEN value END),
                     count(*),
                     sum(quality = 0)
-             FROM samples
-             WHERE tag_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+             FROM (
+                 SELECT ts_ms, value, kind, quality FROM samples WHERE tag_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+                 UNION ALL
+                 SELECT ts_ms, value, kind, quality FROM inbox WHERE tag_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+             )
              GROUP BY b ORDER BY b",
         )?;
         let rows = stmt

@@ -11,6 +11,21 @@
 //! `samples` is clustered on `(tag_id, ts_ms)`: a range query for one tag is
 //! one contiguous B-tree scan, and no separate index doubles the write cost.
 //!
+//! **Inbox (write path).** Inserting each poll's samples straight into
+//! `samples` touches one B-tree leaf per tag per commit: with thousands of
+//! tags that is thousands of random page writes per second (measured: 60k
+//! samples/s at 10,000 tags). So commits append to `inbox`, a plain rowid
+//! table (a sequential append: a few pages per commit), and a periodic
+//! *merge* moves the inbox into `samples` in `(tag_id, ts_ms)` order in one
+//! transaction, so each tag's leaf page is written once per merge instead of
+//! once per commit. Crash safety is unchanged: a committed batch is in the
+//! inbox. Readers query `samples UNION ALL inbox`; the inbox holds at most
+//! one merge interval of data.
+//!
+//! ```sql
+//! inbox (same columns as samples)   -- rowid order = arrival order
+//! ```
+//!
 //! **Same millisecond:** the key has no sequence column, so a second sample
 //! of a tag with the same millisecond *replaces* the first (`INSERT OR
 //! REPLACE`, last write wins). Polling intervals are ≥ 10 ms, so this only
@@ -62,6 +77,16 @@ pub const MIGRATIONS: &[&str] = &[
          reason     TEXT,
          PRIMARY KEY (tag_id, ts_ms)
      ) WITHOUT ROWID;",
+    // 2: append-only inbox merged into samples in key order.
+    "CREATE TABLE inbox (
+         tag_id     INTEGER NOT NULL,
+         ts_ms      INTEGER NOT NULL,
+         value      NUMERIC,
+         value_text TEXT,
+         kind       INTEGER NOT NULL,
+         quality    INTEGER NOT NULL,
+         reason     TEXT
+     );",
 ];
 
 /// The schema version this build writes and understands.
@@ -73,7 +98,7 @@ pub const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// Page cache per connection (KiB, SQLite's negative `cache_size`). Large
 /// enough to keep the tail leaf page of a few thousand tags hot.
-const CACHE_KIB: i64 = 16 << 10;
+const CACHE_KIB: i64 = 4 << 10;
 
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,8 +10,14 @@ use super::retention::{self, RetentionReport};
 use super::{HistoryError, HistoryOptions, codec, schema};
 
 const INSERT_SAMPLE: &str =
-    "INSERT OR REPLACE INTO samples (tag_id, ts_ms, value, value_text, kind, quality, reason)
+    "INSERT INTO inbox (tag_id, ts_ms, value, value_text, kind, quality, reason)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+/// Key order makes each tag's leaf page dirty once per merge; `rowid`
+/// breaks ties so a re-sent sample replaces the earlier one (last wins).
+const MERGE: &str =
+    "INSERT OR REPLACE INTO samples (tag_id, ts_ms, value, value_text, kind, quality, reason)
+     SELECT tag_id, ts_ms, value, value_text, kind, quality, reason FROM inbox
+     WHERE rowid <= ?1 ORDER BY tag_id, ts_ms, rowid";
 const INSERT_TAG: &str = "INSERT OR IGNORE INTO tags (name) VALUES (?1)";
 const SELECT_TAG: &str = "SELECT id FROM tags WHERE name = ?1";
 
@@ -24,17 +30,45 @@ pub struct HistoryStore {
     opts: HistoryOptions,
     /// Tag name → id, so a batch costs one insert per sample.
     tag_ids: HashMap<TagName, i64>,
+    /// Samples in the inbox (not yet merged).
+    inbox_rows: u64,
 }
 
 impl HistoryStore {
     /// Open or create the database at `opts.path`, migrating its schema.
     pub fn open(opts: &HistoryOptions) -> Result<Self, HistoryError> {
         let conn = schema::open_writer(&opts.path, opts.durability)?;
+        let inbox_rows: i64 = conn.query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))?;
         Ok(Self {
             conn,
             opts: opts.clone(),
             tag_ids: HashMap::new(),
+            inbox_rows: u64::try_from(inbox_rows).unwrap_or(0),
         })
+    }
+
+    /// Samples committed but not yet merged into the main table.
+    pub fn inbox_rows(&self) -> u64 {
+        self.inbox_rows
+    }
+
+    /// Move the inbox into the main table, in key order, in one transaction.
+    /// Returns the number of samples moved.
+    pub fn merge(&mut self) -> Result<u64, HistoryError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let max: Option<i64> = tx.query_row("SELECT max(rowid) FROM inbox", [], |r| r.get(0))?;
+        let Some(max) = max else {
+            self.inbox_rows = 0;
+            return Ok(0);
+        };
+        let moved = tx.prepare_cached(MERGE)?.execute([max])?;
+        tx.prepare_cached("DELETE FROM inbox WHERE rowid <= ?1")?
+            .execute([max])?;
+        tx.commit()?;
+        self.inbox_rows = 0;
+        Ok(moved as u64)
     }
 
     pub fn options(&self) -> &HistoryOptions {
@@ -88,6 +122,7 @@ impl HistoryStore {
             }
         }
         tx.commit()?;
+        self.inbox_rows += samples.len() as u64;
         Ok(())
     }
 
@@ -100,6 +135,10 @@ impl HistoryStore {
         budget: Duration,
     ) -> Result<RetentionReport, HistoryError> {
         let deadline = Instant::now() + budget;
+        // Retention works on the main table: bring the inbox in first.
+        if self.inbox_rows > 0 {
+            self.merge()?;
+        }
         retention::step(&self.conn, &self.opts, now_ms, deadline)
     }
 
@@ -119,14 +158,23 @@ impl HistoryStore {
         }
     }
 
-    /// Size of the main database in bytes (`page_count * page_size`).
+    /// Bytes in use, as size retention counts them: pages holding data,
+    /// excluding free pages kept for reuse (e.g. by the inbox after a merge).
     pub fn size_bytes(&self) -> Result<u64, HistoryError> {
+        retention::used_bytes(&self.conn)
+    }
+
+    /// Size of the main database file as SQLite sees it (`page_count * page_size`).
+    pub fn file_bytes(&self) -> Result<u64, HistoryError> {
         schema::db_size_bytes(&self.conn)
     }
 
     /// Close the connection, reporting errors instead of ignoring them in
     /// `Drop`. Closing the last connection checkpoints and removes the WAL.
-    pub fn close(self) -> Result<(), HistoryError> {
+    pub fn close(mut self) -> Result<(), HistoryError> {
+        if self.inbox_rows > 0 {
+            self.merge()?;
+        }
         self.conn.close().map_err(|(_, e)| HistoryError::Sqlite(e))
     }
 }

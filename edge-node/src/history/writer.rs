@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::{HistoryError, HistoryOptions, HistoryStore};
 
 /// Stop reading new samples above this many batches pending.
-pub const MAX_PENDING_BATCHES: usize = 20;
+pub const MAX_PENDING_BATCHES: usize = 4;
 /// Commit attempts at shutdown before giving up.
 const FINAL_ATTEMPTS: u32 = 5;
 
@@ -39,6 +39,7 @@ pub struct WriterStats {
     pending: AtomicU64,
     last_commit_us: AtomicU64,
     retention_deleted: AtomicU64,
+    merged: AtomicU64,
 }
 
 /// A copy of [`WriterStats`] at one instant.
@@ -52,6 +53,8 @@ pub struct WriterStatsSnapshot {
     pub pending: u64,
     pub last_commit_us: u64,
     pub retention_deleted: u64,
+    /// Samples moved from the inbox to the main table.
+    pub merged: u64,
 }
 
 impl WriterStats {
@@ -71,6 +74,7 @@ impl WriterStats {
             pending: l(&self.pending),
             last_commit_us: l(&self.last_commit_us),
             retention_deleted: l(&self.retention_deleted),
+            merged: l(&self.merged),
         }
     }
 }
@@ -134,6 +138,7 @@ fn run(
     let mut retry_at: Option<Instant> = None;
     let mut retry_delay = Duration::from_millis(100);
     let mut next_retention = Instant::now();
+    let mut next_merge = Instant::now() + opts.merge_interval;
     let mut retention_unfinished = false;
     let mut open = true;
 
@@ -173,6 +178,21 @@ fn run(
             }
             continue;
         }
+        let inbox = store.inbox_rows();
+        if retry_at.is_none() && inbox > 0 && (inbox >= opts.merge_rows || now >= next_merge) {
+            let started = Instant::now();
+            match store.merge() {
+                Ok(n) => {
+                    stats.merged.fetch_add(n, Ordering::Relaxed);
+                    tracing::debug!(samples = n, took = ?started.elapsed(), "history inbox merged");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "history merge failed; retrying at the next interval")
+                }
+            }
+            next_merge = Instant::now() + opts.merge_interval;
+            continue;
+        }
         if (retention_unfinished || now >= next_retention) && retry_at.is_none() {
             match store.retention_step(Timestamp::now().as_millis(), opts.retention_budget) {
                 Ok(r) => {
@@ -204,6 +224,7 @@ fn run(
             oldest_pending.map(|t| t + opts.flush_interval),
             retry_at,
             Some(next_retention),
+            (store.inbox_rows() > 0).then_some(next_merge),
             retention_unfinished.then_some(now),
         ]
         .into_iter()

@@ -267,20 +267,11 @@ impl Drop for Node {
     }
 }
 
-/// Rows stored for `tag` (0 while the database or the tag does not exist).
+/// Samples stored for `tag` (0 while the database or the tag does not exist).
 fn rows(db: &Path, tag: &str) -> u64 {
-    let Ok(conn) =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return 0;
-    };
-    conn.query_row(
-        "SELECT count(*) FROM samples JOIN tags ON tags.id = samples.tag_id WHERE tags.name = ?1",
-        [tag],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| u64::try_from(n).unwrap_or(0))
-    .unwrap_or(0)
+    edge_node::history::HistoryReader::open(db)
+        .and_then(|r| r.count(tag))
+        .unwrap_or(0)
 }
 
 async fn wait_until(
