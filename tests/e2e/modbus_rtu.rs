@@ -65,5 +65,28 @@ async fn a_dead_unit_is_backed_off_and_the_live_unit_keeps_its_rate() {
     let rate = (run.good_count("count") - before) as f64 / t0.elapsed().as_secs_f64();
     assert!(rate >= 6.0, "live unit read {rate:.1} times/s (ideal 10)");
     assert!(run.latest("count").unwrap().quality.is_good());
+
+    // Writes share the line with the polls and land in the slave.
+    let h = run.handle("rs485");
+    h.write(drivers::WriteRequest::Registers {
+        device: "live".into(),
+        address: 2,
+        values: vec![999],
+    })
+    .await
+    .unwrap();
+    eventually("written value read back", Duration::from_secs(5), || {
+        run.latest("count").and_then(|s| s.value) == Some(Value::U64(999))
+    })
+    .await;
+    let err = h
+        .write(drivers::WriteRequest::Registers {
+            device: "nope".into(),
+            address: 0,
+            values: vec![1],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err, drivers::WriteError::UnknownDevice("nope".into()));
     run.stop().await;
 }
