@@ -63,7 +63,10 @@ async fn a_dead_unit_is_backed_off_and_the_live_unit_keeps_its_rate() {
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let rate = (run.good_count("count") - before) as f64 / t0.elapsed().as_secs_f64();
-    assert!(rate >= 4.0, "live unit read {rate:.1} times/s (ideal 10; ~2.5 if every cycle waited for the dead unit)");
+    assert!(
+        rate >= 4.0,
+        "live unit read {rate:.1} times/s (ideal 10; ~2.5 if every cycle waited for the dead unit)"
+    );
     assert!(run.latest("count").unwrap().quality.is_good());
 
     // Writes share the line with the polls and land in the slave.
