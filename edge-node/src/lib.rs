@@ -8,6 +8,7 @@
 
 pub mod history;
 pub mod logging;
+pub mod memory;
 pub mod pipeline;
 pub mod reload;
 
@@ -78,10 +79,15 @@ fn plural(n: usize) -> &'static str {
 
 async fn load_config(path: &Path) -> Result<EdgeConfig, EdgeError> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || firmware_config::load(&path))
-        .await
-        .map_err(|e| EdgeError::Internal(format!("config loader panicked: {e}")))?
-        .map_err(EdgeError::from)
+    tokio::task::spawn_blocking(move || {
+        let r = firmware_config::load(&path);
+        // The parse's peak is garbage now; don't keep it resident.
+        memory::release_free_memory();
+        r
+    })
+    .await
+    .map_err(|e| EdgeError::Internal(format!("config loader panicked: {e}")))?
+    .map_err(EdgeError::from)
 }
 
 /// A running edge node.
