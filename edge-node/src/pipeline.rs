@@ -14,13 +14,17 @@
 //! moves by more than the tag's deadband (any change when the deadband is
 //! 0), when a non-numeric value changes, or when the tag has been silent for
 //! [`HEARTBEAT`] — so that a flat signal still has points in its trend.
+//!
+//! Once a second it also sweeps the live table: a good value that was not
+//! refreshed within [`STALE_INTERVALS`] poll intervals becomes
+//! `Uncertain(Stale)` (and, being a quality change, is stored).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use drivers::{Sample, TagName, Value};
+use drivers::{Quality, Reason, Sample, TagName, Timestamp, Value};
 use firmware_config::EdgeConfig;
 use tokio::sync::{RwLock, mpsc, watch};
 
@@ -28,10 +32,16 @@ use tokio::sync::{RwLock, mpsc, watch};
 /// aggregates always have points.
 pub const HEARTBEAT: Duration = Duration::from_secs(60);
 
+/// A good value not refreshed for this many poll intervals is stale...
+pub const STALE_INTERVALS: u32 = 3;
+/// ...but never sooner than this (fast poll groups jitter).
+pub const STALE_MIN: Duration = Duration::from_secs(2);
+
 /// Per-tag settings the filter needs, rebuilt on every config (re)load.
 #[derive(Debug, Clone, Default)]
 pub struct FilterSettings {
     deadband: HashMap<String, f64>,
+    stale_after: HashMap<String, Duration>,
 }
 
 impl FilterSettings {
@@ -42,8 +52,42 @@ impl FilterSettings {
                 .iter()
                 .map(|t| (t.name.clone(), t.deadband))
                 .collect(),
+            stale_after: cfg
+                .tags
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        (cfg.poll_interval_of(t) * STALE_INTERVALS).max(STALE_MIN),
+                    )
+                })
+                .collect(),
         }
     }
+}
+
+/// Good values in `live` that nobody refreshed in time (a hung driver, a
+/// removed tag): the same value again, now `Uncertain(Stale)`, so the HMI
+/// and the history show that the number is old instead of presenting it as
+/// current. Tags the configuration no longer has are not reported.
+pub fn stale_samples(
+    live: &HashMap<TagName, Sample>,
+    settings: &FilterSettings,
+    now: Timestamp,
+) -> Vec<Sample> {
+    live.values()
+        .filter(|s| s.quality.is_good())
+        .filter_map(|s| {
+            let limit = settings.stale_after.get(&*s.tag)?;
+            let age = now.as_millis().saturating_sub(s.ts.as_millis());
+            (age > i64::try_from(limit.as_millis()).unwrap_or(i64::MAX)).then(|| Sample {
+                tag: s.tag.clone(),
+                ts: now,
+                value: s.value.clone(),
+                quality: Quality::Uncertain(Reason::Stale),
+            })
+        })
+        .collect()
 }
 
 /// Pipeline counters, cheap to read from any task.
@@ -107,7 +151,23 @@ pub async fn run_filter(
 ) {
     let mut last: HashMap<TagName, LastStored> = HashMap::new();
     let mut current = settings.borrow_and_update().clone();
-    while let Some(batch) = input.recv().await {
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let batch = tokio::select! {
+            b = input.recv() => match b {
+                Some(b) => b,
+                None => break,
+            },
+            _ = sweep.tick() => {
+                let stale = stale_samples(&*live.read().await, &current, Timestamp::now());
+                if stale.is_empty() {
+                    continue;
+                }
+                tracing::warn!(tags = stale.len(), first = %stale[0].tag, "values not refreshed in time are now stale");
+                stale
+            }
+        };
         if settings.has_changed().unwrap_or(false) {
             current = settings.borrow_and_update().clone();
         }
@@ -146,7 +206,52 @@ pub async fn run_filter(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use drivers::{Quality, Reason, Timestamp};
+
+    #[test]
+    fn good_values_not_refreshed_in_time_become_stale() {
+        let mut settings = FilterSettings::default();
+        settings
+            .stale_after
+            .insert("fast".into(), Duration::from_secs(3));
+        settings
+            .stale_after
+            .insert("slow".into(), Duration::from_secs(30));
+        settings
+            .stale_after
+            .insert("bad".into(), Duration::from_secs(3));
+        let mut live = HashMap::new();
+        for (tag, q) in [
+            ("fast", Quality::Good),
+            ("slow", Quality::Good),
+            ("bad", Quality::Bad(Reason::Timeout)),
+            ("removed", Quality::Good),
+        ] {
+            live.insert(
+                TagName::from(tag),
+                Sample {
+                    tag: tag.into(),
+                    ts: Timestamp(10_000),
+                    value: Some(Value::F64(1.5)),
+                    quality: q,
+                },
+            );
+        }
+        assert!(stale_samples(&live, &settings, Timestamp(12_999)).is_empty());
+        let stale = stale_samples(&live, &settings, Timestamp(13_001));
+        assert_eq!(
+            stale.len(),
+            1,
+            "only the fast tag is overdue; bad and unconfigured tags are not flagged"
+        );
+        assert_eq!(&*stale[0].tag, "fast");
+        assert_eq!(stale[0].quality, Quality::Uncertain(Reason::Stale));
+        assert_eq!(
+            stale[0].value,
+            Some(Value::F64(1.5)),
+            "the last value, marked as old"
+        );
+        assert_eq!(stale[0].ts, Timestamp(13_001));
+    }
 
     fn s(ts: i64, v: f64, q: Quality) -> Sample {
         Sample {
