@@ -28,6 +28,11 @@ pub use sample::{Quality, Reason, Sample, TagName, Timestamp, Value};
 pub enum DriverError {
     #[error("device {device:?} uses serial line {line:?}, which is not defined")]
     UnknownLine { device: String, line: String },
+    #[error("device {device:?}: protocol {protocol} is not supported by this build yet")]
+    Unsupported {
+        device: String,
+        protocol: &'static str,
+    },
 }
 
 /// Start one driver per Modbus TCP device and one per serial line that has
@@ -55,6 +60,12 @@ pub fn spawn_all(
                     });
                 }
                 lines_used.insert(line.clone());
+            }
+            Transport::OpcUa(_) => {
+                return Err(DriverError::Unsupported {
+                    device: device.name.clone(),
+                    protocol: "opcua",
+                });
             }
         }
     }

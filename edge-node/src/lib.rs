@@ -52,14 +52,19 @@ pub fn summary(cfg: &EdgeConfig) -> String {
         .iter()
         .filter(|d| matches!(d.transport, Transport::ModbusTcp { .. }))
         .count();
-    let rtu = cfg.devices.len() - tcp;
+    let opcua = cfg
+        .devices
+        .iter()
+        .filter(|d| d.transport.is_opcua())
+        .count();
+    let rtu = cfg.devices.len() - tcp - opcua;
     let first = cfg
         .sources
         .first()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     format!(
-        "OK {first}: node {}/{}, {} device{} ({tcp} modbus-tcp, {rtu} modbus-rtu on {} serial line{}), {} tag{}, {} file{}",
+        "OK {first}: node {}/{}, {} device{} ({tcp} modbus-tcp, {rtu} modbus-rtu on {} serial line{}, {opcua} opcua), {} tag{}, {} file{}",
         cfg.node.site_id,
         cfg.node.node_id,
         cfg.devices.len(),

@@ -80,14 +80,91 @@ pub enum Transport {
         line: String,
         unit_id: u8,
     },
+    /// An OPC UA server.
+    OpcUa(OpcUaEndpoint),
 }
 
 impl Transport {
-    pub fn unit_id(&self) -> u8 {
+    /// The Modbus unit id; `None` for other protocols.
+    pub fn unit_id(&self) -> Option<u8> {
         match self {
-            Transport::ModbusTcp { unit_id, .. } | Transport::ModbusRtu { unit_id, .. } => *unit_id,
+            Transport::ModbusTcp { unit_id, .. } | Transport::ModbusRtu { unit_id, .. } => {
+                Some(*unit_id)
+            }
+            Transport::OpcUa(_) => None,
         }
     }
+
+    pub fn is_opcua(&self) -> bool {
+        matches!(self, Transport::OpcUa(_))
+    }
+}
+
+/// An OPC UA server and how to talk to it securely.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpcUaEndpoint {
+    /// `opc.tcp://host:port[/path]`.
+    pub endpoint_url: String,
+    pub security_policy: SecurityPolicy,
+    pub security_mode: SecurityMode,
+    pub identity: Identity,
+    /// Client certificate (`own/`, `private/`), `trusted/` and `rejected/`
+    /// server certificates. Created on first start.
+    pub pki_dir: PathBuf,
+    pub session_timeout: Duration,
+    pub keep_alive: Duration,
+    /// Default publishing interval of the subscription (and default
+    /// sampling interval of its items).
+    pub publishing_interval: Duration,
+}
+
+/// OPC UA security policies (Part 7 profiles) the client supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityPolicy {
+    None,
+    Basic256Sha256,
+    Aes128Sha256RsaOaep,
+    Aes256Sha256RsaPss,
+}
+
+impl SecurityPolicy {
+    /// The name used in configuration files and by OPC UA tools.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityPolicy::None => "None",
+            SecurityPolicy::Basic256Sha256 => "Basic256Sha256",
+            SecurityPolicy::Aes128Sha256RsaOaep => "Aes128_Sha256_RsaOaep",
+            SecurityPolicy::Aes256Sha256RsaPss => "Aes256_Sha256_RsaPss",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityMode {
+    None,
+    Sign,
+    SignAndEncrypt,
+}
+
+/// Where a secret comes from; the secret itself never sits in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// How the client identifies its user to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Anonymous,
+    UserName {
+        user: String,
+        password: SecretSource,
+    },
+    X509 {
+        certificate: PathBuf,
+        private_key: PathBuf,
+    },
 }
 
 /// How the read planner may group tags of one device into requests.
@@ -293,11 +370,8 @@ impl WordOrder {
 pub struct Tag {
     pub name: String,
     pub device: String,
-    pub area: Area,
-    /// 0-based protocol address.
-    pub address: u16,
-    pub data_type: DataType,
-    pub order: WordOrder,
+    /// Where the value lives on the device, per protocol.
+    pub source: TagSource,
     /// Engineering value = raw * scale + offset (numeric types only).
     pub scale: f64,
     pub offset: f64,
@@ -311,11 +385,190 @@ pub struct Tag {
 }
 
 impl Tag {
-    /// Last address the tag occupies (inclusive). Validation guarantees it
+    /// The Modbus address, for tags of Modbus devices.
+    pub fn modbus(&self) -> Option<&ModbusPoint> {
+        match &self.source {
+            TagSource::Modbus(p) => Some(p),
+            TagSource::OpcUa(_) => None,
+        }
+    }
+
+    /// The OPC UA node, for tags of OPC UA devices.
+    pub fn opcua(&self) -> Option<&OpcUaPoint> {
+        match &self.source {
+            TagSource::OpcUa(p) => Some(p),
+            TagSource::Modbus(_) => None,
+        }
+    }
+}
+
+/// Where a tag's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagSource {
+    Modbus(ModbusPoint),
+    OpcUa(OpcUaPoint),
+}
+
+/// A value in a Modbus device's address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModbusPoint {
+    pub area: Area,
+    /// 0-based protocol address.
+    pub address: u16,
+    pub data_type: DataType,
+    pub order: WordOrder,
+}
+
+impl ModbusPoint {
+    /// Last address the value occupies (inclusive). Validation guarantees it
     /// does not overflow.
     pub fn end_address(&self) -> u16 {
         self.address
             .saturating_add(self.data_type.width().saturating_sub(1))
+    }
+}
+
+/// A variable on an OPC UA server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpcUaPoint {
+    pub node: NodeRef,
+    /// Server-side sampling interval; `None` = the subscription's publishing interval.
+    pub sampling_interval: Option<Duration>,
+    /// Values the server may queue between publishes.
+    pub queue_size: u32,
+    /// Server-side data-change filter.
+    pub data_change_deadband: Option<DataChangeDeadband>,
+    pub mode: OpcUaMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DataChangeDeadband {
+    /// In the variable's units.
+    Absolute(f64),
+    /// Percent of the variable's EURange (the server must expose one).
+    Percent(f64),
+}
+
+/// How a tag is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpcUaMode {
+    /// A monitored item in the device's subscription.
+    Subscribe,
+    /// Cyclic Read at the poll interval, for servers or nodes that cannot
+    /// be subscribed.
+    Poll,
+}
+
+/// An OPC UA NodeId as written in configuration: `ns=2;s=Boiler.Temp`,
+/// `i=2258`, `ns=1;g=…`, `ns=1;b=…` (base64), or with the namespace URI
+/// instead of the index, `nsu=urn:plant;s=Boiler.Temp` — indices change
+/// between servers and restarts, URIs do not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeRef {
+    pub namespace: Namespace,
+    pub identifier: Identifier,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    Index(u16),
+    Uri(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identifier {
+    Numeric(u32),
+    String(String),
+    /// Canonical lower-case `8-4-4-4-12` hex form.
+    Guid(String),
+    /// Base64 text as written.
+    Opaque(String),
+}
+
+impl std::fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Namespace::Index(0) => {}
+            Namespace::Index(i) => write!(f, "ns={i};")?,
+            Namespace::Uri(u) => write!(f, "nsu={u};")?,
+        }
+        match &self.identifier {
+            Identifier::Numeric(n) => write!(f, "i={n}"),
+            Identifier::String(s) => write!(f, "s={s}"),
+            Identifier::Guid(g) => write!(f, "g={g}"),
+            Identifier::Opaque(b) => write!(f, "b={b}"),
+        }
+    }
+}
+
+impl std::str::FromStr for NodeRef {
+    type Err = String;
+
+    /// Parse the OPC UA text form (Part 6 §5.3.1.10, plus `nsu=`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let (namespace, rest) = if let Some(r) = t.strip_prefix("nsu=") {
+            let Some((uri, rest)) = r.split_once(';') else {
+                return Err("`nsu=<uri>` must be followed by `;` and an identifier, e.g. `nsu=urn:plant;s=Temp`".into());
+            };
+            if uri.is_empty() {
+                return Err("empty namespace URI".into());
+            }
+            (Namespace::Uri(uri.to_owned()), rest)
+        } else if let Some(r) = t.strip_prefix("ns=") {
+            let Some((idx, rest)) = r.split_once(';') else {
+                return Err(
+                    "`ns=<index>` must be followed by `;` and an identifier, e.g. `ns=2;s=Temp`"
+                        .into(),
+                );
+            };
+            let idx: u16 = idx
+                .parse()
+                .map_err(|_| format!("namespace index {idx:?} is not a number from 0 to 65535"))?;
+            (Namespace::Index(idx), rest)
+        } else {
+            (Namespace::Index(0), t)
+        };
+        let Some((kind, id)) = rest.split_once('=') else {
+            return Err("the identifier needs a type: `i=` (numeric), `s=` (string), `g=` (GUID) or `b=` (opaque, base64)".into());
+        };
+        let identifier = match kind {
+            "i" => Identifier::Numeric(id.parse().map_err(|_| {
+                format!("numeric identifier {id:?} is not a number from 0 to 4294967295")
+            })?),
+            "s" if !id.is_empty() => Identifier::String(id.to_owned()),
+            "s" => return Err("empty string identifier".into()),
+            "g" => {
+                let hex: Vec<&str> = id.split('-').collect();
+                let lens: Vec<usize> = hex.iter().map(|p| p.len()).collect();
+                if lens != [8, 4, 4, 4, 12]
+                    || !id.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+                {
+                    return Err(format!(
+                        "{id:?} is not a GUID like 72962b91-fa75-4ae6-8d28-b404dc7daf63"
+                    ));
+                }
+                Identifier::Guid(id.to_ascii_lowercase())
+            }
+            "b" if !id.is_empty()
+                && id.len() % 4 == 0
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')) =>
+            {
+                Identifier::Opaque(id.to_owned())
+            }
+            "b" => return Err(format!("{id:?} is not base64 text")),
+            other => {
+                return Err(format!(
+                    "unknown identifier type `{other}=`: use i=, s=, g= or b="
+                ));
+            }
+        };
+        Ok(NodeRef {
+            namespace,
+            identifier,
+        })
     }
 }
 

@@ -128,10 +128,55 @@ pub struct RawDevice {
     pub max_gap: Option<S<i64>>,
     pub backoff_initial: Option<S<Dur>>,
     pub backoff_max: Option<S<Dur>>,
+    // opcua
+    pub endpoint: Option<S<String>>,
+    pub security_policy: Option<S<String>>,
+    pub security_mode: Option<S<String>>,
+    pub user: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub client_certificate: Option<S<String>>,
+    pub client_key: Option<S<String>>,
+    pub pki_dir: Option<S<String>>,
+    pub session_timeout: Option<S<Dur>>,
+    pub keep_alive: Option<S<Dur>>,
+    pub publishing_interval: Option<S<Dur>>,
 }
 
 pub const TCP_ONLY: &[&str] = &["host", "port", "connect_timeout"];
 pub const RTU_ONLY: &[&str] = &["line"];
+pub const MODBUS_ONLY: &[&str] = &[
+    "host",
+    "port",
+    "connect_timeout",
+    "line",
+    "unit_id",
+    "max_registers_per_request",
+    "max_bits_per_request",
+    "max_gap",
+];
+pub const OPCUA_ONLY: &[&str] = &[
+    "endpoint",
+    "security_policy",
+    "security_mode",
+    "user",
+    "password_file",
+    "password_env",
+    "client_certificate",
+    "client_key",
+    "pki_dir",
+    "session_timeout",
+    "keep_alive",
+    "publishing_interval",
+];
+
+/// A number or a text, e.g. `data_change_deadband = 0.5` or `"2%"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NumOrText {
+    Num(f64),
+    Text(String),
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,7 +197,22 @@ pub struct RawTag {
     pub poll_group: Option<S<String>>,
     pub writable: Option<S<bool>>,
     pub description: Option<S<String>>,
+    // opcua
+    pub node: Option<S<String>>,
+    pub sampling_interval: Option<S<Dur>>,
+    pub queue_size: Option<S<i64>>,
+    pub data_change_deadband: Option<S<NumOrText>>,
+    pub mode: Option<S<String>>,
 }
+
+pub const TAG_MODBUS_ONLY: &[&str] = &["area", "address", "type", "bit", "length", "order"];
+pub const TAG_OPCUA_ONLY: &[&str] = &[
+    "node",
+    "sampling_interval",
+    "queue_size",
+    "data_change_deadband",
+    "mode",
+];
 
 /// `[[import]]`: a CSV register map.
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,10 @@ use std::time::Duration;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::load::{Item, RawConfig, resolve};
 use crate::model::*;
-use crate::raw::{RTU_ONLY, RawDevice, RawSerialLine, RawTag, S, TCP_ONLY};
+use crate::raw::{
+    MODBUS_ONLY, NumOrText, OPCUA_ONLY, RTU_ONLY, RawDevice, RawSerialLine, RawTag, S,
+    TAG_MODBUS_ONLY, TAG_OPCUA_ONLY, TCP_ONLY,
+};
 
 pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeConfig> {
     let names = |items: Vec<Option<&S<String>>>| -> BTreeSet<String> {
@@ -617,6 +620,19 @@ impl Validator<'_> {
         };
         let mut ok = true;
         let transport = match protocol.get_ref().as_str() {
+            "modbus-tcp" | "modbus-rtu" if !device_keys_present(r, OPCUA_ONLY).is_empty() => {
+                for (k, s) in device_keys_present(r, OPCUA_ONLY) {
+                    self.push(
+                        item.diag(
+                            s,
+                            format!("{label} › {k}"),
+                            format!("`{k}` only applies to protocol \"opcua\""),
+                        )
+                        .help("remove it, or set `protocol = \"opcua\"`"),
+                    );
+                }
+                return None;
+            }
             "modbus-tcp" => {
                 for (k, s) in present(RTU_ONLY) {
                     self.push(
@@ -745,15 +761,28 @@ impl Validator<'_> {
                     unit_id: unit_id as u8,
                 }
             }
+            "opcua" | "opc-ua" => {
+                for (k, s) in device_keys_present(r, MODBUS_ONLY) {
+                    self.push(
+                        item.diag(s, format!("{label} › {k}"), format!("`{k}` does not apply to protocol \"opcua\""))
+                            .help("an OPC UA device is reached through `endpoint = \"opc.tcp://host:4840\"`"),
+                    );
+                    ok = false;
+                }
+                match self.opcua_endpoint(item, &label) {
+                    Some(e) => Transport::OpcUa(e),
+                    None => return None,
+                }
+            }
             other => {
                 let mut d = item.diag(
                     protocol.span(),
                     format!("{label} › protocol"),
                     format!("unknown protocol {other:?}"),
                 );
-                d = match did_you_mean(other, ["modbus-tcp", "modbus-rtu"]) {
+                d = match did_you_mean(other, ["modbus-tcp", "modbus-rtu", "opcua"]) {
                     Some(s) => d.help(format!("did you mean {s:?}?")),
-                    None => d.help("use \"modbus-tcp\" or \"modbus-rtu\""),
+                    None => d.help("use \"modbus-tcp\", \"modbus-rtu\" or \"opcua\""),
                 };
                 self.push(d);
                 return None;
@@ -940,6 +969,504 @@ impl Validator<'_> {
                 }
             },
         };
+        let opcua = match device {
+            Some(d) => d.transport.is_opcua(),
+            None => r.node.is_some(),
+        };
+        let (area, modbus, opc) = if opcua {
+            for (k, span) in tag_keys_present(r, TAG_MODBUS_ONLY) {
+                self.push(
+                    item.diag(span, f(k), format!("`{k}` does not apply to a tag of an OPC UA device"))
+                        .help("OPC UA tags name their variable with `node = \"ns=…;s=…\"`; the server knows its type"),
+                );
+                ok = false;
+            }
+            (None, None, self.opcua_point(item, &label, device, &mut ok))
+        } else {
+            for (k, span) in tag_keys_present(r, TAG_OPCUA_ONLY) {
+                self.push(
+                    item.diag(
+                        span,
+                        f(k),
+                        format!("`{k}` only applies to tags of OPC UA devices"),
+                    )
+                    .help("remove it, or point `device` at an OPC UA device"),
+                );
+                ok = false;
+            }
+            let (area, point) = self.modbus_point(item, &label, device, &mut ok);
+            (area, point, None)
+        };
+        let numeric = modbus.map(|m| m.data_type.is_numeric()).unwrap_or(true);
+        let scale = match &r.scale {
+            None => 1.0,
+            Some(s) if !numeric => {
+                self.push(
+                    item.diag(
+                        s.span(),
+                        f("scale"),
+                        "`scale` only applies to numeric types",
+                    )
+                    .help("remove `scale`"),
+                );
+                ok = false;
+                1.0
+            }
+            Some(s) if !s.get_ref().is_finite() || *s.get_ref() == 0.0 => {
+                self.push(
+                    item.diag(
+                        s.span(),
+                        f("scale"),
+                        format!("scale {} would lose the value", s.get_ref()),
+                    )
+                    .help("use a finite, non-zero factor such as 0.1"),
+                );
+                ok = false;
+                1.0
+            }
+            Some(s) => *s.get_ref(),
+        };
+        let offset = match &r.offset {
+            None => 0.0,
+            Some(s) if !numeric => {
+                self.push(
+                    item.diag(
+                        s.span(),
+                        f("offset"),
+                        "`offset` only applies to numeric types",
+                    )
+                    .help("remove `offset`"),
+                );
+                ok = false;
+                0.0
+            }
+            Some(s) if !s.get_ref().is_finite() => {
+                self.push(
+                    item.diag(s.span(), f("offset"), "offset must be a finite number")
+                        .help("e.g. offset = -273.15"),
+                );
+                ok = false;
+                0.0
+            }
+            Some(s) => *s.get_ref(),
+        };
+        let deadband = match &r.deadband {
+            None => 0.0,
+            Some(d) if !d.get_ref().is_finite() || *d.get_ref() < 0.0 => {
+                self.push(
+                    item.diag(
+                        d.span(),
+                        f("deadband"),
+                        format!("deadband {} is invalid", d.get_ref()),
+                    )
+                    .help("use 0 (store every change) or a positive value in engineering units"),
+                );
+                ok = false;
+                0.0
+            }
+            Some(d) => *d.get_ref(),
+        };
+        let poll_group = match &r.poll_group {
+            None => None,
+            Some(g) if groups.contains_key(g.get_ref()) => Some(g.get_ref().clone()),
+            Some(g) => {
+                let mut d = item.diag(
+                    g.span(),
+                    f("poll_group"),
+                    format!("unknown poll group {:?}", g.get_ref()),
+                );
+                d = match did_you_mean(g.get_ref(), groups.keys().map(String::as_str)) {
+                    Some(s) => d.help(format!("did you mean {s:?}?")),
+                    None => d.help("define it under [poll_groups], e.g. `fast = \"250ms\"`"),
+                };
+                self.push(d);
+                ok = false;
+                None
+            }
+        };
+        let writable = match (&r.writable, area) {
+            (Some(w), Some(a)) if *w.get_ref() && !a.is_writable() => {
+                self.push(
+                    item.diag(
+                        w.span(),
+                        f("writable"),
+                        format!("area {:?} is read-only in Modbus", a.as_str()),
+                    )
+                    .help("only coils and holding registers can be written; remove `writable`"),
+                );
+                ok = false;
+                false
+            }
+            (Some(w), _) => *w.get_ref(),
+            (None, _) => false,
+        };
+        if !ok {
+            return None;
+        }
+        Some(Tag {
+            name: name.get_ref().clone(),
+            device: device?.name.clone(),
+            source: match (modbus, opc) {
+                (Some(m), _) => TagSource::Modbus(m),
+                (None, Some(o)) => TagSource::OpcUa(o),
+                (None, None) => return None,
+            },
+            scale,
+            offset,
+            unit: r.unit.as_ref().map(|u| u.get_ref().clone()),
+            deadband,
+            poll_group,
+            writable,
+            description: r.description.as_ref().map(|d| d.get_ref().clone()),
+        })
+    }
+
+    /// The connection part of an OPC UA device. Secure by default: without
+    /// `security_policy` the client requires Basic256Sha256 with
+    /// SignAndEncrypt; running unsecured must be written down.
+    fn opcua_endpoint(&mut self, item: &Item<RawDevice>, label: &str) -> Option<OpcUaEndpoint> {
+        let r = &item.raw;
+        let f = |k: &str| format!("{label} › {k}");
+        let mut ok = true;
+        let endpoint_url = match &r.endpoint {
+            None => {
+                self.missing(
+                    item,
+                    label,
+                    "endpoint",
+                    "add `endpoint = \"opc.tcp://10.0.0.5:4840\"`, the server's endpoint URL",
+                );
+                return None;
+            }
+            Some(e) => {
+                let url = e.get_ref().trim();
+                let host = url
+                    .strip_prefix("opc.tcp://")
+                    .map(|h| h.split(['/', ':']).next().unwrap_or(""));
+                match host {
+                    Some(h) if !h.is_empty() => url.to_owned(),
+                    _ => {
+                        self.push(
+                            item.diag(e.span(), f("endpoint"), format!("{url:?} is not an opc.tcp endpoint URL"))
+                                .help("write it as `opc.tcp://host:port[/path]`, e.g. \"opc.tcp://10.0.0.5:4840\""),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let policy = match &r.security_policy {
+            None => SecurityPolicy::Basic256Sha256,
+            Some(p) => match p
+                .get_ref()
+                .to_ascii_lowercase()
+                .replace(['-', '_'], "")
+                .as_str()
+            {
+                "none" => SecurityPolicy::None,
+                "basic256sha256" => SecurityPolicy::Basic256Sha256,
+                "aes128sha256rsaoaep" => SecurityPolicy::Aes128Sha256RsaOaep,
+                "aes256sha256rsapss" => SecurityPolicy::Aes256Sha256RsaPss,
+                other => {
+                    let mut d = item.diag(
+                        p.span(),
+                        f("security_policy"),
+                        format!("unknown security policy {:?}", p.get_ref()),
+                    );
+                    d = match did_you_mean(other, ["none", "basic256sha256", "aes128sha256rsaoaep", "aes256sha256rsapss"]) {
+                        Some(_) | None => d.help("use \"None\", \"Basic256Sha256\", \"Aes128_Sha256_RsaOaep\" or \"Aes256_Sha256_RsaPss\""),
+                    };
+                    self.push(d);
+                    ok = false;
+                    SecurityPolicy::Basic256Sha256
+                }
+            },
+        };
+        let mode = match &r.security_mode {
+            None if policy == SecurityPolicy::None => SecurityMode::None,
+            None => SecurityMode::SignAndEncrypt,
+            Some(m) => match m
+                .get_ref()
+                .to_ascii_lowercase()
+                .replace(['-', '_'], "")
+                .as_str()
+            {
+                "none" => SecurityMode::None,
+                "sign" => SecurityMode::Sign,
+                "signandencrypt" => SecurityMode::SignAndEncrypt,
+                _ => {
+                    self.push(
+                        item.diag(
+                            m.span(),
+                            f("security_mode"),
+                            format!("unknown security mode {:?}", m.get_ref()),
+                        )
+                        .help("use \"None\", \"Sign\" or \"SignAndEncrypt\""),
+                    );
+                    ok = false;
+                    SecurityMode::SignAndEncrypt
+                }
+            },
+        };
+        if (policy == SecurityPolicy::None) != (mode == SecurityMode::None) {
+            let span = r
+                .security_mode
+                .as_ref()
+                .or(r.security_policy.as_ref())
+                .map(|s| s.span())
+                .unwrap_or(item.span.clone());
+            self.push(
+                item.diag(
+                    span,
+                    f("security_mode"),
+                    format!("security mode {mode:?} cannot be used with policy {:?}", policy.as_str()),
+                )
+                .help("policy \"None\" goes with mode \"None\"; any other policy needs \"Sign\" or \"SignAndEncrypt\""),
+            );
+            ok = false;
+        }
+        let identity = match (&r.user, &r.client_certificate, &r.client_key) {
+            (Some(u), None, None) => {
+                let password = match (&r.password_file, &r.password_env) {
+                    (Some(p), None) => {
+                        Some(SecretSource::File(resolve(&item.src.path, p.get_ref())))
+                    }
+                    (None, Some(e)) if !e.get_ref().is_empty() => {
+                        Some(SecretSource::Env(e.get_ref().clone()))
+                    }
+                    (None, Some(e)) => {
+                        self.push(
+                            item.diag(e.span(), f("password_env"), "empty variable name")
+                                .help("name the environment variable that holds the password"),
+                        );
+                        None
+                    }
+                    (Some(p), Some(_)) => {
+                        self.push(
+                            item.diag(p.span(), f("password_file"), "both `password_file` and `password_env` are set")
+                                .help("keep one: the password comes from a file or from an environment variable"),
+                        );
+                        None
+                    }
+                    (None, None) => {
+                        self.push(
+                            item.diag(u.span(), f("user"), "a user needs a password source")
+                                .help("add `password_file = \"/etc/apos-edge/opcua.pass\"` (mode 0600) or `password_env = \"APOS_OPCUA_PASSWORD\"`; passwords are never written in the config"),
+                        );
+                        None
+                    }
+                };
+                match password {
+                    Some(password) => Identity::UserName {
+                        user: u.get_ref().clone(),
+                        password,
+                    },
+                    None => {
+                        ok = false;
+                        Identity::Anonymous
+                    }
+                }
+            }
+            (None, Some(c), Some(k)) => Identity::X509 {
+                certificate: resolve(&item.src.path, c.get_ref()),
+                private_key: resolve(&item.src.path, k.get_ref()),
+            },
+            (None, None, None) => {
+                for (k, s) in device_keys_present(r, &["password_file", "password_env"]) {
+                    self.push(
+                        item.diag(s, f(k), format!("`{k}` without `user`"))
+                            .help("add `user = \"…\"`, or remove it for anonymous access"),
+                    );
+                    ok = false;
+                }
+                Identity::Anonymous
+            }
+            (Some(u), _, _) => {
+                self.push(
+                    item.diag(u.span(), f("user"), "both a user name and a client certificate identity are set")
+                        .help("choose one identity: `user` + password, or `client_certificate` + `client_key`"),
+                );
+                ok = false;
+                Identity::Anonymous
+            }
+            (None, c, k) => {
+                let (present, missing) = if c.is_some() {
+                    (c, "client_key")
+                } else {
+                    (k, "client_certificate")
+                };
+                let span = present
+                    .as_ref()
+                    .map(|s| s.span())
+                    .unwrap_or(item.span.clone());
+                self.push(
+                    item.diag(
+                        span,
+                        f(missing),
+                        format!("an X.509 user identity also needs `{missing}`"),
+                    )
+                    .help("give both `client_certificate` (DER or PEM) and `client_key` (PEM)"),
+                );
+                ok = false;
+                Identity::Anonymous
+            }
+        };
+        let pki_dir = r
+            .pki_dir
+            .as_ref()
+            .map(|p| resolve(&item.src.path, p.get_ref()))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/apos-edge/pki"));
+        let session_timeout = self.duration(
+            item,
+            &f("session_timeout"),
+            &r.session_timeout,
+            Duration::from_secs(60),
+            (Duration::from_secs(1), Duration::from_secs(3600)),
+        );
+        let keep_alive = self.duration(
+            item,
+            &f("keep_alive"),
+            &r.keep_alive,
+            Duration::from_secs(5),
+            (Duration::from_millis(100), Duration::from_secs(3600)),
+        );
+        let publishing_interval = self.duration(
+            item,
+            &f("publishing_interval"),
+            &r.publishing_interval,
+            Duration::from_secs(1),
+            (Duration::from_millis(10), Duration::from_secs(3600)),
+        );
+        ok.then_some(OpcUaEndpoint {
+            endpoint_url,
+            security_policy: policy,
+            security_mode: mode,
+            identity,
+            pki_dir,
+            session_timeout,
+            keep_alive,
+            publishing_interval,
+        })
+    }
+
+    /// The OPC UA part of a tag: node, sampling, queue, server-side deadband, mode.
+    fn opcua_point(
+        &mut self,
+        item: &Item<RawTag>,
+        label: &str,
+        device: Option<&Device>,
+        ok: &mut bool,
+    ) -> Option<OpcUaPoint> {
+        let r = &item.raw;
+        let f = |k: &str| format!("{label} › {k}");
+        let node = match &r.node {
+            None => {
+                self.missing(
+                    item,
+                    label,
+                    "node",
+                    "add `node = \"ns=2;s=…\"` (or `nsu=<namespace URI>;s=…`), e.g. from `apos-edge opcua browse`",
+                );
+                None
+            }
+            Some(n) => match n.get_ref().parse::<NodeRef>() {
+                Ok(node) => Some(node),
+                Err(e) => {
+                    self.push(
+                        item.diag(n.span(), f("node"), format!("invalid NodeId {:?}: {e}", n.get_ref()))
+                            .help("NodeIds look like `ns=2;s=Line1.Temp`, `i=2258` or `nsu=urn:vendor:plc;i=1001`"),
+                    );
+                    *ok = false;
+                    None
+                }
+            },
+        };
+        let sampling_interval = r.sampling_interval.as_ref().map(|_| {
+            self.duration(
+                item,
+                &f("sampling_interval"),
+                &r.sampling_interval,
+                Duration::from_secs(1),
+                (Duration::ZERO, Duration::from_secs(86_400)),
+            )
+        });
+        let queue_size = self.int(
+            item,
+            &f("queue_size"),
+            &r.queue_size,
+            1,
+            (1, 10_000),
+            "values the server may buffer per item between publishes; 1 keeps only the newest",
+        ) as u32;
+        let data_change_deadband = match &r.data_change_deadband {
+            None => None,
+            Some(d) => {
+                let parsed = match d.get_ref() {
+                    NumOrText::Num(x) if x.is_finite() && *x >= 0.0 => {
+                        Some(DataChangeDeadband::Absolute(*x))
+                    }
+                    NumOrText::Num(_) => None,
+                    NumOrText::Text(t) => match t.trim().strip_suffix('%') {
+                        Some(p) => p
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|p| (0.0..=100.0).contains(p))
+                            .map(DataChangeDeadband::Percent),
+                        None => t
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|x| x.is_finite() && *x >= 0.0)
+                            .map(DataChangeDeadband::Absolute),
+                    },
+                };
+                if parsed.is_none() {
+                    self.push(
+                        item.diag(d.span(), f("data_change_deadband"), "invalid data-change deadband")
+                            .help("use an absolute value in the variable's units (e.g. 0.5) or a percent of its EU range (e.g. \"2%\")"),
+                    );
+                    *ok = false;
+                }
+                parsed
+            }
+        };
+        let mode = match &r.mode {
+            None => OpcUaMode::Subscribe,
+            Some(m) => match m.get_ref().to_ascii_lowercase().as_str() {
+                "subscribe" | "subscription" => OpcUaMode::Subscribe,
+                "poll" | "read" => OpcUaMode::Poll,
+                other => {
+                    self.push(
+                        item.diag(m.span(), f("mode"), format!("unknown mode {other:?}"))
+                            .help("use \"subscribe\" (default) or \"poll\" for nodes that cannot be monitored"),
+                    );
+                    *ok = false;
+                    OpcUaMode::Subscribe
+                }
+            },
+        };
+        let _ = device;
+        Some(OpcUaPoint {
+            node: node?,
+            sampling_interval,
+            queue_size,
+            data_change_deadband,
+            mode,
+        })
+    }
+
+    /// The Modbus part of a tag: area, address, type, order, and their fit.
+    fn modbus_point(
+        &mut self,
+        item: &Item<RawTag>,
+        label: &str,
+        device: Option<&Device>,
+        ok: &mut bool,
+    ) -> (Option<Area>, Option<ModbusPoint>) {
+        let r = &item.raw;
+        let f = |k: &str| format!("{label} › {k}");
+        let label = label.to_owned();
         let area = match &r.area {
             None => {
                 self.missing(
@@ -1092,7 +1619,7 @@ impl Validator<'_> {
                 )
                 .help("remove `bit`, or set `type = \"bit\"`"),
             );
-            ok = false;
+            *ok = false;
         }
         if let (Some(l), Some(dt)) = (&r.length, data_type)
             && !matches!(dt, DataType::String { .. })
@@ -1108,7 +1635,7 @@ impl Validator<'_> {
                 )
                 .help("remove `length`"),
             );
-            ok = false;
+            *ok = false;
         }
         let order = match &r.order {
             None => WordOrder::Abcd,
@@ -1122,7 +1649,7 @@ impl Validator<'_> {
                         item.diag(o.span(), f("order"), format!("unknown word order {:?}", o.get_ref()))
                             .help("use \"ABCD\" (big-endian), \"CDAB\" (word-swapped), \"BADC\" (byte-swapped) or \"DCBA\" (little-endian)"),
                     );
-                    ok = false;
+                    *ok = false;
                     WordOrder::Abcd
                 }
             },
@@ -1138,13 +1665,13 @@ impl Validator<'_> {
                     item.diag(type_span.clone(), f("type"), format!("type {:?} does not fit area {:?}", dt.name(), a.as_str()))
                         .help("coils and discrete inputs hold single bits: use `type = \"bool\"`, or a register area for numbers"),
                 );
-                ok = false;
+                *ok = false;
             } else if !a.is_bit() && dt == DataType::Bool {
                 self.push(
                     item.diag(type_span.clone(), f("type"), format!("type \"bool\" does not fit area {:?}", a.as_str()))
                         .help("for one bit of a register use `type = \"bit\"` with `bit = N`; for a 0/1 register use \"u16\""),
                 );
-                ok = false;
+                *ok = false;
             }
             if let Some((addr, addr_span)) = &address {
                 let end = u32::from(*addr) + u32::from(dt.width()) - 1;
@@ -1164,7 +1691,7 @@ impl Validator<'_> {
                             65_536 - u32::from(dt.width())
                         )),
                     );
-                    ok = false;
+                    *ok = false;
                 }
             }
             if let Some(dev) = device {
@@ -1183,132 +1710,78 @@ impl Validator<'_> {
                         ))
                         .help("shorten the string or raise the device's max_registers_per_request"),
                     );
-                    ok = false;
+                    *ok = false;
                 }
             }
         }
-        let numeric = data_type.map(DataType::is_numeric).unwrap_or(true);
-        let scale = match &r.scale {
-            None => 1.0,
-            Some(s) if !numeric => {
-                self.push(
-                    item.diag(
-                        s.span(),
-                        f("scale"),
-                        "`scale` only applies to numeric types",
-                    )
-                    .help("remove `scale`"),
-                );
-                ok = false;
-                1.0
-            }
-            Some(s) if !s.get_ref().is_finite() || *s.get_ref() == 0.0 => {
-                self.push(
-                    item.diag(
-                        s.span(),
-                        f("scale"),
-                        format!("scale {} would lose the value", s.get_ref()),
-                    )
-                    .help("use a finite, non-zero factor such as 0.1"),
-                );
-                ok = false;
-                1.0
-            }
-            Some(s) => *s.get_ref(),
+        let point = match (area, &address, data_type) {
+            (Some(area), Some((address, _)), Some(data_type)) => Some(ModbusPoint {
+                area,
+                address: *address,
+                data_type,
+                order,
+            }),
+            _ => None,
         };
-        let offset = match &r.offset {
-            None => 0.0,
-            Some(s) if !numeric => {
-                self.push(
-                    item.diag(
-                        s.span(),
-                        f("offset"),
-                        "`offset` only applies to numeric types",
-                    )
-                    .help("remove `offset`"),
-                );
-                ok = false;
-                0.0
-            }
-            Some(s) if !s.get_ref().is_finite() => {
-                self.push(
-                    item.diag(s.span(), f("offset"), "offset must be a finite number")
-                        .help("e.g. offset = -273.15"),
-                );
-                ok = false;
-                0.0
-            }
-            Some(s) => *s.get_ref(),
-        };
-        let deadband = match &r.deadband {
-            None => 0.0,
-            Some(d) if !d.get_ref().is_finite() || *d.get_ref() < 0.0 => {
-                self.push(
-                    item.diag(
-                        d.span(),
-                        f("deadband"),
-                        format!("deadband {} is invalid", d.get_ref()),
-                    )
-                    .help("use 0 (store every change) or a positive value in engineering units"),
-                );
-                ok = false;
-                0.0
-            }
-            Some(d) => *d.get_ref(),
-        };
-        let poll_group = match &r.poll_group {
-            None => None,
-            Some(g) if groups.contains_key(g.get_ref()) => Some(g.get_ref().clone()),
-            Some(g) => {
-                let mut d = item.diag(
-                    g.span(),
-                    f("poll_group"),
-                    format!("unknown poll group {:?}", g.get_ref()),
-                );
-                d = match did_you_mean(g.get_ref(), groups.keys().map(String::as_str)) {
-                    Some(s) => d.help(format!("did you mean {s:?}?")),
-                    None => d.help("define it under [poll_groups], e.g. `fast = \"250ms\"`"),
-                };
-                self.push(d);
-                ok = false;
-                None
-            }
-        };
-        let writable = match (&r.writable, area) {
-            (Some(w), Some(a)) if *w.get_ref() && !a.is_writable() => {
-                self.push(
-                    item.diag(
-                        w.span(),
-                        f("writable"),
-                        format!("area {:?} is read-only in Modbus", a.as_str()),
-                    )
-                    .help("only coils and holding registers can be written; remove `writable`"),
-                );
-                ok = false;
-                false
-            }
-            (Some(w), _) => *w.get_ref(),
-            (None, _) => false,
-        };
-        if !ok {
-            return None;
-        }
-        Some(Tag {
-            name: name.get_ref().clone(),
-            device: device?.name.clone(),
-            area: area?,
-            address: address?.0,
-            data_type: data_type?,
-            order,
-            scale,
-            offset,
-            unit: r.unit.as_ref().map(|u| u.get_ref().clone()),
-            deadband,
-            poll_group,
-            writable,
-            description: r.description.as_ref().map(|d| d.get_ref().clone()),
-        })
+        (area, point)
     }
+}
+
+/// Keys of `keys` that are set on a tag, with their spans.
+fn tag_keys_present(r: &RawTag, keys: &[&'static str]) -> Vec<(&'static str, Range<usize>)> {
+    keys.iter()
+        .filter_map(|&k| {
+            let span = match k {
+                "area" => r.area.as_ref().map(|x| x.span()),
+                "address" => r.address.as_ref().map(|x| x.span()),
+                "type" => r.data_type.as_ref().map(|x| x.span()),
+                "bit" => r.bit.as_ref().map(|x| x.span()),
+                "length" => r.length.as_ref().map(|x| x.span()),
+                "order" => r.order.as_ref().map(|x| x.span()),
+                "node" => r.node.as_ref().map(|x| x.span()),
+                "sampling_interval" => r.sampling_interval.as_ref().map(|x| x.span()),
+                "queue_size" => r.queue_size.as_ref().map(|x| x.span()),
+                "data_change_deadband" => r.data_change_deadband.as_ref().map(|x| x.span()),
+                "mode" => r.mode.as_ref().map(|x| x.span()),
+                _ => None,
+            };
+            span.map(|s| (k, s))
+        })
+        .collect()
+}
+
+/// Keys of `keys` that are set on a device, with their spans.
+fn device_keys_present(r: &RawDevice, keys: &[&'static str]) -> Vec<(&'static str, Range<usize>)> {
+    keys.iter()
+        .filter_map(|&k| {
+            let span = match k {
+                "host" => r.host.as_ref().map(|x| x.span()),
+                "port" => r.port.as_ref().map(|x| x.span()),
+                "connect_timeout" => r.connect_timeout.as_ref().map(|x| x.span()),
+                "line" => r.line.as_ref().map(|x| x.span()),
+                "unit_id" => r.unit_id.as_ref().map(|x| x.span()),
+                "max_registers_per_request" => {
+                    r.max_registers_per_request.as_ref().map(|x| x.span())
+                }
+                "max_bits_per_request" => r.max_bits_per_request.as_ref().map(|x| x.span()),
+                "max_gap" => r.max_gap.as_ref().map(|x| x.span()),
+                "endpoint" => r.endpoint.as_ref().map(|x| x.span()),
+                "security_policy" => r.security_policy.as_ref().map(|x| x.span()),
+                "security_mode" => r.security_mode.as_ref().map(|x| x.span()),
+                "user" => r.user.as_ref().map(|x| x.span()),
+                "password_file" => r.password_file.as_ref().map(|x| x.span()),
+                "password_env" => r.password_env.as_ref().map(|x| x.span()),
+                "client_certificate" => r.client_certificate.as_ref().map(|x| x.span()),
+                "client_key" => r.client_key.as_ref().map(|x| x.span()),
+                "pki_dir" => r.pki_dir.as_ref().map(|x| x.span()),
+                "session_timeout" => r.session_timeout.as_ref().map(|x| x.span()),
+                "keep_alive" => r.keep_alive.as_ref().map(|x| x.span()),
+                "publishing_interval" => r.publishing_interval.as_ref().map(|x| x.span()),
+                _ => None,
+            };
+            span.map(|s| (k, s))
+        })
+        .collect()
 }
 
 fn parse_area(s: &str) -> Option<Area> {

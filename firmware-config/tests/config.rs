@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use firmware_config::{Area, DataType, Parity, Transport, WordOrder, load, load_str};
+use firmware_config::{
+    Area, DataChangeDeadband, DataType, Identifier, Identity, Namespace, NodeRef, OpcUaMode,
+    Parity, SecretSource, SecurityMode, SecurityPolicy, Transport, WordOrder, load, load_str,
+};
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config/edge.example.toml")
@@ -41,7 +44,7 @@ fn example_config_parses_with_includes_and_csv_import() {
         .iter()
         .filter_map(|d| match &d.transport {
             Transport::ModbusRtu { line, unit_id } => Some((line.as_str(), *unit_id)),
-            Transport::ModbusTcp { .. } => None,
+            Transport::ModbusTcp { .. } | Transport::OpcUa(_) => None,
         })
         .collect();
     assert_eq!(rtu, vec![("rs485-1", 7), ("rs485-1", 12)]);
@@ -52,14 +55,24 @@ fn example_config_parses_with_includes_and_csv_import() {
             .find(|t| t.name == n)
             .unwrap_or_else(|| panic!("tag {n}"))
     };
-    let sp = tag("heater.outlet_temp_sp");
+    let mb = |n: &str| {
+        *tag(n)
+            .modbus()
+            .unwrap_or_else(|| panic!("{n} is a Modbus tag"))
+    };
+    let sp = mb("heater.outlet_temp_sp");
     assert_eq!(
-        (sp.area, sp.data_type, sp.order, sp.writable),
+        (
+            sp.area,
+            sp.data_type,
+            sp.order,
+            tag("heater.outlet_temp_sp").writable
+        ),
         (Area::HoldingRegister, DataType::F32, WordOrder::Cdab, true)
     );
-    assert_eq!(tag("heater.flame_fault").data_type, DataType::Bit(3));
-    assert_eq!(tag("heater.grade").data_type, DataType::String { len: 16 });
-    assert_eq!(tag("heater.energy_total").order, WordOrder::Dcba);
+    assert_eq!(mb("heater.flame_fault").data_type, DataType::Bit(3));
+    assert_eq!(mb("heater.grade").data_type, DataType::String { len: 16 });
+    assert_eq!(mb("heater.energy_total").order, WordOrder::Dcba);
     assert_eq!(
         cfg.poll_interval_of(tag("heater.outlet_temp")),
         Duration::from_millis(250)
@@ -69,15 +82,19 @@ fn example_config_parses_with_includes_and_csv_import() {
         Duration::from_secs(1)
     );
     // from the include
-    assert_eq!(tag("column.top_pressure").order, WordOrder::Badc);
+    assert_eq!(mb("column.top_pressure").order, WordOrder::Badc);
     // from the CSV, device defaulted by [[import]]
     let naphtha = tag("column.naphtha_flow");
     assert_eq!(
-        (naphtha.device.as_str(), naphtha.address, naphtha.data_type),
+        (
+            naphtha.device.as_str(),
+            mb("column.naphtha_flow").address,
+            mb("column.naphtha_flow").data_type
+        ),
         ("column-plc", 12, DataType::U32)
     );
     assert!((naphtha.scale - 0.001).abs() < 1e-12);
-    assert_eq!(tag("column.reflux_pump_running").area, Area::DiscreteInput);
+    assert_eq!(mb("column.reflux_pump_running").area, Area::DiscreteInput);
     assert_eq!(cfg.tags.len(), 17);
 }
 
@@ -216,7 +233,7 @@ fn register_span_crossing_65535_is_rejected_but_ending_on_it_is_fine() {
         "{base}[[tag]]\nname = \"t\"\ndevice = \"p\"\narea = \"holding\"\naddress = 65534\ntype = \"u32\"\n"
     );
     let cfg = load_str(Path::new("ok.toml"), ok).unwrap();
-    assert_eq!(cfg.tags[0].end_address(), 65535);
+    assert_eq!(cfg.tags[0].modbus().unwrap().end_address(), 65535);
     let bad = format!(
         "{base}[[tag]]\nname = \"t\"\ndevice = \"p\"\narea = \"holding\"\naddress = 65535\ntype = \"u32\"\n"
     );
@@ -235,4 +252,193 @@ fn rtu_units_must_be_unique_per_line() {
         err.contains("unit id 3 is already used by device \"a\""),
         "{err}"
     );
+}
+
+const OPCUA_BASE: &str = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n";
+
+#[test]
+fn opcua_devices_and_tags_parse_with_secure_defaults() {
+    let text = format!(
+        "{OPCUA_BASE}
+[[device]]
+name = \"ua\"
+protocol = \"opcua\"
+endpoint = \"opc.tcp://10.0.0.5:4840/plant\"
+user = \"apos\"
+password_env = \"APOS_UA_PASSWORD\"
+pki_dir = \"pki\"
+publishing_interval = \"500ms\"
+
+[[device]]
+name = \"lab\"
+protocol = \"opcua\"
+endpoint = \"opc.tcp://lab:48010\"
+security_policy = \"None\"
+
+[[tag]]
+name = \"temp\"
+device = \"ua\"
+node = \"nsu=urn:apos:plant;s=Heater.OutletTemp\"
+sampling_interval = \"100ms\"
+queue_size = 5
+data_change_deadband = \"0.5%\"
+scale = 1.8
+offset = 32.0
+unit = \"°F\"
+
+[[tag]]
+name = \"sp\"
+device = \"ua\"
+node = \"ns=2;i=1001\"
+data_change_deadband = 0.2
+writable = true
+
+[[tag]]
+name = \"status\"
+device = \"lab\"
+node = \"i=2259\"
+mode = \"poll\"
+"
+    );
+    let cfg = load_str(Path::new("/etc/apos/ua.toml"), text).unwrap_or_else(|e| panic!("{e}"));
+    let Transport::OpcUa(ua) = &cfg.device("ua").unwrap().transport else {
+        panic!()
+    };
+    assert_eq!(
+        ua.security_policy,
+        SecurityPolicy::Basic256Sha256,
+        "secure unless told otherwise"
+    );
+    assert_eq!(ua.security_mode, SecurityMode::SignAndEncrypt);
+    assert_eq!(
+        ua.identity,
+        Identity::UserName {
+            user: "apos".into(),
+            password: SecretSource::Env("APOS_UA_PASSWORD".into())
+        }
+    );
+    assert_eq!(
+        ua.pki_dir,
+        Path::new("/etc/apos/pki"),
+        "relative to the config file"
+    );
+    assert_eq!(ua.publishing_interval, Duration::from_millis(500));
+    let Transport::OpcUa(lab) = &cfg.device("lab").unwrap().transport else {
+        panic!()
+    };
+    assert_eq!(
+        (lab.security_policy, lab.security_mode),
+        (SecurityPolicy::None, SecurityMode::None)
+    );
+    assert_eq!(lab.identity, Identity::Anonymous);
+
+    let temp = cfg.tags[0].opcua().unwrap();
+    assert_eq!(
+        temp.node.to_string(),
+        "nsu=urn:apos:plant;s=Heater.OutletTemp"
+    );
+    assert_eq!(temp.node.namespace, Namespace::Uri("urn:apos:plant".into()));
+    assert_eq!(temp.sampling_interval, Some(Duration::from_millis(100)));
+    assert_eq!(temp.queue_size, 5);
+    assert_eq!(
+        temp.data_change_deadband,
+        Some(DataChangeDeadband::Percent(0.5))
+    );
+    assert_eq!(temp.mode, OpcUaMode::Subscribe);
+    assert_eq!(cfg.tags[0].scale, 1.8);
+    let sp = cfg.tags[1].opcua().unwrap();
+    assert_eq!(sp.node.identifier, Identifier::Numeric(1001));
+    assert_eq!(
+        sp.data_change_deadband,
+        Some(DataChangeDeadband::Absolute(0.2))
+    );
+    assert!(cfg.tags[1].writable);
+    assert_eq!(cfg.tags[2].opcua().unwrap().mode, OpcUaMode::Poll);
+    assert!(cfg.tags[2].modbus().is_none());
+}
+
+#[test]
+fn node_ids_round_trip_and_bad_ones_say_why() {
+    for ok in [
+        "i=2258",
+        "ns=2;s=Line 1.Temp",
+        "ns=3;g=72962b91-fa75-4ae6-8d28-b404dc7daf63",
+        "ns=1;b=M/RbKBsRVkePCePcx24oRA==",
+        "nsu=http://opcfoundation.org/UA/DI/;i=15001",
+    ] {
+        assert_eq!(ok.parse::<NodeRef>().unwrap().to_string(), ok);
+    }
+    assert_eq!("ns=0;i=85".parse::<NodeRef>().unwrap().to_string(), "i=85");
+    for bad in [
+        "",
+        "ns=2",
+        "ns=x;i=1",
+        "ns=70000;i=1",
+        "ns=1;i=-1",
+        "s=",
+        "q=1",
+        "ns=1;g=123",
+        "b=***",
+        "nsu=;i=1",
+    ] {
+        assert!(
+            bad.parse::<NodeRef>().is_err(),
+            "{bad:?} should be rejected"
+        );
+    }
+}
+
+#[test]
+fn opcua_mistakes_are_located_and_explained() {
+    let out = errors(
+        "ua.toml",
+        &format!(
+            "{OPCUA_BASE}
+[[device]]
+name = \"ua\"
+protocol = \"opcua\"
+endpoint = \"http://10.0.0.5:4840\"
+host = \"10.0.0.5\"
+
+[[device]]
+name = \"ua2\"
+protocol = \"opcua\"
+endpoint = \"opc.tcp://h:4840\"
+security_policy = \"None\"
+security_mode = \"SignAndEncrypt\"
+user = \"op\"
+
+[[device]]
+name = \"ua3\"
+protocol = \"opcua\"
+endpoint = \"opc.tcp://h:4840\"
+security_policy = \"Basic128Rsa15\"
+client_certificate = \"user.der\"
+
+[[device]]
+name = \"mb\"
+protocol = \"modbus-tcp\"
+host = \"h\"
+endpoint = \"opc.tcp://h:4840\"
+
+[[device]]
+name = \"ok\"
+protocol = \"opcua\"
+endpoint = \"opc.tcp://h:4840\"
+
+[[tag]]
+name = \"t1\"
+device = \"ok\"
+node = \"ns=2;x=1\"
+area = \"holding\"
+data_change_deadband = \"lots\"
+mode = \"stream\"
+
+[[tag]]
+name = \"t2\"
+device = \"ok\"
+"
+        ),
+    );
+    insta::assert_snapshot!(out);
 }

@@ -27,18 +27,20 @@ pub struct TagSpec {
     pub writable: bool,
 }
 
-impl From<&Tag> for TagSpec {
-    fn from(t: &Tag) -> Self {
-        Self {
+impl TagSpec {
+    /// The Modbus view of `t`; `None` for tags of other protocols.
+    pub fn from_tag(t: &Tag) -> Option<Self> {
+        let p = t.modbus()?;
+        Some(Self {
             name: TagName::from(t.name.as_str()),
-            area: t.area,
-            address: t.address,
-            data_type: t.data_type,
-            order: t.order,
+            area: p.area,
+            address: p.address,
+            data_type: p.data_type,
+            order: p.order,
             scale: t.scale,
             offset: t.offset,
             writable: t.writable,
-        }
+        })
     }
 }
 
@@ -94,11 +96,11 @@ impl ModbusDevice {
     pub fn from_config(cfg: &EdgeConfig, device: &Device) -> Self {
         let tags: Vec<(TagSpec, Duration)> = cfg
             .tags_of(&device.name)
-            .map(|t| (TagSpec::from(t), cfg.poll_interval_of(t)))
+            .filter_map(|t| Some((TagSpec::from_tag(t)?, cfg.poll_interval_of(t))))
             .collect();
         Self::new(
             &device.name,
-            device.transport.unit_id(),
+            device.transport.unit_id().unwrap_or(1),
             device.timeout,
             &device.limits,
             tags,
