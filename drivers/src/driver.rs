@@ -87,7 +87,9 @@ pub enum WriteError {
     UnknownTag(String),
     #[error("no device named {0:?} on this driver")]
     UnknownDevice(String),
-    #[error("tag {0:?} is not writable (set `writable = true` on a coil or holding-register tag)")]
+    #[error(
+        "tag {0:?} is not writable (its configuration lacks `writable = true`; in Modbus only coils and holding registers can be)"
+    )]
     NotWritable(String),
     #[error("cannot encode the value: {0}")]
     Encode(#[from] CodecError),

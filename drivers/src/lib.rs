@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod driver;
 pub mod modbus;
+pub mod opcua;
 pub mod sample;
 
 use firmware_config::{EdgeConfig, Transport};
@@ -62,10 +63,9 @@ pub fn spawn_all(
                 lines_used.insert(line.clone());
             }
             Transport::OpcUa(_) => {
-                return Err(DriverError::Unsupported {
-                    device: device.name.clone(),
-                    protocol: "opcua",
-                });
+                if let Some(d) = opcua::OpcUaDriver::from_config(cfg, device) {
+                    drivers.push(Box::new(d));
+                }
             }
         }
     }

@@ -7,5 +7,6 @@
 mod faults;
 mod modbus_rtu;
 mod modbus_tcp;
+mod opcua;
 mod plant;
 mod support;

@@ -326,3 +326,65 @@ pub fn tag(name: &str, device: &str, area: &str, address: u16, ty: &str, extra: 
         "\n[[tag]]\nname = \"{name}\"\ndevice = \"{device}\"\narea = \"{area}\"\naddress = {address}\ntype = \"{ty}\"\n{extra}\n"
     )
 }
+
+/// A running Python asyncua OPC UA server (`tests/peers/opcua_server.py`).
+pub struct OpcUaPeer {
+    pub port: u16,
+    /// Namespace index of `urn:apos:test` on this server.
+    pub ns: u16,
+    child: Child,
+}
+
+impl OpcUaPeer {
+    /// Start it on `port` (0 = any free one). `None` = skipped.
+    pub async fn start(port: u16) -> Option<OpcUaPeer> {
+        let Some(py) = python() else {
+            require_peer("python venv with asyncua (.venv)");
+            return None;
+        };
+        let script = peers_dir().join("opcua_server.py");
+        let mut child = Command::new(&py)
+            .arg(&script)
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", py.display(), script.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!("asyncua peer not READY within 30 s (is asyncua installed in .venv?)")
+            });
+        let field = |k: &str| -> u16 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("bad READY line {line:?}"))
+        };
+        Some(OpcUaPeer {
+            port: field("port="),
+            ns: field("ns="),
+            child,
+        })
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OpcUaPeer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""An independent OPC UA server (Python asyncua) for APOS interoperability tests.
+
+    opcua_server.py [--port 0] [--period 0.1]
+
+Serves, under namespace URI `urn:apos:test` (its index is whatever the
+server assigns; clients should resolve it by URI):
+
+    Objects/Plant/Ramp        Double, +1.0 every period
+    Objects/Plant/Counter     Int32,  +1 every period
+    Objects/Plant/Toggle      Boolean, flips every period
+    Objects/Plant/Name        String "APOS test"
+    Objects/Plant/Setpoint    Double, writable by clients, initially 42.5
+
+Node ids are string ids: ns=<idx>;s=Plant.Ramp etc. Binds 127.0.0.1 only.
+Prints `READY port=<N> ns=<idx>` when serving; SIGTERM stops it.
+"""
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+
+from asyncua import Server, ua
+
+NS_URI = "urn:apos:test"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--period", type=float, default=0.1)
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    port = a.port or free_port()
+
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/apos/")
+    server.set_server_name("APOS asyncua peer")
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    idx = await server.register_namespace(NS_URI)
+    plant = await server.nodes.objects.add_object(ua.NodeId("Plant", idx), ua.QualifiedName("Plant", idx))
+
+    async def var(name, value, vtype):
+        v = await plant.add_variable(ua.NodeId(f"Plant.{name}", idx), ua.QualifiedName(name, idx), ua.Variant(value, vtype))
+        return v
+
+    ramp = await var("Ramp", 0.0, ua.VariantType.Double)
+    counter = await var("Counter", 0, ua.VariantType.Int32)
+    toggle = await var("Toggle", False, ua.VariantType.Boolean)
+    await var("Name", "APOS test", ua.VariantType.String)
+    sp = await var("Setpoint", 42.5, ua.VariantType.Double)
+    await sp.set_writable()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with server:
+        print(f"READY port={port} ns={idx}", flush=True)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            await ramp.write_value(ua.Variant(float(n), ua.VariantType.Double))
+            await counter.write_value(ua.Variant(n, ua.VariantType.Int32))
+            await toggle.write_value(ua.Variant(n % 2 == 1, ua.VariantType.Boolean))
+            try:
+                await asyncio.wait_for(stop.wait(), a.period)
+            except asyncio.TimeoutError:
+                pass
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
