@@ -805,7 +805,7 @@ fn explain(status: StatusCode, url: &str, ep: &OpcUaEndpoint) -> String {
                 .to_string()
         }
         "BadCertificateUntrusted" | "BadSecurityChecksFailed" => format!(
-            "the server's certificate is not trusted: it was saved in {}; if it is the right server, move it to {} (or run `apos-edge opcua trust`)",
+            "the server's certificate is not trusted: it was saved in {}; if it is the right server, move it to {}",
             ep.pki_dir.join("rejected").display(),
             ep.pki_dir.join("trusted").display()
         ),

@@ -128,3 +128,93 @@ async fn subscription_values_arrive_writes_land_and_a_restart_is_a_visible_gap()
     assert!(after[bad_pos + 1..].iter().all(|s| s.quality.is_good()));
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_session_needs_a_trusted_server_certificate_and_the_right_password() {
+    let server_pki = tempfile::tempdir().unwrap();
+    let Some(peer) = OpcUaPeer::start_with(
+        0,
+        &["--secure", "--pki", server_pki.path().to_str().unwrap()],
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let good_pw = dir.path().join("good.pass");
+    let bad_pw = dir.path().join("bad.pass");
+    std::fs::write(&good_pw, "s3cret\n").unwrap();
+    std::fs::write(&bad_pw, "guess\n").unwrap();
+    let cfg = |pw: &std::path::Path| {
+        config_header()
+            + &format!(
+                "\n[[device]]\nname = \"ua\"\nprotocol = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{}/apos/\"\n\
+                 user = \"apos\"\npassword_file = {:?}\npki_dir = {:?}\npublishing_interval = \"100ms\"\n\
+                 timeout = \"10s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n\
+                 \n[[tag]]\nname = \"ramp\"\ndevice = \"ua\"\nnode = \"nsu=urn:apos:test;s=Plant.Ramp\"\n",
+                peer.port,
+                pw.display().to_string(),
+                pki.display().to_string()
+            )
+    };
+    // Secure by default: no security_policy in the config means
+    // Basic256Sha256 + SignAndEncrypt, and the server's certificate is not
+    // trusted on first use.
+    let run = DriverRun::start(&cfg(&good_pw));
+    let h = run.handle("ua");
+    eventually(
+        "untrusted-certificate error",
+        Duration::from_secs(90),
+        || {
+            h.status()
+                .last_error
+                .is_some_and(|e| e.contains("not trusted"))
+        },
+    )
+    .await;
+    let err = h.status().last_error.unwrap();
+    assert!(
+        err.contains(&pki.join("rejected").display().to_string()),
+        "names the folder: {err}"
+    );
+    assert!(
+        err.contains(&pki.join("trusted").display().to_string()),
+        "says where to move it: {err}"
+    );
+    assert_eq!(
+        run.good_count("ramp"),
+        0,
+        "no data from an untrusted server"
+    );
+    let rejected: Vec<_> = std::fs::read_dir(pki.join("rejected"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(
+        rejected.len(),
+        1,
+        "the server certificate was saved for review"
+    );
+
+    // The integrator reviews it and moves it to trusted/: data flows, encrypted.
+    let file = rejected[0].path();
+    std::fs::rename(&file, pki.join("trusted").join(file.file_name().unwrap())).unwrap();
+    eventually("secure data", Duration::from_secs(60), || {
+        run.good_count("ramp") >= 3
+    })
+    .await;
+    run.stop().await;
+
+    // A wrong password is a clear error, not a silent retry loop.
+    let run = DriverRun::start(&cfg(&bad_pw));
+    let h = run.handle("ua");
+    eventually("access denied", Duration::from_secs(60), || {
+        h.status()
+            .last_error
+            .is_some_and(|e| e.contains("rejected the user name or password"))
+    })
+    .await;
+    assert_eq!(run.good_count("ramp"), 0);
+    run.stop().await;
+}

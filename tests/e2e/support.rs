@@ -338,6 +338,11 @@ pub struct OpcUaPeer {
 impl OpcUaPeer {
     /// Start it on `port` (0 = any free one). `None` = skipped.
     pub async fn start(port: u16) -> Option<OpcUaPeer> {
+        Self::start_with(port, &[]).await
+    }
+
+    /// Start it with extra arguments (e.g. `--secure --pki DIR`).
+    pub async fn start_with(port: u16, args: &[&str]) -> Option<OpcUaPeer> {
         let Some(py) = python() else {
             require_peer("python venv with asyncua (.venv)");
             return None;
@@ -346,6 +351,7 @@ impl OpcUaPeer {
         let mut child = Command::new(&py)
             .arg(&script)
             .args(["--port", &port.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

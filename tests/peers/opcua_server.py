@@ -2,6 +2,11 @@
 """An independent OPC UA server (Python asyncua) for APOS interoperability tests.
 
     opcua_server.py [--port 0] [--period 0.1]
+                    [--secure --pki DIR --user NAME --password PW]
+
+`--secure` serves only Basic256Sha256 SignAndEncrypt with user-name
+authentication (NAME/PW); the server certificate and key are created in DIR
+(`server_cert.der`, `server_key.pem`) on first start and reused after.
 
 Serves, under namespace URI `urn:apos:test` (its index is whatever the
 server assigns; clients should resolve it by URI):
@@ -22,9 +27,25 @@ import logging
 import signal
 import socket
 
+from pathlib import Path
+
 from asyncua import Server, ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.server.user_managers import UserManager
+from asyncua.crypto.permission_rules import User, UserRole
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 NS_URI = "urn:apos:test"
+
+
+class OneUser(UserManager):
+    def __init__(self, name, password):
+        self.name, self.password = name, password
+
+    def get_user(self, iserver, username=None, password=None, certificate=None):
+        if username == self.name and password == self.password:
+            return User(role=UserRole.User)
+        return None
 
 
 def free_port():
@@ -37,15 +58,37 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--period", type=float, default=0.1)
+    ap.add_argument("--secure", action="store_true")
+    ap.add_argument("--pki")
+    ap.add_argument("--user", default="apos")
+    ap.add_argument("--password", default="s3cret")
     a = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.ERROR)
     port = a.port or free_port()
 
-    server = Server()
+    server = Server(user_manager=OneUser(a.user, a.password) if a.secure else None)
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/apos/")
     server.set_server_name("APOS asyncua peer")
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    if a.secure:
+        pki = Path(a.pki)
+        pki.mkdir(parents=True, exist_ok=True)
+        uri = "urn:apos:test:asyncua-peer"
+        await server.set_application_uri(uri)
+        await setup_self_signed_certificate(
+            pki / "server_key.pem",
+            pki / "server_cert.der",
+            uri,
+            "127.0.0.1",
+            [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+            {"countryName": "DE", "organizationName": "APOS tests", "commonName": "asyncua-peer"},
+        )
+        await server.load_certificate(str(pki / "server_cert.der"))
+        await server.load_private_key(str(pki / "server_key.pem"))
+        server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+        server.set_identity_tokens([ua.UserNameIdentityToken])
+    else:
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     idx = await server.register_namespace(NS_URI)
     plant = await server.nodes.objects.add_object(ua.NodeId("Plant", idx), ua.QualifiedName("Plant", idx))
 
