@@ -49,6 +49,54 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         buckets: u32,
     },
+    /// OPC UA tools: browse a server, trust its certificate.
+    #[command(subcommand)]
+    Opcua(OpcuaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OpcuaCommand {
+    /// Walk a server's address space; print a tree or write a tag-list CSV
+    /// for `[[import]]`.
+    Browse {
+        /// Endpoint URL, e.g. opc.tcp://10.0.0.5:4840
+        #[arg(long)]
+        endpoint: String,
+        /// None, Basic256Sha256, Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss.
+        #[arg(long, default_value = "Basic256Sha256")]
+        security_policy: String,
+        /// None, Sign or SignAndEncrypt (default: SignAndEncrypt unless the policy is None).
+        #[arg(long)]
+        security_mode: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// File holding the password (never pass passwords on the command line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// PKI directory (client certificate, trusted/ and rejected/ server certificates).
+        #[arg(long, default_value = "/var/lib/apos-edge/pki")]
+        pki_dir: PathBuf,
+        /// Start node (default: the Objects folder), e.g. "nsu=urn:plant;s=Line1".
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long, default_value_t = 6)]
+        depth: usize,
+        /// Write a tag-list CSV here instead of printing the tree.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Device name for the CSV's `device` column.
+        #[arg(long, default_value = "opcua")]
+        device: String,
+    },
+    /// Trust a server certificate that the client rejected (moves it from
+    /// rejected/ to trusted/ in the PKI directory). Lists them without --name.
+    Trust {
+        #[arg(long, default_value = "/var/lib/apos-edge/pki")]
+        pki_dir: PathBuf,
+        /// File name (or unique part of it) of the certificate in rejected/.
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +113,7 @@ fn main() -> ExitCode {
             since,
             buckets,
         } => report(history(config, &tag, &since, buckets)),
+        Command::Opcua(cmd) => report(opcua(cmd)),
     }
 }
 
@@ -136,4 +185,104 @@ fn history(config: PathBuf, tag: &str, since: &str, buckets: u32) -> anyhow::Res
     let text = edge_node::history_report(&cfg, tag, since, buckets)?;
     print!("{text}");
     Ok(())
+}
+
+fn opcua(cmd: OpcuaCommand) -> anyhow::Result<()> {
+    match cmd {
+        OpcuaCommand::Trust { pki_dir, name } => {
+            let rejected = drivers::opcua::pki::rejected(&pki_dir)
+                .with_context(|| format!("reading {}", pki_dir.join("rejected").display()))?;
+            let Some(name) = name else {
+                if rejected.is_empty() {
+                    println!(
+                        "no rejected certificates in {}",
+                        pki_dir.join("rejected").display()
+                    );
+                }
+                for c in &rejected {
+                    println!("{}", c.name);
+                }
+                return Ok(());
+            };
+            let matching: Vec<_> = rejected.iter().filter(|c| c.name.contains(&name)).collect();
+            match matching.as_slice() {
+                [one] => {
+                    let to = drivers::opcua::pki::trust(&pki_dir, one)?;
+                    println!("trusted: {}", to.display());
+                    Ok(())
+                }
+                [] => anyhow::bail!(
+                    "no rejected certificate matches {name:?}; run without --name to list them"
+                ),
+                _ => anyhow::bail!(
+                    "{} certificates match {name:?}; give more of the name",
+                    matching.len()
+                ),
+            }
+        }
+        OpcuaCommand::Browse {
+            endpoint,
+            security_policy,
+            security_mode,
+            user,
+            password_file,
+            pki_dir,
+            start,
+            depth,
+            csv,
+            device,
+        } => {
+            // Build the device exactly as a config file would, so the same
+            // validation (and messages) apply.
+            let mut toml = format!(
+                "schema_version = 1\n[node]\nsite_id = \"browse\"\nnode_id = \"cli\"\n[[device]]\nname = {device:?}\nprotocol = \"opcua\"\nendpoint = {endpoint:?}\nsecurity_policy = {security_policy:?}\npki_dir = {:?}\ntimeout = \"10s\"\n",
+                pki_dir.display().to_string()
+            );
+            if let Some(m) = &security_mode {
+                toml += &format!("security_mode = {m:?}\n");
+            }
+            if let Some(u) = &user {
+                toml += &format!("user = {u:?}\n");
+            }
+            if let Some(p) = &password_file {
+                let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                toml += &format!("password_file = {:?}\n", abs.display().to_string());
+            }
+            let cfg = firmware_config::load_str(std::path::Path::new("<command line>"), toml)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let firmware_config::Transport::OpcUa(ep) = &cfg.devices[0].transport else {
+                anyhow::bail!("internal: not an OPC UA device");
+            };
+            let start = start
+                .map(|s| s.parse::<firmware_config::NodeRef>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--start: {e}"))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let found = rt
+                .block_on(drivers::opcua::browse::browse(
+                    ep,
+                    start.as_ref(),
+                    depth,
+                    Duration::from_secs(10),
+                ))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            match csv {
+                Some(path) => {
+                    let text = drivers::opcua::browse::csv(&found, &device);
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!(
+                        "wrote {} variables to {}; import it with [[import]] file = {:?}",
+                        found.iter().filter(|f| f.is_variable).count(),
+                        path.display(),
+                        path.display().to_string()
+                    );
+                }
+                None => print!("{}", drivers::opcua::browse::tree(&found)),
+            }
+            Ok(())
+        }
+    }
 }

@@ -33,8 +33,12 @@ pub const COLUMNS: &[&str] = &[
     "poll_group",
     "writable",
     "description",
+    "node",
 ];
+/// Columns a Modbus register map needs; an OPC UA tag list (`node` column,
+/// as `apos-edge opcua browse --csv` writes) needs only `name` and `node`.
 const REQUIRED: &[&str] = &["name", "area", "address", "type"];
+const REQUIRED_OPCUA: &[&str] = &["name", "node"];
 
 pub(crate) fn import(
     parent: &Arc<SourceFile>,
@@ -117,7 +121,12 @@ fn parse_rows(
             }
         }
     }
-    for req in REQUIRED {
+    let required = if columns.contains(&Some("node")) {
+        REQUIRED_OPCUA
+    } else {
+        REQUIRED
+    };
+    for req in required {
         if !columns.contains(&Some(*req)) {
             diags.push(
                 Diagnostic::at(
@@ -127,8 +136,9 @@ fn parse_rows(
                     format!("required column `{req}` is missing"),
                 )
                 .help(format!(
-                    "the header row must include: {}",
-                    REQUIRED.join(", ")
+                    "the header row must include: {} (or, for OPC UA tags: {})",
+                    REQUIRED.join(", "),
+                    REQUIRED_OPCUA.join(", ")
                 )),
             );
         }
@@ -228,6 +238,7 @@ fn parse_rows(
                 "unit" => tag.unit = s(value),
                 "poll_group" => tag.poll_group = s(value),
                 "description" => tag.description = s(value),
+                "node" => tag.node = s(value),
                 "address" => tag.address = int(diags),
                 "bit" => tag.bit = int(diags),
                 "length" => tag.length = int(diags),

@@ -218,3 +218,62 @@ async fn secure_session_needs_a_trusted_server_certificate_and_the_right_passwor
     assert_eq!(run.good_count("ramp"), 0);
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_finds_the_variables_and_its_csv_imports_into_a_working_config() {
+    let Some(peer) = OpcUaPeer::start(0).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let text = config_header()
+        + &format!(
+            "\n[[device]]\nname = \"ua\"\nprotocol = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{}/apos/\"\n\
+             security_policy = \"None\"\npki_dir = {:?}\npublishing_interval = \"100ms\"\ntimeout = \"5s\"\n",
+            peer.port,
+            pki.display().to_string()
+        );
+    let cfg = firmware_config::load_str(&dir.path().join("probe.toml"), text.clone()).unwrap();
+    let firmware_config::Transport::OpcUa(ep) = &cfg.devices[0].transport else {
+        panic!()
+    };
+
+    let found = drivers::opcua::browse::browse(ep, None, 3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let ramp = found
+        .iter()
+        .find(|f| f.path == ["Plant", "Ramp"])
+        .expect("Plant/Ramp found");
+    assert_eq!(
+        ramp.node, "nsu=urn:apos:test;s=Plant.Ramp",
+        "written with the namespace URI"
+    );
+    assert!(ramp.is_variable);
+    assert!(
+        found.iter().any(|f| f.node == "i=2253" && !f.is_variable),
+        "the Server object is there too"
+    );
+    let tree = drivers::opcua::browse::tree(&found);
+    assert!(
+        tree.contains("Plant/  nsu=urn:apos:test;s=Plant\n  "),
+        "{tree}"
+    );
+
+    // The CSV imports as tags of the device and they read.
+    let start: firmware_config::NodeRef = "nsu=urn:apos:test;s=Plant".parse().unwrap();
+    let plant = drivers::opcua::browse::browse(ep, Some(&start), 2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let csv = dir.path().join("plant.csv");
+    std::fs::write(&csv, drivers::opcua::browse::csv(&plant, "ua")).unwrap();
+    let with_import = text + &format!("\n[[import]]\nfile = {:?}\n", csv.display().to_string());
+    let run = DriverRun::start(&with_import);
+    eventually("imported tags read", Duration::from_secs(60), || {
+        run.good_count("ramp") >= 2
+            && run.good_count("name") >= 1
+            && run.good_count("setpoint") >= 1
+    })
+    .await;
+    run.stop().await;
+}

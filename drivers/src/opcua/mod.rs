@@ -16,6 +16,9 @@
 //! - authentication and certificate errors are not retried like network
 //!   faults (a locked-out account helps nobody): they back off to the maximum.
 
+pub mod browse;
+pub mod pki;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,51 +112,11 @@ impl OpcUaDriver {
     }
 
     fn client(&self) -> Result<opcua::client::Client, String> {
-        ClientBuilder::new()
-            .application_name("APOS edge node")
-            .application_uri(&self.application_uri)
-            .product_uri("urn:apos:edge")
-            .pki_dir(&self.endpoint.pki_dir)
-            .create_sample_keypair(true)
-            .trust_server_certs(false)
-            .session_retry_limit(0)
-            .session_timeout(
-                u32::try_from(self.endpoint.session_timeout.as_millis()).unwrap_or(u32::MAX),
-            )
-            .keep_alive_interval(self.endpoint.keep_alive)
-            .max_failed_keep_alive_count(2)
-            .request_timeout(self.timeout)
-            .client()
-            .map_err(|e| format!("invalid OPC UA client settings: {}", e.join("; ")))
+        build_client(&self.endpoint, &self.application_uri, self.timeout)
     }
 
     fn identity(&self) -> Result<IdentityToken, String> {
-        match &self.endpoint.identity {
-            Identity::Anonymous => Ok(IdentityToken::Anonymous),
-            Identity::UserName { user, password } => {
-                let secret = match password {
-                    SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-                        format!("environment variable {var} (the OPC UA password) is not set")
-                    })?,
-                    SecretSource::File(path) => std::fs::read_to_string(path)
-                        .map_err(|e| {
-                            format!(
-                                "cannot read the OPC UA password file {}: {e}",
-                                path.display()
-                            )
-                        })?
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned(),
-                };
-                Ok(IdentityToken::UserName(
-                    user.clone(),
-                    opcua::client::Password::new(secret),
-                ))
-            }
-            Identity::X509 { .. } => {
-                Err("X.509 user identities are not supported yet; use user/password".into())
-            }
-        }
+        identity_token(&self.endpoint)
     }
 
     fn emit(&mut self, i: usize, sample: Sample, out: &mut Vec<Sample>) {
@@ -214,6 +177,97 @@ impl OpcUaDriver {
             quality,
         }
     }
+}
+
+/// The async-opcua client for `endpoint`: PKI in `pki_dir` (own certificate
+/// created on first start), no trust on first use, our own retry policy.
+pub(crate) fn build_client(
+    endpoint: &OpcUaEndpoint,
+    application_uri: &str,
+    timeout: Duration,
+) -> Result<opcua::client::Client, String> {
+    ClientBuilder::new()
+        .application_name("APOS edge node")
+        .application_uri(application_uri)
+        .product_uri("urn:apos:edge")
+        .pki_dir(&endpoint.pki_dir)
+        .create_sample_keypair(true)
+        .trust_server_certs(false)
+        .session_retry_limit(0)
+        .session_timeout(u32::try_from(endpoint.session_timeout.as_millis()).unwrap_or(u32::MAX))
+        .keep_alive_interval(endpoint.keep_alive)
+        .max_failed_keep_alive_count(2)
+        .request_timeout(timeout)
+        .client()
+        .map_err(|e| format!("invalid OPC UA client settings: {}", e.join("; ")))
+}
+
+/// The user identity of `endpoint`, reading the password from its source.
+pub(crate) fn identity_token(endpoint: &OpcUaEndpoint) -> Result<IdentityToken, String> {
+    match &endpoint.identity {
+        Identity::Anonymous => Ok(IdentityToken::Anonymous),
+        Identity::UserName { user, password } => {
+            let secret = match password {
+                SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                    format!("environment variable {var} (the OPC UA password) is not set")
+                })?,
+                SecretSource::File(path) => std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        format!(
+                            "cannot read the OPC UA password file {}: {e}",
+                            path.display()
+                        )
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            };
+            Ok(IdentityToken::UserName(
+                user.clone(),
+                opcua::client::Password::new(secret),
+            ))
+        }
+        Identity::X509 { .. } => {
+            Err("X.509 user identities are not supported yet; use user/password".into())
+        }
+    }
+}
+
+/// Connect and activate a session, with our own timeout around discovery
+/// and activation (async-opcua's can block for minutes).
+pub(crate) async fn open_session(
+    client: &mut opcua::client::Client,
+    endpoint: &OpcUaEndpoint,
+    timeout: Duration,
+) -> Result<(Arc<Session>, tokio::task::JoinHandle<StatusCode>), (String, bool)> {
+    let identity = identity_token(endpoint).map_err(|e| (e, true))?;
+    let url = endpoint.endpoint_url.as_str();
+    let ep = (
+        url,
+        policy_uri(endpoint.security_policy),
+        mode(endpoint.security_mode),
+    );
+    let (session, event_loop) = match tokio::time::timeout(
+        timeout,
+        client.connect_to_matching_endpoint(ep, identity),
+    )
+    .await
+    {
+        Err(_) => return Err((format!("no answer from {url} within {timeout:?}"), false)),
+        Ok(Err(e)) => return Err((explain(e.status(), url, endpoint), is_permanent(e.status()))),
+        Ok(Ok(s)) => s,
+    };
+    let mut handle = event_loop.spawn();
+    tokio::select! {
+        ok = session.wait_for_connection() => if !ok {
+            return Err((format!("{url}: could not activate a session"), false));
+        },
+        r = &mut handle => {
+            let status = r.unwrap_or(StatusCode::BadUnexpectedError);
+            return Err((explain(status, url, endpoint), is_permanent(status)));
+        }
+        _ = tokio::time::sleep(timeout) => return Err((format!("session with {url} not activated within {timeout:?}"), false)),
+    }
+    Ok((session, handle))
 }
 
 fn status_name(s: StatusCode) -> String {
