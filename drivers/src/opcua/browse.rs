@@ -124,8 +124,7 @@ async fn children(
         .await
         .map_err(|_| format!("browse of {node} timed out"))?
         .map_err(|e| format!("browse of {node} failed: {e}"))?;
-    loop {
-        let Some(r) = results.pop() else { break };
+    while let Some(r) = results.pop() {
         for rd in r.references.unwrap_or_default() {
             let name = rd.display_name.text.as_ref().to_owned();
             out.push((rd.node_id.node_id, name, rd.node_class));
