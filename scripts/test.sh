@@ -14,6 +14,8 @@ say() { printf '==> %s\n' "$*"; }
 need_apt=()
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if ((${#need_apt[@]})); then
     say "installing ${need_apt[*]} (apt)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -31,9 +33,19 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; th
     .venv/bin/pip install --quiet --disable-pip-version-check -r "$REQ"
     echo "$want" > "$STAMP"
 fi
+# --- node-opcua, the second independent OPC UA stack, pinned by package-lock.json.
+NODE_DIR=tests/peers/node
+NSTAMP=$NODE_DIR/node_modules/.lock.sha256
+nwant=$(sha256sum "$NODE_DIR/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$NSTAMP" 2>/dev/null)" != "$nwant" ]; then
+    say "installing node-opcua (npm ci in $NODE_DIR)"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$nwant" > "$NSTAMP"
+fi
+
 export APOS_PYTHON="$ROOT/.venv/bin/python"
 export APOS_PEERS_DIR="$ROOT/tests/peers"
-say "peers: socat $(socat -V 2>/dev/null | sed -n 's/^socat version \([^ ]*\).*/\1/p'), pymodbus $("$APOS_PYTHON" -c 'import pymodbus; print(pymodbus.__version__)')"
+say "peers: socat $(socat -V 2>/dev/null | sed -n 's/^socat version \([^ ]*\).*/\1/p'), pymodbus $("$APOS_PYTHON" -c 'import pymodbus; print(pymodbus.__version__)'), asyncua $("$APOS_PYTHON" -c 'import importlib.metadata as m; print(m.version("asyncua"))'), node $(node --version), node-opcua $(node -p 'require("./'"$NODE_DIR"'/node_modules/node-opcua/package.json").version')"
 
 say "cargo test --workspace --all-targets $*"
 exec cargo test --workspace --all-targets "$@"

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use drivers::{Quality, Reason, Value, WriteRequest};
 
-use crate::support::{DriverRun, OpcUaPeer, config_header, eventually};
+use crate::support::{DriverRun, NodeOpcUaPeer, OpcUaPeer, config_header, eventually};
 
 fn config(port: u16, ns: u16, pki: &std::path::Path) -> String {
     let mut s = config_header();
@@ -273,6 +273,59 @@ async fn browse_finds_the_variables_and_its_csv_imports_into_a_working_config() 
         run.good_count("ramp") >= 2
             && run.good_count("name") >= 1
             && run.good_count("setpoint") >= 1
+    })
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stack_node_opcua_subscription_and_write() {
+    let Some(peer) = NodeOpcUaPeer::start().await else {
+        return;
+    };
+    let pki = tempfile::tempdir().unwrap();
+    let mut cfg = config_header()
+        + &format!(
+            "\n[[device]]\nname = \"node\"\nprotocol = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{}/apos/\"\n\
+             security_policy = \"None\"\npki_dir = {:?}\npublishing_interval = \"100ms\"\ntimeout = \"5s\"\n",
+            peer.port,
+            pki.path().display().to_string()
+        );
+    for (name, node, extra) in [
+        ("ramp", "Plant.Ramp", "sampling_interval = \"100ms\""),
+        ("counter", "Plant.Counter", ""),
+        ("sp", "Plant.Setpoint", "writable = true"),
+    ] {
+        cfg += &format!(
+            "\n[[tag]]\nname = \"{name}\"\ndevice = \"node\"\nnode = \"nsu=urn:apos:test:node;s={node}\"\n{extra}\n"
+        );
+    }
+    let run = DriverRun::start(&cfg);
+    eventually("node-opcua values", Duration::from_secs(60), || {
+        run.good_count("ramp") >= 5
+    })
+    .await;
+    let ramps: Vec<f64> = run
+        .samples_of("ramp")
+        .iter()
+        .filter_map(|s| s.value.as_ref().and_then(Value::as_f64))
+        .collect();
+    assert!(ramps.windows(2).all(|w| w[1] > w[0]), "{ramps:?}");
+    assert!(matches!(
+        run.latest("counter").unwrap().value,
+        Some(Value::I64(_))
+    ));
+    assert_eq!(run.latest("sp").unwrap().value, Some(Value::F64(42.5)));
+    run.handle("node")
+        .write(WriteRequest::Tag {
+            tag: "sp".into(),
+            value: Value::F64(7.0),
+        })
+        .await
+        .unwrap();
+    // node-opcua reports the new value through the subscription.
+    eventually("write reported back", Duration::from_secs(10), || {
+        run.latest("sp").and_then(|s| s.value) == Some(Value::F64(7.0))
     })
     .await;
     run.stop().await;

@@ -394,3 +394,58 @@ impl Drop for OpcUaPeer {
         self.kill();
     }
 }
+
+/// A running node-opcua server (`tests/peers/node/opcua_server.js`): a
+/// second, independent OPC UA stack.
+pub struct NodeOpcUaPeer {
+    pub port: u16,
+    child: Child,
+}
+
+impl NodeOpcUaPeer {
+    /// `None` = skipped (node or the installed node-opcua package missing).
+    pub async fn start() -> Option<NodeOpcUaPeer> {
+        let dir = peers_dir().join("node");
+        if Command::new("node").arg("--version").output().is_err()
+            || !dir.join("node_modules/node-opcua").exists()
+        {
+            require_peer("node and node-opcua (tests/peers/node, installed by scripts/test.sh)");
+            return None;
+        }
+        let mut child = Command::new("node")
+            .arg(dir.join("opcua_server.js"))
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("node-opcua peer not READY within 60 s"));
+            if let Some(p) = line.strip_prefix("READY port=") {
+                return Some(NodeOpcUaPeer {
+                    port: p.trim().parse().unwrap(),
+                    child,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for NodeOpcUaPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

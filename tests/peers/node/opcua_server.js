@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// An independent OPC UA server (node-opcua) for APOS interoperability tests.
+//
+//   node opcua_server.js [--port 0]
+//
+// Namespace URI "urn:apos:test:node" with Objects/Plant/{Ramp (Double, +1
+// every 100 ms), Counter (Int32), Setpoint (Double, writable)}; string node
+// ids "Plant.Ramp" etc. Security None, anonymous. Binds 127.0.0.1 only.
+// Prints `READY port=<N>` when serving; SIGTERM stops it.
+"use strict";
+const net = require("net");
+const { OPCUAServer, DataType, Variant, StatusCodes } = require("node-opcua");
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+    s.on("error", reject);
+  });
+}
+
+(async () => {
+  const argPort = process.argv.indexOf("--port");
+  let port = argPort > 0 ? parseInt(process.argv[argPort + 1], 10) : 0;
+  if (!port) port = await freePort();
+  const server = new OPCUAServer({
+    port,
+    hostname: "127.0.0.1",
+    resourcePath: "/apos/",
+    allowAnonymous: true,
+    buildInfo: { productName: "APOS node-opcua peer" },
+  });
+  await server.initialize();
+  const ns = server.engine.addressSpace.registerNamespace("urn:apos:test:node");
+  const plant = ns.addObject({ organizedBy: server.engine.addressSpace.rootFolder.objects, browseName: "Plant", nodeId: "s=Plant" });
+  let ramp = 0;
+  let setpoint = 42.5;
+  ns.addVariable({
+    componentOf: plant, browseName: "Ramp", nodeId: "s=Plant.Ramp", dataType: "Double", minimumSamplingInterval: 100,
+    value: { get: () => new Variant({ dataType: DataType.Double, value: ramp }) },
+  });
+  ns.addVariable({
+    componentOf: plant, browseName: "Counter", nodeId: "s=Plant.Counter", dataType: "Int32", minimumSamplingInterval: 100,
+    value: { get: () => new Variant({ dataType: DataType.Int32, value: Math.floor(ramp) }) },
+  });
+  ns.addVariable({
+    componentOf: plant, browseName: "Setpoint", nodeId: "s=Plant.Setpoint", dataType: "Double", minimumSamplingInterval: 100,
+    accessLevel: "CurrentRead | CurrentWrite", userAccessLevel: "CurrentRead | CurrentWrite",
+    value: {
+      get: () => new Variant({ dataType: DataType.Double, value: setpoint }),
+      set: (v) => { setpoint = v.value; return StatusCodes.Good; },
+    },
+  });
+  setInterval(() => { ramp += 1; }, 100);
+  await server.start();
+  process.stdout.write(`READY port=${port}\n`);
+  const stop = async () => { await server.shutdown(100); process.exit(0); };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+})().catch((e) => { console.error(e); process.exit(1); });
