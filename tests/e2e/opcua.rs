@@ -126,6 +126,25 @@ async fn subscription_values_arrive_writes_land_and_a_restart_is_a_visible_gap()
     let after: Vec<_> = run.samples_of("ramp");
     let bad_pos = after.iter().rposition(|s| !s.quality.is_good()).unwrap();
     assert!(after[bad_pos + 1..].iter().all(|s| s.quality.is_good()));
+    // No sample twice: the "name" string never changes, so across the
+    // reconnect its re-sent current value must not be a second sample.
+    let mut good_ts: Vec<i64> = after
+        .iter()
+        .filter(|s| s.quality.is_good())
+        .map(|s| s.ts.0)
+        .collect();
+    let n = good_ts.len();
+    good_ts.dedup();
+    assert_eq!(good_ts.len(), n, "duplicate ramp timestamps");
+    let names: Vec<_> = run
+        .samples_of("name")
+        .into_iter()
+        .filter(|s| s.quality.is_good())
+        .collect();
+    assert!(
+        names.len() <= 2,
+        "the constant name was re-sent as new samples: {names:?}"
+    );
     run.stop().await;
 }
 

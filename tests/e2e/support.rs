@@ -412,14 +412,16 @@ impl NodeOpcUaPeer {
             require_peer("node and node-opcua (tests/peers/node, installed by scripts/test.sh)");
             return None;
         }
-        let mut child = Command::new("node")
+        let child = Command::new("node")
             .arg(dir.join("opcua_server.js"))
             .current_dir(&dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        // Owned by the peer from here on, so every path kills and reaps it.
+        let mut peer = NodeOpcUaPeer { port: 0, child };
+        let stdout = peer.child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -434,10 +436,8 @@ impl NodeOpcUaPeer {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("node-opcua peer not READY within 60 s"));
             if let Some(p) = line.strip_prefix("READY port=") {
-                return Some(NodeOpcUaPeer {
-                    port: p.trim().parse().unwrap(),
-                    child,
-                });
+                peer.port = p.trim().parse().unwrap();
+                return Some(peer);
             }
         }
     }

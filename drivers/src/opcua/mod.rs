@@ -74,6 +74,8 @@ pub struct OpcUaDriver {
     backoff: Backoff,
     tags: Vec<UaTag>,
     last_quality: Vec<Option<Quality>>,
+    /// Source timestamp and value of the last good sample sent, per tag.
+    last_good: Vec<Option<(Timestamp, Value)>>,
 }
 
 impl OpcUaDriver {
@@ -107,6 +109,7 @@ impl OpcUaDriver {
             timeout: device.timeout,
             backoff: Backoff::new(device.backoff),
             last_quality: vec![None; tags.len()],
+            last_good: vec![None; tags.len()],
             tags,
         })
     }
@@ -123,6 +126,22 @@ impl OpcUaDriver {
         // Bad qualities are news only on a change, like the Modbus drivers.
         if !sample.quality.is_good() && self.last_quality[i].as_ref() == Some(&sample.quality) {
             return;
+        }
+        // A new subscription (after a reconnect) starts with the current
+        // value, which is often the last one already delivered: same source
+        // timestamp and value is the same sample, not a new one.
+        if sample.quality.is_good()
+            && self.last_good[i]
+                .as_ref()
+                .is_some_and(|(ts, v)| *ts == sample.ts && Some(v) == sample.value.as_ref())
+        {
+            self.last_quality[i] = Some(Quality::Good);
+            return;
+        }
+        if sample.quality.is_good()
+            && let Some(v) = &sample.value
+        {
+            self.last_good[i] = Some((sample.ts, v.clone()));
         }
         self.last_quality[i] = Some(sample.quality.clone());
         out.push(sample);
