@@ -19,9 +19,31 @@ pub const HEADLINE_TAGS: &[&str] = &[
     "unit.state",
 ];
 
-/// An edge configuration that reads every register of the simulated plant.
-/// Generated from the plant's register map, so the two cannot drift.
+/// Where the demo reads the plant over OPC UA.
+#[derive(Debug, Clone)]
+pub struct OpcUaSource<'a> {
+    pub addr: SocketAddr,
+    /// The edge's OPC UA PKI directory.
+    pub pki_dir: &'a Path,
+}
+
+/// Tag groups read over OPC UA when the demo has an OPC UA source; the
+/// rest stays on Modbus, so the demo shows both protocols side by side.
+pub const OPCUA_GROUPS: &[&str] = &["column", "product"];
+
+/// An edge configuration that reads every register of the simulated plant
+/// over Modbus TCP. Generated from the plant's register map, so the two
+/// cannot drift.
 pub fn edge_config(plant: SocketAddr, history: &Path) -> String {
+    edge_config_mixed(plant, None, history)
+}
+
+/// Like [`edge_config`], with the [`OPCUA_GROUPS`] read over OPC UA instead.
+pub fn edge_config_mixed(
+    plant: SocketAddr,
+    opcua: Option<OpcUaSource<'_>>,
+    history: &Path,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -44,7 +66,35 @@ pub fn edge_config(plant: SocketAddr, history: &Path) -> String {
         plant.ip().to_string(),
         plant.port()
     );
+    if let Some(ua) = &opcua {
+        let _ = writeln!(
+            s,
+            "[[device]]\nname = \"plant-ua\"\nprotocol = \"opcua\"\nendpoint = \"opc.tcp://{}/\"\n\
+             # A simulator on loopback: unsecured on purpose. Plants use the secure default.\n\
+             security_policy = \"None\"\npki_dir = {:?}\npublishing_interval = \"500ms\"\ntimeout = \"5s\"\n",
+            ua.addr,
+            ua.pki_dir.display().to_string()
+        );
+    }
     for r in crate::plant::register_map() {
+        let group = r.name.split('.').next().unwrap_or("");
+        if opcua.is_some() && OPCUA_GROUPS.contains(&group) {
+            let _ = writeln!(s, "[[tag]]\nname = {:?}\ndevice = \"plant-ua\"", r.name);
+            let _ = writeln!(
+                s,
+                "node = \"nsu={};s={}\"",
+                crate::plant::opcua::NAMESPACE_URI,
+                r.name
+            );
+            if !r.unit.is_empty() {
+                let _ = writeln!(s, "unit = {:?}", r.unit);
+            }
+            if r.writable && matches!(r.area, Area::Coil | Area::HoldingRegister) {
+                let _ = writeln!(s, "writable = true");
+            }
+            let _ = writeln!(s, "description = {:?}\n", r.description);
+            continue;
+        }
         let _ = writeln!(s, "[[tag]]");
         let _ = writeln!(s, "name = {:?}", r.name);
         let _ = writeln!(s, "device = \"plant\"");

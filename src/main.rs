@@ -21,6 +21,9 @@ struct Args {
     /// Where the simulated plant serves Modbus TCP.
     #[arg(long, default_value = "127.0.0.1:5020")]
     modbus: SocketAddr,
+    /// Where the simulated plant serves OPC UA.
+    #[arg(long, default_value = "127.0.0.1:4840")]
+    opcua: SocketAddr,
     /// Simulated seconds per real second (1 = real time).
     #[arg(long, default_value_t = 10.0)]
     time_scale: f64,
@@ -44,17 +47,43 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     edge_node::logging::init("text");
     let cancel = CancellationToken::new();
+    // The plant outlives the edge at shutdown, so the edge's sessions close
+    // cleanly instead of seeing the servers vanish.
+    let plant_cancel = CancellationToken::new();
 
-    let plant =
-        apos::plant::spawn_demo_plant(args.modbus, args.seed, args.time_scale, cancel.clone())
-            .await
-            .with_context(|| format!("starting the simulated plant on {}", args.modbus))?;
+    let plant = apos::plant::spawn_demo_plant(
+        args.modbus,
+        args.seed,
+        args.time_scale,
+        plant_cancel.clone(),
+    )
+    .await
+    .with_context(|| format!("starting the simulated plant on {}", args.modbus))?;
 
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let config_path = args.dir.join("edge.toml");
     let history_path = args.dir.join("history.db");
-    let toml = apos::demo::edge_config(plant.addr, &history_path);
+    let ua = plant
+        .serve_opcua(
+            args.opcua,
+            &args.dir.join("plant-pki"),
+            plant_cancel.clone(),
+        )
+        .await
+        .with_context(|| format!("starting the plant's OPC UA server on {}", args.opcua))?;
+    // Absolute: paths in the generated config are relative to its own folder.
+    let edge_pki =
+        std::path::absolute(args.dir.join("edge-pki")).context("resolving the PKI directory")?;
+    let history_path = std::path::absolute(&history_path).context("resolving the history path")?;
+    let toml = apos::demo::edge_config_mixed(
+        plant.addr,
+        Some(apos::demo::OpcUaSource {
+            addr: ua,
+            pki_dir: &edge_pki,
+        }),
+        &history_path,
+    );
     std::fs::write(&config_path, toml)
         .with_context(|| format!("writing {}", config_path.display()))?;
 
@@ -67,6 +96,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  simulated plant (Modbus TCP):  {}   register map: docs/plant.md",
         plant.addr
+    );
+    println!(
+        "  simulated plant (OPC UA):      opc.tcp://{ua}/   namespace {}; column.* and product.* are read over OPC UA",
+        apos::plant::opcua::NAMESPACE_URI
     );
     println!("  edge configuration:           {}", config_path.display());
     println!("  local history (SQLite):       {}", history_path.display());
@@ -90,5 +123,6 @@ async fn main() -> anyhow::Result<()> {
     }
     cancel.cancel();
     edge.join(Duration::from_secs(10)).await;
+    plant_cancel.cancel();
     Ok(())
 }

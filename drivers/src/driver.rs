@@ -91,6 +91,8 @@ pub enum WriteError {
         "tag {0:?} is not writable (its configuration lacks `writable = true`; in Modbus only coils and holding registers can be)"
     )]
     NotWritable(String),
+    #[error("invalid write: {0}")]
+    Invalid(String),
     #[error("cannot encode the value: {0}")]
     Encode(#[from] CodecError),
     #[error("the device answered with Modbus exception {0:#04x}")]

@@ -52,9 +52,16 @@ impl FilterSettings {
                 .iter()
                 .map(|t| (t.name.clone(), t.deadband))
                 .collect(),
+            // Only polled tags: a subscribed OPC UA value that does not
+            // change sends nothing, which means "unchanged", not "old"; its
+            // driver reports a lost session as bad quality instead.
             stale_after: cfg
                 .tags
                 .iter()
+                .filter(|t| {
+                    t.opcua()
+                        .is_none_or(|p| p.mode == firmware_config::OpcUaMode::Poll)
+                })
                 .map(|t| {
                     (
                         t.name.clone(),
@@ -206,6 +213,27 @@ pub async fn run_filter(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn subscribed_opcua_tags_are_not_watched_for_staleness() {
+        let cfg = firmware_config::load_str(
+            std::path::Path::new("t.toml"),
+            "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n\
+             [[device]]\nname = \"mb\"\nprotocol = \"modbus-tcp\"\nhost = \"h\"\n\
+             [[device]]\nname = \"ua\"\nprotocol = \"opcua\"\nendpoint = \"opc.tcp://h:4840\"\n\
+             [[tag]]\nname = \"m\"\ndevice = \"mb\"\narea = \"holding\"\naddress = 0\ntype = \"u16\"\n\
+             [[tag]]\nname = \"sub\"\ndevice = \"ua\"\nnode = \"i=2258\"\n\
+             [[tag]]\nname = \"poll\"\ndevice = \"ua\"\nnode = \"i=2259\"\nmode = \"poll\"\n",
+        )
+        .unwrap();
+        let f = FilterSettings::from_config(&cfg);
+        assert!(f.stale_after.contains_key("m"));
+        assert!(f.stale_after.contains_key("poll"));
+        assert!(
+            !f.stale_after.contains_key("sub"),
+            "no change is no news for a subscription"
+        );
+    }
 
     #[test]
     fn good_values_not_refreshed_in_time_become_stale() {

@@ -6,6 +6,7 @@
 //! - [`server`]: the Modbus TCP server with fault switches.
 
 pub mod model;
+pub mod opcua;
 pub mod registers;
 mod rng;
 pub mod server;
@@ -52,6 +53,31 @@ impl PlantHandle {
     /// Fault switches of the PLC.
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// Also serve the plant over OPC UA on `addr` (port 0 = any free one);
+    /// the server's certificate lives in `pki_dir`. Returns the bound address.
+    pub async fn serve_opcua(
+        &self,
+        addr: SocketAddr,
+        pki_dir: &std::path::Path,
+        cancel: CancellationToken,
+    ) -> Result<SocketAddr, PlantError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| PlantError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| PlantError::Bind { addr, source })?;
+        let shared = self.shared.clone();
+        let pki = pki_dir.to_path_buf();
+        tokio::spawn(async move {
+            if let Err(e) = opcua::serve(listener, shared, &pki, cancel).await {
+                tracing::error!(error = %e, "plant OPC UA server stopped");
+            }
+        });
+        tracing::info!(addr = %bound, "simulated plant OPC UA server running");
+        Ok(bound)
     }
 
     /// Change the model directly (e.g. force a trip), then refresh the registers.

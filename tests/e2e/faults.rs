@@ -1,5 +1,5 @@
-//! Fault behaviour against pymodbus: exceptions, a killed peer, a dead
-//! device among live ones.
+//! Fault behaviour against pymodbus: exceptions, a killed peer, dead
+//! devices (one that never answers, one that refuses) among live ones.
 
 use std::time::{Duration, Instant};
 
@@ -112,22 +112,31 @@ async fn black_hole() -> (u16, tokio::task::JoinHandle<()>) {
     (port, task)
 }
 
+/// A port where nothing listens: connections are refused at once.
+async fn closed_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_dead_device_does_not_slow_the_other_two() {
+async fn dead_devices_do_not_slow_the_live_ones() {
     let spec = json!({"transport": "tcp", "devices": [{"unit": 1, "holding": [[0, [1]]]}, {"unit": 2, "holding": [[0, [2]]]}]});
     let Some(peer) = ModbusPeer::start(&spec).await else {
         return;
     };
     let port = peer.port.unwrap();
     let (dead_port, _hole) = black_hole().await;
+    let refused_port = closed_port().await;
     let interval = Duration::from_millis(100);
     let cfg = config_header()
         + &tcp_device("live1", port, 1, "100ms", "2s")
         + &tcp_device("live2", port, 2, "100ms", "2s")
         + &tcp_device("dead", dead_port, 1, "100ms", "2s")
+        + &tcp_device("gone", refused_port, 1, "100ms", "2s")
         + &tag("v1", "live1", "holding", 0, "u16", "")
         + &tag("v2", "live2", "holding", 0, "u16", "")
-        + &tag("vd", "dead", "holding", 0, "u16", "");
+        + &tag("vd", "dead", "holding", 0, "u16", "")
+        + &tag("vg", "gone", "holding", 0, "u16", "");
     let run = DriverRun::start(&cfg);
     eventually("live devices reading", Duration::from_secs(10), || {
         run.good_count("v1") > 0 && run.good_count("v2") > 0
@@ -162,6 +171,17 @@ async fn one_dead_device_does_not_slow_the_other_two() {
     assert_eq!(
         run.latest("vd").map(|s| s.quality),
         Some(Quality::Bad(Reason::Timeout))
+    );
+    // A refused connection is a lost connection, retried with backoff.
+    let gone = run.handle("gone").status();
+    assert!(!gone.connected);
+    assert!(gone.errors >= 2, "{gone:?}");
+    assert_eq!(
+        run.samples_of("vg")
+            .into_iter()
+            .map(|s| s.quality)
+            .collect::<Vec<_>>(),
+        vec![Quality::Bad(Reason::ConnectionLost)]
     );
     run.stop().await;
 }

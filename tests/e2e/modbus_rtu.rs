@@ -55,7 +55,8 @@ async fn a_dead_unit_is_backed_off_and_the_live_unit_keeps_its_rate() {
         .into_iter()
         .map(|s| s.quality)
         .collect();
-    assert!(ghost.contains(&Quality::Bad(Reason::Timeout)), "{ghost:?}");
+    // Why it is bad, sent once: not again at every retry after a backoff.
+    assert_eq!(ghost, vec![Quality::Bad(Reason::Timeout)]);
 
     // With backoff, the dead unit costs one 300 ms timeout per backoff period;
     // without it, every 100 ms cycle of the live unit would wait 300 ms.
@@ -91,5 +92,7 @@ async fn a_dead_unit_is_backed_off_and_the_live_unit_keeps_its_rate() {
         .await
         .unwrap_err();
     assert_eq!(err, drivers::WriteError::UnknownDevice("nope".into()));
+    // Several backoff periods later, still that one sample.
+    assert_eq!(run.samples_of("ghost").len(), 1);
     run.stop().await;
 }

@@ -148,9 +148,19 @@ async fn every_type_and_word_order_reads_exactly() {
         assert_eq!(got.quality, Quality::Good, "{t}");
         assert_eq!(got.value.as_ref(), Some(want), "{t}");
     }
-    // The planner coalesced the 24 multi-register tags into very few requests.
+    // 34 tags, 5 requests per poll: holding 0..87 (holes of 3 bridged),
+    // holding 200..214, and one each for input registers, coils and
+    // discrete inputs. A failed poll (none expected) would add at most 5
+    // requests without a cycle.
     let status = run.handle("peer").status();
     assert!(status.connected);
+    assert!(status.cycles > 0);
+    assert!(
+        (5 * status.cycles..=5 * status.cycles + 5).contains(&status.requests),
+        "{} requests in {} polls",
+        status.requests,
+        status.cycles
+    );
     run.stop().await;
 }
 

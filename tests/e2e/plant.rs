@@ -193,3 +193,69 @@ fn docs_plant_md_has_the_current_register_map() {
         "docs/plant.md is out of date; replace its register table with:\n\n{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plant_over_opcua_subscribes_and_takes_range_checked_setpoints() {
+    let (p, cancel) = start(10.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ua = p
+        .serve_opcua(
+            "127.0.0.1:0".parse().unwrap(),
+            &dir.path().join("server-pki"),
+            cancel.clone(),
+        )
+        .await
+        .unwrap();
+    let cfg = crate::support::config_header()
+        + &format!(
+            "\n[[device]]\nname = \"plant-ua\"\nprotocol = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{}/\"\n\
+             security_policy = \"None\"\npki_dir = {:?}\npublishing_interval = \"200ms\"\ntimeout = \"5s\"\n",
+            ua.port(),
+            dir.path().join("client-pki").display().to_string()
+        )
+        + "\n[[tag]]\nname = \"outlet\"\ndevice = \"plant-ua\"\nnode = \"nsu=urn:apos:plant;s=heater.outlet_temp\"\n"
+        + "\n[[tag]]\nname = \"state\"\ndevice = \"plant-ua\"\nnode = \"nsu=urn:apos:plant;s=unit.state\"\n"
+        + "\n[[tag]]\nname = \"sp\"\ndevice = \"plant-ua\"\nnode = \"nsu=urn:apos:plant;s=heater.outlet_temp_sp\"\nwritable = true\n";
+    let run = DriverRun::start(&cfg);
+    eventually("plant values over OPC UA", Duration::from_secs(60), || {
+        run.good_count("outlet") >= 3
+    })
+    .await;
+    let snap = p.snapshot().unwrap();
+    let outlet = run
+        .latest("outlet")
+        .unwrap()
+        .value
+        .unwrap()
+        .as_f64()
+        .unwrap();
+    assert!(
+        (outlet - snap.outlet_temp).abs() < 5.0,
+        "{outlet} vs {}",
+        snap.outlet_temp
+    );
+    assert_eq!(
+        run.latest("state").unwrap().value,
+        Some(Value::U64(2)),
+        "running"
+    );
+    let h = run.handle("plant-ua");
+    h.write(WriteRequest::Tag {
+        tag: "sp".into(),
+        value: Value::F64(370.0),
+    })
+    .await
+    .unwrap();
+    assert_eq!(p.snapshot().unwrap().sp.outlet_temp, 370.0);
+    let err = h
+        .write(WriteRequest::Tag {
+            tag: "sp".into(),
+            value: Value::F64(999.0),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("BadOutOfRange"), "{err}");
+    assert_eq!(p.snapshot().unwrap().sp.outlet_temp, 370.0);
+    run.stop().await;
+    cancel.cancel();
+}

@@ -12,8 +12,10 @@
 //! 64-bit value is `GH EF CD AB`), which is how devices that "swap words"
 //! actually lay out doubles.
 //!
-//! Strings hold two ASCII characters per register, high byte first; trailing
-//! NULs and spaces are trimmed. Bit N of a register counts from the LSB.
+//! Strings hold two ASCII characters per register, high byte first (`BADC`
+//! and `DCBA`, the byte-swapping orders: low byte first; registers are never
+//! reordered); trailing NULs and spaces are trimmed. Bit N of a register
+//! counts from the LSB.
 
 use firmware_config::{DataType, WordOrder};
 
@@ -95,7 +97,10 @@ pub fn decode(words: &[u16], data_type: DataType, order: WordOrder) -> Result<Va
                     got: words.len(),
                 });
             }
-            let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+            let mut bytes: Vec<u8> = words
+                .iter()
+                .flat_map(|w| string_word_bytes(*w, order))
+                .collect();
             bytes.truncate(usize::from(len));
             let s = std::str::from_utf8(&bytes).map_err(|_| CodecError::Utf8)?;
             Value::String(s.trim_end_matches(['\0', ' ']).to_owned())
@@ -206,10 +211,22 @@ pub fn encode(
             bytes.resize(usize::from(len.div_ceil(2)) * 2, 0);
             bytes
                 .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .map(|c| string_word_bytes(u16::from_be_bytes([c[0], c[1]]), order))
+                .map(u16::from_be_bytes)
                 .collect()
         }
     })
+}
+
+/// The two characters a string register holds, in reading order. Only the
+/// byte order within a register applies to strings (a byte swap is its own
+/// inverse, so this also encodes).
+fn string_word_bytes(w: u16, order: WordOrder) -> [u8; 2] {
+    if order.swaps_bytes() {
+        w.to_le_bytes()
+    } else {
+        w.to_be_bytes()
+    }
 }
 
 #[cfg(test)]
@@ -367,6 +384,31 @@ mod tests {
         assert_eq!(
             decode(&[0xFFFE], DataType::String { len: 2 }, Abcd),
             Err(CodecError::Utf8)
+        );
+    }
+
+    #[test]
+    fn strings_follow_the_byte_order_but_never_swap_registers() {
+        // "CDU-1": high byte first for ABCD/CDAB, low byte first for BADC/DCBA.
+        let be = [0x4344, 0x552D, 0x3100];
+        let le = [0x4443, 0x2D55, 0x0031];
+        let ty = DataType::String { len: 6 };
+        for (order, words) in [(Abcd, be), (Cdab, be), (Badc, le), (Dcba, le)] {
+            assert_eq!(
+                decode(&words, ty, order).unwrap(),
+                Value::String("CDU-1".into()),
+                "{order:?}"
+            );
+            assert_eq!(
+                encode(&Value::String("CDU-1".into()), ty, order).unwrap(),
+                words,
+                "{order:?}"
+            );
+        }
+        // An odd length ignores the unused byte, wherever it sits.
+        assert_eq!(
+            decode(&[0x4241, 0x4443, 0x2145], DataType::String { len: 5 }, Badc).unwrap(),
+            Value::String("ABCDE".into())
         );
     }
 

@@ -249,9 +249,25 @@ impl ModbusDevice {
                 Ok(Ok(Ok(data))) => {
                     for &i in &req.items {
                         let t = members[i];
-                        let sample = self.decode(t, req, &data, ts);
-                        self.last_quality[t] = Some(sample.quality.clone());
-                        out.samples.push(sample);
+                        match self.decode(t, req, &data) {
+                            Ok(value) => {
+                                self.last_quality[t] = Some(Quality::Good);
+                                out.samples.push(Sample {
+                                    tag: self.tags[t].name.clone(),
+                                    ts,
+                                    value: Some(value),
+                                    quality: Quality::Good,
+                                });
+                            }
+                            // A bad value is as persistent as a dead link:
+                            // report it on the transition only.
+                            Err(e) => self.emit_bad(
+                                t,
+                                &Reason::Decode(e.to_string()),
+                                ts,
+                                &mut out.samples,
+                            ),
+                        }
                     }
                 }
             }
@@ -259,10 +275,11 @@ impl ModbusDevice {
         Ok(out)
     }
 
-    fn decode(&self, t: usize, req: &ReadRequest, data: &Data, ts: Timestamp) -> Sample {
+    /// The engineering value of tag `t` from `req`'s response.
+    fn decode(&self, t: usize, req: &ReadRequest, data: &Data) -> Result<Value, codec::CodecError> {
         let spec = &self.tags[t];
         let off = usize::from(spec.address - req.start);
-        let decoded = match data {
+        let raw = match data {
             Data::Bits(bits) => {
                 bits.get(off)
                     .map(|b| Value::Bool(*b))
@@ -281,21 +298,8 @@ impl ModbusDevice {
                     }),
                 }
             }
-        };
-        match decoded {
-            Ok(raw) => Sample {
-                tag: spec.name.clone(),
-                ts,
-                value: Some(codec::scale(raw, spec.scale, spec.offset)),
-                quality: Quality::Good,
-            },
-            Err(e) => Sample {
-                tag: spec.name.clone(),
-                ts,
-                value: None,
-                quality: Quality::Bad(Reason::Decode(e.to_string())),
-            },
-        }
+        }?;
+        Ok(codec::scale(raw, spec.scale, spec.offset))
     }
 
     /// Whether this device serves `request` (so an RTU line can route it).
@@ -341,6 +345,11 @@ impl ModbusDevice {
                     )
                 }
             }
+            WriteRequest::Registers { device, .. } | WriteRequest::Coils { device, .. }
+                if *device != self.name =>
+            {
+                return Err(WriteError::UnknownDevice(device.clone()));
+            }
             WriteRequest::Registers {
                 address, values, ..
             } => WriteOp::Registers(*address, values.clone()),
@@ -348,6 +357,7 @@ impl ModbusDevice {
                 address, values, ..
             } => WriteOp::Coils(*address, values.clone()),
         };
+        op.check()?;
         let fut = async {
             match &op {
                 WriteOp::Registers(a, v) if v.len() == 1 => {
@@ -367,9 +377,41 @@ impl ModbusDevice {
     }
 }
 
+/// Most registers one FC 16 request may carry (Modbus spec 6.12).
+pub const MAX_WRITE_REGISTERS: usize = 123;
+/// Most coils one FC 15 request may carry (Modbus spec 6.11).
+pub const MAX_WRITE_COILS: usize = 1968;
+
+#[derive(Debug)]
 enum WriteOp {
     Registers(u16, Vec<u16>),
     Coils(u16, Vec<bool>),
+}
+
+impl WriteOp {
+    /// Refuse what the protocol cannot carry before anything is sent: a
+    /// device would answer with an exception at best, and splitting a write
+    /// would make it non-atomic.
+    fn check(&self) -> Result<(), WriteError> {
+        let (address, len, max, what) = match self {
+            WriteOp::Registers(a, v) => (*a, v.len(), MAX_WRITE_REGISTERS, "registers"),
+            WriteOp::Coils(a, v) => (*a, v.len(), MAX_WRITE_COILS, "coils"),
+        };
+        if len == 0 {
+            return Err(WriteError::Invalid(format!("no {what} to write")));
+        }
+        if len > max {
+            return Err(WriteError::Invalid(format!(
+                "{len} {what} in one write; Modbus allows at most {max}"
+            )));
+        }
+        if usize::from(address) + len > 65_536 {
+            return Err(WriteError::Invalid(format!(
+                "{len} {what} from address {address} run past the end of the address space"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A read response.
@@ -395,4 +437,91 @@ async fn read(ctx: &mut Context, req: &ReadRequest) -> tokio_modbus::Result<Data
             .await?
             .map(Data::Words),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(intervals: &[u64]) -> ModbusDevice {
+        let tags = intervals
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| {
+                let spec = TagSpec {
+                    name: TagName::from(format!("t{i}").as_str()),
+                    area: Area::HoldingRegister,
+                    address: i as u16,
+                    data_type: DataType::U16,
+                    order: WordOrder::Abcd,
+                    scale: 1.0,
+                    offset: 0.0,
+                    writable: false,
+                };
+                (spec, Duration::from_millis(*ms))
+            })
+            .collect();
+        ModbusDevice::new(
+            "d",
+            1,
+            Duration::from_secs(1),
+            &firmware_config::RequestLimits::default(),
+            tags,
+        )
+    }
+
+    #[test]
+    fn tags_are_grouped_by_interval_and_each_group_is_planned() {
+        let d = device(&[100, 1000, 100, 100]);
+        assert_eq!(d.groups.len(), 2);
+        assert_eq!(d.groups[0].interval, Duration::from_millis(100));
+        assert_eq!(d.groups[0].tags, vec![0, 2, 3]);
+        // Addresses 0, 2, 3 with the default gap: one request.
+        assert_eq!(d.groups[0].plan.len(), 1);
+        assert_eq!(d.groups[1].tags, vec![1]);
+    }
+
+    #[test]
+    fn missed_slots_are_skipped_not_bursted() {
+        let mut d = device(&[100]);
+        let start = d.groups[0].next_due;
+        // On time: the next slot is one interval later.
+        d.reschedule(0, start);
+        assert_eq!(d.groups[0].next_due, start + Duration::from_millis(100));
+        // 550 ms late (a slow poll): the missed slots are dropped and the
+        // next one is the first slot still in the future, on the grid.
+        let now = start + Duration::from_millis(650);
+        d.reschedule(0, now);
+        assert_eq!(d.groups[0].next_due, start + Duration::from_millis(700));
+        assert!(d.groups[0].next_due > now);
+        // Exactly on a slot boundary still moves forward.
+        let now = d.groups[0].next_due + Duration::from_millis(100);
+        d.reschedule(0, now);
+        assert!(d.groups[0].next_due > now);
+    }
+
+    #[test]
+    fn postpone_never_brings_a_slot_forward() {
+        let mut d = device(&[100, 1000]);
+        let t0 = d.groups[0].next_due;
+        d.groups[1].next_due = t0 + Duration::from_secs(5);
+        d.postpone(t0 + Duration::from_secs(2));
+        assert_eq!(d.groups[0].next_due, t0 + Duration::from_secs(2));
+        assert_eq!(d.groups[1].next_due, t0 + Duration::from_secs(5));
+        assert_eq!(d.next_due(), Some((0, t0 + Duration::from_secs(2))));
+    }
+
+    #[test]
+    fn bad_qualities_are_sent_on_transitions_only() {
+        let mut d = device(&[100, 100]);
+        assert_eq!(d.mark_all_bad(&Reason::Timeout).len(), 2);
+        assert!(d.mark_all_bad(&Reason::Timeout).is_empty());
+        let changed = d.mark_group_bad(0, &Reason::ConnectionLost);
+        assert_eq!(changed.len(), 2);
+        assert!(
+            changed
+                .iter()
+                .all(|s| s.quality == Quality::Bad(Reason::ConnectionLost) && s.value.is_none())
+        );
+    }
 }

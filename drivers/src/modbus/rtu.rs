@@ -4,8 +4,11 @@
 //! are strictly serialized and separated by the line's inter-frame delay
 //! (at least 3.5 character times). A unit that does not answer costs a full
 //! timeout, so after a failure it is *backed off*: its polls are skipped
-//! (its tags go `Bad(BackedOff)`) until an exponentially growing, jittered
-//! delay expires, and the healthy units keep their poll rate.
+//! until an exponentially growing, jittered delay expires, and the healthy
+//! units keep their poll rate. Its tags keep the quality of the failure
+//! (`Bad(Timeout)` for a silent unit), sent once, rather than flipping to
+//! `Bad(BackedOff)` and back at every retry; the unit's [`LinkState`] in the
+//! line's status shows the backoff.
 //!
 //! After a timeout the port is reopened: a late answer would otherwise sit
 //! in the buffer and be taken for the answer to the next request.
@@ -230,7 +233,9 @@ impl Driver for RtuLineDriver {
                     _ = tokio::time::sleep_until(due) => {
                         let now = Instant::now();
                         if let Some(until) = self.units[u].backed_off_until.filter(|t| *t > now) {
-                            // Skipped: the unit is backed off. Its tags say so.
+                            // Not reached in practice: a failure postpones all
+                            // of the unit's groups to the end of its backoff.
+                            // Kept so that nothing can poll a backed-off unit.
                             let bad = self.units[u].device.mark_group_bad(g, &Reason::BackedOff);
                             self.units[u].device.reschedule(g, now);
                             self.units[u].device.postpone(until);
