@@ -2,8 +2,10 @@
 # The one test command (README, CI): installs or checks the independent
 # peers the tests talk to, then runs every test of the workspace.
 #
-#   scripts/test.sh                 # everything
-#   scripts/test.sh -p drivers      # extra arguments go to `cargo test`
+#   scripts/test.sh                          # everything
+#   scripts/test.sh -p drivers               # extra arguments go to `cargo test`
+#   scripts/test.sh -p apos --test e2e modbus_tcp::
+#   scripts/test.sh -- --nocapture
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -28,7 +30,8 @@ REQ=tests/peers/requirements.txt
 STAMP=.venv/.requirements.sha256
 want=$(sha256sum "$REQ" | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-    say "creating .venv with $(tr '\n' ' ' < "$REQ")"
+    if [ -x .venv/bin/python ]; then what=updating; else what=creating; fi
+    say "$what .venv: $(grep -v '^#' "$REQ" | tr '\n' ' ')"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r "$REQ"
     echo "$want" > "$STAMP"
@@ -47,5 +50,16 @@ export APOS_PYTHON="$ROOT/.venv/bin/python"
 export APOS_PEERS_DIR="$ROOT/tests/peers"
 say "peers: socat $(socat -V 2>/dev/null | sed -n 's/^socat version \([^ ]*\).*/\1/p'), pymodbus $("$APOS_PYTHON" -c 'import pymodbus; print(pymodbus.__version__)'), asyncua $("$APOS_PYTHON" -c 'import importlib.metadata as m; print(m.version("asyncua"))'), node $(node --version), node-opcua $(node -p 'require("./'"$NODE_DIR"'/node_modules/node-opcua/package.json").version')"
 
-say "cargo test --workspace --all-targets $*"
-exec cargo test --workspace --all-targets "$@"
+# Cargo lets --workspace override -p and --all-targets override --test, so
+# the defaults apply only when the arguments (before `--`) select nothing.
+scope=(--workspace --all-targets)
+for arg in "$@"; do
+    case "$arg" in
+        --) break ;;
+        -p* | --package* | --workspace | --all) scope=("${scope[@]/--workspace/}") ;;
+        --lib | --bin* | --test* | --example* | --bench* | --all-targets | --doc) scope=("${scope[@]/--all-targets/}") ;;
+    esac
+done
+read -r -a scope <<<"${scope[*]}"
+say "cargo test ${scope[*]} $*"
+exec cargo test "${scope[@]}" "$@"

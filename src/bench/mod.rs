@@ -5,6 +5,7 @@
 //! Nothing here is used by the demo or the edge node itself.
 
 pub mod modbus;
+pub mod opcua_server;
 pub mod procstat;
 pub mod server;
 pub mod tagset;

@@ -60,6 +60,23 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         cpu: usize,
     },
+    /// OPC UA: N monitored items at one sampling interval on a local server;
+    /// notifications per second into the edge (stored), its CPU and RSS, and
+    /// Python asyncua's client on the same items.
+    Opcua {
+        #[arg(long, default_value_t = 10_000)]
+        items: usize,
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 1)]
+        cpu: usize,
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
     /// Storage alone: samples per second through the history writer into SQLite.
     History {
         #[arg(long, default_value_t = 10_000)]
@@ -87,6 +104,14 @@ async fn main() -> anyhow::Result<()> {
             duration,
             cpu,
         } => sustained(tags, &poll_interval, warmup, duration, cpu).await,
+        Cmd::Opcua {
+            items,
+            interval,
+            warmup,
+            duration,
+            cpu,
+            python,
+        } => opcua(items, interval, warmup, duration, cpu, python).await,
         Cmd::History {
             tags,
             duration,
@@ -242,4 +267,137 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+async fn opcua(
+    items: usize,
+    interval: Duration,
+    warmup: Duration,
+    duration: Duration,
+    cpu: usize,
+    python: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use apos::bench::opcua_server;
+    let edge_bin = sibling_binary("apos-edge")?;
+    let cancel = CancellationToken::new();
+    let dir = tempfile::tempdir()?;
+    let other = if cpu == 0 { 1 } else { 0 };
+    pin(std::process::id(), other);
+    let addr = opcua_server::spawn(
+        items,
+        interval,
+        &dir.path().join("server-pki"),
+        cancel.clone(),
+    )
+    .await?;
+    let endpoint = format!("opc.tcp://{addr}/");
+    let db = dir.path().join("history.db");
+    let mut cfg = format!(
+        "schema_version = 1\n[node]\nsite_id = \"bench\"\nnode_id = \"ua\"\n[storage]\npath = {:?}\nbatch_size = 20000\n\
+         [[device]]\nname = \"ua\"\nprotocol = \"opcua\"\nendpoint = \"{endpoint}\"\nsecurity_policy = \"None\"\n\
+         pki_dir = {:?}\npublishing_interval = \"{}ms\"\ntimeout = \"30s\"\n",
+        db.display().to_string(),
+        dir.path().join("edge-pki").display().to_string(),
+        interval.as_millis()
+    );
+    for i in 0..items {
+        cfg += &format!(
+            "\n[[tag]]\nname = \"t{i:05}\"\ndevice = \"ua\"\nnode = \"{}\"\nsampling_interval = \"{}ms\"\n",
+            opcua_server::node(i),
+            interval.as_millis()
+        );
+    }
+    let cfg_path = dir.path().join("edge.toml");
+    std::fs::write(&cfg_path, cfg)?;
+    let mut child = Command::new("taskset")
+        .args(["-c", &cpu.to_string()])
+        .arg(&edge_bin)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .env("TOKIO_WORKER_THREADS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", edge_bin.display()))?;
+    let pid = child.id();
+    eprintln!(
+        "edge pid {pid} on cpu {cpu}: {items} items every {interval:?}; warming up {warmup:?}"
+    );
+    tokio::time::sleep(warmup).await;
+    let count = || -> anyhow::Result<u64> {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Ok(conn.query_row(
+            "SELECT (SELECT count(*) FROM samples) + (SELECT count(*) FROM inbox)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    };
+    let (r0, p0, t0) = (count()?, procstat::sample(pid), Instant::now());
+    let mut peak = 0;
+    while t0.elapsed() < duration {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match procstat::sample(pid) {
+            Some(p) => peak = peak.max(p.rss_kib),
+            None => bail!("apos-edge exited during the benchmark"),
+        }
+    }
+    let (r1, p1, secs) = (count()?, procstat::sample(pid), t0.elapsed().as_secs_f64());
+    let _ = child.kill();
+    let _ = child.wait();
+    let (Some(p0), Some(p1)) = (p0, p1) else {
+        bail!("could not read /proc for pid {pid}")
+    };
+    let ours = (r1 - r0) as f64 / secs;
+    let ours_cpu = (p1.cpu - p0.cpu).as_secs_f64() / secs * 100.0;
+
+    let python = python
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/asyncua_client_bench.py");
+    let peer = Command::new("taskset")
+        .args(["-c", &cpu.to_string()])
+        .arg(&python)
+        .arg(&script)
+        .args(["--endpoint", &endpoint, "--items", &items.to_string()])
+        .args(["--interval-ms", &interval.as_millis().to_string()])
+        .args([
+            "--warmup",
+            &warmup.as_secs_f64().to_string(),
+            "--duration",
+            &duration.as_secs_f64().to_string(),
+        ])
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    cancel.cancel();
+    let asked = items as f64 / interval.as_secs_f64();
+    println!("| client | asked notifications/s | received/s | CPU (one core) | RSS |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| apos-edge (received, decoded and stored in SQLite) | {asked:.0} | {ours:.0} | {ours_cpu:.0} % | {:.1} MiB |",
+        peak as f64 / 1024.0
+    );
+    if peer.status.success() {
+        let v: serde_json::Value = serde_json::from_slice(&peer.stdout)?;
+        let f = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "| Python asyncua 2.1.0 client (received, counted) | {asked:.0} | {:.0} | {:.0} % | {:.1} MiB |",
+            f("notifications_per_s"),
+            f("cpu_percent"),
+            f("max_rss_kb") / 1024.0
+        );
+        println!(
+            "\nratio: apos-edge receives {:.1}× the asyncua client's rate",
+            ours / f("notifications_per_s")
+        );
+    } else {
+        eprintln!(
+            "asyncua client failed: {}",
+            String::from_utf8_lossy(&peer.stderr)
+        );
+    }
+    Ok(())
 }

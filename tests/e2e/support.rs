@@ -1,19 +1,36 @@
-//! Starting and stopping independent peers for the e2e tests: the pymodbus
-//! server (`tests/peers/modbus_server.py`) and socat PTY pairs.
+//! Helpers shared by the e2e tests: independent peers (the pymodbus server
+//! `tests/peers/modbus_server.py`, socat PTY pairs, the OPC UA servers), a
+//! driver run that collects samples, and small config builders.
 //!
 //! A missing peer fails the test under `CI=true`; elsewhere it prints a loud
-//! `SKIPPED:` line and the test returns early.
+//! `SKIPPED:` line and the test returns early:
+//!
+//! ```ignore
+//! let Some(peer) = ModbusPeer::start(&spec).await else { return };
+//! ```
+//!
+//! `scripts/test.sh` installs every peer and exports `APOS_PYTHON` and
+//! `APOS_PEERS_DIR`; the tests also find `.venv` on their own, so a plain
+//! `cargo test` works once the script has run.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long a Modbus peer may take to print `READY` (Python start-up on a
+/// loaded CI machine is the slow part).
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The repository root (the `apos` package's manifest directory).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Python with the peers' packages (`APOS_PYTHON`, else `.venv/bin/python`).
+/// Python with the peers' packages (`APOS_PYTHON`, else `.venv/bin/python`),
+/// if it exists.
 pub fn python() -> Option<PathBuf> {
     std::env::var_os("APOS_PYTHON")
         .map(PathBuf::from)
@@ -21,6 +38,7 @@ pub fn python() -> Option<PathBuf> {
         .filter(|p| p.exists())
 }
 
+/// The folder with the peer scripts (`APOS_PEERS_DIR`, else `tests/peers`).
 pub fn peers_dir() -> PathBuf {
     std::env::var_os("APOS_PEERS_DIR")
         .map(PathBuf::from)
@@ -28,25 +46,41 @@ pub fn peers_dir() -> PathBuf {
 }
 
 /// Decide what to do about a missing peer: panic in CI, skip loudly elsewhere.
+/// Returns `false` (the test should return) when it does not panic.
 pub fn require_peer(what: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("peer missing: {what}. Run scripts/test.sh, which installs the peers.");
     }
-    eprintln!("SKIPPED: peer missing: {what} (run scripts/test.sh to install it)");
+    // Straight to the process's stderr: libtest captures `eprintln!` of a
+    // passing test, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: peer missing: {what} (run scripts/test.sh to install it)"
+    );
     false
 }
 
-/// A running pymodbus server.
+/// A running pymodbus server (`tests/peers/modbus_server.py`), killed on drop.
+///
+/// The spec is the script's JSON (see its docstring and
+/// `tests/peers/README.md`): raw words per area and unit, optional injected
+/// exceptions and delays.
 pub struct ModbusPeer {
+    /// TCP port it listens on (127.0.0.1), for `"transport": "tcp"`.
     pub port: Option<u16>,
+    /// Serial device it serves, for `"transport": "rtu"`.
     pub serial: Option<PathBuf>,
     child: Child,
     spec_file: tempfile::NamedTempFile,
-    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl ModbusPeer {
-    /// Start the server with `spec` (see the script's docs). `None` = skipped.
+    /// Start the server with `spec` and wait (asynchronously, up to 20 s) for
+    /// its `READY` line. `None` = skipped (no venv, see [`require_peer`]).
+    ///
+    /// Panics with the server's stderr if it exits or is not ready in time:
+    /// a bad spec is a bug in the test.
     pub async fn start(spec: &serde_json::Value) -> Option<ModbusPeer> {
         let Some(py) = python() else {
             require_peer("python venv with pymodbus (.venv)");
@@ -54,38 +88,66 @@ impl ModbusPeer {
         };
         let spec_file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(spec_file.path(), serde_json::to_vec(spec).unwrap()).unwrap();
-        let mut peer = Self::spawn(&py, spec_file)?;
-        peer.wait_ready();
-        Some(peer)
-    }
-
-    fn spawn(py: &Path, spec_file: tempfile::NamedTempFile) -> Option<ModbusPeer> {
-        let script = peers_dir().join("modbus_server.py");
-        let child = Command::new(py)
-            .arg(&script)
-            .arg(spec_file.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", py.display(), script.display()));
-        Some(ModbusPeer {
+        let child = spawn_server(&py, spec_file.path());
+        let mut peer = ModbusPeer {
             port: None,
             serial: None,
             child,
             spec_file,
-            stderr: Default::default(),
-        })
+            stderr: Arc::default(),
+        };
+        let ready = peer.watch_output();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !peer.poll_ready(&ready, deadline) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(peer)
     }
 
-    fn wait_ready(&mut self) {
-        // Drain stderr continuously: a peer that logs every frame would
-        // otherwise fill the pipe and freeze mid-test.
+    /// The last lines (at most 200) the server wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Kill the server (SIGKILL), as a crashing PLC or gateway vanishes:
+    /// open connections are reset, new ones refused.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again with the same spec (fresh registers) on the same port
+    /// or serial path. Blocks the calling thread until `READY` (about a
+    /// second); the e2e tests run on a multi-thread runtime, so drivers keep
+    /// running meanwhile.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.spec_file.path()).unwrap()).unwrap();
+        if let Some(port) = self.port {
+            spec["port"] = port.into();
+        }
+        std::fs::write(self.spec_file.path(), serde_json::to_vec(&spec).unwrap()).unwrap();
+        let py = python().expect("the venv vanished between start and restart");
+        self.child = spawn_server(&py, self.spec_file.path());
+        self.stderr.lock().unwrap().clear();
+        let ready = self.watch_output();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !self.poll_ready(&ready, deadline) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start threads that drain the child's pipes: stderr into the tail
+    /// buffer (a peer that logs every frame would otherwise fill the pipe and
+    /// freeze mid-test), stdout lines into the returned channel.
+    fn watch_output(&mut self) -> Receiver<String> {
         let stderr = self.child.stderr.take().unwrap();
         let log = self.stderr.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut l = log.lock().unwrap();
-                if l.len() > 200 {
+                if l.len() >= 200 {
                     l.remove(0);
                 }
                 l.push(line);
@@ -100,66 +162,45 @@ impl ModbusPeer {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
+        rx
+    }
+
+    /// One non-blocking look for `READY`: true once seen (port or serial
+    /// recorded); panics if the server died or the deadline passed.
+    fn poll_ready(&mut self, lines: &Receiver<String>, deadline: Instant) -> bool {
         loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
+            match lines.try_recv() {
                 Ok(line) => {
                     if let Some(p) = line.strip_prefix("READY port=") {
                         self.port = Some(p.trim().parse().unwrap());
-                        return;
+                        return true;
                     }
                     if let Some(s) = line.strip_prefix("READY serial=") {
                         self.serial = Some(PathBuf::from(s.trim()));
-                        return;
+                        return true;
                     }
                 }
-                Err(_) => {
-                    if let Ok(Some(status)) = self.child.try_wait() {
-                        std::thread::sleep(Duration::from_millis(200));
-                        panic!(
-                            "modbus peer exited ({status}) before READY:\n{}",
-                            self.stderr_tail()
-                        );
-                    }
-                    if Instant::now() > deadline {
-                        let _ = self.child.kill();
-                        panic!("modbus peer not READY within 20 s:\n{}", self.stderr_tail());
-                    }
-                }
+                Err(TryRecvError::Empty) => break,
+                // stdout closed: the server is exiting; report it below.
+                Err(TryRecvError::Disconnected) => break,
             }
         }
-    }
-
-    /// The last lines the peer wrote to stderr.
-    pub fn stderr_tail(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
-    }
-
-    /// Kill the server (SIGKILL), as a crashing PLC gateway would vanish.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Start it again with the same spec, on the same port/serial path.
-    pub fn restart(&mut self) {
-        self.kill();
-        let mut spec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.spec_file.path()).unwrap()).unwrap();
-        if let Some(port) = self.port {
-            spec["port"] = port.into();
+        if let Ok(Some(status)) = self.child.try_wait() {
+            // Let the stderr thread catch the last lines (the traceback).
+            std::thread::sleep(Duration::from_millis(200));
+            panic!(
+                "modbus peer exited ({status}) before READY:\n{}",
+                self.stderr_tail()
+            );
         }
-        std::fs::write(self.spec_file.path(), serde_json::to_vec(&spec).unwrap()).unwrap();
-        let py = python().unwrap();
-        let script = peers_dir().join("modbus_server.py");
-        self.child = Command::new(py)
-            .arg(script)
-            .arg(self.spec_file.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        self.wait_ready();
+        if Instant::now() > deadline {
+            self.kill();
+            panic!(
+                "modbus peer not READY within {READY_TIMEOUT:?}:\n{}",
+                self.stderr_tail()
+            );
+        }
+        false
     }
 }
 
@@ -169,15 +210,35 @@ impl Drop for ModbusPeer {
     }
 }
 
-/// A socat pseudo-terminal pair: a virtual RS-485 line.
+fn spawn_server(py: &Path, spec: &Path) -> Child {
+    let script = peers_dir().join("modbus_server.py");
+    Command::new(py)
+        .arg(&script)
+        .arg(spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", py.display(), script.display()))
+}
+
+/// A socat pseudo-terminal pair: a virtual RS-485 line. Put the server on
+/// `a` and the master under test on `b`. Killed on drop.
+///
+/// Linux PTYs carry no parity (setting it fails with EINVAL), so RTU tests
+/// over a pair use parity none on both ends.
 pub struct PtyPair {
+    /// One end (a symlink to a `/dev/pts/N`), for the peer.
     pub a: PathBuf,
+    /// The other end, for the master under test.
     pub b: PathBuf,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl PtyPair {
+    /// Start socat and wait until both links exist. `None` = skipped (socat
+    /// is not installed, see [`require_peer`]).
     pub fn start() -> Option<PtyPair> {
         if Command::new("socat").arg("-V").output().is_err() {
             require_peer("socat (Debian package)");
@@ -185,27 +246,31 @@ impl PtyPair {
         }
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("ttyA"), dir.path().join("ttyB"));
+        // stderr goes to a file, not a pipe nobody reads, so socat can never
+        // block on it; it is shown if the pair does not come up.
+        let log = std::fs::File::create(dir.path().join("socat.log")).unwrap();
         let child = Command::new("socat")
             .arg(format!("pty,raw,echo=0,link={}", a.display()))
             .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
+        let mut pair = PtyPair { a, b, child, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !(a.exists() && b.exists()) {
-            assert!(
-                Instant::now() < deadline,
-                "socat did not create the PTY pair"
-            );
+        while !(pair.a.exists() && pair.b.exists()) {
+            let exited = pair.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(pair.dir.path().join("socat.log"));
+                panic!(
+                    "socat did not create the PTY pair ({exited:?}):\n{}",
+                    log.unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(PtyPair {
-            a,
-            b,
-            child,
-            _dir: dir,
-        })
+        Some(pair)
     }
 }
 
@@ -447,5 +512,224 @@ impl Drop for NodeOpcUaPeer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The peers themselves, checked with clients that share no code with our
+/// drivers (tokio-modbus over TCP, hand-built RTU frames over the PTY pair):
+/// when a driver test fails, these say whether to suspect the harness.
+mod selftest {
+    use super::*;
+    use serde_json::json;
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+    use tokio_modbus::prelude::*;
+
+    async fn connect(port: u16, unit: u8) -> tokio_modbus::client::Context {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        tokio_modbus::client::tcp::connect_slave(addr, Slave(unit))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_peer_serves_its_words_and_keeps_writes() {
+        let spec = json!({"transport": "tcp", "port": 0, "devices": [{
+            "unit": 1,
+            "holding": [[10, [0x1234, 0xABCD, 7]]],
+            "input": [[0, [42]]],
+            "coils": [[3, [true, false, true]]],
+        }]});
+        let Some(peer) = ModbusPeer::start(&spec).await else {
+            return;
+        };
+        let port = peer.port.unwrap();
+        assert_ne!(port, 0);
+        let mut plc = connect(port, 1).await;
+
+        let hr = plc.read_holding_registers(10, 3).await.unwrap().unwrap();
+        assert_eq!(hr, [0x1234, 0xABCD, 7]);
+        let gap = plc.read_holding_registers(0, 1).await.unwrap().unwrap();
+        assert_eq!(gap, [0], "unconfigured addresses below the end read 0");
+        let ir = plc.read_input_registers(0, 1).await.unwrap().unwrap();
+        assert_eq!(ir, [42]);
+        let coils = plc.read_coils(3, 3).await.unwrap().unwrap();
+        assert_eq!(coils, [true, false, true]);
+
+        plc.write_multiple_registers(11, &[0xBEEF, 0])
+            .await
+            .unwrap()
+            .unwrap();
+        plc.write_single_coil(4, true).await.unwrap().unwrap();
+        let hr = plc.read_holding_registers(10, 3).await.unwrap().unwrap();
+        assert_eq!(hr, [0x1234, 0xBEEF, 0]);
+        let coils = plc.read_coils(3, 3).await.unwrap().unwrap();
+        assert_eq!(coils, [true, true, true]);
+
+        let past_end = plc.read_holding_registers(1000, 1).await.unwrap();
+        assert_eq!(past_end, Err(ExceptionCode::IllegalDataAddress));
+
+        // An unconfigured unit id gets no answer at all, as an absent slave.
+        let mut absent = connect(port, 9).await;
+        let silent = tokio::time::timeout(
+            Duration::from_millis(500),
+            absent.read_holding_registers(10, 1),
+        )
+        .await;
+        assert!(silent.is_err(), "unit 9 answered: {silent:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_peer_injects_exceptions_and_delays() {
+        let spec = json!({"devices": [
+            {"unit": 1, "holding": [[0, [1]]], "input": [[0, [2]]], "exception": {"holding": 4}},
+            {"unit": 2, "holding": [[0, [3]]], "delay_ms": 300},
+        ]});
+        let Some(peer) = ModbusPeer::start(&spec).await else {
+            return;
+        };
+        let port = peer.port.unwrap();
+
+        let mut failing = connect(port, 1).await;
+        let read = failing.read_holding_registers(0, 1).await.unwrap();
+        assert_eq!(read, Err(ExceptionCode::ServerDeviceFailure));
+        let write = failing.write_single_register(0, 5).await.unwrap();
+        assert_eq!(write, Err(ExceptionCode::ServerDeviceFailure));
+        let other_area = failing.read_input_registers(0, 1).await.unwrap().unwrap();
+        assert_eq!(other_area, [2], "only the holding area fails");
+
+        let mut slow = connect(port, 2).await;
+        let t = Instant::now();
+        let hr = slow.read_holding_registers(0, 1).await.unwrap().unwrap();
+        let took = t.elapsed();
+        assert_eq!(hr, [3]);
+        assert!(took >= Duration::from_millis(290), "answered in {took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_peer_refuses_and_restarts_fresh_on_the_same_port() {
+        let spec = json!({"devices": [{"unit": 1, "holding": [[0, [5]]]}]});
+        let Some(mut peer) = ModbusPeer::start(&spec).await else {
+            return;
+        };
+        let port = peer.port.unwrap();
+        let mut plc = connect(port, 1).await;
+        plc.write_single_register(0, 99).await.unwrap().unwrap();
+
+        peer.kill();
+        let after_kill =
+            tokio::time::timeout(Duration::from_secs(5), plc.read_holding_registers(0, 1))
+                .await
+                .expect("a read on a killed peer's connection must fail, not hang");
+        assert!(after_kill.is_err(), "killed peer answered: {after_kill:?}");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+
+        peer.restart();
+        assert_eq!(peer.port, Some(port));
+        let mut plc = connect(port, 1).await;
+        let hr = plc.read_holding_registers(0, 1).await.unwrap().unwrap();
+        assert_eq!(hr, [5], "a restarted peer starts from its spec");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peer_with_a_bad_spec_fails_loudly() {
+        if python().is_none() {
+            require_peer("python venv with pymodbus (.venv)");
+            return;
+        }
+        let spec = json!({"devices": [{"unit": 1, "holdings": [[0, [1]]]}]});
+        let started = tokio::spawn(async move { ModbusPeer::start(&spec).await.is_some() });
+        let err = started.await.expect_err("a misspelt area must not start");
+        let msg = err
+            .into_panic()
+            .downcast::<String>()
+            .map(|s| *s)
+            .unwrap_or_default();
+        assert!(msg.contains("unknown keys ['holdings']"), "{msg}");
+    }
+
+    /// CRC-16/MODBUS, appended low byte first.
+    fn rtu_frame(adu: &[u8]) -> Vec<u8> {
+        let mut crc: u16 = 0xFFFF;
+        for &b in adu {
+            crc ^= u16::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xA001
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        let mut frame = adu.to_vec();
+        frame.extend(crc.to_le_bytes());
+        frame
+    }
+
+    /// The master's end of the line, byte by byte.
+    struct Line {
+        port: std::fs::File,
+        bytes: Receiver<u8>,
+    }
+
+    impl Line {
+        fn open(path: &Path) -> Line {
+            let port = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .unwrap();
+            let mut reader = port.try_clone().unwrap();
+            let (tx, bytes) = std::sync::mpsc::channel();
+            // Ends when socat is killed (the read fails) or the test is over.
+            std::thread::spawn(move || {
+                let mut b = [0u8; 1];
+                while reader.read_exact(&mut b).is_ok() && tx.send(b[0]).is_ok() {}
+            });
+            Line { port, bytes }
+        }
+
+        /// Send `frame`, return what arrives until the line is quiet for
+        /// `quiet` (an RTU slave answers in one burst); empty if nothing
+        /// comes within 2 s.
+        fn ask(&mut self, frame: &[u8], quiet: Duration) -> Vec<u8> {
+            self.port.write_all(frame).unwrap();
+            let mut answer = Vec::new();
+            let mut wait = Duration::from_secs(2);
+            while let Ok(b) = self.bytes.recv_timeout(wait) {
+                answer.push(b);
+                wait = quiet;
+            }
+            answer
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rtu_peer_over_a_pty_pair_answers_only_its_unit() {
+        let Some(pty) = PtyPair::start() else { return };
+        let spec = json!({"transport": "rtu", "serial": pty.a, "baud": 19200, "parity": "N",
+            "devices": [{"unit": 3, "holding": [[0, [0x0102, 0x0D0A]]]}]});
+        let Some(peer) = ModbusPeer::start(&spec).await else {
+            return;
+        };
+        assert_eq!(peer.serial.as_deref(), Some(pty.a.as_path()));
+        let mut line = Line::open(&pty.b);
+        let quiet = Duration::from_millis(100);
+
+        // 0x0D 0x0A in the data: the pair must be raw, not a text terminal.
+        let read = rtu_frame(&[3, 0x03, 0, 0, 0, 2]);
+        let answer = line.ask(&read, quiet);
+        assert_eq!(answer, rtu_frame(&[3, 0x03, 4, 0x01, 0x02, 0x0D, 0x0A]));
+
+        let write = rtu_frame(&[3, 0x06, 0, 1, 0xBE, 0xEF]);
+        assert_eq!(line.ask(&write, quiet), write, "FC06 echoes the request");
+        let answer = line.ask(&read, quiet);
+        assert_eq!(answer, rtu_frame(&[3, 0x03, 4, 0x01, 0x02, 0xBE, 0xEF]));
+
+        let absent = line.ask(&rtu_frame(&[4, 0x03, 0, 0, 0, 1]), quiet);
+        assert!(absent.is_empty(), "unit 4 answered {absent:02x?}");
+        let answer = line.ask(&read, quiet);
+        assert_eq!(answer.len(), 9, "the line still works after silence");
     }
 }

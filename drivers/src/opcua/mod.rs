@@ -48,6 +48,8 @@ use crate::sample::{Quality, Reason, Sample, TagName, Timestamp, Value};
 /// Data changes buffered between the subscription callback (which must not
 /// block the session's event loop) and the driver task.
 const CHANGE_QUEUE: usize = 65_536;
+/// Monitored items per subscription; 1000 is a common server limit.
+const ITEMS_PER_SUBSCRIPTION: usize = 1000;
 
 #[derive(Debug, Clone)]
 struct UaTag {
@@ -590,38 +592,15 @@ impl OpcUaDriver {
             node_ids.push(id);
         }
 
-        // One subscription for all subscribed tags.
+        // Subscriptions of at most ITEMS_PER_SUBSCRIPTION items each (many
+        // servers cap monitored items per subscription at 1000), all feeding
+        // one queue.
         let (dc_tx, mut dc_rx) = mpsc::channel::<(NodeId, DataValue)>(CHANGE_QUEUE);
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let dropped_cb = dropped.clone();
-        let callback = DataChangeCallback::new(move |dv: DataValue, item: &MonitoredItem| {
-            // Never block the session's event loop.
-            if dc_tx
-                .try_send((item.item_to_monitor().node_id.clone(), dv))
-                .is_err()
-            {
-                dropped_cb.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
         let publishing = self.endpoint.publishing_interval;
         let keep_alive_count = ((self.endpoint.keep_alive.as_secs_f64() / publishing.as_secs_f64())
             .ceil() as u32)
             .max(1);
-        let sub = match session
-            .create_subscription(
-                publishing,
-                keep_alive_count * 3,
-                keep_alive_count,
-                0,
-                0,
-                true,
-                callback,
-            )
-            .await
-        {
-            Ok(id) => id,
-            Err(e) => return fail(format!("cannot create a subscription: {e}"), false),
-        };
         let requests: Vec<MonitoredItemCreateRequest> = self
             .tags
             .iter()
@@ -657,35 +636,64 @@ impl OpcUaDriver {
                 })
             })
             .collect();
-        // The server's operation limit for one call is often 1000 items.
-        for chunk in requests.chunks(500) {
-            match session
-                .create_monitored_items(sub, TimestampsToReturn::Both, chunk.to_vec())
+        for per_sub in requests.chunks(ITEMS_PER_SUBSCRIPTION) {
+            let tx = dc_tx.clone();
+            let dropped_cb = dropped.clone();
+            let callback = DataChangeCallback::new(move |dv: DataValue, item: &MonitoredItem| {
+                // Never block the session's event loop.
+                if tx
+                    .try_send((item.item_to_monitor().node_id.clone(), dv))
+                    .is_err()
+                {
+                    dropped_cb.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            let sub = match session
+                .create_subscription(
+                    publishing,
+                    keep_alive_count * 3,
+                    keep_alive_count,
+                    0,
+                    0,
+                    true,
+                    callback,
+                )
                 .await
             {
-                Ok(results) => {
-                    for (req, r) in chunk.iter().zip(results) {
-                        if !r.result.status_code.is_good() {
-                            let nid = &req.item_to_monitor.node_id;
-                            for &i in by_node.get(nid).map(Vec::as_slice).unwrap_or(&[]) {
-                                let s = Sample {
-                                    tag: self.tags[i].name.clone(),
-                                    ts: Timestamp::now(),
-                                    value: None,
-                                    quality: Quality::Bad(Reason::Other(format!(
-                                        "cannot monitor {}: opcua {}",
-                                        self.tags[i].node,
-                                        status_name(r.result.status_code)
-                                    ))),
-                                };
-                                self.emit(i, s, &mut out);
+                Ok(id) => id,
+                Err(e) => return fail(format!("cannot create a subscription: {e}"), false),
+            };
+            // The server's operation limit for one call is often 1000 items.
+            for chunk in per_sub.chunks(500) {
+                match session
+                    .create_monitored_items(sub, TimestampsToReturn::Both, chunk.to_vec())
+                    .await
+                {
+                    Ok(results) => {
+                        for (req, r) in chunk.iter().zip(results) {
+                            if !r.result.status_code.is_good() {
+                                let nid = &req.item_to_monitor.node_id;
+                                for &i in by_node.get(nid).map(Vec::as_slice).unwrap_or(&[]) {
+                                    let s = Sample {
+                                        tag: self.tags[i].name.clone(),
+                                        ts: Timestamp::now(),
+                                        value: None,
+                                        quality: Quality::Bad(Reason::Other(format!(
+                                            "cannot monitor {}: opcua {}",
+                                            self.tags[i].node,
+                                            status_name(r.result.status_code)
+                                        ))),
+                                    };
+                                    self.emit(i, s, &mut out);
+                                }
                             }
                         }
                     }
+                    Err(e) => return fail(format!("cannot create monitored items: {e}"), false),
                 }
-                Err(e) => return fail(format!("cannot create monitored items: {e}"), false),
             }
         }
+        drop(dc_tx);
         session.trigger_publish_now();
         self.backoff.reset();
         tracing::info!(device = %self.name, %url, items = requests.len(), "OPC UA subscribed");
