@@ -315,8 +315,16 @@ async fn opcua(
         .args(["run", "--config"])
         .arg(&cfg_path)
         .env("TOKIO_WORKER_THREADS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env(
+            "RUST_LOG",
+            std::env::var("APOS_BENCH_EDGE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        // The edge logs to stdout; show it only when asked (APOS_BENCH_EDGE_LOG=info).
+        .stdout(if std::env::var_os("APOS_BENCH_EDGE_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .with_context(|| format!("starting {}", edge_bin.display()))?;
     let pid = child.id();
