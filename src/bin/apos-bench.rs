@@ -314,7 +314,10 @@ async fn opcua(
         .arg(&edge_bin)
         .args(["run", "--config"])
         .arg(&cfg_path)
-        .env("TOKIO_WORKER_THREADS", "1")
+        .env(
+            "TOKIO_WORKER_THREADS",
+            std::env::var("APOS_BENCH_EDGE_WORKERS").unwrap_or_else(|_| "1".into()),
+        )
         .env(
             "RUST_LOG",
             std::env::var("APOS_BENCH_EDGE_LOG").unwrap_or_else(|_| "warn".into()),

@@ -636,6 +636,7 @@ impl OpcUaDriver {
                 })
             })
             .collect();
+        let mut sub_ids = Vec::new();
         for per_sub in requests.chunks(ITEMS_PER_SUBSCRIPTION) {
             let tx = dc_tx.clone();
             let dropped_cb = dropped.clone();
@@ -648,6 +649,8 @@ impl OpcUaDriver {
                     dropped_cb.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
+            // Publishing starts only once every item of every subscription
+            // exists, so no notification races the creation of the rest.
             let sub = match session
                 .create_subscription(
                     publishing,
@@ -655,7 +658,7 @@ impl OpcUaDriver {
                     keep_alive_count,
                     0,
                     0,
-                    true,
+                    false,
                     callback,
                 )
                 .await
@@ -663,6 +666,7 @@ impl OpcUaDriver {
                 Ok(id) => id,
                 Err(e) => return fail(format!("cannot create a subscription: {e}"), false),
             };
+            sub_ids.push(sub);
             // The server's operation limit for one call is often 1000 items.
             for chunk in per_sub.chunks(500) {
                 match session
@@ -694,6 +698,11 @@ impl OpcUaDriver {
             }
         }
         drop(dc_tx);
+        if !sub_ids.is_empty()
+            && let Err(e) = session.set_publishing_mode(&sub_ids, true).await
+        {
+            return fail(format!("cannot enable publishing: {e}"), false);
+        }
         session.trigger_publish_now();
         self.backoff.reset();
         tracing::info!(device = %self.name, %url, items = requests.len(), "OPC UA subscribed");
