@@ -527,13 +527,25 @@ impl OpcUaDriver {
         };
         // Run the event loop as a stream we poll ourselves, so its events
         // (connection lost, reconnected) reach this task.
-        let (ev_tx, mut ev_rx) = mpsc::channel::<Result<SessionPollResult, StatusCode>>(64);
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Result<SessionPollResult, StatusCode>>();
+        // The event loop drives the whole session (every request's answer
+        // comes through it), so it must never wait for this task: only the
+        // rare connection events are forwarded, on an unbounded channel.
+        // (Forwarding every transport event on a bounded channel deadlocked
+        // the session while thousands of items were being created.)
         let el = tokio::spawn(async move {
             let stream = event_loop.enter();
             futures::pin_mut!(stream);
             while let Some(r) = stream.next().await {
                 let end = r.is_err();
-                if ev_tx.send(r).await.is_err() || end {
+                let wanted = matches!(
+                    r,
+                    Err(_)
+                        | Ok(SessionPollResult::ConnectionLost(_))
+                        | Ok(SessionPollResult::ReconnectFailed(_))
+                        | Ok(SessionPollResult::Reconnected(_))
+                );
+                if wanted && ev_tx.send(r).is_err() || end {
                     break;
                 }
             }
