@@ -53,6 +53,23 @@ impl DriverContext {
     }
 }
 
+impl DriverContext {
+    /// Sleep until `until` (a reconnect backoff), answering writes that
+    /// arrive meanwhile with `NotConnected` instead of letting them wait an
+    /// unknown time. Returns false if the driver was cancelled.
+    pub async fn wait_disconnected(&mut self, until: tokio::time::Instant) -> bool {
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return false,
+                _ = tokio::time::sleep_until(until) => return true,
+                Some(cmd) = self.writes.recv() => {
+                    let _ = cmd.reply.send(Err(WriteError::NotConnected));
+                }
+            }
+        }
+    }
+}
+
 /// A write, as the edge node (and later the approval workflow) asks for it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteRequest {

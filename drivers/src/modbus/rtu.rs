@@ -194,13 +194,8 @@ impl Driver for RtuLineDriver {
                         s.errors += 1;
                         s.last_error = Some(e);
                     });
-                    let until = Instant::now() + wait;
-                    loop {
-                        tokio::select! {
-                            _ = cancel.cancelled() => break 'outer,
-                            _ = tokio::time::sleep_until(until) => break,
-                            Some(cmd) = ctx.writes.recv() => { let _ = cmd.reply.send(Err(WriteError::NotConnected)); }
-                        }
+                    if !ctx.wait_disconnected(Instant::now() + wait).await {
+                        break 'outer;
                     }
                     continue;
                 }

@@ -18,9 +18,7 @@ use tokio_modbus::prelude::*;
 
 use super::device::ModbusDevice;
 use crate::backoff::{Backoff, Jitter};
-use crate::driver::{
-    Driver, DriverContext, DriverStatus, LinkState, UnitStatus, WriteCommand, WriteError,
-};
+use crate::driver::{Driver, DriverContext, DriverStatus, LinkState, UnitStatus, WriteError};
 use crate::sample::Reason;
 
 /// A Modbus TCP device driver.
@@ -100,12 +98,6 @@ fn publish(
     });
 }
 
-/// Fail writes that arrive while there is no connection, instead of letting
-/// them wait for an unknown time.
-fn refuse(cmd: WriteCommand) {
-    let _ = cmd.reply.send(Err(WriteError::NotConnected));
-}
-
 #[async_trait]
 impl Driver for TcpDriver {
     fn name(&self) -> &str {
@@ -138,13 +130,8 @@ impl Driver for TcpDriver {
                             s.last_error = Some(e);
                         },
                     );
-                    let until = Instant::now() + wait;
-                    loop {
-                        tokio::select! {
-                            _ = cancel.cancelled() => break 'outer,
-                            _ = tokio::time::sleep_until(until) => break,
-                            Some(cmd) = ctx.writes.recv() => refuse(cmd),
-                        }
+                    if !ctx.wait_disconnected(Instant::now() + wait).await {
+                        break 'outer;
                     }
                     continue;
                 }
@@ -217,13 +204,8 @@ impl Driver for TcpDriver {
                                     break 'outer;
                                 }
                                 let _ = conn.disconnect().await;
-                                let until = Instant::now() + wait;
-                                loop {
-                                    tokio::select! {
-                                        _ = cancel.cancelled() => break 'outer,
-                                        _ = tokio::time::sleep_until(until) => break,
-                                        Some(cmd) = ctx.writes.recv() => refuse(cmd),
-                                    }
+                                if !ctx.wait_disconnected(Instant::now() + wait).await {
+                                    break 'outer;
                                 }
                                 continue 'outer;
                             }

@@ -470,13 +470,8 @@ impl Driver for OpcUaDriver {
                 },
                 Some(err),
             );
-            let until = Instant::now() + wait;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break 'outer,
-                    _ = tokio::time::sleep_until(until) => break,
-                    Some(cmd) = ctx.writes.recv() => { let _ = cmd.reply.send(Err(WriteError::NotConnected)); }
-                }
+            if !ctx.wait_disconnected(Instant::now() + wait).await {
+                break 'outer;
             }
         }
         ctx.status.send_modify(|s| s.connected = false);
