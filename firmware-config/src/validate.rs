@@ -1225,7 +1225,7 @@ impl Validator<'_> {
             );
             ok = false;
         }
-        let identity = match (&r.user, &r.client_certificate, &r.client_key) {
+        let identity = match (&r.user, &r.user_certificate, &r.user_key) {
             (Some(u), None, None) => {
                 let password = match (&r.password_file, &r.password_env) {
                     (Some(p), None) => {
@@ -1267,10 +1267,24 @@ impl Validator<'_> {
                     }
                 }
             }
-            (None, Some(c), Some(k)) => Identity::X509 {
-                certificate: resolve(&item.src.path, c.get_ref()),
-                private_key: resolve(&item.src.path, k.get_ref()),
-            },
+            (None, Some(c), Some(k)) => {
+                let lower = c.get_ref().to_ascii_lowercase();
+                if !(lower.ends_with(".der") || lower.ends_with(".pem")) {
+                    self.push(
+                        item.diag(
+                            c.span(),
+                            f("user_certificate"),
+                            "the user certificate file must end in `.der` or `.pem`",
+                        )
+                        .help("the file's encoding is taken from its extension; rename it to `….der` (binary) or `….pem` (text)"),
+                    );
+                    ok = false;
+                }
+                Identity::X509 {
+                    certificate: resolve(&item.src.path, c.get_ref()),
+                    private_key: resolve(&item.src.path, k.get_ref()),
+                }
+            }
             (None, None, None) => {
                 for (k, s) in device_keys_present(r, &["password_file", "password_env"]) {
                     self.push(
@@ -1283,17 +1297,17 @@ impl Validator<'_> {
             }
             (Some(u), _, _) => {
                 self.push(
-                    item.diag(u.span(), f("user"), "both a user name and a client certificate identity are set")
-                        .help("choose one identity: `user` + password, or `client_certificate` + `client_key`"),
+                    item.diag(u.span(), f("user"), "both a user name and a user certificate identity are set")
+                        .help("choose one identity: `user` + password, or `user_certificate` + `user_key`"),
                 );
                 ok = false;
                 Identity::Anonymous
             }
             (None, c, k) => {
                 let (present, missing) = if c.is_some() {
-                    (c, "client_key")
+                    (c, "user_key")
                 } else {
-                    (k, "client_certificate")
+                    (k, "user_certificate")
                 };
                 let span = present
                     .as_ref()
@@ -1305,7 +1319,7 @@ impl Validator<'_> {
                         f(missing),
                         format!("an X.509 user identity also needs `{missing}`"),
                     )
-                    .help("give both `client_certificate` (DER or PEM) and `client_key` (PEM)"),
+                    .help("give both `user_certificate` (DER or PEM) and `user_key` (PEM)"),
                 );
                 ok = false;
                 Identity::Anonymous
@@ -1771,8 +1785,8 @@ fn device_keys_present(r: &RawDevice, keys: &[&'static str]) -> Vec<(&'static st
                 "user" => r.user.as_ref().map(|x| x.span()),
                 "password_file" => r.password_file.as_ref().map(|x| x.span()),
                 "password_env" => r.password_env.as_ref().map(|x| x.span()),
-                "client_certificate" => r.client_certificate.as_ref().map(|x| x.span()),
-                "client_key" => r.client_key.as_ref().map(|x| x.span()),
+                "user_certificate" => r.user_certificate.as_ref().map(|x| x.span()),
+                "user_key" => r.user_key.as_ref().map(|x| x.span()),
                 "pki_dir" => r.pki_dir.as_ref().map(|x| x.span()),
                 "session_timeout" => r.session_timeout.as_ref().map(|x| x.span()),
                 "keep_alive" => r.keep_alive.as_ref().map(|x| x.span()),

@@ -413,13 +413,20 @@ name = \"ua3\"
 protocol = \"opcua\"
 endpoint = \"opc.tcp://h:4840\"
 security_policy = \"Basic128Rsa15\"
-client_certificate = \"user.der\"
+user_certificate = \"user.der\"
 
 [[device]]
 name = \"mb\"
 protocol = \"modbus-tcp\"
 host = \"h\"
 endpoint = \"opc.tcp://h:4840\"
+
+[[device]]
+name = \"ua4\"
+protocol = \"opcua\"
+endpoint = \"opc.tcp://h:4840\"
+user_certificate = \"user.crt\"
+user_key = \"user.pem\"
 
 [[device]]
 name = \"ok\"

@@ -72,6 +72,10 @@ enum Cmd {
         warmup: Duration,
         #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// How often the server changes every value; default half the
+        /// interval, so that every sampling interval sees a new value.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        change_every: Option<Duration>,
         #[arg(long, default_value_t = 1)]
         cpu: usize,
         #[arg(long)]
@@ -109,9 +113,13 @@ async fn main() -> anyhow::Result<()> {
             interval,
             warmup,
             duration,
+            change_every,
             cpu,
             python,
-        } => opcua(items, interval, warmup, duration, cpu, python).await,
+        } => {
+            let change_every = change_every.unwrap_or(interval / 2);
+            opcua(items, interval, change_every, warmup, duration, cpu, python).await
+        }
         Cmd::History {
             tags,
             duration,
@@ -272,6 +280,7 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 async fn opcua(
     items: usize,
     interval: Duration,
+    change_every: Duration,
     warmup: Duration,
     duration: Duration,
     cpu: usize,
@@ -285,7 +294,7 @@ async fn opcua(
     pin(std::process::id(), other);
     let addr = opcua_server::spawn(
         items,
-        interval,
+        change_every,
         &dir.path().join("server-pki"),
         cancel.clone(),
     )
@@ -332,7 +341,7 @@ async fn opcua(
         .with_context(|| format!("starting {}", edge_bin.display()))?;
     let pid = child.id();
     eprintln!(
-        "edge pid {pid} on cpu {cpu}: {items} items every {interval:?}; warming up {warmup:?}"
+        "edge pid {pid} on cpu {cpu}: {items} items sampled every {interval:?}, changing every {change_every:?}; warming up {warmup:?}"
     );
     tokio::time::sleep(warmup).await;
     let count = || -> anyhow::Result<u64> {

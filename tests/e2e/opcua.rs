@@ -151,9 +151,16 @@ async fn subscription_values_arrive_writes_land_and_a_restart_is_a_visible_gap()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_session_needs_a_trusted_server_certificate_and_the_right_password() {
     let server_pki = tempfile::tempdir().unwrap();
+    let users = tempfile::tempdir().unwrap();
     let Some(peer) = OpcUaPeer::start_with(
         0,
-        &["--secure", "--pki", server_pki.path().to_str().unwrap()],
+        &[
+            "--secure",
+            "--pki",
+            server_pki.path().to_str().unwrap(),
+            "--user-cert",
+            users.path().to_str().unwrap(),
+        ],
     )
     .await
     else {
@@ -234,6 +241,46 @@ async fn secure_session_needs_a_trusted_server_certificate_and_the_right_passwor
             .is_some_and(|e| e.contains("rejected the user name or password"))
     })
     .await;
+    assert_eq!(run.good_count("ramp"), 0);
+    run.stop().await;
+
+    // An X.509 user identity: the certificate the server maps to a user.
+    let x509 = |cert: &std::path::Path, key: &std::path::Path| {
+        config_header()
+            + &format!(
+                "\n[[device]]\nname = \"ua\"\nprotocol = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{}/apos/\"\n\
+                 user_certificate = {:?}\nuser_key = {:?}\npki_dir = {:?}\npublishing_interval = \"100ms\"\n\
+                 timeout = \"10s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n\
+                 \n[[tag]]\nname = \"ramp\"\ndevice = \"ua\"\nnode = \"nsu=urn:apos:test;s=Plant.Ramp\"\n",
+                peer.port,
+                cert.display().to_string(),
+                key.display().to_string(),
+                pki.display().to_string()
+            )
+    };
+    let run = DriverRun::start(&x509(
+        &users.path().join("user_cert.der"),
+        &users.path().join("user_key.pem"),
+    ));
+    eventually("data as an X.509 user", Duration::from_secs(60), || {
+        run.good_count("ramp") >= 3
+    })
+    .await;
+    run.stop().await;
+
+    // Any other certificate (here our own application certificate) is
+    // refused, and the error names the file.
+    let own = pki.join("own").join("cert.der");
+    let run = DriverRun::start(&x509(&own, &pki.join("private").join("private.pem")));
+    let h = run.handle("ua");
+    eventually("user certificate rejected", Duration::from_secs(60), || {
+        h.status()
+            .last_error
+            .is_some_and(|e| e.contains("rejected the user certificate"))
+    })
+    .await;
+    let err = h.status().last_error.unwrap();
+    assert!(err.contains(&own.display().to_string()), "{err}");
     assert_eq!(run.good_count("ramp"), 0);
     run.stop().await;
 }
@@ -347,5 +394,52 @@ async fn a_second_stack_node_opcua_subscription_and_write() {
         run.latest("sp").and_then(|s| s.value) == Some(Value::F64(7.0))
     })
     .await;
+    run.stop().await;
+}
+
+/// A constrained server states small operation limits and refuses larger
+/// calls (BadTooManyOperations / BadTooManyMonitoredItems): the driver reads
+/// the limits and batches within them, so every item still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_respect_the_servers_operation_limits() {
+    let Some(peer) = NodeOpcUaPeer::start_with(&["--limits"]).await else {
+        return;
+    };
+    let pki = tempfile::tempdir().unwrap();
+    let mut cfg = config_header()
+        + &format!(
+            "\n[[device]]\nname = \"node\"\nprotocol = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{}/apos/\"\n\
+             security_policy = \"None\"\npki_dir = {:?}\npublishing_interval = \"100ms\"\ntimeout = \"5s\"\n",
+            peer.port,
+            pki.path().display().to_string()
+        );
+    // 14 subscribed items (> 6 per subscription, > 4 per call) and 6 polled
+    // ones (> 3 per Read).
+    for i in 0..20 {
+        let mode = if i >= 14 {
+            "mode = \"poll\"\npoll_group = \"fast\""
+        } else {
+            ""
+        };
+        cfg += &format!(
+            "\n[[tag]]\nname = \"item{i}\"\ndevice = \"node\"\nnode = \"nsu=urn:apos:test:node;s=Plant.Item{i}\"\n{mode}\n"
+        );
+    }
+    cfg += "\n[poll_groups]\nfast = \"200ms\"\n";
+    let run = DriverRun::start(&cfg);
+    eventually(
+        "every item within the limits",
+        Duration::from_secs(60),
+        || (0..20).all(|i| run.good_count(&format!("item{i}")) >= 3),
+    )
+    .await;
+    for i in 0..20 {
+        let bad: Vec<_> = run
+            .samples_of(&format!("item{i}"))
+            .into_iter()
+            .filter(|s| s.quality != Quality::Good)
+            .collect();
+        assert!(bad.is_empty(), "item{i}: {bad:?}");
+    }
     run.stop().await;
 }

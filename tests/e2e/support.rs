@@ -470,6 +470,11 @@ pub struct NodeOpcUaPeer {
 impl NodeOpcUaPeer {
     /// `None` = skipped (node or the installed node-opcua package missing).
     pub async fn start() -> Option<NodeOpcUaPeer> {
+        Self::start_with(&[]).await
+    }
+
+    /// Start it with extra arguments (e.g. `--limits`).
+    pub async fn start_with(args: &[&str]) -> Option<NodeOpcUaPeer> {
         let dir = peers_dir().join("node");
         if Command::new("node").arg("--version").output().is_err()
             || !dir.join("node_modules/node-opcua").exists()
@@ -479,6 +484,7 @@ impl NodeOpcUaPeer {
         }
         let child = Command::new("node")
             .arg(dir.join("opcua_server.js"))
+            .args(args)
             .current_dir(&dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

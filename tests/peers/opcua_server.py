@@ -2,11 +2,15 @@
 """An independent OPC UA server (Python asyncua) for APOS interoperability tests.
 
     opcua_server.py [--port 0] [--period 0.1]
-                    [--secure --pki DIR --user NAME --password PW]
+                    [--secure --pki DIR --user NAME --password PW
+                     [--user-cert DIR]]
 
 `--secure` serves only Basic256Sha256 SignAndEncrypt with user-name
 authentication (NAME/PW); the server certificate and key are created in DIR
 (`server_cert.der`, `server_key.pem`) on first start and reused after.
+`--user-cert DIR` also accepts an X.509 user identity: the one certificate
+`DIR/user_cert.der` (key `DIR/user_key.pem`), created on first start; any
+other user certificate is refused with BadUserAccessDenied.
 
 Serves, under namespace URI `urn:apos:test` (its index is whatever the
 server assigns; clients should resolve it by URI):
@@ -39,13 +43,17 @@ NS_URI = "urn:apos:test"
 
 
 class OneUser(UserManager):
-    def __init__(self, name, password):
-        self.name, self.password = name, password
+    def __init__(self, name, password, cert_der=None):
+        self.name, self.password, self.cert_der = name, password, cert_der
 
     def get_user(self, iserver, username=None, password=None, certificate=None):
-        if username == self.name and password == self.password:
-            return User(role=UserRole.User)
-        return None
+        # asyncua passes a DER certificate with every token: the secure
+        # channel's for a user name, the token's own for an X.509 identity.
+        if username is not None:
+            ok = username == self.name and password == self.password
+        else:
+            ok = self.cert_der is not None and certificate == self.cert_der
+        return User(role=UserRole.User) if ok else None
 
 
 def free_port():
@@ -62,11 +70,25 @@ async def main():
     ap.add_argument("--pki")
     ap.add_argument("--user", default="apos")
     ap.add_argument("--password", default="s3cret")
+    ap.add_argument("--user-cert")
     a = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     port = a.port or free_port()
 
-    server = Server(user_manager=OneUser(a.user, a.password) if a.secure else None)
+    user_cert = None
+    if a.user_cert:
+        ud = Path(a.user_cert)
+        ud.mkdir(parents=True, exist_ok=True)
+        await setup_self_signed_certificate(
+            ud / "user_key.pem",
+            ud / "user_cert.der",
+            "urn:apos:test:user",
+            "127.0.0.1",
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
+            {"countryName": "DE", "organizationName": "APOS tests", "commonName": "apos-user"},
+        )
+        user_cert = (ud / "user_cert.der").read_bytes()
+    server = Server(user_manager=OneUser(a.user, a.password, user_cert) if a.secure else None)
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/apos/")
     server.set_server_name("APOS asyncua peer")
@@ -86,7 +108,10 @@ async def main():
         await server.load_certificate(str(pki / "server_cert.der"))
         await server.load_private_key(str(pki / "server_key.pem"))
         server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
-        server.set_identity_tokens([ua.UserNameIdentityToken])
+        tokens = [ua.UserNameIdentityToken]
+        if user_cert is not None:
+            tokens.append(ua.X509IdentityToken)
+        server.set_identity_tokens(tokens)
     else:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     idx = await server.register_namespace(NS_URI)

@@ -17,6 +17,7 @@
 //!   faults (a locked-out account helps nobody): they back off to the maximum.
 
 pub mod browse;
+pub mod limits;
 pub mod pki;
 
 use std::collections::HashMap;
@@ -48,8 +49,6 @@ use crate::sample::{Quality, Reason, Sample, TagName, Timestamp, Value};
 /// Data changes buffered between the subscription callback (which must not
 /// block the session's event loop) and the driver task.
 const CHANGE_QUEUE: usize = 65_536;
-/// Monitored items per subscription; 1000 is a common server limit.
-const ITEMS_PER_SUBSCRIPTION: usize = 1000;
 
 #[derive(Debug, Clone)]
 struct UaTag {
@@ -247,9 +246,17 @@ pub(crate) fn identity_token(endpoint: &OpcUaEndpoint) -> Result<IdentityToken, 
                 opcua::client::Password::new(secret),
             ))
         }
-        Identity::X509 { .. } => {
-            Err("X.509 user identities are not supported yet; use user/password".into())
-        }
+        Identity::X509 {
+            certificate,
+            private_key,
+        } => IdentityToken::new_x509_path(certificate, private_key).map_err(|e| {
+            format!(
+                "cannot load the OPC UA user certificate {} with key {}: {e} \
+                 (the certificate must be DER or PEM, the key a PEM private key)",
+                certificate.display(),
+                private_key.display()
+            )
+        }),
     }
 }
 
@@ -575,14 +582,15 @@ impl OpcUaDriver {
             );
         }
 
+        let limits = self.operation_limits(&session).await;
+
         // Resolve every tag's node.
-        let mut by_node: HashMap<NodeId, Vec<usize>> = HashMap::new();
         let mut node_ids: Vec<Option<NodeId>> = Vec::with_capacity(self.tags.len());
         let mut out = Vec::new();
         for i in 0..self.tags.len() {
             let id = to_node_id(&self.tags[i].node, &session);
             match &id {
-                Some(id) => by_node.entry(id.clone()).or_default().push(i),
+                Some(_) => {}
                 None => {
                     let s = Sample {
                         tag: self.tags[i].name.clone(),
@@ -599,60 +607,66 @@ impl OpcUaDriver {
             node_ids.push(id);
         }
 
-        // Subscriptions of at most ITEMS_PER_SUBSCRIPTION items each (many
-        // servers cap monitored items per subscription at 1000), all feeding
-        // one queue.
-        let (dc_tx, mut dc_rx) = mpsc::channel::<(NodeId, DataValue)>(CHANGE_QUEUE);
+        // Subscriptions within the server's limits, all feeding one queue.
+        let (dc_tx, mut dc_rx) = mpsc::channel::<(u32, DataValue)>(CHANGE_QUEUE);
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let publishing = self.endpoint.publishing_interval;
         let keep_alive_count = ((self.endpoint.keep_alive.as_secs_f64() / publishing.as_secs_f64())
             .ceil() as u32)
             .max(1);
-        let requests: Vec<MonitoredItemCreateRequest> = self
-            .tags
-            .iter()
-            .zip(&node_ids)
-            .filter(|(t, _)| t.mode == OpcUaMode::Subscribe)
-            .filter_map(|(t, id)| {
-                let filter = t.deadband.map(|d| {
-                    let (kind, value) = match d {
-                        DataChangeDeadband::Absolute(v) => (DeadbandType::Absolute, v),
-                        DataChangeDeadband::Percent(v) => (DeadbandType::Percent, v),
-                    };
-                    ExtensionObject::from_message(DataChangeFilter {
-                        trigger: DataChangeTrigger::StatusValue,
-                        deadband_type: kind as u32,
-                        deadband_value: value,
-                    })
-                });
-                Some(MonitoredItemCreateRequest {
-                    item_to_monitor: ReadValueId {
-                        node_id: id.clone()?,
-                        attribute_id: AttributeId::Value as u32,
-                        ..Default::default()
-                    },
-                    monitoring_mode: MonitoringMode::Reporting,
-                    requested_parameters: MonitoringParameters {
-                        client_handle: 0,
-                        sampling_interval: t.sampling_interval.unwrap_or(publishing).as_secs_f64()
-                            * 1000.0,
-                        filter: filter.unwrap_or_default(),
-                        queue_size: t.queue_size,
-                        discard_oldest: true,
-                    },
+        // One monitored item per distinct node (the first tag's parameters
+        // win); its client handle is its index + 1, so a notification finds
+        // its tags without hashing or cloning the NodeId.
+        let mut requests: Vec<MonitoredItemCreateRequest> = Vec::new();
+        let mut item_tags: Vec<Vec<usize>> = Vec::new();
+        let mut item_of_node: HashMap<&NodeId, usize> = HashMap::new();
+        for (i, (t, id)) in self.tags.iter().zip(&node_ids).enumerate() {
+            let Some(id) = id else { continue };
+            if t.mode != OpcUaMode::Subscribe {
+                continue;
+            }
+            if let Some(&j) = item_of_node.get(id) {
+                item_tags[j].push(i);
+                continue;
+            }
+            let filter = t.deadband.map(|d| {
+                let (kind, value) = match d {
+                    DataChangeDeadband::Absolute(v) => (DeadbandType::Absolute, v),
+                    DataChangeDeadband::Percent(v) => (DeadbandType::Percent, v),
+                };
+                ExtensionObject::from_message(DataChangeFilter {
+                    trigger: DataChangeTrigger::StatusValue,
+                    deadband_type: kind as u32,
+                    deadband_value: value,
                 })
-            })
-            .collect();
+            });
+            item_of_node.insert(id, requests.len());
+            item_tags.push(vec![i]);
+            requests.push(MonitoredItemCreateRequest {
+                item_to_monitor: ReadValueId {
+                    node_id: id.clone(),
+                    attribute_id: AttributeId::Value as u32,
+                    ..Default::default()
+                },
+                monitoring_mode: MonitoringMode::Reporting,
+                requested_parameters: MonitoringParameters {
+                    client_handle: u32::try_from(requests.len() + 1).unwrap_or(u32::MAX),
+                    sampling_interval: t.sampling_interval.unwrap_or(publishing).as_secs_f64()
+                        * 1000.0,
+                    filter: filter.unwrap_or_default(),
+                    queue_size: t.queue_size,
+                    discard_oldest: true,
+                },
+            });
+        }
+        drop(item_of_node);
         let mut sub_ids = Vec::new();
-        for per_sub in requests.chunks(ITEMS_PER_SUBSCRIPTION) {
+        for per_sub in requests.chunks(limits.items_per_subscription) {
             let tx = dc_tx.clone();
             let dropped_cb = dropped.clone();
             let callback = DataChangeCallback::new(move |dv: DataValue, item: &MonitoredItem| {
                 // Never block the session's event loop.
-                if tx
-                    .try_send((item.item_to_monitor().node_id.clone(), dv))
-                    .is_err()
-                {
+                if tx.try_send((item.client_handle(), dv)).is_err() {
                     dropped_cb.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
@@ -674,8 +688,7 @@ impl OpcUaDriver {
                 Err(e) => return fail(format!("cannot create a subscription: {e}"), false),
             };
             sub_ids.push(sub);
-            // The server's operation limit for one call is often 1000 items.
-            for chunk in per_sub.chunks(500) {
+            for chunk in per_sub.chunks(limits.items_per_call) {
                 match session
                     .create_monitored_items(sub, TimestampsToReturn::Both, chunk.to_vec())
                     .await
@@ -683,8 +696,8 @@ impl OpcUaDriver {
                     Ok(results) => {
                         for (req, r) in chunk.iter().zip(results) {
                             if !r.result.status_code.is_good() {
-                                let nid = &req.item_to_monitor.node_id;
-                                for &i in by_node.get(nid).map(Vec::as_slice).unwrap_or(&[]) {
+                                let j = req.requested_parameters.client_handle as usize - 1;
+                                for &i in &item_tags[j] {
                                     let s = Sample {
                                         tag: self.tags[i].name.clone(),
                                         ts: Timestamp::now(),
@@ -758,11 +771,11 @@ impl OpcUaDriver {
                     Some(Err(s)) => break SessionEnd::Failed { error: explain(s, &url, &self.endpoint), permanent: is_permanent(s) },
                     None => break SessionEnd::Failed { error: "session event loop ended".into(), permanent: false },
                 },
-                Some((nid, dv)) = dc_rx.recv() => {
+                Some((handle, dv)) = dc_rx.recv() => {
                     let mut batch = Vec::new();
-                    self.on_change(&by_node, &nid, &dv, &mut batch);
-                    while let Ok((nid, dv)) = dc_rx.try_recv() {
-                        self.on_change(&by_node, &nid, &dv, &mut batch);
+                    self.on_change(&item_tags, handle, &dv, &mut batch);
+                    while let Ok((handle, dv)) = dc_rx.try_recv() {
+                        self.on_change(&item_tags, handle, &dv, &mut batch);
                         if batch.len() >= 10_000 { break; }
                     }
                     let lost = dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
@@ -772,23 +785,25 @@ impl OpcUaDriver {
                     if !ctx.send(batch).await { break SessionEnd::Cancelled; }
                 }
                 _ = poll.tick(), if !poll_tags.is_empty() => {
-                    let reads: Vec<ReadValueId> = poll_tags.iter().filter_map(|&i| Some(ReadValueId {
-                        node_id: node_ids[i].clone()?,
-                        attribute_id: AttributeId::Value as u32,
-                        ..Default::default()
-                    })).collect();
-                    match tokio::time::timeout(self.timeout, session.read(&reads, TimestampsToReturn::Both, 0.0)).await {
-                        Ok(Ok(values)) => {
-                            let mut batch = Vec::new();
-                            for (&i, dv) in poll_tags.iter().zip(values.iter()) {
-                                let s = self.sample(i, dv);
-                                self.emit(i, s, &mut batch);
+                    let mut batch = Vec::new();
+                    for chunk in poll_tags.chunks(limits.nodes_per_read) {
+                        let reads: Vec<ReadValueId> = chunk.iter().filter_map(|&i| Some(ReadValueId {
+                            node_id: node_ids[i].clone()?,
+                            attribute_id: AttributeId::Value as u32,
+                            ..Default::default()
+                        })).collect();
+                        match tokio::time::timeout(self.timeout, session.read(&reads, TimestampsToReturn::Both, 0.0)).await {
+                            Ok(Ok(values)) => {
+                                for (&i, dv) in chunk.iter().zip(values.iter()) {
+                                    let s = self.sample(i, dv);
+                                    self.emit(i, s, &mut batch);
+                                }
                             }
-                            if !ctx.send(batch).await { break SessionEnd::Cancelled; }
+                            Ok(Err(e)) => tracing::warn!(device = %self.name, error = %e, "OPC UA cyclic read failed"),
+                            Err(_) => tracing::warn!(device = %self.name, "OPC UA cyclic read timed out"),
                         }
-                        Ok(Err(e)) => tracing::warn!(device = %self.name, error = %e, "OPC UA cyclic read failed"),
-                        Err(_) => tracing::warn!(device = %self.name, "OPC UA cyclic read timed out"),
                     }
+                    if !batch.is_empty() && !ctx.send(batch).await { break SessionEnd::Cancelled; }
                 }
                 Some(cmd) = ctx.writes.recv() => {
                     let r = self.write(&session, &node_ids, &cmd.request).await;
@@ -804,14 +819,45 @@ impl OpcUaDriver {
         end
     }
 
+    /// The server's operation limits (defaults for what it does not state).
+    async fn operation_limits(&self, session: &Session) -> limits::OperationLimits {
+        let reads: Vec<ReadValueId> = limits::nodes()
+            .into_iter()
+            .map(|node_id| ReadValueId {
+                node_id,
+                attribute_id: AttributeId::Value as u32,
+                ..Default::default()
+            })
+            .collect();
+        let l = match tokio::time::timeout(
+            self.timeout,
+            session.read(&reads, TimestampsToReturn::Neither, 0.0),
+        )
+        .await
+        {
+            Ok(Ok(values)) => limits::OperationLimits::from_values(&values),
+            Ok(Err(e)) => {
+                tracing::debug!(device = %self.name, error = %e, "server operation limits not readable; using defaults");
+                limits::OperationLimits::default()
+            }
+            Err(_) => limits::OperationLimits::default(),
+        };
+        tracing::debug!(device = %self.name, ?l, "OPC UA operation limits");
+        l
+    }
+
     fn on_change(
         &mut self,
-        by_node: &HashMap<NodeId, Vec<usize>>,
-        nid: &NodeId,
+        item_tags: &[Vec<usize>],
+        handle: u32,
         dv: &DataValue,
         out: &mut Vec<Sample>,
     ) {
-        for &i in by_node.get(nid).map(Vec::as_slice).unwrap_or(&[]) {
+        // Handles are ours (index + 1); anything else is ignored.
+        let tags = (handle as usize)
+            .checked_sub(1)
+            .and_then(|j| item_tags.get(j));
+        for &i in tags.map(Vec::as_slice).unwrap_or(&[]) {
             let s = self.sample(i, dv);
             self.emit(i, s, out);
         }
@@ -898,8 +944,14 @@ fn explain(status: StatusCode, url: &str, ep: &OpcUaEndpoint) -> String {
     let name = status.sub_code().name();
     let hint = match name {
         "BadUserAccessDenied" | "BadIdentityTokenRejected" | "BadIdentityTokenInvalid" => {
-            "the server rejected the user name or password; check `user` and the password source"
-                .to_string()
+            match &ep.identity {
+                Identity::X509 { certificate, .. } => format!(
+                    "the server rejected the user certificate {}; ask its administrator to map this certificate to a user",
+                    certificate.display()
+                ),
+                Identity::Anonymous => "the server refuses anonymous sessions; configure `user` + a password source, or `user_certificate` + `user_key`".to_string(),
+                Identity::UserName { .. } => "the server rejected the user name or password; check `user` and the password source".to_string(),
+            }
         }
         "BadCertificateUntrusted" | "BadSecurityChecksFailed" => format!(
             "the server's certificate is not trusted: it was saved in {}; if it is the right server, move it to {}",

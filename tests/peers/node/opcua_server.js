@@ -1,12 +1,17 @@
 #!/usr/bin/env node
 // An independent OPC UA server (node-opcua) for APOS interoperability tests.
 //
-//   node opcua_server.js [--port 0]
+//   node opcua_server.js [--port 0] [--limits]
 //
 // Namespace URI "urn:apos:test:node" with Objects/Plant/{Ramp (Double, +1
 // every 100 ms), Counter (Int32), Setpoint (Double, writable)}; string node
 // ids "Plant.Ramp" etc. Security None, anonymous. Binds 127.0.0.1 only.
 // Prints `READY port=<N>` when serving; SIGTERM stops it.
+//
+// `--limits` states (and enforces) small operation limits, as constrained
+// embedded servers do: 6 monitored items per subscription, 4 per
+// CreateMonitoredItems call, 3 nodes per Read; and adds Plant/Item0..19
+// (Double, Ramp + i) so that a client must batch to read them all.
 "use strict";
 const net = require("net");
 const { OPCUAServer, DataType, Variant, StatusCodes } = require("node-opcua");
@@ -26,7 +31,11 @@ function freePort() {
   const argPort = process.argv.indexOf("--port");
   let port = argPort > 0 ? parseInt(process.argv[argPort + 1], 10) : 0;
   if (!port) port = await freePort();
+  const limits = process.argv.includes("--limits");
   const server = new OPCUAServer({
+    serverCapabilities: limits
+      ? { maxMonitoredItemsPerSubscription: 6, operationLimits: { maxMonitoredItemsPerCall: 4, maxNodesPerRead: 3 } }
+      : undefined,
     port,
     hostname: "127.0.0.1",
     resourcePath: "/apos/",
@@ -54,6 +63,14 @@ function freePort() {
       set: (v) => { setpoint = v.value; return StatusCodes.Good; },
     },
   });
+  if (limits) {
+    for (let i = 0; i < 20; i++) {
+      ns.addVariable({
+        componentOf: plant, browseName: `Item${i}`, nodeId: `s=Plant.Item${i}`, dataType: "Double", minimumSamplingInterval: 100,
+        value: { get: () => new Variant({ dataType: DataType.Double, value: ramp + i }) },
+      });
+    }
+  }
   setInterval(() => { ramp += 1; }, 100);
   await server.start();
   process.stdout.write(`READY port=${port}\n`);
