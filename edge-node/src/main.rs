@@ -100,6 +100,7 @@ enum OpcuaCommand {
 }
 
 fn main() -> ExitCode {
+    edge_node::memory::limit_malloc_arenas(2);
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => validate(&config),

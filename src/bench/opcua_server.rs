@@ -47,10 +47,17 @@ pub async fn spawn(
             "bench",
         ));
     // Room for every item, in any number of subscriptions.
-    builder
-        .limits_mut()
-        .subscriptions
-        .max_monitored_items_per_sub = items.max(1000);
+    let subs = &mut builder.limits_mut().subscriptions;
+    subs.max_monitored_items_per_sub = items.max(1000);
+    // async-opcua checks subscriptions on a 100 ms timer by default: with a
+    // 100 ms publishing interval, timer jitter then skips every few
+    // publishes and the benchmark measures the server's timer, not the
+    // client. A 10 ms timer lets each subscription publish on time.
+    subs.min_publishing_interval_ms = 10.0;
+    subs.min_sampling_interval_ms = 10.0;
+    subs.max_queued_notifications = 100;
+    subs.max_subscriptions_per_session = 100;
+    let builder = builder.subscription_poll_interval_ms(10);
     let (server, handle) = builder.build().map_err(|e| anyhow::anyhow!(e))?;
     let manager = handle
         .node_managers()

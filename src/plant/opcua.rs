@@ -6,6 +6,8 @@
 //! as Double for measurements), string node ids equal to the tag names
 //! (`ns=<idx>;s=heater.outlet_temp`). Setpoints and commands are writable
 //! with the same range checks as over Modbus (`BadOutOfRange` otherwise).
+//! Variables with a unit are `AnalogItemType` with an `EngineeringUnits`
+//! property (UNECE codes, OPC UA Part 8) and, for setpoints, an `EURange`.
 //! Security None, anonymous: it is a simulator on 127.0.0.1.
 
 use std::path::Path;
@@ -16,7 +18,10 @@ use opcua::server::ServerBuilder;
 use opcua::server::address_space::{AccessLevel, VariableBuilder};
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{SimpleNodeManager, simple_node_manager};
-use opcua::types::{DataTypeId, DataValue, NodeId, NumericRange, ObjectId, StatusCode, Variant};
+use opcua::types::{
+    DataTypeId, DataValue, EUInformation, ExtensionObject, LocalizedText, NodeId, NumericRange,
+    ObjectId, Range, StatusCode, VariableTypeId, Variant,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::registers::{Command, Register, Source, register_map};
@@ -24,6 +29,37 @@ use super::server::Shared;
 
 /// Namespace of the plant's nodes.
 pub const NAMESPACE_URI: &str = "urn:apos:plant";
+
+/// UNECE Recommendation 20 common code of a unit text used in the register
+/// map, as OPC UA Part 8 `EUInformation.unitId` wants it.
+fn unece(unit: &str) -> Option<&'static str> {
+    Some(match unit {
+        "°C" => "CEL",
+        "%" => "P1",
+        "MW" => "MAW",
+        "MWh" => "MWH",
+        "kW" => "KWT",
+        "kg" => "KGM",
+        "kg/h" => "E93",
+        "m³" => "MTQ",
+        "m³/h" => "MQH",
+        "h" => "HUR",
+        // UNECE has no gauge pressure: bar, with "barg" as the display name.
+        "barg" => "BAR",
+        _ => return None,
+    })
+}
+
+fn eu_information(unit: &str) -> Option<EUInformation> {
+    let code = unece(unit)?;
+    let unit_id = code.bytes().fold(0i32, |id, b| (id << 8) | i32::from(b));
+    Some(EUInformation {
+        namespace_uri: "http://www.opcfoundation.org/UA/units/un/cefact".into(),
+        unit_id,
+        display_name: LocalizedText::new("", unit),
+        description: LocalizedText::new("", code),
+    })
+}
 
 fn folder_name(tag: &str) -> String {
     let first = tag.split('.').next().unwrap_or("Plant");
@@ -161,11 +197,42 @@ pub async fn serve(
                 space.add_folder(&folder_id, folder.as_str(), folder.as_str(), &root);
             }
             let leaf = r.name.split('.').nth(1).unwrap_or(r.name);
-            let mut b = VariableBuilder::new(&NodeId::new(ns, r.name), leaf, leaf)
+            let var_id = NodeId::new(ns, r.name);
+            let eu = eu_information(r.unit);
+            if let Some(eu) = &eu {
+                VariableBuilder::new(
+                    &NodeId::new(ns, format!("{}.EngineeringUnits", r.name)),
+                    "EngineeringUnits",
+                    "EngineeringUnits",
+                )
+                .data_type(DataTypeId::EUInformation)
+                .value(ExtensionObject::from_message(eu.clone()))
+                .property_of(var_id.clone())
+                .has_type_definition(VariableTypeId::PropertyType)
+                .insert(&mut *space);
+                if let Some((low, high)) = r.range() {
+                    VariableBuilder::new(
+                        &NodeId::new(ns, format!("{}.EURange", r.name)),
+                        "EURange",
+                        "EURange",
+                    )
+                    .data_type(DataTypeId::Range)
+                    .value(ExtensionObject::from_message(Range { low, high }))
+                    .property_of(var_id.clone())
+                    .has_type_definition(VariableTypeId::PropertyType)
+                    .insert(&mut *space);
+                }
+            }
+            let mut b = VariableBuilder::new(&var_id, leaf, leaf)
                 .data_type(data_type(r))
                 .value(value_of(r, &guard))
                 .description(r.description)
                 .organized_by(folder_id);
+            b = b.has_type_definition(if eu.is_some() {
+                VariableTypeId::AnalogItemType
+            } else {
+                VariableTypeId::BaseDataVariableType
+            });
             if r.writable && matches!(r.area, Area::Coil | Area::HoldingRegister) {
                 b = b
                     .access_level(AccessLevel::CURRENT_READ | AccessLevel::CURRENT_WRITE)

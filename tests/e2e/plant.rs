@@ -257,5 +257,44 @@ async fn the_plant_over_opcua_subscribes_and_takes_range_checked_setpoints() {
     assert!(err.to_string().contains("BadOutOfRange"), "{err}");
     assert_eq!(p.snapshot().unwrap().sp.outlet_temp, 370.0);
     run.stop().await;
+
+    // Engineering units, as an independent client (Python asyncua) sees them.
+    if let Some(py) = crate::support::python() {
+        let out = std::process::Command::new(py)
+            .arg(crate::support::peers_dir().join("opcua_describe.py"))
+            .arg(format!("opc.tcp://127.0.0.1:{}/", ua.port()))
+            .args([
+                "nsu=urn:apos:plant;s=heater.outlet_temp",
+                "nsu=urn:apos:plant;s=heater.outlet_temp_sp",
+                "nsu=urn:apos:plant;s=unit.state",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let described: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let cel = i64::from_be_bytes([0, 0, 0, 0, 0, b'C', b'E', b'L']);
+        assert_eq!(described[0]["eu"]["display_name"], "°C", "{described:?}");
+        assert_eq!(described[0]["eu"]["unit_id"], cel);
+        assert_eq!(
+            described[0]["eu"]["namespace"],
+            "http://www.opcfoundation.org/UA/units/un/cefact"
+        );
+        assert_eq!(described[0]["type_definition"], "i=2368", "AnalogItemType");
+        assert_eq!(
+            described[1]["eu_range"],
+            serde_json::json!([330.0, 385.0]),
+            "{described:?}"
+        );
+        assert!(described[2].get("eu").is_none(), "a state code has no unit");
+    } else {
+        crate::support::require_peer("Python asyncua (APOS_PYTHON)");
+    }
     cancel.cancel();
 }
