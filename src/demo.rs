@@ -149,8 +149,16 @@ pub async fn print_live(edge: &Edge) {
         }
     }
     let (seen, stored, _) = edge.stats.snapshot();
+    let h = edge.history_stats.snapshot();
+    let sync = &edge.sync_stats;
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
-        "live: {line}| samples seen {seen}, stored {stored}, committed {}",
-        edge.history_stats.samples_written()
+        "live: {line}| samples seen {seen}, stored {stored}, committed {} | hub sync: {}, batches sealed {}, acknowledged {}, outbox {}, hub stored {} windows",
+        h.written,
+        if sync.connected.load(std::sync::atomic::Ordering::Relaxed) { "connected" } else { "offline" },
+        h.batches_sealed,
+        l(&sync.acked),
+        l(&sync.depth),
+        hub::metrics::snapshot().windows_stored,
     );
 }

@@ -1,7 +1,8 @@
 //! `apos-demo`: the whole system on one machine with one command.
 //!
-//! Starts the simulated refinery unit as a Modbus TCP server, writes an edge
-//! configuration for it, and runs an edge node against it, printing where to
+//! Starts the simulated refinery unit (Modbus TCP and OPC UA), a hub with
+//! its embedded MQTT broker and DuckDB store, and an edge node that reads
+//! the plant and syncs 10 s / 1 min windows to the hub, printing where to
 //! look and a few live values.
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(
     name = "apos-demo",
-    about = "APOS demo plant: simulated refinery unit → edge node"
+    about = "APOS demo plant: simulated refinery unit → edge node → hub"
 )]
 struct Args {
     /// Where the simulated plant serves Modbus TCP.
@@ -24,6 +25,9 @@ struct Args {
     /// Where the simulated plant serves OPC UA.
     #[arg(long, default_value = "127.0.0.1:4840")]
     opcua: SocketAddr,
+    /// Where the hub's embedded MQTT broker listens.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt: SocketAddr,
     /// Simulated seconds per real second (1 = real time).
     #[arg(long, default_value_t = 10.0)]
     time_scale: f64,
@@ -84,6 +88,44 @@ async fn main() -> anyhow::Result<()> {
         }),
         &history_path,
     );
+    // The demo's node credentials: generated once per demo directory, never
+    // a fixed default.
+    let secret = |name: &str| -> anyhow::Result<PathBuf> {
+        let p = std::path::absolute(args.dir.join(name)).context("resolving a key path")?;
+        if !p.exists() {
+            std::fs::write(&p, random_secret())
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        Ok(p)
+    };
+    let key_file = secret("node.key")?;
+    let pass_file = secret("node.pass")?;
+    let hub_db = std::path::absolute(args.dir.join("fleet.duckdb")).context("resolving the hub path")?;
+    let hub_toml = format!(
+        "schema_version = 1\n[storage]\npath = {:?}\n[broker]\nmode = \"embedded\"\nlisten = \"{}\"\n\
+         [ingest]\nstatus_log_interval = \"60s\"\n[[node]]\nsite = \"demo-refinery\"\nnode = \"cdu-edge-1\"\n\
+         key_file = {:?}\npassword_file = {:?}\n",
+        hub_db.display().to_string(),
+        args.mqtt,
+        key_file.display().to_string(),
+        pass_file.display().to_string()
+    );
+    let hub_config_path = args.dir.join("hub.toml");
+    std::fs::write(&hub_config_path, &hub_toml)
+        .with_context(|| format!("writing {}", hub_config_path.display()))?;
+    let hub_cfg = hub::config::load(&hub_config_path)?;
+    let hub_cancel = CancellationToken::new();
+    let hub = hub::Hub::start(hub_cfg, hub_cancel.clone())
+        .await
+        .with_context(|| format!("starting the hub (MQTT on {})", args.mqtt))?;
+
+    let toml = toml
+        + &format!(
+            "\n[sync]\nbroker = \"mqtt://{}\"\nuser = \"demo-refinery.cdu-edge-1\"\npassword_file = {:?}\nkey_file = {:?}\n",
+            args.mqtt,
+            pass_file.display().to_string(),
+            key_file.display().to_string()
+        );
     std::fs::write(&config_path, toml)
         .with_context(|| format!("writing {}", config_path.display()))?;
 
@@ -100,6 +142,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  simulated plant (OPC UA):      opc.tcp://{ua}/   namespace {}; column.* and product.* are read over OPC UA",
         apos::plant::opcua::NAMESPACE_URI
+    );
+    println!(
+        "  hub: MQTT broker {}; fleet store (DuckDB) {}; 10 s and 1 min windows are synced",
+        args.mqtt,
+        hub_db.display()
     );
     println!("  edge configuration:           {}", config_path.display());
     println!("  local history (SQLite):       {}", history_path.display());
@@ -123,6 +170,20 @@ async fn main() -> anyhow::Result<()> {
     }
     cancel.cancel();
     edge.join(Duration::from_secs(10)).await;
+    hub_cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), hub.join()).await;
     plant_cancel.cancel();
     Ok(())
+}
+
+/// 32 random hex characters from the OS (via std's randomly keyed hasher).
+fn random_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    (0..2u64)
+        .map(|i| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(i);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
 }

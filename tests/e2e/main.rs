@@ -10,3 +10,4 @@ mod modbus_tcp;
 mod opcua;
 mod plant;
 mod support;
+mod sync;

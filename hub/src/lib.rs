@@ -1,0 +1,145 @@
+//! The APOS hub as a library: the `apos-hub` binary, the demo and the tests
+//! run a [`Hub`].
+//!
+//! ```text
+//! edges ──MQTT──▶ broker (embedded rumqttd | external mosquitto/EMQX)
+//!                   │ ▲
+//!          batches  │ │ signed acks (after commit)
+//!                   ▼ │
+//!             ingest task ──[bounded]──▶ DuckDB thread (store.rs)
+//! ```
+
+pub mod broker;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Broker, HubConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Ingest(#[from] ingest::IngestError),
+}
+
+/// A running hub.
+#[derive(Debug)]
+pub struct Hub {
+    ingest: JoinHandle<Result<(), ingest::IngestError>>,
+}
+
+impl Hub {
+    /// Open the store, start the broker (embedded mode) and the ingest.
+    pub async fn start(cfg: HubConfig, cancel: CancellationToken) -> Result<Hub, HubError> {
+        let path = cfg.storage_path.clone();
+        let store = tokio::task::spawn_blocking(move || store::Store::open(&path))
+            .await
+            .map_err(|e| {
+                HubError::Store(store::StoreError::Dir {
+                    path: e.to_string(),
+                    source: std::io::Error::other("store open panicked"),
+                })
+            })??;
+        let link = match &cfg.broker {
+            Broker::Embedded { listen, tls } => {
+                let mut users: HashMap<String, String> = cfg
+                    .nodes
+                    .iter()
+                    .filter_map(|((site, node), e)| {
+                        e.password.clone().map(|p| (format!("{site}.{node}"), p))
+                    })
+                    .collect();
+                let hub_password = random_password();
+                users.insert(broker::HUB_USER.to_string(), hub_password.clone());
+                // The hub's own client uses a plaintext loopback listener
+                // when the public one is TLS.
+                let (internal, tls) = match tls {
+                    Some(t) => (Some(free_loopback_port()?), Some(t.clone())),
+                    None => (None, None),
+                };
+                broker::start(*listen, tls, internal, users, cfg.max_message_size + 1024)?;
+                let port = internal.unwrap_or(listen.port());
+                ingest::Link {
+                    host: "127.0.0.1".into(),
+                    port,
+                    tls: false,
+                    credentials: Some((broker::HUB_USER.to_string(), hub_password)),
+                }
+            }
+            Broker::External {
+                host,
+                port,
+                tls,
+                credentials,
+            } => ingest::Link {
+                host: host.clone(),
+                port: *port,
+                tls: *tls,
+                credentials: credentials.clone(),
+            },
+        };
+        let keys: BTreeMap<_, _> = cfg
+            .nodes
+            .iter()
+            .map(|(k, e)| (k.clone(), e.key.clone()))
+            .collect();
+        let ingest = tokio::spawn(ingest::run(
+            link,
+            Arc::new(keys),
+            store,
+            cfg.max_message_size,
+            cfg.commit_interval,
+            cancel,
+        ));
+        Ok(Hub { ingest })
+    }
+
+    /// Wait until the ingest stopped (after the cancel token fired).
+    pub async fn join(self) -> Result<(), HubError> {
+        match self.ingest.await {
+            Ok(r) => Ok(r?),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+fn random_password() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // 128 bits from the std hasher's per-process random keys, plus time:
+    // enough for a loopback-only credential that lives as long as the process.
+    let mut out = String::new();
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        out += &format!("{:016x}", h.finish());
+    }
+    out
+}
+
+fn free_loopback_port() -> Result<u16, HubError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| {
+        HubError::Broker(broker::BrokerError::Thread(e))
+    })?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| HubError::Broker(broker::BrokerError::Thread(e)))
+}

@@ -1,0 +1,198 @@
+//! `apos-hub`: the central hub.
+//!
+//! ```text
+//! apos-hub run --config /etc/apos-hub/hub.toml
+//! apos-hub validate --config /etc/apos-hub/hub.toml
+//! apos-hub nodes --db /var/lib/apos-hub/fleet.duckdb      # fleet registry and gaps
+//! apos-hub checksum --db … --site S --node N              # what the fault tests compare
+//! apos-hub decode --topic T --key-file K < payload        # human-readable view of a message
+//! ```
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(name = "apos-hub", version, about = "APOS hub: broker, ingest into DuckDB, fleet registry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the hub until SIGINT/SIGTERM.
+    Run {
+        #[arg(long, default_value = "/etc/apos-hub/hub.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit (0 valid, 1 invalid, 2 unreadable).
+    Validate {
+        #[arg(long, default_value = "/etc/apos-hub/hub.toml")]
+        config: PathBuf,
+    },
+    /// Print the fleet registry: nodes, last seen, backlog, gaps.
+    Nodes {
+        #[arg(long)]
+        db: PathBuf,
+    },
+    /// Print the window count and checksum of one node's stored aggregates.
+    Checksum {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        node: String,
+    },
+    /// Verify and print a message read from stdin as JSON.
+    Decode {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match hub::config::load(&config) {
+            Ok(cfg) => {
+                println!(
+                    "OK {}: {} node{}, broker {}, store {}",
+                    config.display(),
+                    cfg.nodes.len(),
+                    if cfg.nodes.len() == 1 { "" } else { "s" },
+                    match &cfg.broker {
+                        hub::Broker::Embedded { listen, tls } => format!(
+                            "embedded on {listen}{}",
+                            if tls.is_some() { " (TLS)" } else { "" }
+                        ),
+                        hub::Broker::External { host, port, tls, .. } => format!(
+                            "external mqtt{}://{host}:{port}",
+                            if *tls { "s" } else { "" }
+                        ),
+                    },
+                    cfg.storage_path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(hub::config::ConfigError::Read { path, source }) => {
+                eprintln!("error: cannot read {path}: {source}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        },
+        other => match run(other) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Run { config } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let cfg = hub::config::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            rt.block_on(async move {
+                let cancel = CancellationToken::new();
+                let status_every = cfg.status_log_interval;
+                let hub = hub::Hub::start(cfg, cancel.clone()).await?;
+                tracing::info!("apos-hub running");
+                let c = cancel.clone();
+                tokio::spawn(async move {
+                    let mut t = tokio::time::interval(status_every);
+                    t.tick().await;
+                    loop {
+                        tokio::select! {
+                            _ = c.cancelled() => break,
+                            _ = t.tick() => {
+                                let m = hub::metrics::snapshot();
+                                tracing::info!(?m, "hub status");
+                            }
+                        }
+                    }
+                });
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                cancel.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(10), hub.join()).await;
+                anyhow::Ok(())
+            })
+        }
+        Command::Nodes { db } => {
+            let store = hub::store::Store::open(&db)?;
+            println!(
+                "{:<12} {:<12} {:>9} {:>9} {:>8} {:>10} {:>9}  last seen",
+                "site", "node", "batches", "max seq", "missing", "backlog", "dropped"
+            );
+            for n in store.nodes()? {
+                println!(
+                    "{:<12} {:<12} {:>9} {:>9} {:>8} {:>10} {:>9}  {} ms",
+                    n.site,
+                    n.node,
+                    n.batches,
+                    n.max_seq,
+                    n.missing,
+                    n.outbox_batches.map_or("-".into(), |b| b.to_string()),
+                    n.dropped_batches.map_or("-".into(), |b| b.to_string()),
+                    n.last_seen_ms
+                );
+            }
+            Ok(())
+        }
+        Command::Checksum { db, site, node } => {
+            let store = hub::store::Store::open(&db)?;
+            let c = store.checksum(&site, &node)?;
+            println!("windows={} sum={:016x}", c.windows, c.sum);
+            Ok(())
+        }
+        Command::Decode { topic, key_file } => {
+            let t = protocol::Topic::parse(&topic)?;
+            let key_text = std::fs::read_to_string(&key_file)
+                .with_context(|| format!("reading {}", key_file.display()))?;
+            let key = protocol::NodeKey::new(key_text.trim_end_matches(['\r', '\n']).as_bytes())
+                .context("the key is shorter than 16 bytes")?;
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes)?;
+            let msg = protocol::envelope::open(&t, &bytes, &key, usize::MAX)?;
+            println!("{}", msg.to_json());
+            Ok(())
+        }
+        Command::Validate { .. } => Ok(()),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,381 @@
+//! Fleet data in DuckDB: idempotent ingest of batches, the fleet registry,
+//! gaps, and the checksum the fault tests compare.
+//!
+//! Synchronous by design: one [`Store`] is owned by the ingest thread (DuckDB
+//! work never runs on the async runtime). Every [`Store::ingest`] call is
+//! one transaction; the caller acknowledges batches only after it returns.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use duckdb::{Connection, OptionalExt, params};
+use protocol::v1::{Batch, Body, Checksum, Status, Window, window_digest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("duckdb: {0}")]
+    Db(#[from] duckdb::Error),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS batches (
+    site        VARCHAR NOT NULL,
+    node        VARCHAR NOT NULL,
+    seq         UBIGINT NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    windows     INTEGER NOT NULL,
+    PRIMARY KEY (site, node, seq)
+);
+CREATE TABLE IF NOT EXISTS aggregates (
+    site     VARCHAR NOT NULL,
+    node     VARCHAR NOT NULL,
+    tag      VARCHAR NOT NULL,
+    width_ms INTEGER NOT NULL,
+    start_ms BIGINT NOT NULL,
+    count    UINTEGER NOT NULL,
+    good     UINTEGER NOT NULL,
+    min      DOUBLE,
+    max      DOUBLE,
+    mean     DOUBLE,
+    twa      DOUBLE,
+    last     DOUBLE,
+    seq      UBIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    site              VARCHAR NOT NULL,
+    node              VARCHAR NOT NULL,
+    first_seen_ms     BIGINT NOT NULL,
+    last_seen_ms      BIGINT NOT NULL,
+    software_version  VARCHAR,
+    outbox_batches    UBIGINT,
+    outbox_bytes      UBIGINT,
+    oldest_unacked_ms BIGINT,
+    last_seq          UBIGINT,
+    dropped_batches   UBIGINT,
+    PRIMARY KEY (site, node)
+);
+";
+
+/// One batch to ingest, already verified.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub site: String,
+    pub node: String,
+    pub batch: Batch,
+    pub received_ms: i64,
+}
+
+/// What one ingest did, per batch: committed now, or already there.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IngestReport {
+    /// (site, node) → every seq now durably stored (new and duplicate).
+    pub committed: BTreeMap<(String, String), Vec<u64>>,
+    pub new_batches: u64,
+    pub duplicates: u64,
+    pub windows: u64,
+}
+
+/// A node as the registry sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    pub site: String,
+    pub node: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub software_version: Option<String>,
+    pub outbox_batches: Option<u64>,
+    pub oldest_unacked_ms: Option<i64>,
+    pub dropped_batches: Option<u64>,
+    /// Batches stored, the highest seq stored, and the seqs below it that
+    /// are missing (not yet received, or dropped at the edge).
+    pub batches: u64,
+    pub max_seq: u64,
+    pub missing: u64,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    /// Store the batches not stored before, in one transaction.
+    pub fn ingest(&mut self, items: &[Incoming]) -> Result<IngestReport, StoreError> {
+        let mut report = IngestReport::default();
+        let tx = self.conn.transaction()?;
+        let mut seen: HashSet<(&str, &str, u64)> = HashSet::new();
+        let mut fresh: Vec<&Incoming> = Vec::new();
+        {
+            let mut exists =
+                tx.prepare("SELECT 1 FROM batches WHERE site = ? AND node = ? AND seq = ?")?;
+            for it in items {
+                let key = (it.site.as_str(), it.node.as_str(), it.batch.seq);
+                let dup = !seen.insert(key)
+                    || exists
+                        .query_row(params![it.site, it.node, it.batch.seq], |_| Ok(()))
+                        .optional()?
+                        .is_some();
+                if dup {
+                    report.duplicates += 1;
+                } else {
+                    fresh.push(it);
+                }
+                report
+                    .committed
+                    .entry((it.site.clone(), it.node.clone()))
+                    .or_default()
+                    .push(it.batch.seq);
+            }
+        }
+        {
+            let mut batches = tx.appender("batches")?;
+            let mut aggs = tx.appender("aggregates")?;
+            for it in &fresh {
+                let Body::Aggregates(sets) = &it.batch.body;
+                let mut n = 0i32;
+                for set in sets {
+                    for w in &set.windows {
+                        let f = |v: f64| (!v.is_nan()).then_some(v);
+                        aggs.append_row(params![
+                            it.site,
+                            it.node,
+                            w.tag,
+                            set.width_ms,
+                            set.start_ms,
+                            w.count,
+                            w.good,
+                            f(w.min),
+                            f(w.max),
+                            f(w.mean),
+                            f(w.twa),
+                            f(w.last),
+                            it.batch.seq
+                        ])?;
+                        n += 1;
+                    }
+                }
+                report.windows += n as u64;
+                batches.append_row(params![
+                    it.site,
+                    it.node,
+                    it.batch.seq,
+                    it.batch.created_ms,
+                    it.received_ms,
+                    n
+                ])?;
+                report.new_batches += 1;
+            }
+            aggs.flush()?;
+            batches.flush()?;
+        }
+        for ((site, node), _) in &report.committed {
+            let now = items
+                .iter()
+                .filter(|i| &i.site == site && &i.node == node)
+                .map(|i| i.received_ms)
+                .max()
+                .unwrap_or(0);
+            touch(&tx, site, node, now)?;
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// Record a node's status report in the registry.
+    pub fn status(&mut self, site: &str, node: &str, s: &Status, now_ms: i64) -> Result<(), StoreError> {
+        touch(&self.conn, site, node, now_ms)?;
+        self.conn.execute(
+            "UPDATE nodes SET software_version = ?, outbox_batches = ?, outbox_bytes = ?,
+             oldest_unacked_ms = ?, last_seq = ?, dropped_batches = ? WHERE site = ? AND node = ?",
+            params![
+                s.software_version,
+                s.outbox_batches,
+                s.outbox_bytes,
+                s.oldest_unacked_ms,
+                s.last_seq,
+                s.dropped_batches,
+                site,
+                node
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The fleet registry with gaps.
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT n.site, n.node, n.first_seen_ms, n.last_seen_ms, n.software_version,
+                    n.outbox_batches, n.oldest_unacked_ms, n.dropped_batches,
+                    count(b.seq), coalesce(max(b.seq), 0)
+             FROM nodes n LEFT JOIN batches b ON b.site = n.site AND b.node = n.node
+             GROUP BY ALL ORDER BY n.site, n.node",
+        )?;
+        let rows = st.query_map([], |r| {
+            let batches: u64 = r.get(8)?;
+            let max_seq: u64 = r.get(9)?;
+            Ok(NodeRecord {
+                site: r.get(0)?,
+                node: r.get(1)?,
+                first_seen_ms: r.get(2)?,
+                last_seen_ms: r.get(3)?,
+                software_version: r.get(4)?,
+                outbox_batches: r.get(5)?,
+                oldest_unacked_ms: r.get(6)?,
+                dropped_batches: r.get(7)?,
+                batches,
+                max_seq,
+                missing: max_seq.saturating_sub(batches),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The missing sequence numbers of one node below its highest (capped).
+    pub fn gaps(&self, site: &str, node: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT s FROM range(1, (SELECT coalesce(max(seq), 0) FROM batches WHERE site = ?1 AND node = ?2)::BIGINT) t(s)
+             ANTI JOIN (SELECT seq FROM batches WHERE site = ?1 AND node = ?2) b ON b.seq = t.s
+             ORDER BY s LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![site, node, limit as i64], |r| r.get::<_, i64>(0))?;
+        rows.map(|r| r.map(|v| v as u64).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Checksum of every stored window of one node (see
+    /// [`protocol::v1::Checksum`]).
+    pub fn checksum(&self, site: &str, node: &str) -> Result<Checksum, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT tag, width_ms, start_ms, count, good, min, max, mean, twa, last
+             FROM aggregates WHERE site = ? AND node = ?",
+        )?;
+        let mut c = Checksum::default();
+        let mut rows = st.query(params![site, node])?;
+        while let Some(r) = rows.next()? {
+            let g = |i: usize| -> Result<f64, duckdb::Error> {
+                Ok(r.get::<_, Option<f64>>(i)?.unwrap_or(f64::NAN))
+            };
+            let w = Window {
+                tag: r.get(0)?,
+                count: r.get(3)?,
+                good: r.get(4)?,
+                min: g(5)?,
+                max: g(6)?,
+                mean: g(7)?,
+                twa: g(8)?,
+                last: g(9)?,
+            };
+            let width: i32 = r.get(1)?;
+            c.add(window_digest(site, node, width as u32, r.get(2)?, &w));
+        }
+        Ok(c)
+    }
+
+    /// Rows stored for one node (windows).
+    pub fn windows(&self, site: &str, node: &str) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM aggregates WHERE site = ? AND node = ?",
+            params![site, node],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+fn touch(conn: &Connection, site: &str, node: &str, now_ms: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO nodes (site, node, first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?)
+         ON CONFLICT (site, node) DO UPDATE SET last_seen_ms = greatest(nodes.last_seen_ms, excluded.last_seen_ms)",
+        params![site, node, now_ms, now_ms],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use protocol::v1::WindowSet;
+
+    fn incoming(node: &str, seq: u64, tags: usize) -> Incoming {
+        Incoming {
+            site: "s".into(),
+            node: node.into(),
+            received_ms: 1000 + seq as i64,
+            batch: Batch {
+                seq,
+                created_ms: seq as i64,
+                body: Body::Aggregates(vec![WindowSet {
+                    width_ms: 10_000,
+                    start_ms: seq as i64 * 10_000,
+                    windows: (0..tags)
+                        .map(|i| Window {
+                            tag: format!("t{i}"),
+                            count: 3,
+                            good: if i == 0 { 0 } else { 3 },
+                            min: if i == 0 { f64::NAN } else { 1.0 },
+                            max: 2.0,
+                            mean: 1.5,
+                            twa: 1.5,
+                            last: 2.0,
+                        })
+                        .collect(),
+                }]),
+            },
+        }
+    }
+
+    #[test]
+    fn duplicates_are_dropped_gaps_are_visible_and_checksums_match() {
+        let mut s = Store::open_in_memory().unwrap();
+        let r = s
+            .ingest(&[incoming("a", 1, 3), incoming("a", 2, 3), incoming("a", 2, 3)])
+            .unwrap();
+        assert_eq!((r.new_batches, r.duplicates, r.windows), (2, 1, 6));
+        assert_eq!(r.committed[&("s".into(), "a".into())], vec![1, 2, 2]);
+        // Late and out of order: 5 before 3 and 4.
+        let r = s.ingest(&[incoming("a", 5, 3), incoming("a", 1, 3)]).unwrap();
+        assert_eq!((r.new_batches, r.duplicates), (1, 1));
+        assert_eq!(s.gaps("s", "a", 10).unwrap(), vec![3, 4]);
+        let n = &s.nodes().unwrap()[0];
+        assert_eq!((n.batches, n.max_seq, n.missing), (3, 5, 2));
+        s.ingest(&[incoming("a", 4, 3), incoming("a", 3, 3)]).unwrap();
+        assert!(s.gaps("s", "a", 10).unwrap().is_empty());
+
+        // What the edge produced, summed independently, equals what is stored.
+        let mut expect = Checksum::default();
+        for seq in 1..=5 {
+            let Body::Aggregates(sets) = incoming("a", seq, 3).batch.body;
+            for set in sets {
+                for w in &set.windows {
+                    expect.add(window_digest("s", "a", set.width_ms, set.start_ms, w));
+                }
+            }
+        }
+        assert_eq!(s.checksum("s", "a").unwrap(), expect);
+        assert_eq!(s.windows("s", "a").unwrap(), 15);
+    }
+}

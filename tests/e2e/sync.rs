@@ -1,0 +1,386 @@
+//! Edge → hub delivery, as processes: the real `apos-edge` reading the
+//! simulated plant, the real `apos-hub` (embedded rumqttd, or an external
+//! mosquitto), faults by kill -9 and broker outages, and at the end a
+//! checksum of every window the edge produced against what DuckDB stored.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apos::plant;
+use protocol::v1::{Checksum, Window, window_digest};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{eventually, require_peer};
+
+const SITE: &str = "demo-refinery";
+const NODE: &str = "cdu-edge-1";
+const KEY: &str = "e2e-node-key-0123456789";
+const PASSWORD: &str = "e2e-node-password";
+
+/// A binary of the workspace next to this test binary (built by
+/// `cargo test --workspace --all-targets`).
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo test --workspace --all-targets` (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process whose output lines are kept.
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(l);
+                }
+            });
+        }
+        Proc { child, log }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait (graceful: flush and close).
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The hub's files: config, keys, database.
+struct HubSetup {
+    dir: PathBuf,
+    config: PathBuf,
+    db: PathBuf,
+    port: u16,
+}
+
+fn hub_setup(dir: &Path, external: Option<u16>) -> HubSetup {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("node.key"), KEY).unwrap();
+    std::fs::write(dir.join("node.pass"), PASSWORD).unwrap();
+    let port = external.unwrap_or_else(free_port);
+    let broker = match external {
+        None => format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n"),
+        Some(p) => format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{p}\"\n"),
+    };
+    let db = dir.join("fleet.duckdb");
+    let config = dir.join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "schema_version = 1\n[storage]\npath = {:?}\n[broker]\n{broker}[ingest]\ncommit_interval = \"100ms\"\nstatus_log_interval = \"1s\"\n\
+             [[node]]\nsite = \"{SITE}\"\nnode = \"{NODE}\"\nkey_file = \"node.key\"\npassword_file = \"node.pass\"\n",
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
+    HubSetup {
+        dir: dir.to_path_buf(),
+        config,
+        db,
+        port,
+    }
+}
+
+fn start_hub(h: &HubSetup) -> Proc {
+    let mut cmd = Command::new(bin("apos-hub"));
+    cmd.args(["run", "--config"]).arg(&h.config);
+    cmd.env("RUST_LOG", "info");
+    Proc::spawn(cmd)
+}
+
+fn edge_config(plant: std::net::SocketAddr, dir: &Path, broker_port: u16) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("node.key"), KEY).unwrap();
+    std::fs::write(dir.join("mqtt.pass"), PASSWORD).unwrap();
+    let mut text = apos::demo::edge_config(plant, &dir.join("history.db"));
+    text += &format!(
+        "\n[sync]\nbroker = \"mqtt://127.0.0.1:{broker_port}\"\nuser = \"{SITE}.{NODE}\"\npassword_file = \"mqtt.pass\"\n\
+         key_file = \"node.key\"\nwindows = [\"1s\", \"5s\"]\ngrace = \"300ms\"\nresend_after = \"2s\"\nstatus_interval = \"1s\"\n"
+    );
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_edge(config: &Path) -> Proc {
+    let mut cmd = Command::new(bin("apos-edge"));
+    cmd.args(["run", "--config"]).arg(config);
+    cmd.env("RUST_LOG", "info");
+    Proc::spawn(cmd)
+}
+
+fn edge_db(dir: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(dir.join("history.db")).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+fn outbox_depth(dir: &Path) -> i64 {
+    edge_db(dir)
+        .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+        .unwrap_or(-1)
+}
+
+fn sealed(dir: &Path) -> i64 {
+    edge_db(dir)
+        .query_row("SELECT last_seq FROM outbox_state", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// Checksum of every window the edge queued for the hub.
+fn edge_checksum(dir: &Path) -> Checksum {
+    let c = edge_db(dir);
+    let mut st = c
+        .prepare(
+            "SELECT t.name, a.width_ms, a.start_ms, a.count, a.good, a.min, a.max, a.mean, a.twa, a.last
+             FROM aggregates a JOIN tags t ON t.id = a.tag_id WHERE a.seq IS NOT NULL",
+        )
+        .unwrap();
+    let mut sum = Checksum::default();
+    let rows = st
+        .query_map([], |r| {
+            let f = |i: usize| -> rusqlite::Result<f64> {
+                Ok(r.get::<_, Option<f64>>(i)?.unwrap_or(f64::NAN))
+            };
+            Ok((
+                r.get::<_, u32>(1)?,
+                r.get::<_, i64>(2)?,
+                Window {
+                    tag: r.get(0)?,
+                    count: r.get(3)?,
+                    good: r.get(4)?,
+                    min: f(5)?,
+                    max: f(6)?,
+                    mean: f(7)?,
+                    twa: f(8)?,
+                    last: f(9)?,
+                },
+            ))
+        })
+        .unwrap();
+    for r in rows {
+        let (width, start, w) = r.unwrap();
+        sum.add(window_digest(SITE, NODE, width, start, &w));
+    }
+    sum
+}
+
+/// The hub's checksum, read with `apos-hub checksum` (the hub must be stopped:
+/// DuckDB admits one process per file).
+fn hub_checksum(h: &HubSetup) -> Checksum {
+    let out = Command::new(bin("apos-hub"))
+        .args(["checksum", "--site", SITE, "--node", NODE, "--db"])
+        .arg(&h.db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut c = Checksum::default();
+    for part in text.split_whitespace() {
+        if let Some(v) = part.strip_prefix("windows=") {
+            c.windows = v.parse().unwrap();
+        }
+        if let Some(v) = part.strip_prefix("sum=") {
+            c.sum = u64::from_str_radix(v, 16).unwrap();
+        }
+    }
+    c
+}
+
+async fn plant() -> (plant::PlantHandle, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let p = plant::spawn_demo_plant("127.0.0.1:0".parse().unwrap(), 7, 10.0, cancel.clone())
+        .await
+        .unwrap();
+    (p, cancel)
+}
+
+/// Stop the source, let the edge drain its outbox, stop both, compare.
+async fn drain_and_compare(
+    plant_cancel: CancellationToken,
+    edge_dir: &Path,
+    mut edge: Proc,
+    mut hub: Proc,
+    h: &HubSetup,
+) {
+    plant_cancel.cancel();
+    // Windows stop once every tag's last value stopped holding (bad quality).
+    let mut last = -1;
+    let mut stable = 0;
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let s = sealed(edge_dir);
+        stable = if s == last { stable + 1 } else { 0 };
+        last = s;
+        if stable >= 6 && outbox_depth(edge_dir) == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        outbox_depth(edge_dir),
+        0,
+        "outbox drained\nedge:\n{}\nhub:\n{}",
+        edge.log(),
+        hub.log()
+    );
+    edge.stop();
+    hub.stop();
+    let produced = edge_checksum(edge_dir);
+    assert!(produced.windows > 50, "{produced:?}");
+    let stored = hub_checksum(h);
+    assert_eq!(
+        stored, produced,
+        "every window the edge produced is in DuckDB exactly once"
+    );
+    let _ = &h.dir;
+}
+
+/// Faults 2 and 3 with the embedded broker: the hub (and its broker) is
+/// killed with -9 mid-ingest and restarted, the edge is killed with -9
+/// repeatedly during sync; then every window is in DuckDB exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_window_reaches_duckdb_once_through_kill_9_of_hub_and_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = hub_setup(&dir.path().join("hub"), None);
+    let (p, plant_cancel) = plant().await;
+    let edge_dir = dir.path().join("edge");
+    let cfg = edge_config(p.addr, &edge_dir, h.port);
+    let mut hub = start_hub(&h);
+    let mut edge = start_edge(&cfg);
+    eventually("first batches acknowledged", Duration::from_secs(60), || {
+        sealed(&edge_dir) >= 3 && outbox_depth(&edge_dir) < sealed(&edge_dir)
+    })
+    .await;
+    // The hub dies mid-ingest; the edge keeps collecting into its outbox.
+    hub.kill9();
+    let before = sealed(&edge_dir);
+    eventually("edge collects while the hub is down", Duration::from_secs(30), || {
+        sealed(&edge_dir) >= before + 5
+    })
+    .await;
+    assert!(outbox_depth(&edge_dir) >= 5, "batches wait in the outbox");
+    hub = start_hub(&h);
+    // The edge dies with -9 three times while it syncs the backlog.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        edge.kill9();
+        edge = start_edge(&cfg);
+    }
+    drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
+}
+
+/// Fault 1 and 4: an external mosquitto broker (Debian package), down for
+/// 60 s while the edge collects; after it returns every window is in DuckDB
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_60_s_mosquitto_outage_loses_nothing_and_duplicates_nothing() {
+    let Some(mosq) = which("mosquitto") else {
+        require_peer("mosquitto (Debian package mosquitto, installed by scripts/test.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mport = free_port();
+    let mconf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &mconf,
+        format!("listener {mport} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let start_mosquitto = || {
+        let mut cmd = Command::new(&mosq);
+        cmd.arg("-c").arg(&mconf);
+        Proc::spawn(cmd)
+    };
+    let mut broker = start_mosquitto();
+    let h = hub_setup(&dir.path().join("hub"), Some(mport));
+    let (p, plant_cancel) = plant().await;
+    let edge_dir = dir.path().join("edge");
+    let cfg = edge_config(p.addr, &edge_dir, mport);
+    let hub = start_hub(&h);
+    let edge = start_edge(&cfg);
+    eventually("first batches acknowledged", Duration::from_secs(60), || {
+        sealed(&edge_dir) >= 3 && outbox_depth(&edge_dir) < sealed(&edge_dir)
+    })
+    .await;
+    broker.kill9();
+    let before = sealed(&edge_dir);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        sealed(&edge_dir) >= before + 40,
+        "the edge kept collecting: {} → {}",
+        before,
+        sealed(&edge_dir)
+    );
+    assert!(outbox_depth(&edge_dir) >= 40);
+    let _broker = start_mosquitto();
+    drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    None
+}
