@@ -8,4 +8,5 @@ pub mod modbus;
 pub mod opcua_server;
 pub mod procstat;
 pub mod server;
+pub mod sync;
 pub mod tagset;

@@ -81,6 +81,14 @@ enum Cmd {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// Sync: drain the outbox backlog of an outage into the hub (DuckDB),
+    /// through the embedded rumqttd and through mosquitto.
+    Sync {
+        #[arg(long, default_value_t = 10_000)]
+        tags: usize,
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        outage: Duration,
+    },
     /// Storage alone: samples per second through the history writer into SQLite.
     History {
         #[arg(long, default_value_t = 10_000)]
@@ -120,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             let change_every = change_every.unwrap_or(interval / 2);
             opcua(items, interval, change_every, warmup, duration, cpu, python).await
         }
+        Cmd::Sync { tags, outage } => sync_bench(tags, outage).await,
         Cmd::History {
             tags,
             duration,
@@ -419,5 +428,37 @@ async fn opcua(
             String::from_utf8_lossy(&peer.stderr)
         );
     }
+    Ok(())
+}
+
+async fn sync_bench(tags: usize, outage: Duration) -> anyhow::Result<()> {
+    use apos::bench::sync::{BrokerKind, drain, hub_binary};
+    let hub = hub_binary()?;
+    let dir = tempfile::tempdir()?;
+    println!("| broker | windows | batches | MiB | drain | windows/s into DuckDB | hub CPU | hub peak RSS | checksum |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut rates = Vec::new();
+    for (i, b) in [BrokerKind::Embedded, BrokerKind::Mosquitto].into_iter().enumerate() {
+        eprintln!("{b:?}:");
+        let r = drain(&hub, &dir.path().join(format!("run{i}")), b, tags, outage).await?;
+        let rate = r.windows as f64 / r.drain.as_secs_f64();
+        rates.push(rate);
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1} s | {:.0} | {:.0} % | {:.1} MiB | {} |",
+            match b {
+                BrokerKind::Embedded => "embedded rumqttd 0.20",
+                BrokerKind::Mosquitto => "mosquitto (Debian)",
+            },
+            r.windows,
+            r.batches,
+            r.bytes as f64 / 1048576.0,
+            r.drain.as_secs_f64(),
+            rate,
+            r.hub_cpu.as_secs_f64() / r.drain.as_secs_f64() * 100.0,
+            r.hub_peak_rss_kib as f64 / 1024.0,
+            if r.checksum_ok { "equal" } else { "DIFFERENT" }
+        );
+    }
+    println!("\nratio embedded / mosquitto: {:.2}", rates[0] / rates[1]);
     Ok(())
 }

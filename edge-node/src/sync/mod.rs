@@ -177,6 +177,7 @@ pub async fn run(
         .map_err(|e| e.to_string())?;
     let ack_topic_text = ack_topic.to_string();
 
+    let mut sealed_open = true;
     let mut machine = SendMachine::new(settings.max_in_flight, settings.resend_after);
     let mut connected = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -238,11 +239,9 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => send_now = true,
-            r = sealed.changed() => {
-                if r.is_err() {
-                    // The writer is gone (shutdown): keep sending what is queued.
-                    sealed = watch::channel(0).1;
-                }
+            r = sealed.changed(), if sealed_open => {
+                // Err: the writer is gone (shutdown); keep sending what is queued.
+                sealed_open = r.is_ok();
                 send_now = true;
             }
             _ = status_tick.tick(), if connected => {

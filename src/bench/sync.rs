@@ -1,0 +1,260 @@
+//! `apos-bench sync`: backlog drain from an edge outbox to the hub, with the
+//! embedded rumqttd and with mosquitto in the same run.
+//!
+//! The backlog is what `tags` tags leave in the outbox during an outage of
+//! `outage` (10 s and 1 min windows, sealed exactly as the edge seals them).
+//! Then the real sync task (`edge_node::sync::run`, in this process) drains
+//! it through the broker into a real `apos-hub` process (DuckDB), and we
+//! measure the time to an empty outbox, the hub's ingest rate and its RSS,
+//! and check the hub's checksum against the edge's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use edge_node::history::{HistoryOptions, HistoryStore};
+use edge_node::sync::outbox::{Outbox, OutboxPolicy};
+use firmware_config::WhenFull;
+use protocol::v1::{Checksum, Window, WindowSet, window_digest};
+use tokio_util::sync::CancellationToken;
+
+use super::procstat;
+
+const SITE: &str = "bench";
+const NODE: &str = "edge";
+const KEY: &str = "bench-node-key-0123456789";
+
+/// Which broker carries the sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    Embedded,
+    Mosquitto,
+}
+
+#[derive(Debug, Clone)]
+pub struct DrainResult {
+    pub broker: BrokerKind,
+    pub windows: u64,
+    pub batches: u64,
+    pub bytes: u64,
+    pub drain: Duration,
+    pub hub_peak_rss_kib: u64,
+    pub hub_cpu: Duration,
+    pub checksum_ok: bool,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Fill an edge history database with the backlog; returns its checksum.
+pub fn make_backlog(
+    db: &Path,
+    tags: usize,
+    outage: Duration,
+    max_batch_windows: usize,
+) -> anyhow::Result<(Checksum, u64)> {
+    let mut store = HistoryStore::open(&HistoryOptions::new(db))?;
+    let policy = OutboxPolicy {
+        max_bytes: u64::MAX / 2,
+        when_full: WhenFull::DropOldest,
+        max_batch_windows,
+    };
+    let names: Vec<String> = (0..tags).map(|i| format!("area{:02}.tag{i:05}", i % 50)).collect();
+    let mut sum = Checksum::default();
+    let t0: i64 = 1_767_225_600_000; // 2026-01-01
+    let steps = (outage.as_secs() / 10) as i64;
+    let mut batches = 0;
+    for k in 0..steps {
+        let mut sets = vec![window_set(&names, 10_000, t0 + k * 10_000, k)];
+        if (k + 1) % 6 == 0 {
+            sets.push(window_set(&names, 60_000, t0 + (k - 5) * 10_000, k));
+        }
+        for set in &sets {
+            for w in &set.windows {
+                sum.add(window_digest(SITE, NODE, set.width_ms, set.start_ms, w));
+            }
+        }
+        batches += store.seal_windows(&sets, &policy, t0 + k * 10_000)?.sealed.len() as u64;
+    }
+    Ok((sum, batches))
+}
+
+fn window_set(names: &[String], width_ms: u32, start_ms: i64, k: i64) -> WindowSet {
+    WindowSet {
+        width_ms,
+        start_ms,
+        windows: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let v = (i as f64 * 0.37 + k as f64 * 0.11).sin() * 50.0 + 100.0;
+                Window {
+                    tag: n.clone(),
+                    count: width_ms / 1000,
+                    good: width_ms / 1000,
+                    min: v - 1.5,
+                    max: v + 1.5,
+                    mean: v,
+                    twa: v + 0.01,
+                    last: v + 0.5,
+                }
+            })
+            .collect(),
+    }
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Drain one backlog through `broker`.
+pub async fn drain(
+    hub_bin: &Path,
+    dir: &Path,
+    broker: BrokerKind,
+    tags: usize,
+    outage: Duration,
+) -> anyhow::Result<DrainResult> {
+    std::fs::create_dir_all(dir)?;
+    let edge_db = dir.join("edge.db");
+    eprintln!("  building the backlog ({tags} tags × {outage:?})…");
+    let (expect, _) = make_backlog(&edge_db, tags, outage, 5000)?;
+    let state = Outbox::open(&edge_db)?.state()?;
+    std::fs::write(dir.join("node.key"), KEY)?;
+    std::fs::write(dir.join("node.pass"), "bench-pass")?;
+    let port = free_port()?;
+    let _mosquitto = match broker {
+        BrokerKind::Mosquitto => {
+            let conf = dir.join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"),
+            )?;
+            let child = Command::new("/usr/sbin/mosquitto")
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting /usr/sbin/mosquitto (Debian package mosquitto)")?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some(Killed(child))
+        }
+        BrokerKind::Embedded => None,
+    };
+    let broker_toml = match broker {
+        BrokerKind::Embedded => format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n"),
+        BrokerKind::Mosquitto => format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n"),
+    };
+    let hub_db = dir.join("fleet.duckdb");
+    let hub_cfg = dir.join("hub.toml");
+    std::fs::write(
+        &hub_cfg,
+        format!(
+            "schema_version = 1\n[storage]\npath = {:?}\n[broker]\n{broker_toml}[ingest]\ncommit_interval = \"200ms\"\n\
+             [[node]]\nsite = \"{SITE}\"\nnode = \"{NODE}\"\nkey_file = \"node.key\"\npassword_file = \"node.pass\"\n",
+            hub_db.display().to_string()
+        ),
+    )?;
+    let hub = Killed(
+        Command::new(hub_bin)
+            .args(["run", "--config"])
+            .arg(&hub_cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", hub_bin.display()))?,
+    );
+    let hub_pid = hub.0.id();
+    // Wait for the hub's broker (embedded) or its connection (external).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p0 = procstat::sample(hub_pid).context("hub not running")?;
+
+    let settings = edge_node::sync::SyncSettings {
+        site: SITE.into(),
+        node: NODE.into(),
+        key: protocol::NodeKey::new(KEY.as_bytes()).context("key")?,
+        host: "127.0.0.1".into(),
+        port,
+        tls: None,
+        credentials: Some((format!("{SITE}.{NODE}"), "bench-pass".into())),
+        max_in_flight: 64,
+        resend_after: Duration::from_secs(10),
+        status_interval: Duration::from_secs(1),
+        db: edge_db.clone(),
+        started_ms: 0,
+    };
+    let cancel = CancellationToken::new();
+    let stats = std::sync::Arc::new(edge_node::sync::SyncStats::default());
+    let (_sealed_tx, sealed_rx) = tokio::sync::watch::channel(0u64);
+    let t0 = Instant::now();
+    let task = tokio::spawn(edge_node::sync::run(settings, sealed_rx, stats.clone(), cancel.clone()));
+    let outbox = Outbox::open(&edge_db)?;
+    let mut peak = p0.peak_rss_kib;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(p) = procstat::sample(hub_pid) {
+            peak = peak.max(p.rss_kib);
+        } else {
+            bail!("apos-hub exited during the drain");
+        }
+        if outbox.state()?.batches == 0 {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(1800) {
+            bail!("backlog not drained in 30 min");
+        }
+    }
+    let drain = t0.elapsed();
+    let p1 = procstat::sample(hub_pid).context("hub gone")?;
+    cancel.cancel();
+    let _ = task.await;
+    let _ = Command::new("kill").args(["-TERM", &hub_pid.to_string()]).status();
+    let mut hub = hub;
+    for _ in 0..100 {
+        if hub.0.try_wait()?.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = Command::new(hub_bin)
+        .args(["checksum", "--site", SITE, "--node", NODE, "--db"])
+        .arg(&hub_db)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("windows={} sum={:016x}", expect.windows, expect.sum);
+    Ok(DrainResult {
+        broker,
+        windows: expect.windows,
+        batches: state.batches,
+        bytes: state.bytes,
+        drain,
+        hub_peak_rss_kib: peak,
+        hub_cpu: p1.cpu.saturating_sub(p0.cpu),
+        checksum_ok: text.trim() == expected,
+    })
+}
+
+/// The `apos-hub` binary next to this one.
+pub fn hub_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe
+        .parent()
+        .map(|d| d.join("apos-hub"))
+        .context("no parent dir")?;
+    if !p.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p hub`",
+            p.display()
+        );
+    }
+    Ok(p)
+}
