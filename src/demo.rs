@@ -155,7 +155,11 @@ pub async fn print_live(edge: &Edge) {
     tracing::info!(
         "live: {line}| samples seen {seen}, stored {stored}, committed {} | hub sync: {}, batches sealed {}, acknowledged {}, outbox {}, hub stored {} windows",
         h.written,
-        if sync.connected.load(std::sync::atomic::Ordering::Relaxed) { "connected" } else { "offline" },
+        if sync.connected.load(std::sync::atomic::Ordering::Relaxed) {
+            "connected"
+        } else {
+            "offline"
+        },
         h.batches_sealed,
         l(&sync.acked),
         l(&sync.depth),

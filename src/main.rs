@@ -100,7 +100,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let key_file = secret("node.key")?;
     let pass_file = secret("node.pass")?;
-    let hub_db = std::path::absolute(args.dir.join("fleet.duckdb")).context("resolving the hub path")?;
+    let hub_db =
+        std::path::absolute(args.dir.join("fleet.duckdb")).context("resolving the hub path")?;
     let hub_toml = format!(
         "schema_version = 1\n[storage]\npath = {:?}\n[broker]\nmode = \"embedded\"\nlisten = \"{}\"\n\
          [ingest]\nstatus_log_interval = \"60s\"\n[[node]]\nsite = \"demo-refinery\"\nnode = \"cdu-edge-1\"\n\

@@ -12,8 +12,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostic, Diagnostics, SourceFile, did_you_mean};
 use crate::raw::{
-    Dur, RawDevice, RawImport, RawNode, RawSerialLine, RawStorage, RawSync, RawTag, S,
-    field_names,
+    Dur, RawDevice, RawImport, RawNode, RawSerialLine, RawStorage, RawSync, RawTag, S, field_names,
 };
 
 /// One element of the configuration with the file it came from.

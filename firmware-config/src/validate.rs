@@ -336,7 +336,15 @@ impl Validator<'_> {
                 (String::new(), 0, None)
             }
             Some(b) => match parse_broker(b.get_ref()) {
-                Ok((h, p, tls)) => (h, p, tls.then(|| r.ca_file.as_ref().map(|c| resolve(&item.src.path, c.get_ref())))),
+                Ok((h, p, tls)) => (
+                    h,
+                    p,
+                    tls.then(|| {
+                        r.ca_file
+                            .as_ref()
+                            .map(|c| resolve(&item.src.path, c.get_ref()))
+                    }),
+                ),
                 Err(e) => {
                     self.push(
                         item.diag(b.span(), "sync › broker", e)
@@ -349,12 +357,21 @@ impl Validator<'_> {
         };
         if let (Some(c), Some(None) | None) = (&r.ca_file, &tls) {
             self.push(
-                item.diag(c.span(), "sync › ca_file", "`ca_file` only applies to a TLS broker")
-                    .help("use an `mqtts://` broker URL, or remove `ca_file`"),
+                item.diag(
+                    c.span(),
+                    "sync › ca_file",
+                    "`ca_file` only applies to a TLS broker",
+                )
+                .help("use an `mqtts://` broker URL, or remove `ca_file`"),
             );
             ok = false;
         }
-        let password = self.secret(item, "sync", ("password_file", &r.password_file), ("password_env", &r.password_env));
+        let password = self.secret(
+            item,
+            "sync",
+            ("password_file", &r.password_file),
+            ("password_env", &r.password_env),
+        );
         let credentials = match (&r.user, password) {
             (Some(u), Ok(Some(p))) => Some((u.get_ref().clone(), p)),
             (Some(u), Ok(None)) => {
@@ -366,7 +383,12 @@ impl Validator<'_> {
                 None
             }
             (None, Ok(Some(_))) => {
-                let span = r.password_file.as_ref().or(r.password_env.as_ref()).map(|s| s.span()).unwrap_or(item.span.clone());
+                let span = r
+                    .password_file
+                    .as_ref()
+                    .or(r.password_env.as_ref())
+                    .map(|s| s.span())
+                    .unwrap_or(item.span.clone());
                 self.push(
                     item.diag(span, "sync › user", "a password without a `user`")
                         .help("add `user = \"<node id>\"`, the MQTT user name the hub knows this node by"),
@@ -380,7 +402,12 @@ impl Validator<'_> {
             }
             (None, Ok(None)) => None,
         };
-        let key = match self.secret(item, "sync", ("key_file", &r.key_file), ("key_env", &r.key_env)) {
+        let key = match self.secret(
+            item,
+            "sync",
+            ("key_file", &r.key_file),
+            ("key_env", &r.key_env),
+        ) {
             Ok(Some(k)) => Some(k),
             Ok(None) => {
                 self.push(
@@ -408,16 +435,27 @@ impl Validator<'_> {
             Some(list) => {
                 for w in list.get_ref() {
                     let d = w.get_ref().0;
-                    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) || d.subsec_nanos() != 0 {
+                    if d < Duration::from_secs(1)
+                        || d > Duration::from_secs(86_400)
+                        || d.subsec_nanos() != 0
+                    {
                         self.push(
-                            item.diag(w.span(), "sync › windows", format!("window {} is out of range", humantime::format_duration(d)))
-                                .help("use whole seconds between 1s and 1d"),
+                            item.diag(
+                                w.span(),
+                                "sync › windows",
+                                format!("window {} is out of range", humantime::format_duration(d)),
+                            )
+                            .help("use whole seconds between 1s and 1d"),
                         );
                         ok = false;
                     } else if windows.contains(&d) {
                         self.push(
-                            item.diag(w.span(), "sync › windows", format!("window {} is listed twice", humantime::format_duration(d)))
-                                .help("remove the duplicate"),
+                            item.diag(
+                                w.span(),
+                                "sync › windows",
+                                format!("window {} is listed twice", humantime::format_duration(d)),
+                            )
+                            .help("remove the duplicate"),
                         );
                         ok = false;
                     } else {
@@ -427,7 +465,13 @@ impl Validator<'_> {
                 windows.sort();
             }
         }
-        let grace = self.duration(item, "sync › grace", &r.grace, Duration::from_secs(2), (Duration::ZERO, Duration::from_secs(600)));
+        let grace = self.duration(
+            item,
+            "sync › grace",
+            &r.grace,
+            Duration::from_secs(2),
+            (Duration::ZERO, Duration::from_secs(600)),
+        );
         let outbox_max_bytes = match &r.outbox_max_size {
             Some(s) if s.get_ref().0 < (64 << 10) => {
                 self.push(
@@ -440,7 +484,11 @@ impl Validator<'_> {
             Some(s) => s.get_ref().0,
             None => 256 << 20,
         };
-        let when_full = match r.when_full.as_ref().map(|w| (w, w.get_ref().to_ascii_lowercase())) {
+        let when_full = match r
+            .when_full
+            .as_ref()
+            .map(|w| (w, w.get_ref().to_ascii_lowercase()))
+        {
             None => WhenFull::DropOldest,
             Some((_, w)) if w == "drop_oldest" => WhenFull::DropOldest,
             Some((_, w)) if w == "reject_new" => WhenFull::RejectNew,
@@ -453,10 +501,36 @@ impl Validator<'_> {
                 WhenFull::DropOldest
             }
         };
-        let resend_after = self.duration(item, "sync › resend_after", &r.resend_after, Duration::from_secs(10), (Duration::from_millis(100), Duration::from_secs(3600)));
-        let max_in_flight = self.int(item, "sync › max_in_flight", &r.max_in_flight, 64, (1, 10_000), "batches sent and not yet acknowledged; 16–256 is typical");
-        let max_batch_windows = self.int(item, "sync › max_batch_windows", &r.max_batch_windows, 5000, (1, 100_000), "windows per MQTT message; 1000–10000 is typical");
-        let status_interval = self.duration(item, "sync › status_interval", &r.status_interval, Duration::from_secs(10), (Duration::from_secs(1), Duration::from_secs(3600)));
+        let resend_after = self.duration(
+            item,
+            "sync › resend_after",
+            &r.resend_after,
+            Duration::from_secs(10),
+            (Duration::from_millis(100), Duration::from_secs(3600)),
+        );
+        let max_in_flight = self.int(
+            item,
+            "sync › max_in_flight",
+            &r.max_in_flight,
+            64,
+            (1, 10_000),
+            "batches sent and not yet acknowledged; 16–256 is typical",
+        );
+        let max_batch_windows = self.int(
+            item,
+            "sync › max_batch_windows",
+            &r.max_batch_windows,
+            5000,
+            (1, 100_000),
+            "windows per MQTT message; 1000–10000 is typical",
+        );
+        let status_interval = self.duration(
+            item,
+            "sync › status_interval",
+            &r.status_interval,
+            Duration::from_secs(10),
+            (Duration::from_secs(1), Duration::from_secs(3600)),
+        );
         if !ok {
             return None;
         }
@@ -489,12 +563,19 @@ impl Validator<'_> {
         match (file.1, env.1) {
             (Some(f), Some(_)) => {
                 self.push(
-                    item.diag(f.span(), format!("{section} › {}", file.0), format!("both `{}` and `{}` are set", file.0, env.0))
-                        .help("keep one: the secret comes from a file or from an environment variable"),
+                    item.diag(
+                        f.span(),
+                        format!("{section} › {}", file.0),
+                        format!("both `{}` and `{}` are set", file.0, env.0),
+                    )
+                    .help("keep one: the secret comes from a file or from an environment variable"),
                 );
                 Err(())
             }
-            (Some(f), None) => Ok(Some(SecretSource::File(resolve(&item.src.path, f.get_ref())))),
+            (Some(f), None) => Ok(Some(SecretSource::File(resolve(
+                &item.src.path,
+                f.get_ref(),
+            )))),
             (None, Some(e)) => Ok(Some(SecretSource::Env(e.get_ref().clone()))),
             (None, None) => Ok(None),
         }

@@ -190,7 +190,10 @@ impl Ctx<'_> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, col)
 }
 
@@ -206,10 +209,7 @@ pub fn load(path: &Path) -> Result<HubConfig, ConfigError> {
 /// Validate configuration text (for tests and `validate`).
 pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
     let raw: RawHub = toml::from_str(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((0, 0));
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         ConfigError::Invalid(format!(
             "error: {}\n  --> {}:{line}:{col}\n   = help: see docs/hub.md for every key",
             e.message().trim(),
@@ -225,7 +225,10 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         c.err(
             raw.schema_version.span(),
             "schema_version",
-            &format!("unsupported schema version {}", raw.schema_version.get_ref()),
+            &format!(
+                "unsupported schema version {}",
+                raw.schema_version.get_ref()
+            ),
             "this hub reads schema_version = 1",
         );
     }
@@ -237,42 +240,70 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         .unwrap_or_else(|| PathBuf::from("/var/lib/apos-hub/fleet.duckdb"));
 
     let b = &raw.broker;
-    let mode = b.mode.as_ref().map(|m| m.get_ref().as_str()).unwrap_or("embedded");
+    let mode = b
+        .mode
+        .as_ref()
+        .map(|m| m.get_ref().as_str())
+        .unwrap_or("embedded");
     let broker = match mode {
         "embedded" => {
             let listen = match &b.listen {
                 None => Some(SocketAddr::from(([127, 0, 0, 1], 1883))),
-                Some(l) => match l.get_ref().parse::<SocketAddr>() {
-                    Ok(a) => Some(a),
-                    Err(_) => {
-                        c.err(l.span(), "broker › listen", &format!("{:?} is not an address:port", l.get_ref()), "write e.g. \"0.0.0.0:8883\" (all interfaces) or \"127.0.0.1:1883\"");
-                        None
+                Some(l) => {
+                    match l.get_ref().parse::<SocketAddr>() {
+                        Ok(a) => Some(a),
+                        Err(_) => {
+                            c.err(l.span(), "broker › listen", &format!("{:?} is not an address:port", l.get_ref()), "write e.g. \"0.0.0.0:8883\" (all interfaces) or \"127.0.0.1:1883\"");
+                            None
+                        }
                     }
-                },
+                }
             };
             let tls = match (&b.tls_cert, &b.tls_key) {
-                (Some(cert), Some(key)) => Some((c.resolve(cert.get_ref()), c.resolve(key.get_ref()))),
+                (Some(cert), Some(key)) => {
+                    Some((c.resolve(cert.get_ref()), c.resolve(key.get_ref())))
+                }
                 (None, None) => None,
                 (Some(s), None) | (None, Some(s)) => {
-                    c.err(s.span(), "broker › tls_cert", "TLS needs both `tls_cert` and `tls_key`", "give the PEM certificate chain and its private key");
+                    c.err(
+                        s.span(),
+                        "broker › tls_cert",
+                        "TLS needs both `tls_cert` and `tls_key`",
+                        "give the PEM certificate chain and its private key",
+                    );
                     None
                 }
             };
             if let Some(u) = &b.url {
-                c.err(u.span(), "broker › url", "`url` is for mode = \"external\"", "remove it, or set mode = \"external\"");
+                c.err(
+                    u.span(),
+                    "broker › url",
+                    "`url` is for mode = \"external\"",
+                    "remove it, or set mode = \"external\"",
+                );
             }
             listen.map(|listen| Broker::Embedded { listen, tls })
         }
         "external" => {
             let parsed = match &b.url {
                 None => {
-                    c.err(0..0, "broker › url", "an external broker needs `url`", "add url = \"mqtt://127.0.0.1:1883\" (or mqtts://…)");
+                    c.err(
+                        0..0,
+                        "broker › url",
+                        "an external broker needs `url`",
+                        "add url = \"mqtt://127.0.0.1:1883\" (or mqtts://…)",
+                    );
                     None
                 }
                 Some(u) => match parse_url(u.get_ref()) {
                     Ok(v) => Some(v),
                     Err(e) => {
-                        c.err(u.span(), "broker › url", &e, "write mqtt://host:port or mqtts://host:port");
+                        c.err(
+                            u.span(),
+                            "broker › url",
+                            &e,
+                            "write mqtt://host:port or mqtts://host:port",
+                        );
                         None
                     }
                 },
@@ -281,16 +312,31 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
             let credentials = match (&b.user, password) {
                 (Some(u), Some(p)) => Some((u.get_ref().clone(), p)),
                 (Some(u), None) => {
-                    c.err(u.span(), "broker › user", "a user needs `password_file` or `password_env`", "passwords are never written in the config");
+                    c.err(
+                        u.span(),
+                        "broker › user",
+                        "a user needs `password_file` or `password_env`",
+                        "passwords are never written in the config",
+                    );
                     None
                 }
                 (None, _) => None,
             };
-            parsed.map(|(host, port, tls)| Broker::External { host, port, tls, credentials })
+            parsed.map(|(host, port, tls)| Broker::External {
+                host,
+                port,
+                tls,
+                credentials,
+            })
         }
         other => {
             let span = b.mode.as_ref().map(|m| m.span()).unwrap_or(0..0);
-            c.err(span, "broker › mode", &format!("unknown mode {other:?}"), "use \"embedded\" (rumqttd inside the hub) or \"external\" (mosquitto, EMQX)");
+            c.err(
+                span,
+                "broker › mode",
+                &format!("unknown mode {other:?}"),
+                "use \"embedded\" (rumqttd inside the hub) or \"external\" (mosquitto, EMQX)",
+            );
             None
         }
     };
@@ -301,11 +347,19 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         .as_ref()
         .map(|m| *m.get_ref() as usize)
         .unwrap_or(protocol::MAX_MESSAGE_BYTES);
-    let commit_interval = raw.ingest.commit_interval.unwrap_or(Duration::from_millis(200));
+    let commit_interval = raw
+        .ingest
+        .commit_interval
+        .unwrap_or(Duration::from_millis(200));
     let status_log_interval = match &raw.ingest.status_log_interval {
         None => Duration::from_secs(30),
         Some(s) => humantime::parse_duration(s.get_ref()).unwrap_or_else(|e| {
-            c.err(s.span(), "ingest › status_log_interval", &e.to_string(), "write it like \"30s\"");
+            c.err(
+                s.span(),
+                "ingest › status_log_interval",
+                &e.to_string(),
+                "write it like \"30s\"",
+            );
             Duration::from_secs(30)
         }),
     };
@@ -315,35 +369,67 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         let r = n.get_ref();
         for (id, field) in [(&r.site, "node › site"), (&r.node, "node › node")] {
             if let Err(e) = protocol::topic::check_id(id.get_ref()) {
-                c.err(id.span(), field, &e.to_string(), "use letters, digits, `_` and `-` only");
+                c.err(
+                    id.span(),
+                    field,
+                    &e.to_string(),
+                    "use letters, digits, `_` and `-` only",
+                );
             }
         }
         let key = match c.secret("node › key_file", &r.key_file, &r.key_env) {
             Some(k) => match NodeKey::new(k.as_bytes()) {
                 Some(k) => Some(k),
                 None => {
-                    c.err(n.span(), "node › key_file", "the key is shorter than 16 bytes", "generate one, e.g. `head -c 32 /dev/urandom | base64 > node.key`");
+                    c.err(
+                        n.span(),
+                        "node › key_file",
+                        "the key is shorter than 16 bytes",
+                        "generate one, e.g. `head -c 32 /dev/urandom | base64 > node.key`",
+                    );
                     None
                 }
             },
             None => {
-                c.err(n.span(), "node › key_file", &format!("node {}/{} has no signing key", r.site.get_ref(), r.node.get_ref()), "add key_file (or key_env): the same key as the edge's `[sync] key_file`");
+                c.err(
+                    n.span(),
+                    "node › key_file",
+                    &format!(
+                        "node {}/{} has no signing key",
+                        r.site.get_ref(),
+                        r.node.get_ref()
+                    ),
+                    "add key_file (or key_env): the same key as the edge's `[sync] key_file`",
+                );
                 None
             }
         };
         let password = c.secret("node › password_file", &r.password_file, &r.password_env);
         let id = (r.site.get_ref().clone(), r.node.get_ref().clone());
         if nodes.contains_key(&id) {
-            c.err(n.span(), "node", &format!("node {}/{} is listed twice", id.0, id.1), "remove the duplicate entry");
+            c.err(
+                n.span(),
+                "node",
+                &format!("node {}/{} is listed twice", id.0, id.1),
+                "remove the duplicate entry",
+            );
         }
         if let Some(key) = key {
             nodes.insert(id, NodeEntry { key, password });
         }
     }
     if matches!(broker, Some(Broker::Embedded { .. }))
-        && let Some(n) = raw.nodes.iter().find(|n| n.get_ref().password_file.is_none() && n.get_ref().password_env.is_none())
+        && let Some(n) = raw
+            .nodes
+            .iter()
+            .find(|n| n.get_ref().password_file.is_none() && n.get_ref().password_env.is_none())
     {
-        c.err(n.span(), "node › password_file", "the embedded broker needs a password for every node", "add password_file (or password_env); the node logs in as user \"{site}.{node}\"");
+        c.err(
+            n.span(),
+            "node › password_file",
+            "the embedded broker needs a password for every node",
+            "add password_file (or password_env); the node logs in as user \"{site}.{node}\"",
+        );
     }
     if !c.errors.is_empty() {
         let n = c.errors.len();
@@ -396,7 +482,11 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config/hub.example.toml");
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-        std::fs::write(dir.path().join("keys/plant1.edge1.key"), "0123456789abcdef0123\n").unwrap();
+        std::fs::write(
+            dir.path().join("keys/plant1.edge1.key"),
+            "0123456789abcdef0123\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("keys/plant1.edge1.pass"), "pw\n").unwrap();
         let text = std::fs::read_to_string(&path)
             .unwrap()
@@ -412,12 +502,17 @@ mod tests {
     fn mistakes_are_located_and_explained() {
         let text = "schema_version = 1\n[broker]\nmode = \"embeded\"\n[[node]]\nsite = \"a/b\"\nnode = \"n\"\n";
         let err = parse(Path::new("hub.toml"), text).unwrap_err().to_string();
-        assert!(err.contains("broker › mode: unknown mode \"embeded\""), "{err}");
+        assert!(
+            err.contains("broker › mode: unknown mode \"embeded\""),
+            "{err}"
+        );
         assert!(err.contains("hub.toml:3:8"), "{err}");
         assert!(err.contains("node › site"), "{err}");
         assert!(err.contains("hub.toml:5:8"), "{err}");
         assert!(err.contains("has no signing key"), "{err}");
-        let err = parse(Path::new("hub.toml"), "schema_version = 1\n[brokr]\n").unwrap_err().to_string();
+        let err = parse(Path::new("hub.toml"), "schema_version = 1\n[brokr]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `brokr`"), "{err}");
         assert!(err.contains("hub.toml:2:"), "{err}");
     }

@@ -177,7 +177,10 @@ fn check(
     max: usize,
 ) -> Result<(Topic, Message), Refusal> {
     if payload.len() > max {
-        return Err(Refusal::Protocol(ProtocolError::TooLarge(payload.len(), max)));
+        return Err(Refusal::Protocol(ProtocolError::TooLarge(
+            payload.len(),
+            max,
+        )));
     }
     let t = Topic::parse(topic).map_err(Refusal::Topic)?;
     let key = keys

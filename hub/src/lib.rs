@@ -136,9 +136,8 @@ fn random_password() -> String {
 }
 
 fn free_loopback_port() -> Result<u16, HubError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| {
-        HubError::Broker(broker::BrokerError::Thread(e))
-    })?;
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| HubError::Broker(broker::BrokerError::Thread(e)))?;
     l.local_addr()
         .map(|a| a.port())
         .map_err(|e| HubError::Broker(broker::BrokerError::Thread(e)))

@@ -18,7 +18,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(name = "apos-hub", version, about = "APOS hub: broker, ingest into DuckDB, fleet registry")]
+#[command(
+    name = "apos-hub",
+    version,
+    about = "APOS hub: broker, ingest into DuckDB, fleet registry"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +78,9 @@ fn main() -> ExitCode {
                             "embedded on {listen}{}",
                             if tls.is_some() { " (TLS)" } else { "" }
                         ),
-                        hub::Broker::External { host, port, tls, .. } => format!(
+                        hub::Broker::External {
+                            host, port, tls, ..
+                        } => format!(
                             "external mqtt{}://{host}:{port}",
                             if *tls { "s" } else { "" }
                         ),

@@ -206,7 +206,13 @@ impl Store {
     }
 
     /// Record a node's status report in the registry.
-    pub fn status(&mut self, site: &str, node: &str, s: &Status, now_ms: i64) -> Result<(), StoreError> {
+    pub fn status(
+        &mut self,
+        site: &str,
+        node: &str,
+        s: &Status,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         touch(&self.conn, site, node, now_ms)?;
         self.conn.execute(
             "UPDATE nodes SET software_version = ?, outbox_batches = ?, outbox_bytes = ?,
@@ -352,17 +358,24 @@ mod tests {
     fn duplicates_are_dropped_gaps_are_visible_and_checksums_match() {
         let mut s = Store::open_in_memory().unwrap();
         let r = s
-            .ingest(&[incoming("a", 1, 3), incoming("a", 2, 3), incoming("a", 2, 3)])
+            .ingest(&[
+                incoming("a", 1, 3),
+                incoming("a", 2, 3),
+                incoming("a", 2, 3),
+            ])
             .unwrap();
         assert_eq!((r.new_batches, r.duplicates, r.windows), (2, 1, 6));
         assert_eq!(r.committed[&("s".into(), "a".into())], vec![1, 2, 2]);
         // Late and out of order: 5 before 3 and 4.
-        let r = s.ingest(&[incoming("a", 5, 3), incoming("a", 1, 3)]).unwrap();
+        let r = s
+            .ingest(&[incoming("a", 5, 3), incoming("a", 1, 3)])
+            .unwrap();
         assert_eq!((r.new_batches, r.duplicates), (1, 1));
         assert_eq!(s.gaps("s", "a", 10).unwrap(), vec![3, 4]);
         let n = &s.nodes().unwrap()[0];
         assert_eq!((n.batches, n.max_seq, n.missing), (3, 5, 2));
-        s.ingest(&[incoming("a", 4, 3), incoming("a", 3, 3)]).unwrap();
+        s.ingest(&[incoming("a", 4, 3), incoming("a", 3, 3)])
+            .unwrap();
         assert!(s.gaps("s", "a", 10).unwrap().is_empty());
 
         // What the edge produced, summed independently, equals what is stored.

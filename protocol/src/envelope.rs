@@ -4,8 +4,9 @@
 //! the sender, acknowledgements so that nobody but the hub can make an edge
 //! delete data from its outbox.
 
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::v1::{Ack, Batch, Message, Status};
 use crate::{Kind, ProtocolError, Topic};
@@ -19,9 +20,10 @@ pub const MAC_LEN: usize = 32;
 /// below it).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// A node's shared secret with the hub (at least 16 bytes).
+/// A node's shared secret with the hub (at least 16 bytes). The HMAC key
+/// is the secret's SHA-256, so secrets of any length give a full-size key.
 #[derive(Clone)]
-pub struct NodeKey(Vec<u8>);
+pub struct NodeKey([u8; 64]);
 
 impl std::fmt::Debug for NodeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,26 +34,24 @@ impl std::fmt::Debug for NodeKey {
 impl NodeKey {
     /// From the secret's bytes; `None` when shorter than 16 bytes.
     pub fn new(secret: &[u8]) -> Option<NodeKey> {
-        (secret.len() >= 16).then(|| NodeKey(secret.to_vec()))
+        (secret.len() >= 16).then(|| {
+            // HMAC zero-pads a key to the block size (64 bytes); doing it
+            // here makes the key a fixed-size array and `new` infallible.
+            let mut k = [0u8; 64];
+            k[..32].copy_from_slice(&Sha256::digest(secret));
+            NodeKey(k)
+        })
     }
 
     fn mac(&self, topic: &Topic, signed: &[u8]) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length; `new_from_slice` cannot fail.
-        let mut m = match Hmac::<Sha256>::new_from_slice(&self.0) {
-            Ok(m) => m,
-            Err(_) => unreachable_hmac(),
-        };
+        let mut m = <Hmac<Sha256> as KeyInit>::new(
+            hmac::digest::generic_array::GenericArray::from_slice(&self.0),
+        );
         m.update(topic.to_string().as_bytes());
         m.update(&[0]);
         m.update(signed);
         m
     }
-}
-
-#[cold]
-fn unreachable_hmac() -> ! {
-    // HMAC's InvalidLength is only returned by fixed-key-size MACs.
-    panic!("HMAC-SHA256 refused a key length")
 }
 
 /// Encode and sign `msg` for `topic`. The topic's kind must match.
@@ -135,6 +135,7 @@ pub fn open(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::v1::{Body, Window, WindowSet};
 

@@ -96,7 +96,9 @@ impl Ack {
     }
 
     pub fn contains(&self, seq: u64) -> bool {
-        self.ranges.iter().any(|r| (r.first..=r.last).contains(&seq))
+        self.ranges
+            .iter()
+            .any(|r| (r.first..=r.last).contains(&seq))
     }
 
     pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
@@ -188,6 +190,7 @@ impl Checksum {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn w(tag: &str, v: f64) -> Window {

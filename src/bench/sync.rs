@@ -63,7 +63,9 @@ pub fn make_backlog(
         when_full: WhenFull::DropOldest,
         max_batch_windows,
     };
-    let names: Vec<String> = (0..tags).map(|i| format!("area{:02}.tag{i:05}", i % 50)).collect();
+    let names: Vec<String> = (0..tags)
+        .map(|i| format!("area{:02}.tag{i:05}", i % 50))
+        .collect();
     let mut sum = Checksum::default();
     let t0: i64 = 1_767_225_600_000; // 2026-01-01
     let steps = (outage.as_secs() / 10) as i64;
@@ -78,7 +80,10 @@ pub fn make_backlog(
                 sum.add(window_digest(SITE, NODE, set.width_ms, set.start_ms, w));
             }
         }
-        batches += store.seal_windows(&sets, &policy, t0 + k * 10_000)?.sealed.len() as u64;
+        batches += store
+            .seal_windows(&sets, &policy, t0 + k * 10_000)?
+            .sealed
+            .len() as u64;
     }
     Ok((sum, batches))
 }
@@ -136,7 +141,9 @@ pub async fn drain(
             let conf = dir.join("mosquitto.conf");
             std::fs::write(
                 &conf,
-                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"),
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+                ),
             )?;
             let child = Command::new("/usr/sbin/mosquitto")
                 .arg("-c")
@@ -152,7 +159,9 @@ pub async fn drain(
     };
     let broker_toml = match broker {
         BrokerKind::Embedded => format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n"),
-        BrokerKind::Mosquitto => format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n"),
+        BrokerKind::Mosquitto => {
+            format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n")
+        }
     };
     let hub_db = dir.join("fleet.duckdb");
     let hub_cfg = dir.join("hub.toml");
@@ -196,7 +205,12 @@ pub async fn drain(
     let stats = std::sync::Arc::new(edge_node::sync::SyncStats::default());
     let (_sealed_tx, sealed_rx) = tokio::sync::watch::channel(0u64);
     let t0 = Instant::now();
-    let task = tokio::spawn(edge_node::sync::run(settings, sealed_rx, stats.clone(), cancel.clone()));
+    let task = tokio::spawn(edge_node::sync::run(
+        settings,
+        sealed_rx,
+        stats.clone(),
+        cancel.clone(),
+    ));
     let outbox = Outbox::open(&edge_db)?;
     let mut peak = p0.peak_rss_kib;
     loop {
@@ -217,7 +231,9 @@ pub async fn drain(
     let p1 = procstat::sample(hub_pid).context("hub gone")?;
     cancel.cancel();
     let _ = task.await;
-    let _ = Command::new("kill").args(["-TERM", &hub_pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &hub_pid.to_string()])
+        .status();
     let mut hub = hub;
     for _ in 0..100 {
         if hub.0.try_wait()?.is_some() {

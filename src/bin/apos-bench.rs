@@ -435,10 +435,15 @@ async fn sync_bench(tags: usize, outage: Duration) -> anyhow::Result<()> {
     use apos::bench::sync::{BrokerKind, drain, hub_binary};
     let hub = hub_binary()?;
     let dir = tempfile::tempdir()?;
-    println!("| broker | windows | batches | MiB | drain | windows/s into DuckDB | hub CPU | hub peak RSS | checksum |");
+    println!(
+        "| broker | windows | batches | MiB | drain | windows/s into DuckDB | hub CPU | hub peak RSS | checksum |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut rates = Vec::new();
-    for (i, b) in [BrokerKind::Embedded, BrokerKind::Mosquitto].into_iter().enumerate() {
+    for (i, b) in [BrokerKind::Embedded, BrokerKind::Mosquitto]
+        .into_iter()
+        .enumerate()
+    {
         eprintln!("{b:?}:");
         let r = drain(&hub, &dir.path().join(format!("run{i}")), b, tags, outage).await?;
         let rate = r.windows as f64 / r.drain.as_secs_f64();

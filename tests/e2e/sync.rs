@@ -306,16 +306,20 @@ async fn every_window_reaches_duckdb_once_through_kill_9_of_hub_and_edge() {
     let cfg = edge_config(p.addr, &edge_dir, h.port);
     let mut hub = start_hub(&h);
     let mut edge = start_edge(&cfg);
-    eventually("first batches acknowledged", Duration::from_secs(60), || {
-        sealed(&edge_dir) >= 3 && outbox_depth(&edge_dir) < sealed(&edge_dir)
-    })
+    eventually(
+        "first batches acknowledged",
+        Duration::from_secs(60),
+        || sealed(&edge_dir) >= 3 && outbox_depth(&edge_dir) < sealed(&edge_dir),
+    )
     .await;
     // The hub dies mid-ingest; the edge keeps collecting into its outbox.
     hub.kill9();
     let before = sealed(&edge_dir);
-    eventually("edge collects while the hub is down", Duration::from_secs(30), || {
-        sealed(&edge_dir) >= before + 5
-    })
+    eventually(
+        "edge collects while the hub is down",
+        Duration::from_secs(30),
+        || sealed(&edge_dir) >= before + 5,
+    )
     .await;
     assert!(outbox_depth(&edge_dir) >= 5, "batches wait in the outbox");
     hub = start_hub(&h);
@@ -357,9 +361,11 @@ async fn a_60_s_mosquitto_outage_loses_nothing_and_duplicates_nothing() {
     let cfg = edge_config(p.addr, &edge_dir, mport);
     let hub = start_hub(&h);
     let edge = start_edge(&cfg);
-    eventually("first batches acknowledged", Duration::from_secs(60), || {
-        sealed(&edge_dir) >= 3 && outbox_depth(&edge_dir) < sealed(&edge_dir)
-    })
+    eventually(
+        "first batches acknowledged",
+        Duration::from_secs(60),
+        || sealed(&edge_dir) >= 3 && outbox_depth(&edge_dir) < sealed(&edge_dir),
+    )
     .await;
     broker.kill9();
     let before = sealed(&edge_dir);

@@ -169,8 +169,8 @@ impl HistoryStore {
                 created_ms: now_ms,
                 body: Body::Aggregates(chunk),
             };
-            let payload = postcard::to_allocvec(&batch)
-                .map_err(|e| HistoryError::Encode(e.to_string()))?;
+            let payload =
+                postcard::to_allocvec(&batch).map_err(|e| HistoryError::Encode(e.to_string()))?;
             let size = payload.len() as i64;
             // Make room, or refuse, before queueing.
             let mut queue = true;
@@ -201,8 +201,10 @@ impl HistoryStore {
                 }
             }
             let stored_seq = if queue {
-                tx.prepare_cached("INSERT INTO outbox (seq, created_ms, payload) VALUES (?1, ?2, ?3)")?
-                    .execute(params![seq as i64, now_ms, payload])?;
+                tx.prepare_cached(
+                    "INSERT INTO outbox (seq, created_ms, payload) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![seq as i64, now_ms, payload])?;
                 last_seq = seq as i64;
                 bytes += size;
                 report.sealed.push(seq);

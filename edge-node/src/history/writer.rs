@@ -209,7 +209,8 @@ fn run(
                     retry_at = Some(now + retry_delay);
                     retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
                     if !open {
-                        if stats.commit_errors.load(Ordering::Relaxed) >= u64::from(FINAL_ATTEMPTS) {
+                        if stats.commit_errors.load(Ordering::Relaxed) >= u64::from(FINAL_ATTEMPTS)
+                        {
                             return Err(e);
                         }
                         std::thread::sleep(retry_delay);

@@ -66,7 +66,11 @@ impl Acc {
             good: self.good,
             min: if has { self.min } else { no },
             max: if has { self.max } else { no },
-            mean: if has { self.sum / f64::from(self.good) } else { no },
+            mean: if has {
+                self.sum / f64::from(self.good)
+            } else {
+                no
+            },
             twa: if self.twa_den > 0.0 {
                 self.twa_num / self.twa_den
             } else {
@@ -120,7 +124,10 @@ impl Aggregator {
         self.stats.samples += 1;
         let ts = s.ts.0;
         let good_value = if s.quality.is_good() {
-            s.value.as_ref().and_then(|v| v.as_f64()).filter(|v| v.is_finite())
+            s.value
+                .as_ref()
+                .and_then(|v| v.as_f64())
+                .filter(|v| v.is_finite())
         } else {
             None
         };
@@ -211,6 +218,7 @@ fn push_window(out: &mut Vec<WindowSet>, width: i64, start: i64, w: Window) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use drivers::{Quality, Reason, Timestamp, Value};
 

@@ -85,8 +85,9 @@ pub struct SyncSettings {
 
 fn read_secret(s: &SecretSource, what: &str) -> Result<String, String> {
     match s {
-        SecretSource::Env(v) => std::env::var(v)
-            .map_err(|_| format!("environment variable {v} ({what}) is not set")),
+        SecretSource::Env(v) => {
+            std::env::var(v).map_err(|_| format!("environment variable {v} ({what}) is not set"))
+        }
         SecretSource::File(p) => std::fs::read_to_string(p)
             .map(|t| t.trim_end_matches(['\r', '\n']).to_owned())
             .map_err(|e| format!("cannot read {what} file {}: {e}", p.display())),
@@ -169,12 +170,12 @@ pub async fn run(
     net.set_connection_timeout(5);
     eventloop.set_network_options(net);
 
-    let batch_topic = Topic::new(&settings.site, &settings.node, Kind::Batch)
-        .map_err(|e| e.to_string())?;
+    let batch_topic =
+        Topic::new(&settings.site, &settings.node, Kind::Batch).map_err(|e| e.to_string())?;
     let ack_topic =
         Topic::new(&settings.site, &settings.node, Kind::Ack).map_err(|e| e.to_string())?;
-    let status_topic = Topic::new(&settings.site, &settings.node, Kind::Status)
-        .map_err(|e| e.to_string())?;
+    let status_topic =
+        Topic::new(&settings.site, &settings.node, Kind::Status).map_err(|e| e.to_string())?;
     let ack_topic_text = ack_topic.to_string();
 
     let mut sealed_open = true;

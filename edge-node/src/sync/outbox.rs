@@ -123,11 +123,11 @@ impl Outbox {
     }
 
     pub fn state(&self) -> Result<OutboxState, HistoryError> {
-        let (batches, oldest): (i64, Option<i64>) = self.conn.query_row(
-            "SELECT count(*), min(created_ms) FROM outbox",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (batches, oldest): (i64, Option<i64>) =
+            self.conn
+                .query_row("SELECT count(*), min(created_ms) FROM outbox", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
         let (last_seq, bytes, dropped): (i64, i64, i64) = self.conn.query_row(
             "SELECT last_seq, bytes, dropped FROM outbox_state WHERE id = 1",
             [],

@@ -93,7 +93,9 @@ fn a_full_outbox_drops_the_oldest_or_rejects_the_newest_and_counts_it() {
         let bound = policy(size * 2 + size / 2, when_full);
         let mut dropped = 0;
         for k in 1..5 {
-            let r = store.seal_windows(&sets(k * 10_000, 40), &bound, 1).unwrap();
+            let r = store
+                .seal_windows(&sets(k * 10_000, 40), &bound, 1)
+                .unwrap();
             dropped += r.dropped;
         }
         let st = outbox.state().unwrap();

@@ -74,7 +74,12 @@ async fn connect(port: u16, id: &str, creds: Option<(&str, &str)>) -> Result<Asy
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intruders_and_garbage_are_refused_and_counted_and_valid_data_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    for (f, v) in [("a.key", KEY_A), ("b.key", KEY_B), ("a.pass", "pa"), ("b.pass", "pb")] {
+    for (f, v) in [
+        ("a.key", KEY_A),
+        ("b.key", KEY_B),
+        ("a.pass", "pa"),
+        ("b.pass", "pb"),
+    ] {
         std::fs::write(dir.path().join(f), v).unwrap();
     }
     let port = free_port();
@@ -109,20 +114,61 @@ async fn intruders_and_garbage_are_refused_and_counted_and_valid_data_is_stored(
     let topic_b = Topic::new("s", "b", Kind::Batch).unwrap();
     // A's batch on B's topic, signed with A's key: refused (signature).
     let forged = protocol::envelope::seal(&topic_b, &batch(1), &key_a).unwrap();
-    a.publish(topic_b.to_string(), QoS::AtLeastOnce, false, forged).await.unwrap();
+    a.publish(topic_b.to_string(), QoS::AtLeastOnce, false, forged)
+        .await
+        .unwrap();
     // A's own batch re-published on B's topic: refused (signature covers the topic).
     let real = protocol::envelope::seal(&topic_a, &batch(1), &key_a).unwrap();
-    a.publish(topic_b.to_string(), QoS::AtLeastOnce, false, real.clone()).await.unwrap();
+    a.publish(topic_b.to_string(), QoS::AtLeastOnce, false, real.clone())
+        .await
+        .unwrap();
     // Garbage, a truncated message, an unknown node, a bad topic, too large.
-    a.publish(topic_a.to_string(), QoS::AtLeastOnce, false, b"hello".to_vec()).await.unwrap();
-    a.publish(topic_a.to_string(), QoS::AtLeastOnce, false, real[..real.len() - 5].to_vec()).await.unwrap();
-    a.publish("apos/v1/s/ghost/batch", QoS::AtLeastOnce, false, real.clone()).await.unwrap();
-    a.publish("apos/v1/s/a/../batch", QoS::AtLeastOnce, false, real.clone()).await.unwrap();
-    a.publish(topic_a.to_string(), QoS::AtLeastOnce, false, vec![0u8; 200_000]).await.unwrap();
+    a.publish(
+        topic_a.to_string(),
+        QoS::AtLeastOnce,
+        false,
+        b"hello".to_vec(),
+    )
+    .await
+    .unwrap();
+    a.publish(
+        topic_a.to_string(),
+        QoS::AtLeastOnce,
+        false,
+        real[..real.len() - 5].to_vec(),
+    )
+    .await
+    .unwrap();
+    a.publish(
+        "apos/v1/s/ghost/batch",
+        QoS::AtLeastOnce,
+        false,
+        real.clone(),
+    )
+    .await
+    .unwrap();
+    a.publish(
+        "apos/v1/s/a/../batch",
+        QoS::AtLeastOnce,
+        false,
+        real.clone(),
+    )
+    .await
+    .unwrap();
+    a.publish(
+        topic_a.to_string(),
+        QoS::AtLeastOnce,
+        false,
+        vec![0u8; 200_000],
+    )
+    .await
+    .unwrap();
     // And valid batches, one of them twice.
     for seq in [1, 2, 2, 3] {
         let m = protocol::envelope::seal(&topic_a, &batch(seq), &key_a).unwrap();
-        a.publish(topic_a.to_string(), QoS::AtLeastOnce, false, m).await.unwrap();
+        a.publish(topic_a.to_string(), QoS::AtLeastOnce, false, m)
+            .await
+            .unwrap();
     }
 
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -137,7 +183,10 @@ async fn intruders_and_garbage_are_refused_and_counted_and_valid_data_is_stored(
         {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "counters: {m:?} (before {before:?})");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counters: {m:?} (before {before:?})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let m = hub::metrics::snapshot();
@@ -147,7 +196,9 @@ async fn intruders_and_garbage_are_refused_and_counted_and_valid_data_is_stored(
     let b = connect(port, "node-b", Some(("s.b", "pb"))).await.unwrap();
     let key_b = NodeKey::new(KEY_B.as_bytes()).unwrap();
     let m = protocol::envelope::seal(&topic_b, &batch(1), &key_b).unwrap();
-    b.publish(topic_b.to_string(), QoS::AtLeastOnce, false, m).await.unwrap();
+    b.publish(topic_b.to_string(), QoS::AtLeastOnce, false, m)
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while hub::metrics::snapshot().batches_new - before.batches_new < 4 {
         assert!(std::time::Instant::now() < deadline);
@@ -160,5 +211,9 @@ async fn intruders_and_garbage_are_refused_and_counted_and_valid_data_is_stored(
     let nodes = store.nodes().unwrap();
     let batches: Vec<(String, u64)> = nodes.iter().map(|n| (n.node.clone(), n.batches)).collect();
     assert_eq!(batches, vec![("a".to_string(), 3), ("b".to_string(), 1)]);
-    assert_eq!(store.windows("s", "a").unwrap(), 3, "each valid window once");
+    assert_eq!(
+        store.windows("s", "a").unwrap(),
+        3,
+        "each valid window once"
+    );
 }
