@@ -215,6 +215,8 @@ impl Edge {
             reloads: reloads.clone(),
             stats: stats.clone(),
             history_stats: history_stats.clone(),
+            sync_stats: sync_stats.clone(),
+            sync_enabled: sync_task.is_some(),
         }));
 
         Ok(Self {
@@ -285,6 +287,8 @@ struct Supervisor {
     reloads: Arc<std::sync::atomic::AtomicU64>,
     stats: Arc<PipelineStats>,
     history_stats: Arc<history::WriterStats>,
+    sync_stats: Arc<sync::SyncStats>,
+    sync_enabled: bool,
 }
 
 const STATUS_EVERY: Duration = Duration::from_secs(10);
@@ -385,6 +389,23 @@ async fn log_status(s: &Supervisor) {
         history_committed = s.history_stats.samples_written(),
         "status"
     );
+    if s.sync_enabled {
+        use std::sync::atomic::Ordering::Relaxed;
+        let h = s.history_stats.snapshot();
+        let y = &s.sync_stats;
+        tracing::info!(
+            connected = y.connected.load(Relaxed),
+            batches_sealed = h.batches_sealed,
+            published = y.published.load(Relaxed),
+            resent = y.resent.load(Relaxed),
+            acknowledged = y.acked.load(Relaxed),
+            outbox_depth = y.depth.load(Relaxed),
+            oldest_unacked_s = y.oldest_unacked_ms.load(Relaxed) / 1000,
+            outbox_dropped = h.outbox_dropped,
+            acks_refused = y.acks_refused.load(Relaxed),
+            "sync"
+        );
+    }
 }
 
 /// Render a tag's recent trend from the local history (for `apos-edge history`).

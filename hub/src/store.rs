@@ -236,13 +236,13 @@ impl Store {
         let mut st = self.conn.prepare(
             "SELECT n.site, n.node, n.first_seen_ms, n.last_seen_ms, n.software_version,
                     n.outbox_batches, n.oldest_unacked_ms, n.dropped_batches,
-                    count(b.seq), coalesce(max(b.seq), 0)
+                    count(b.seq)::BIGINT, coalesce(max(b.seq), 0)::BIGINT
              FROM nodes n LEFT JOIN batches b ON b.site = n.site AND b.node = n.node
              GROUP BY ALL ORDER BY n.site, n.node",
         )?;
         let rows = st.query_map([], |r| {
-            let batches: u64 = r.get(8)?;
-            let max_seq: u64 = r.get(9)?;
+            let batches = r.get::<_, i64>(8)? as u64;
+            let max_seq = r.get::<_, i64>(9)? as u64;
             Ok(NodeRecord {
                 site: r.get(0)?,
                 node: r.get(1)?,
@@ -262,12 +262,19 @@ impl Store {
 
     /// The missing sequence numbers of one node below its highest (capped).
     pub fn gaps(&self, site: &str, node: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
-        let mut st = self.conn.prepare(
-            "SELECT s FROM range(1, (SELECT coalesce(max(seq), 0) FROM batches WHERE site = ?1 AND node = ?2)::BIGINT) t(s)
-             ANTI JOIN (SELECT seq FROM batches WHERE site = ?1 AND node = ?2) b ON b.seq = t.s
-             ORDER BY s LIMIT ?3",
+        let max: i64 = self.conn.query_row(
+            "SELECT coalesce(max(seq), 0)::BIGINT FROM batches WHERE site = ? AND node = ?",
+            params![site, node],
+            |r| r.get(0),
         )?;
-        let rows = st.query_map(params![site, node, limit as i64], |r| r.get::<_, i64>(0))?;
+        let mut st = self.conn.prepare(
+            "SELECT s FROM range(1, ?) t(s)
+             WHERE s NOT IN (SELECT seq FROM batches WHERE site = ? AND node = ?)
+             ORDER BY s LIMIT ?",
+        )?;
+        let rows = st.query_map(params![max, site, node, limit as i64], |r| {
+            r.get::<_, i64>(0)
+        })?;
         rows.map(|r| r.map(|v| v as u64).map_err(StoreError::from))
             .collect()
     }
@@ -303,11 +310,12 @@ impl Store {
 
     /// Rows stored for one node (windows).
     pub fn windows(&self, site: &str, node: &str) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row(
+        let n: i64 = self.conn.query_row(
             "SELECT count(*) FROM aggregates WHERE site = ? AND node = ?",
             params![site, node],
             |r| r.get(0),
-        )?)
+        )?;
+        Ok(n as u64)
     }
 }
 

@@ -245,7 +245,7 @@ pub async fn run(
                 sealed_open = r.is_ok();
                 send_now = true;
             }
-            _ = status_tick.tick(), if connected => {
+            _ = status_tick.tick() => {
                 if let Ok(st) = blocking(&outbox, |o| o.state()).await {
                     let now = drivers::Timestamp::now().as_millis();
                     stats.depth.store(st.batches, Ordering::Relaxed);
@@ -260,7 +260,7 @@ pub async fn run(
                         last_seq: st.last_seq,
                         dropped_batches: st.dropped,
                     });
-                    if let Ok(bytes) = protocol::envelope::seal(&status_topic, &msg, &settings.key) {
+                    if connected && let Ok(bytes) = protocol::envelope::seal(&status_topic, &msg, &settings.key) {
                         let _ = client.try_publish(status_topic.to_string(), QoS::AtMostOnce, false, bytes);
                     }
                 }
