@@ -18,6 +18,9 @@ command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# mosquitto: the external broker of the sync tests (not started as a service).
+[ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 if ((${#need_apt[@]})); then
     say "installing ${need_apt[*]} (apt)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -48,7 +51,7 @@ fi
 
 export APOS_PYTHON="$ROOT/.venv/bin/python"
 export APOS_PEERS_DIR="$ROOT/tests/peers"
-say "peers: socat $(socat -V 2>/dev/null | sed -n 's/^socat version \([^ ]*\).*/\1/p'), pymodbus $("$APOS_PYTHON" -c 'import pymodbus; print(pymodbus.__version__)'), asyncua $("$APOS_PYTHON" -c 'import importlib.metadata as m; print(m.version("asyncua"))'), node $(node --version), node-opcua $(node -p 'require("./'"$NODE_DIR"'/node_modules/node-opcua/package.json").version')"
+say "peers: mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version \([^ ]*\).*/\1/p'), socat $(socat -V 2>/dev/null | sed -n 's/^socat version \([^ ]*\).*/\1/p'), pymodbus $("$APOS_PYTHON" -c 'import pymodbus; print(pymodbus.__version__)'), asyncua $("$APOS_PYTHON" -c 'import importlib.metadata as m; print(m.version("asyncua"))'), node $(node --version), node-opcua $(node -p 'require("./'"$NODE_DIR"'/node_modules/node-opcua/package.json").version')"
 
 # Cargo lets --workspace override -p and --all-targets override --test, so
 # the defaults apply only when the arguments (before `--`) select nothing.

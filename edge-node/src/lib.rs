@@ -11,6 +11,7 @@ pub mod logging;
 pub mod memory;
 pub mod pipeline;
 pub mod reload;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +33,9 @@ use crate::pipeline::{FilterSettings, LiveTable, PipelineStats};
 pub const SAMPLE_CHANNEL_BATCHES: usize = 8;
 /// Capacity of the filter → history channel, in batches.
 pub const STORE_CHANNEL_BATCHES: usize = 8;
+/// Capacity of the aggregator → history writer channel (closed windows, one
+/// message per second at most). Blocks when full.
+pub const WINDOW_CHANNEL_BATCHES: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -41,6 +45,8 @@ pub enum EdgeError {
     History(#[from] history::HistoryError),
     #[error("driver: {0}")]
     Driver(#[from] drivers::DriverError),
+    #[error("sync: {0}")]
+    Sync(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -102,6 +108,8 @@ pub struct Edge {
     pub live: LiveTable,
     pub stats: Arc<PipelineStats>,
     pub history_stats: Arc<history::WriterStats>,
+    pub sync_stats: Arc<sync::SyncStats>,
+    sync_task: Option<JoinHandle<()>>,
     config: watch::Receiver<Arc<EdgeConfig>>,
     drivers: Arc<Mutex<Vec<DriverHandle>>>,
     reloads: Arc<std::sync::atomic::AtomicU64>,
@@ -125,8 +133,55 @@ impl Edge {
         cancel: CancellationToken,
     ) -> Result<Self, EdgeError> {
         let (store_tx, store_rx) = mpsc::channel::<Vec<Sample>>(STORE_CHANNEL_BATCHES);
-        let writer = history::HistoryWriter::spawn(&cfg.storage, store_rx)?;
+        let sync_settings = sync::SyncSettings::from_config(&cfg).map_err(EdgeError::Sync)?;
+        let (aggregate, outbox_input, sealed_rx) = match &cfg.sync {
+            Some(s) => {
+                let widths: Vec<u32> = s
+                    .windows
+                    .iter()
+                    .map(|w| u32::try_from(w.as_millis()).unwrap_or(u32::MAX))
+                    .collect();
+                let grace = u32::try_from(s.grace.as_millis()).unwrap_or(u32::MAX);
+                let (wtx, wrx) = mpsc::channel(WINDOW_CHANNEL_BATCHES);
+                let (sealed_tx, sealed_rx) = watch::channel(0u64);
+                (
+                    Some(pipeline::AggregateStage::new(
+                        sync::aggregate::Aggregator::new(&widths, grace),
+                        wtx,
+                    )),
+                    Some(history::OutboxInput {
+                        windows: wrx,
+                        policy: sync::outbox::OutboxPolicy {
+                            max_bytes: s.outbox_max_bytes,
+                            when_full: s.when_full,
+                            max_batch_windows: s.max_batch_windows,
+                        },
+                        sealed: Some(sealed_tx),
+                    }),
+                    Some(sealed_rx),
+                )
+            }
+            None => (None, None, None),
+        };
+        let writer = history::HistoryWriter::spawn_with_outbox(
+            history::HistoryOptions::from(&cfg.storage),
+            store_rx,
+            outbox_input,
+        )?;
         let history_stats = writer.stats();
+        let sync_stats = Arc::new(sync::SyncStats::default());
+        let sync_task = match (sync_settings, sealed_rx) {
+            (Some(settings), Some(sealed)) => {
+                let st = sync_stats.clone();
+                let c = cancel.clone();
+                Some(tokio::spawn(async move {
+                    if let Err(e) = sync::run(settings, sealed, st, c).await {
+                        tracing::error!(error = %e, "sync to the hub stopped");
+                    }
+                }))
+            }
+            _ => None,
+        };
 
         let (sample_tx, sample_rx) = mpsc::channel::<Vec<Sample>>(SAMPLE_CHANNEL_BATCHES);
         let (settings_tx, settings_rx) =
@@ -139,6 +194,7 @@ impl Edge {
             settings_rx,
             live.clone(),
             stats.clone(),
+            aggregate,
         ));
 
         let driver_cancel = cancel.child_token();
@@ -159,12 +215,16 @@ impl Edge {
             reloads: reloads.clone(),
             stats: stats.clone(),
             history_stats: history_stats.clone(),
+            sync_stats: sync_stats.clone(),
+            sync_enabled: sync_task.is_some(),
         }));
 
         Ok(Self {
             live,
             stats,
             history_stats,
+            sync_stats,
+            sync_task,
             config: config_rx,
             drivers,
             reloads,
@@ -202,6 +262,9 @@ impl Edge {
             let _ = self.filter.await;
             let writer = self.writer;
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            if let Some(t) = self.sync_task {
+                let _ = t.await;
+            }
         };
         if tokio::time::timeout(timeout, work).await.is_err() {
             tracing::error!(
@@ -224,6 +287,8 @@ struct Supervisor {
     reloads: Arc<std::sync::atomic::AtomicU64>,
     stats: Arc<PipelineStats>,
     history_stats: Arc<history::WriterStats>,
+    sync_stats: Arc<sync::SyncStats>,
+    sync_enabled: bool,
 }
 
 const STATUS_EVERY: Duration = Duration::from_secs(10);
@@ -324,6 +389,23 @@ async fn log_status(s: &Supervisor) {
         history_committed = s.history_stats.samples_written(),
         "status"
     );
+    if s.sync_enabled {
+        use std::sync::atomic::Ordering::Relaxed;
+        let h = s.history_stats.snapshot();
+        let y = &s.sync_stats;
+        tracing::info!(
+            connected = y.connected.load(Relaxed),
+            batches_sealed = h.batches_sealed,
+            published = y.published.load(Relaxed),
+            resent = y.resent.load(Relaxed),
+            acknowledged = y.acked.load(Relaxed),
+            outbox_depth = y.depth.load(Relaxed),
+            oldest_unacked_s = y.oldest_unacked_ms.load(Relaxed) / 1000,
+            outbox_dropped = h.outbox_dropped,
+            acks_refused = y.acks_refused.load(Relaxed),
+            "sync"
+        );
+    }
 }
 
 /// Render a tag's recent trend from the local history (for `apos-edge history`).

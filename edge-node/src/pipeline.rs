@@ -37,6 +37,29 @@ pub const STALE_INTERVALS: u32 = 3;
 /// ...but never sooner than this (fast poll groups jitter).
 pub const STALE_MIN: Duration = Duration::from_secs(2);
 
+/// The aggregation side of the filter (with `[sync]`): every sample goes
+/// into the aggregator; closed windows go to the history writer on a
+/// bounded channel that blocks when full.
+#[derive(Debug)]
+pub struct AggregateStage {
+    pub aggregator: crate::sync::aggregate::Aggregator,
+    pub windows: mpsc::Sender<Vec<protocol::v1::WindowSet>>,
+    pending: Vec<protocol::v1::WindowSet>,
+}
+
+impl AggregateStage {
+    pub fn new(
+        aggregator: crate::sync::aggregate::Aggregator,
+        windows: mpsc::Sender<Vec<protocol::v1::WindowSet>>,
+    ) -> Self {
+        Self {
+            aggregator,
+            windows,
+            pending: Vec::new(),
+        }
+    }
+}
+
 /// Per-tag settings the filter needs, rebuilt on every config (re)load.
 #[derive(Debug, Clone, Default)]
 pub struct FilterSettings {
@@ -155,6 +178,7 @@ pub async fn run_filter(
     mut settings: watch::Receiver<Arc<FilterSettings>>,
     live: LiveTable,
     stats: Arc<PipelineStats>,
+    mut aggregate: Option<AggregateStage>,
 ) {
     let mut last: HashMap<TagName, LastStored> = HashMap::new();
     let mut current = settings.borrow_and_update().clone();
@@ -167,6 +191,15 @@ pub async fn run_filter(
                 None => break,
             },
             _ = sweep.tick() => {
+                if let Some(a) = aggregate.as_mut() {
+                    let mut closed = Vec::new();
+                    a.aggregator.close_until(Timestamp::now().as_millis(), &mut closed);
+                    // Blocks when the writer is behind: windows are never dropped here.
+                    if !closed.is_empty() && a.windows.send(closed).await.is_err() {
+                        tracing::error!("history writer stopped; windows cannot be sealed");
+                        aggregate = None;
+                    }
+                }
                 let stale = stale_samples(&*live.read().await, &current, Timestamp::now());
                 if stale.is_empty() {
                     continue;
@@ -184,6 +217,13 @@ pub async fn run_filter(
         let mut keep = Vec::with_capacity(batch.len());
         {
             let mut live = live.write().await;
+            if let Some(a) = aggregate.as_mut() {
+                let mut closed = Vec::new();
+                for s in &batch {
+                    a.aggregator.push(s, &mut closed);
+                }
+                a.pending.extend(closed);
+            }
             for s in batch {
                 live.insert(s.tag.clone(), s.clone());
                 let db = current.deadband.get(&*s.tag).copied().unwrap_or(0.0);
@@ -196,6 +236,14 @@ pub async fn run_filter(
         stats
             .samples_filtered
             .fetch_add(n - keep.len() as u64, Ordering::Relaxed);
+        if let Some(a) = aggregate.as_mut()
+            && !a.pending.is_empty()
+        {
+            let closed = std::mem::take(&mut a.pending);
+            if a.windows.send(closed).await.is_err() {
+                aggregate = None;
+            }
+        }
         if keep.is_empty() {
             continue;
         }
@@ -344,6 +392,7 @@ mod tests {
             set_rx,
             live.clone(),
             stats.clone(),
+            None,
         ));
         tx_in
             .send(vec![

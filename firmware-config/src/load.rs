@@ -12,7 +12,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostic, Diagnostics, SourceFile, did_you_mean};
 use crate::raw::{
-    Dur, RawDevice, RawImport, RawNode, RawSerialLine, RawStorage, RawTag, S, field_names,
+    Dur, RawDevice, RawImport, RawNode, RawSerialLine, RawStorage, RawSync, RawTag, S, field_names,
 };
 
 /// One element of the configuration with the file it came from.
@@ -40,6 +40,7 @@ pub(crate) struct RawConfig {
     pub schema_version: Option<Item<S<i64>>>,
     pub node: Option<Item<RawNode>>,
     pub storage: Option<Item<RawStorage>>,
+    pub sync: Option<Item<RawSync>>,
     pub poll_groups: Vec<Item<(S<String>, S<Dur>)>>,
     pub serial_lines: Vec<Item<RawSerialLine>>,
     pub devices: Vec<Item<RawDevice>>,
@@ -57,6 +58,7 @@ const MAIN_KEYS: &[&str] = &[
     "node",
     "poll_groups",
     "storage",
+    "sync",
     "serial_line",
     "device",
     "tag",
@@ -131,6 +133,14 @@ fn read_toml(
                         span,
                         raw,
                     });
+            }
+            ("sync", true) => {
+                let span = value.span();
+                out.sync = de_element::<RawSync>(&src, value, "sync", diags).map(|raw| Item {
+                    src: src.clone(),
+                    span,
+                    raw,
+                });
             }
             ("poll_groups", true) => read_poll_groups(&src, value, out, diags),
             ("include", true) => {

@@ -20,6 +20,8 @@ pub struct EdgeConfig {
     /// the group's interval instead of its device's.
     pub poll_groups: BTreeMap<String, Duration>,
     pub storage: Storage,
+    /// Edge → hub sync; `None` when the file has no `[sync]` (local only).
+    pub sync: Option<Sync>,
     /// Files this config was assembled from (the main file first), for
     /// hot-reload watching.
     pub sources: Vec<PathBuf>,
@@ -570,6 +572,41 @@ impl std::str::FromStr for NodeRef {
             identifier,
         })
     }
+}
+
+/// `[sync]`: aggregation windows, the outbox and the MQTT link to the hub.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sync {
+    pub broker_host: String,
+    pub broker_port: u16,
+    /// `mqtts://`: TLS, verifying the broker against this CA file (PEM), or
+    /// the system roots when `None`.
+    pub tls: Option<Option<PathBuf>>,
+    /// MQTT user name and password source.
+    pub credentials: Option<(String, SecretSource)>,
+    /// The node's signing key shared with the hub (≥ 16 bytes).
+    pub key: SecretSource,
+    /// Aggregation window widths, ascending.
+    pub windows: Vec<Duration>,
+    /// How long after a window's end samples may still arrive for it.
+    pub grace: Duration,
+    pub outbox_max_bytes: u64,
+    pub when_full: WhenFull,
+    pub resend_after: Duration,
+    pub max_in_flight: usize,
+    /// Windows per batch; more are split into several batches.
+    pub max_batch_windows: usize,
+    pub status_interval: Duration,
+}
+
+/// What the outbox does when it reaches its size bound. Either way every
+/// lost batch is counted, logged as an error and reported to the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Delete the oldest unacknowledged batches to make room (newest data wins).
+    DropOldest,
+    /// Keep what is queued; new batches are not queued (oldest data wins).
+    RejectNew,
 }
 
 #[derive(Debug, Clone, PartialEq)]

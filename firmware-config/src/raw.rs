@@ -91,6 +91,27 @@ pub struct RawStorage {
     pub flush_interval: Option<S<Dur>>,
 }
 
+/// `[sync]`: edge → hub over MQTT.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    pub broker: Option<S<String>>,
+    pub ca_file: Option<S<String>>,
+    pub user: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    pub password_env: Option<S<String>>,
+    pub key_file: Option<S<String>>,
+    pub key_env: Option<S<String>>,
+    pub windows: Option<S<Vec<S<Dur>>>>,
+    pub grace: Option<S<Dur>>,
+    pub outbox_max_size: Option<S<Size>>,
+    pub when_full: Option<S<String>>,
+    pub resend_after: Option<S<Dur>>,
+    pub max_in_flight: Option<S<i64>>,
+    pub max_batch_windows: Option<S<i64>>,
+    pub status_interval: Option<S<Dur>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSerialLine {

@@ -32,6 +32,25 @@ fn example_config_parses_with_includes_and_csv_import() {
     assert_eq!(cfg.poll_groups["fast"], Duration::from_millis(250));
     // main file + include + csv
     assert_eq!(cfg.sources.len(), 3);
+    let sync = cfg.sync.as_ref().expect("[sync] in the example");
+    assert_eq!(
+        (sync.broker_host.as_str(), sync.broker_port),
+        ("hub.example", 8883)
+    );
+    assert_eq!(
+        sync.tls,
+        Some(Some(PathBuf::from("/etc/apos-edge/hub-ca.pem")))
+    );
+    assert_eq!(
+        sync.windows,
+        vec![Duration::from_secs(10), Duration::from_secs(60)]
+    );
+    assert_eq!(sync.outbox_max_bytes, 256 << 20);
+    assert_eq!(sync.when_full, firmware_config::WhenFull::DropOldest);
+    assert_eq!(
+        sync.key,
+        SecretSource::File(PathBuf::from("/etc/apos-edge/node.key"))
+    );
     let line = &cfg.serial_lines["rs485-1"];
     assert_eq!(
         (line.baud, line.parity, line.data_bits, line.stop_bits),
@@ -447,5 +466,21 @@ device = \"ok\"
 "
         ),
     );
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn sync_mistakes_are_located_and_explained() {
+    let text = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n\
+[sync]\n\
+broker = \"tcp://hub:1883\"\n\
+user = \"s.n\"\n\
+windows = [\"10s\", \"10s\", \"500ms\"]\n\
+when_full = \"panic\"\n\
+outbox_max_size = \"1KiB\"\n\
+max_in_flight = 0\n\
+key_file = \"k\"\n\
+key_env = \"K\"\n";
+    let out = errors("sync.toml", text);
     insta::assert_snapshot!(out);
 }

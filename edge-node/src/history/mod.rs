@@ -45,7 +45,7 @@ use firmware_config::Storage;
 pub use query::{Bucket, HistoryReader};
 pub use retention::RetentionReport;
 pub use store::HistoryStore;
-pub use writer::{HistoryWriter, WriterStats, WriterStatsSnapshot};
+pub use writer::{HistoryWriter, OutboxInput, WriterStats, WriterStatsSnapshot};
 
 /// Everything that can go wrong with the local history.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,9 @@ pub enum HistoryError {
     /// SQLite refused an operation (I/O error, disk full, corrupt file, …).
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A batch could not be encoded for the outbox.
+    #[error("encoding an outbox batch: {0}")]
+    Encode(String),
     /// The database file could not be opened or created.
     #[error("cannot open history database {path}: {source}")]
     Open {

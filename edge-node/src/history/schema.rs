@@ -87,6 +87,35 @@ pub const MIGRATIONS: &[&str] = &[
          quality    INTEGER NOT NULL,
          reason     TEXT
      );",
+    // Edge → hub sync: closed windows and the outbox that carries them,
+    // always written in one transaction (see `crate::sync`).
+    "CREATE TABLE aggregates (
+         width_ms INTEGER NOT NULL,
+         tag_id   INTEGER NOT NULL,
+         start_ms INTEGER NOT NULL,
+         count    INTEGER NOT NULL,
+         good     INTEGER NOT NULL,
+         min      REAL,
+         max      REAL,
+         mean     REAL,
+         twa      REAL,
+         last     REAL,
+         seq      INTEGER,
+         PRIMARY KEY (width_ms, tag_id, start_ms)
+     ) WITHOUT ROWID;
+     CREATE TABLE outbox (
+         seq        INTEGER PRIMARY KEY,
+         created_ms INTEGER NOT NULL,
+         payload    BLOB NOT NULL
+     );
+     CREATE TABLE outbox_state (
+         id            INTEGER PRIMARY KEY CHECK (id = 1),
+         last_seq      INTEGER NOT NULL,
+         bytes         INTEGER NOT NULL,
+         dropped       INTEGER NOT NULL,
+         dropped_bytes INTEGER NOT NULL
+     );
+     INSERT INTO outbox_state VALUES (1, 0, 0, 0, 0);",
 ];
 
 /// The schema version this build writes and understands.

@@ -4,7 +4,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use drivers::{Sample, TagName};
-use rusqlite::{Connection, TransactionBehavior, params};
+use protocol::v1::{Batch, Body, WindowSet};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+pub use crate::sync::outbox::{OutboxPolicy, SealReport};
+use firmware_config::WhenFull;
 
 use super::retention::{self, RetentionReport};
 use super::{HistoryError, HistoryOptions, codec, schema};
@@ -126,6 +130,130 @@ impl HistoryStore {
         Ok(())
     }
 
+    /// Store closed windows in `aggregates` and seal them into outbox
+    /// batches (at most `policy.max_batch_windows` windows each), in one
+    /// transaction: a window is in the outbox if and only if it is stored.
+    /// The outbox's size bound is enforced here (see [`OutboxPolicy`]).
+    pub fn seal_windows(
+        &mut self,
+        sets: &[WindowSet],
+        policy: &OutboxPolicy,
+        now_ms: i64,
+    ) -> Result<SealReport, HistoryError> {
+        let r = self.seal_tx(sets, policy, now_ms);
+        if r.is_err() {
+            self.tag_ids.clear();
+        }
+        r
+    }
+
+    fn seal_tx(
+        &mut self,
+        sets: &[WindowSet],
+        policy: &OutboxPolicy,
+        now_ms: i64,
+    ) -> Result<SealReport, HistoryError> {
+        let mut report = SealReport::default();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (mut last_seq, mut bytes): (i64, i64) = tx.query_row(
+            "SELECT last_seq, bytes FROM outbox_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        for chunk in split(sets, policy.max_batch_windows.max(1)) {
+            let seq = u64::try_from(last_seq).unwrap_or(0) + 1;
+            let batch = Batch {
+                seq,
+                created_ms: now_ms,
+                body: Body::Aggregates(chunk),
+            };
+            let payload =
+                postcard::to_allocvec(&batch).map_err(|e| HistoryError::Encode(e.to_string()))?;
+            let size = payload.len() as i64;
+            // Make room, or refuse, before queueing.
+            let mut queue = true;
+            while bytes + size > i64::try_from(policy.max_bytes).unwrap_or(i64::MAX) {
+                match policy.when_full {
+                    WhenFull::RejectNew => {
+                        queue = false;
+                        break;
+                    }
+                    WhenFull::DropOldest => {
+                        let oldest: Option<(i64, i64)> = tx
+                            .query_row(
+                                "SELECT seq, length(payload) FROM outbox ORDER BY seq LIMIT 1",
+                                [],
+                                |r| Ok((r.get(0)?, r.get(1)?)),
+                            )
+                            .optional()?;
+                        let Some((old, len)) = oldest else {
+                            // One batch larger than the whole bound.
+                            queue = false;
+                            break;
+                        };
+                        tx.execute("DELETE FROM outbox WHERE seq = ?1", [old])?;
+                        bytes -= len;
+                        report.dropped += 1;
+                        report.dropped_bytes += len as u64;
+                    }
+                }
+            }
+            let stored_seq = if queue {
+                tx.prepare_cached(
+                    "INSERT INTO outbox (seq, created_ms, payload) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![seq as i64, now_ms, payload])?;
+                last_seq = seq as i64;
+                bytes += size;
+                report.sealed.push(seq);
+                Some(seq as i64)
+            } else {
+                report.dropped += 1;
+                report.dropped_bytes += size as u64;
+                None
+            };
+            let Body::Aggregates(sets) = &batch.body;
+            for set in sets {
+                for w in &set.windows {
+                    let tag_id = tag_id_in(&mut self.tag_ids, &tx, &w.tag)?;
+                    let f = |v: f64| (!v.is_nan()).then_some(v);
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO aggregates
+                         (width_ms, tag_id, start_ms, count, good, min, max, mean, twa, last, seq)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )?
+                    .execute(params![
+                        set.width_ms,
+                        tag_id,
+                        set.start_ms,
+                        w.count,
+                        w.good,
+                        f(w.min),
+                        f(w.max),
+                        f(w.mean),
+                        f(w.twa),
+                        f(w.last),
+                        stored_seq
+                    ])?;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE outbox_state SET last_seq = ?1, bytes = ?2,
+             dropped = dropped + ?3, dropped_bytes = dropped_bytes + ?4 WHERE id = 1",
+            params![
+                last_seq,
+                bytes,
+                report.dropped as i64,
+                report.dropped_bytes as i64
+            ],
+        )?;
+        tx.commit()?;
+        Ok(report)
+    }
+
     /// One bounded retention step at wall-clock time `now_ms`: deletes by age,
     /// then by size, stopping after about `budget`. Check
     /// [`RetentionReport::done`] and call again if it is false.
@@ -177,4 +305,51 @@ impl HistoryStore {
         }
         self.conn.close().map_err(|(_, e)| HistoryError::Sqlite(e))
     }
+}
+
+/// Split window sets into chunks of at most `max` windows, keeping each
+/// window with its set's width and start.
+fn split(sets: &[WindowSet], max: usize) -> Vec<Vec<WindowSet>> {
+    let mut out: Vec<Vec<WindowSet>> = Vec::new();
+    let mut current: Vec<WindowSet> = Vec::new();
+    let mut n = 0;
+    for set in sets {
+        for chunk in set.windows.chunks(max) {
+            if n + chunk.len() > max && n > 0 {
+                out.push(std::mem::take(&mut current));
+                n = 0;
+            }
+            match current.last_mut() {
+                Some(last) if last.width_ms == set.width_ms && last.start_ms == set.start_ms => {
+                    last.windows.extend_from_slice(chunk)
+                }
+                _ => current.push(WindowSet {
+                    width_ms: set.width_ms,
+                    start_ms: set.start_ms,
+                    windows: chunk.to_vec(),
+                }),
+            }
+            n += chunk.len();
+        }
+    }
+    if n > 0 {
+        out.push(current);
+    }
+    out
+}
+
+fn tag_id_in(
+    ids: &mut HashMap<TagName, i64>,
+    tx: &rusqlite::Transaction<'_>,
+    tag: &str,
+) -> Result<i64, HistoryError> {
+    if let Some(id) = ids.get(tag) {
+        return Ok(*id);
+    }
+    tx.prepare_cached(INSERT_TAG)?.execute([tag])?;
+    let id: i64 = tx
+        .prepare_cached(SELECT_TAG)?
+        .query_row([tag], |r| r.get(0))?;
+    ids.insert(TagName::from(tag), id);
+    Ok(id)
 }

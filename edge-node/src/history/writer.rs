@@ -11,6 +11,11 @@
 //! the pipeline and then the drivers slow down (backpressure) instead of
 //! anything being dropped. Only at shutdown, if the final commit keeps
 //! failing, are samples lost — counted in `dropped` and logged as an error.
+//!
+//! With sync enabled, closed aggregation windows arrive on a second bounded
+//! channel and are sealed at once: stored and queued in the outbox in one
+//! transaction ([`HistoryStore::seal_windows`]). Windows that cannot be
+//! sealed stay pending and are retried like samples.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,9 +24,20 @@ use std::time::{Duration, Instant};
 
 use drivers::{Sample, Timestamp};
 use firmware_config::Storage;
+use protocol::v1::WindowSet;
 use tokio::sync::mpsc;
 
 use super::{HistoryError, HistoryOptions, HistoryStore};
+use crate::sync::outbox::OutboxPolicy;
+
+/// The outbox side of the writer: closed windows in, sealed batches out.
+#[derive(Debug)]
+pub struct OutboxInput {
+    pub windows: mpsc::Receiver<Vec<WindowSet>>,
+    pub policy: OutboxPolicy,
+    /// Told the sequence numbers of newly sealed batches (never blocks).
+    pub sealed: Option<tokio::sync::watch::Sender<u64>>,
+}
 
 /// Stop reading new samples above this many batches pending.
 pub const MAX_PENDING_BATCHES: usize = 4;
@@ -40,6 +56,8 @@ pub struct WriterStats {
     last_commit_us: AtomicU64,
     retention_deleted: AtomicU64,
     merged: AtomicU64,
+    batches_sealed: AtomicU64,
+    outbox_dropped: AtomicU64,
 }
 
 /// A copy of [`WriterStats`] at one instant.
@@ -55,6 +73,9 @@ pub struct WriterStatsSnapshot {
     pub retention_deleted: u64,
     /// Samples moved from the inbox to the main table.
     pub merged: u64,
+    /// Outbox batches sealed, and lost to the outbox's size bound.
+    pub batches_sealed: u64,
+    pub outbox_dropped: u64,
 }
 
 impl WriterStats {
@@ -75,6 +96,8 @@ impl WriterStats {
             last_commit_us: l(&self.last_commit_us),
             retention_deleted: l(&self.retention_deleted),
             merged: l(&self.merged),
+            batches_sealed: l(&self.batches_sealed),
+            outbox_dropped: l(&self.outbox_dropped),
         }
     }
 }
@@ -98,13 +121,22 @@ impl HistoryWriter {
         opts: HistoryOptions,
         rx: mpsc::Receiver<Vec<Sample>>,
     ) -> Result<Self, HistoryError> {
+        Self::spawn_with_outbox(opts, rx, None)
+    }
+
+    /// Like [`Self::spawn_with`], also sealing windows into the outbox.
+    pub fn spawn_with_outbox(
+        opts: HistoryOptions,
+        rx: mpsc::Receiver<Vec<Sample>>,
+        outbox: Option<OutboxInput>,
+    ) -> Result<Self, HistoryError> {
         // Open here so a bad path fails the node's start, not a thread later.
         let store = HistoryStore::open(&opts)?;
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
         let thread = std::thread::Builder::new()
             .name("history-writer".into())
-            .spawn(move || run(store, rx, &st))
+            .spawn(move || run(store, rx, outbox, &st))
             .map_err(HistoryError::Spawn)?;
         Ok(Self { thread, stats })
     }
@@ -124,8 +156,11 @@ impl HistoryWriter {
 fn run(
     mut store: HistoryStore,
     mut rx: mpsc::Receiver<Vec<Sample>>,
+    mut outbox: Option<OutboxInput>,
     stats: &WriterStats,
 ) -> Result<(), HistoryError> {
+    let mut windows: Vec<WindowSet> = Vec::new();
+    let mut windows_open = outbox.is_some();
     // A tiny runtime only to wait on the channel with a timeout.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -142,8 +177,48 @@ fn run(
     let mut retention_unfinished = false;
     let mut open = true;
 
-    while open || !pending.is_empty() {
+    while open || !pending.is_empty() || !windows.is_empty() {
         let now = Instant::now();
+        if !windows.is_empty()
+            && retry_at.is_none_or(|t| now >= t)
+            && let Some(ob) = &outbox
+        {
+            match store.seal_windows(&windows, &ob.policy, Timestamp::now().as_millis()) {
+                Ok(r) => {
+                    windows.clear();
+                    stats
+                        .batches_sealed
+                        .fetch_add(r.sealed.len() as u64, Ordering::Relaxed);
+                    if r.dropped > 0 {
+                        stats.outbox_dropped.fetch_add(r.dropped, Ordering::Relaxed);
+                        tracing::error!(
+                            dropped_batches = r.dropped,
+                            dropped_bytes = r.dropped_bytes,
+                            policy = ?ob.policy.when_full,
+                            max_bytes = ob.policy.max_bytes,
+                            "ALARM outbox full: batches for the hub were dropped"
+                        );
+                    }
+                    if let (Some(tx), Some(&last)) = (&ob.sealed, r.sealed.last()) {
+                        let _ = tx.send(last);
+                    }
+                }
+                Err(e) => {
+                    stats.commit_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "sealing windows into the outbox failed; retrying");
+                    retry_at = Some(now + retry_delay);
+                    retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
+                    if !open {
+                        if stats.commit_errors.load(Ordering::Relaxed) >= u64::from(FINAL_ATTEMPTS)
+                        {
+                            return Err(e);
+                        }
+                        std::thread::sleep(retry_delay);
+                    }
+                }
+            }
+            continue;
+        }
         let must_commit = pending.len() >= batch_size
             || oldest_pending.is_some_and(|t| now >= t + opts.flush_interval)
             || (!open && !pending.is_empty());
@@ -236,7 +311,38 @@ fn run(
             std::thread::sleep(wait.min(Duration::from_millis(100)));
             continue;
         }
-        match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+        enum Got {
+            Samples(Option<Vec<Sample>>),
+            Windows(Option<Vec<WindowSet>>),
+        }
+        let got = rt.block_on(async {
+            let win = async {
+                match outbox.as_mut() {
+                    Some(ob) if windows_open => ob.windows.recv().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::time::timeout(wait, async {
+                tokio::select! {
+                    w = win => Got::Windows(w),
+                    s = rx.recv() => Got::Samples(s),
+                }
+            })
+            .await
+        });
+        let got = match got {
+            Ok(Got::Windows(Some(w))) => {
+                windows.extend(w);
+                continue;
+            }
+            Ok(Got::Windows(None)) => {
+                windows_open = false;
+                continue;
+            }
+            Ok(Got::Samples(s)) => Ok(s),
+            Err(e) => Err(e),
+        };
+        match got {
             Ok(Some(batch)) => {
                 accept(batch, &mut pending, &mut oldest_pending, stats);
                 // Drain what is already queued without waiting.

@@ -6,3 +6,4 @@
 
 mod history;
 mod node;
+mod outbox;

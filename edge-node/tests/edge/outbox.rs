@@ -1,0 +1,118 @@
+//! The outbox: windows sealed with their aggregates in one transaction,
+//! read back in order, deleted only when acknowledged, bounded in size.
+
+use edge_node::history::{HistoryOptions, HistoryStore};
+use edge_node::sync::outbox::{Outbox, OutboxPolicy};
+use firmware_config::WhenFull;
+use protocol::v1::{Body, Window, WindowSet};
+
+fn sets(start: i64, tags: usize) -> Vec<WindowSet> {
+    vec![WindowSet {
+        width_ms: 10_000,
+        start_ms: start,
+        windows: (0..tags)
+            .map(|i| Window {
+                tag: format!("tag{i:03}"),
+                count: 10,
+                good: 9,
+                min: 0.0,
+                max: i as f64,
+                mean: 1.0,
+                twa: 1.5,
+                last: 2.0,
+            })
+            .collect(),
+    }]
+}
+
+fn policy(max_bytes: u64, when_full: WhenFull) -> OutboxPolicy {
+    OutboxPolicy {
+        max_bytes,
+        when_full,
+        max_batch_windows: 40,
+    }
+}
+
+#[test]
+fn sealed_batches_are_numbered_split_stored_and_deleted_only_when_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.db");
+    let mut store = HistoryStore::open(&HistoryOptions::new(&path)).unwrap();
+    // 100 windows, at most 40 per batch: batches 1, 2, 3.
+    let r = store
+        .seal_windows(&sets(0, 100), &policy(1 << 20, WhenFull::DropOldest), 5)
+        .unwrap();
+    assert_eq!(r.sealed, vec![1, 2, 3]);
+    assert_eq!(r.dropped, 0);
+    let mut outbox = Outbox::open(&path).unwrap();
+    assert_eq!(outbox.unacked(10).unwrap(), vec![1, 2, 3]);
+    let mut tags = Vec::new();
+    for seq in 1..=3 {
+        let b = outbox.load(seq).unwrap().unwrap();
+        assert_eq!(b.seq, seq);
+        let Body::Aggregates(s) = b.body;
+        tags.extend(s.into_iter().flat_map(|s| s.windows).map(|w| w.tag));
+    }
+    assert_eq!(tags.len(), 100);
+    assert_eq!(tags[0], "tag000");
+    assert_eq!(tags[99], "tag099");
+    // Numbering continues after a reopen.
+    drop(store);
+    let mut store = HistoryStore::open(&HistoryOptions::new(&path)).unwrap();
+    let r = store
+        .seal_windows(&sets(10_000, 10), &policy(1 << 20, WhenFull::DropOldest), 6)
+        .unwrap();
+    assert_eq!(r.sealed, vec![4]);
+    // An acknowledgement deletes exactly what it names.
+    assert_eq!(outbox.delete(&[2, 4, 99]).unwrap(), 2);
+    assert_eq!(outbox.unacked(10).unwrap(), vec![1, 3]);
+    let st = outbox.state().unwrap();
+    assert_eq!((st.batches, st.last_seq, st.dropped), (2, 4, 0));
+    assert_eq!(st.oldest_created_ms, Some(5));
+    // The aggregates are stored, batch number included.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM aggregates", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 110);
+}
+
+#[test]
+fn a_full_outbox_drops_the_oldest_or_rejects_the_newest_and_counts_it() {
+    for when_full in [WhenFull::DropOldest, WhenFull::RejectNew] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let mut store = HistoryStore::open(&HistoryOptions::new(&path)).unwrap();
+        let one = store
+            .seal_windows(&sets(0, 40), &policy(1 << 20, when_full), 1)
+            .unwrap();
+        assert_eq!(one.sealed, vec![1]);
+        let outbox = Outbox::open(&path).unwrap();
+        let size = outbox.state().unwrap().bytes;
+        // Room for two batches of this size.
+        let bound = policy(size * 2 + size / 2, when_full);
+        let mut dropped = 0;
+        for k in 1..5 {
+            let r = store
+                .seal_windows(&sets(k * 10_000, 40), &bound, 1)
+                .unwrap();
+            dropped += r.dropped;
+        }
+        let st = outbox.state().unwrap();
+        assert_eq!(st.batches, 2, "{when_full:?}");
+        assert!(st.bytes <= bound.max_bytes);
+        assert_eq!(dropped, 3, "{when_full:?}");
+        assert_eq!(st.dropped, 3);
+        let kept = outbox.unacked(10).unwrap();
+        match when_full {
+            WhenFull::DropOldest => assert_eq!(kept, vec![4, 5]),
+            WhenFull::RejectNew => assert_eq!(kept, vec![1, 2]),
+        }
+        // Either way every window is kept in the local aggregates.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM aggregates", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 200);
+    }
+}

@@ -1,0 +1,247 @@
+//! Version 1 payloads. Encoded with postcard (see `docs/protocol.md` for
+//! why); every type also serializes to JSON for the debug view.
+//!
+//! Compatibility rule inside v1: new `Body` variants may be appended (an
+//! older hub refuses and counts them, the edge keeps them until a newer hub
+//! acknowledges); fields are never added, removed or reordered.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Edge → hub: one outbox entry, on `apos/v1/{site}/{node}/batch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The node's sequence number: 1, 2, 3, … with no gaps, kept across
+    /// restarts. The hub deduplicates on (site, node, seq).
+    pub seq: u64,
+    /// When the edge sealed the batch, ms since the Unix epoch.
+    pub created_ms: i64,
+    pub body: Body,
+}
+
+/// What a batch carries. Later issues (KPIs, forecasts, alarms) append
+/// variants and travel the same path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// Closed aggregation windows: one [`WindowSet`] per window width and
+    /// start that closed.
+    Aggregates(Vec<WindowSet>),
+}
+
+/// Every tag's statistics over one window `[start_ms, start_ms + width_ms)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowSet {
+    pub width_ms: u32,
+    pub start_ms: i64,
+    pub windows: Vec<Window>,
+}
+
+/// One tag over one window. `count` counts every sample seen in the window
+/// (any quality); the statistics are over the `good` ones, with numeric
+/// values. When `good == 0` the statistics are NaN and mean "no value".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub tag: String,
+    pub count: u32,
+    pub good: u32,
+    pub min: f64,
+    pub max: f64,
+    /// Arithmetic mean of the good samples.
+    pub mean: f64,
+    /// Time-weighted mean: each good value holds until the next sample (or
+    /// the window's end); time under a bad quality is left out.
+    pub twa: f64,
+    /// The last good value in the window.
+    pub last: f64,
+}
+
+impl Window {
+    /// Fraction of samples with good quality, 0…1.
+    pub fn good_fraction(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            f64::from(self.good) / f64::from(self.count)
+        }
+    }
+}
+
+/// Hub → edge, on `apos/v1/{site}/{node}/ack`: sequence numbers the hub has
+/// durably committed (duplicates included: they were committed before).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Inclusive ranges, ascending, not overlapping.
+    pub ranges: Vec<SeqRange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Ack {
+    /// Collapse sequence numbers into ranges.
+    pub fn from_seqs(mut seqs: Vec<u64>) -> Ack {
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut ranges: Vec<SeqRange> = Vec::new();
+        for s in seqs {
+            match ranges.last_mut() {
+                Some(r) if r.last + 1 == s => r.last = s,
+                _ => ranges.push(SeqRange { first: s, last: s }),
+            }
+        }
+        Ack { ranges }
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        self.ranges
+            .iter()
+            .any(|r| (r.first..=r.last).contains(&seq))
+    }
+
+    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ranges.iter().flat_map(|r| r.first..=r.last)
+    }
+}
+
+/// Edge → hub, on `apos/v1/{site}/{node}/status`: the node's own view,
+/// for the fleet registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub ts_ms: i64,
+    pub software_version: String,
+    pub started_ms: i64,
+    /// Unacknowledged batches and their size.
+    pub outbox_batches: u64,
+    pub outbox_bytes: u64,
+    /// Creation time of the oldest unacknowledged batch.
+    pub oldest_unacked_ms: Option<i64>,
+    /// Highest sequence number sealed so far.
+    pub last_seq: u64,
+    /// Batches dropped because the outbox was full, since the node's
+    /// outbox was created.
+    pub dropped_batches: u64,
+}
+
+/// Any v1 message, as decoded from an envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    Batch(Batch),
+    Ack(Ack),
+    Status(Status),
+}
+
+impl Message {
+    pub fn kind(&self) -> crate::Kind {
+        match self {
+            Message::Batch(_) => crate::Kind::Batch,
+            Message::Ack(_) => crate::Kind::Ack,
+            Message::Status(_) => crate::Kind::Status,
+        }
+    }
+
+    /// The human-readable debug view.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("<{e}>"))
+    }
+}
+
+/// A fingerprint of one stored window, the same on both sides: the edge
+/// computes it over what it produced, the hub over what it stored, and the
+/// fault tests compare the sums ([`Checksum`]).
+pub fn window_digest(site: &str, node: &str, width_ms: u32, start_ms: i64, w: &Window) -> u64 {
+    let mut h = Sha256::new();
+    for s in [site, node, &w.tag] {
+        h.update((s.len() as u32).to_le_bytes());
+        h.update(s.as_bytes());
+    }
+    h.update(width_ms.to_le_bytes());
+    h.update(start_ms.to_le_bytes());
+    h.update(w.count.to_le_bytes());
+    h.update(w.good.to_le_bytes());
+    for f in [w.min, w.max, w.mean, w.twa, w.last] {
+        // NaN has many bit patterns; all mean "no value".
+        let bits = if f.is_nan() { u64::MAX } else { f.to_bits() };
+        h.update(bits.to_le_bytes());
+    }
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// An order-independent checksum of a set of windows: their number and the
+/// wrapping sum of their digests. Equal checksums mean the same multiset of
+/// windows (with overwhelming probability); a duplicate or a loss changes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checksum {
+    pub windows: u64,
+    pub sum: u64,
+}
+
+impl Checksum {
+    pub fn add(&mut self, digest: u64) {
+        self.windows += 1;
+        self.sum = self.sum.wrapping_add(digest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn w(tag: &str, v: f64) -> Window {
+        Window {
+            tag: tag.into(),
+            count: 10,
+            good: 9,
+            min: v - 1.0,
+            max: v + 1.0,
+            mean: v,
+            twa: v,
+            last: v,
+        }
+    }
+
+    #[test]
+    fn acks_collapse_into_ranges() {
+        let a = Ack::from_seqs(vec![5, 1, 2, 3, 7, 8, 3]);
+        assert_eq!(
+            a.ranges,
+            vec![
+                SeqRange { first: 1, last: 3 },
+                SeqRange { first: 5, last: 5 },
+                SeqRange { first: 7, last: 8 }
+            ]
+        );
+        assert!(a.contains(2) && !a.contains(4) && a.contains(8));
+        assert_eq!(a.seqs().collect::<Vec<_>>(), vec![1, 2, 3, 5, 7, 8]);
+    }
+
+    #[test]
+    fn checksums_see_a_duplicate_a_loss_and_a_changed_value() {
+        let ws = [w("a", 1.0), w("b", 2.0), w("c", 3.0)];
+        let sum = |items: &[&Window]| {
+            let mut c = Checksum::default();
+            for x in items {
+                c.add(window_digest("s", "n", 10_000, 0, x));
+            }
+            c
+        };
+        let all = sum(&[&ws[0], &ws[1], &ws[2]]);
+        assert_eq!(all, sum(&[&ws[2], &ws[0], &ws[1]]), "order does not matter");
+        assert_ne!(all, sum(&[&ws[0], &ws[1]]));
+        assert_ne!(all, sum(&[&ws[0], &ws[1], &ws[2], &ws[2]]));
+        let mut changed = ws[1].clone();
+        changed.last = 2.5;
+        assert_ne!(all, sum(&[&ws[0], &changed, &ws[2]]));
+        assert_ne!(
+            window_digest("s", "n", 10_000, 0, &ws[0]),
+            window_digest("s", "n", 60_000, 0, &ws[0])
+        );
+        assert_eq!(w("a", f64::NAN).good_fraction(), 0.9);
+    }
+}
