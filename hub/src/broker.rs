@@ -62,6 +62,7 @@ pub fn start(
             // listener can end up refusing everyone); refuse them here.
             if client_id.contains('/') || client_id.is_empty() {
                 tracing::warn!(%client_id, "MQTT client id refused");
+                crate::metrics::REFUSED_LOGINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return false;
             }
             let ok = users.get(&user).is_some_and(|p| constant_time_eq(p.as_bytes(), pass.as_bytes()));

@@ -60,6 +60,7 @@ pub async fn run(
     store: Store,
     max_message: usize,
     commit_interval: Duration,
+    ready: tokio::sync::watch::Sender<bool>,
     cancel: CancellationToken,
 ) -> Result<(), IngestError> {
     let (to_store, from_ingest) = mpsc::channel::<ToStore>(STORE_QUEUE);
@@ -75,7 +76,10 @@ pub async fn run(
         link.port,
     );
     opts.set_keep_alive(Duration::from_secs(10));
-    opts.set_max_packet_size(max_message + 1024, max_message + 1024);
+    // Read somewhat larger messages than we accept, so that an oversized
+    // one coming through an external broker is refused and counted here
+    // instead of costing the hub its connection.
+    opts.set_max_packet_size(max_message.saturating_mul(4) + 1024, max_message + 1024);
     opts.set_clean_session(true);
     opts.set_inflight(500);
     if let Some((u, p)) = &link.credentials {
@@ -91,6 +95,8 @@ pub async fn run(
     eventloop.set_network_options(net);
     let mut backoff = Duration::from_millis(200);
     let mut last_err: Option<Instant> = None;
+    // SUBACKs still expected after the last CONNACK.
+    let mut awaiting_suback = 0usize;
 
     loop {
         tokio::select! {
@@ -117,10 +123,18 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(200);
                     tracing::info!(host = %link.host, port = link.port, "hub ingest connected to the broker");
+                    awaiting_suback = 0;
                     for kind in [Kind::Batch, Kind::Status] {
-                        if let Err(e) = client.try_subscribe(Topic::filter_all(kind), QoS::AtLeastOnce) {
-                            tracing::error!(error = %e, "cannot subscribe");
+                        match client.try_subscribe(Topic::filter_all(kind), QoS::AtLeastOnce) {
+                            Ok(()) => awaiting_suback += 1,
+                            Err(e) => tracing::error!(error = %e, "cannot subscribe"),
                         }
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    awaiting_suback = awaiting_suback.saturating_sub(1);
+                    if awaiting_suback == 0 {
+                        ready.send_replace(true);
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -144,6 +158,7 @@ pub async fn run(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    ready.send_replace(false);
                     if last_err.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                         tracing::warn!(error = %e, host = %link.host, port = link.port, "hub ingest cannot reach the broker; retrying");
                         last_err = Some(Instant::now());

@@ -39,6 +39,7 @@ pub enum HubError {
 #[derive(Debug)]
 pub struct Hub {
     ingest: JoinHandle<Result<(), ingest::IngestError>>,
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Hub {
@@ -96,15 +97,32 @@ impl Hub {
             .iter()
             .map(|(k, e)| (k.clone(), e.key.clone()))
             .collect();
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let ingest = tokio::spawn(ingest::run(
             link,
             Arc::new(keys),
             store,
             cfg.max_message_size,
             cfg.commit_interval,
+            ready_tx,
             cancel,
         ));
-        Ok(Hub { ingest })
+        Ok(Hub { ingest, ready })
+    }
+
+    /// Wait until the ingest is connected to the broker and subscribed, at
+    /// most `timeout`. True when it is. Edges resend anything published
+    /// before, so this only matters for prompt starts (demo, tests).
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let mut rx = self.ready.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether the ingest is currently connected and subscribed.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
     }
 
     /// Wait until the ingest stopped (after the cancel token fired).
