@@ -300,9 +300,27 @@ async fn drain_and_compare(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_window_reaches_duckdb_once_through_kill_9_of_hub_and_edge() {
     let dir = tempfile::tempdir().unwrap();
-    let h = hub_setup(&dir.path().join("hub"), None);
+    kill_9_of_hub_and_edge(dir.path(), None).await;
+}
+
+/// Fault 4 for faults 2 and 3: the same through an external mosquitto,
+/// which stays up while the hub and the edge die.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_window_reaches_duckdb_once_through_kill_9_with_mosquitto() {
+    let Some(mosq) = which("mosquitto") else {
+        require_peer("mosquitto (Debian package mosquitto, installed by scripts/test.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mport, start_mosquitto) = mosquitto(&mosq, dir.path());
+    let _broker = start_mosquitto();
+    kill_9_of_hub_and_edge(dir.path(), Some(mport)).await;
+}
+
+async fn kill_9_of_hub_and_edge(dir: &Path, external: Option<u16>) {
+    let h = hub_setup(&dir.join("hub"), external);
     let (p, plant_cancel) = plant().await;
-    let edge_dir = dir.path().join("edge");
+    let edge_dir = dir.join("edge");
     let cfg = edge_config(p.addr, &edge_dir, h.port);
     let mut hub = start_hub(&h);
     let mut edge = start_edge(&cfg);
@@ -332,6 +350,23 @@ async fn every_window_reaches_duckdb_once_through_kill_9_of_hub_and_edge() {
     drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
 }
 
+/// A mosquitto config on a free loopback port, and how to start it.
+fn mosquitto(mosq: &Path, dir: &Path) -> (u16, impl Fn() -> Proc) {
+    let mport = free_port();
+    let mconf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &mconf,
+        format!("listener {mport} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let mosq = mosq.to_path_buf();
+    (mport, move || {
+        let mut cmd = Command::new(&mosq);
+        cmd.arg("-c").arg(&mconf);
+        Proc::spawn(cmd)
+    })
+}
+
 /// Fault 1 and 4: an external mosquitto broker (Debian package), down for
 /// 60 s while the edge collects; after it returns every window is in DuckDB
 /// exactly once.
@@ -342,18 +377,7 @@ async fn a_60_s_mosquitto_outage_loses_nothing_and_duplicates_nothing() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mport = free_port();
-    let mconf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &mconf,
-        format!("listener {mport} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .unwrap();
-    let start_mosquitto = || {
-        let mut cmd = Command::new(&mosq);
-        cmd.arg("-c").arg(&mconf);
-        Proc::spawn(cmd)
-    };
+    let (mport, start_mosquitto) = mosquitto(&mosq, dir.path());
     let mut broker = start_mosquitto();
     let h = hub_setup(&dir.path().join("hub"), Some(mport));
     let (p, plant_cancel) = plant().await;
