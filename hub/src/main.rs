@@ -147,21 +147,43 @@ fn run(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Nodes { db } => {
             let store = hub::store::Store::open(&db)?;
-            println!(
-                "{:<12} {:<12} {:>9} {:>9} {:>8} {:>10} {:>9}  last seen",
-                "site", "node", "batches", "max seq", "missing", "backlog", "dropped"
-            );
-            for n in store.nodes()? {
+            let nodes = store.nodes()?;
+            if nodes.is_empty() {
+                println!("no node has delivered anything to {} yet", db.display());
+            }
+            for n in nodes {
+                let gaps = store.gaps(&n.site, &n.node, 20)?;
+                println!("{}/{}", n.site, n.node);
                 println!(
-                    "{:<12} {:<12} {:>9} {:>9} {:>8} {:>10} {:>9}  {} ms",
-                    n.site,
-                    n.node,
+                    "  software      {}",
+                    n.software_version
+                        .as_deref()
+                        .unwrap_or("(no status received)")
+                );
+                println!("  first seen    {}", utc(n.first_seen_ms));
+                println!("  last seen     {}", utc(n.last_seen_ms));
+                println!(
+                    "  batches       {} stored, highest seq {}, {} missing below it{}",
                     n.batches,
                     n.max_seq,
                     n.missing,
-                    n.outbox_batches.map_or("-".into(), |b| b.to_string()),
-                    n.dropped_batches.map_or("-".into(), |b| b.to_string()),
-                    n.last_seen_ms
+                    if gaps.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (first: {})",
+                            gaps.iter()
+                                .map(u64::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                );
+                println!(
+                    "  edge outbox   {} batches waiting, oldest {}, {} dropped at the edge (reported)",
+                    n.outbox_batches.map_or("?".into(), |b| b.to_string()),
+                    n.oldest_unacked_ms.map_or("-".into(), utc),
+                    n.dropped_batches.map_or("?".into(), |b| b.to_string()),
                 );
             }
             Ok(())
@@ -201,4 +223,14 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+fn utc(ms: i64) -> String {
+    match u64::try_from(ms) {
+        Ok(ms) => humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string(),
+        Err(_) => format!("{ms} ms"),
+    }
 }
