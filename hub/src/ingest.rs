@@ -258,7 +258,13 @@ fn store_loop(
                 None => {}
             }
             let deadline = Instant::now() + commit_interval;
-            while open && pending.len() < 20_000 && Instant::now() < deadline {
+            // Bound what waits in memory: commit at the latest after one
+            // transaction's worth of windows.
+            while open
+                && pending.iter().map(|b| b.batch.windows()).sum::<usize>()
+                    < crate::store::MAX_TX_WINDOWS
+                && Instant::now() < deadline
+            {
                 match rx.try_recv() {
                     Ok(m) => accept(&mut store, m, &mut pending),
                     Err(mpsc::error::TryRecvError::Empty) => {
@@ -281,8 +287,11 @@ fn store_loop(
             }
             Err(e) => {
                 bump(&metrics::COMMIT_ERRORS, 1);
-                tracing::error!(error = %e, batches = pending.len(), "DuckDB commit failed; retrying (nothing acknowledged)");
+                tracing::error!(error = %e, batches = pending.len(), "DuckDB commit failed; reopening the database and retrying (nothing acknowledged)");
                 std::thread::sleep(Duration::from_secs(1));
+                if let Err(e) = store.reopen() {
+                    tracing::error!(error = %e, "cannot reopen the DuckDB database");
+                }
             }
         }
     }

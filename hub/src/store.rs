@@ -99,9 +99,14 @@ pub struct NodeRecord {
     pub missing: u64,
 }
 
+/// Most windows per DuckDB transaction: below one row group (122,880 rows),
+/// so DuckDB never writes a transaction's rows optimistically.
+pub const MAX_TX_WINDOWS: usize = 100_000;
+
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    path: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -114,17 +119,64 @@ impl Store {
         }
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            path: Some(path.to_path_buf()),
+        })
     }
 
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        Ok(Store { conn, path: None })
     }
 
-    /// Store the batches not stored before, in one transaction.
+    /// Close and open the database file again: after a fatal error DuckDB
+    /// invalidates the open database and refuses everything until then.
+    pub fn reopen(&mut self) -> Result<(), StoreError> {
+        if let Some(path) = self.path.clone() {
+            // Close the invalidated instance first: DuckDB admits one per file.
+            let placeholder = Connection::open_in_memory()?;
+            drop(std::mem::replace(&mut self.conn, placeholder));
+            *self = Store::open(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Store the batches not stored before. Transactions hold whole
+    /// batches and at most [`MAX_TX_WINDOWS`] windows (one batch may exceed
+    /// it alone): DuckDB 1.2 can fail a larger transaction with "INTERNAL
+    /// Error: Partially optimistically written data" and then invalidates
+    /// the database (see the test `a_backlog_larger_than_a_row_group_is_stored`).
+    /// On error, batches of earlier transactions of this call are stored;
+    /// the caller retries all and they come back as duplicates.
     pub fn ingest(&mut self, items: &[Incoming]) -> Result<IngestReport, StoreError> {
+        let mut report = IngestReport::default();
+        let mut start = 0;
+        while start < items.len() {
+            let mut end = start;
+            let mut windows = 0;
+            while end < items.len() {
+                let n = items[end].batch.windows();
+                if end > start && windows + n > MAX_TX_WINDOWS {
+                    break;
+                }
+                windows += n;
+                end += 1;
+            }
+            let r = self.ingest_tx(&items[start..end])?;
+            report.new_batches += r.new_batches;
+            report.duplicates += r.duplicates;
+            report.windows += r.windows;
+            for (k, seqs) in r.committed {
+                report.committed.entry(k).or_default().extend(seqs);
+            }
+            start = end;
+        }
+        Ok(report)
+    }
+
+    fn ingest_tx(&mut self, items: &[Incoming]) -> Result<IngestReport, StoreError> {
         let mut report = IngestReport::default();
         let tx = self.conn.transaction()?;
         let mut seen: HashSet<(&str, &str, u64)> = HashSet::new();
@@ -347,7 +399,7 @@ mod tests {
                     start_ms: seq as i64 * 10_000,
                     windows: (0..tags)
                         .map(|i| Window {
-                            tag: format!("t{i}"),
+                            tag: format!("area{:02}.tag{i:05}", i % 50),
                             count: 3,
                             good: if i == 0 { 0 } else { 3 },
                             min: if i == 0 { f64::NAN } else { 1.0 },
@@ -398,5 +450,43 @@ mod tests {
         }
         assert_eq!(s.checksum("s", "a").unwrap(), expect);
         assert_eq!(s.windows("s", "a").unwrap(), 15);
+    }
+
+    /// A backlog arriving at once: more rows than a DuckDB row group
+    /// (122,880) in one call. DuckDB 1.2 failed such a transaction with
+    /// "INTERNAL Error: Partially optimistically written data", forever
+    /// (the apos-bench sync drain of a 10 min outage found it).
+    #[test]
+    fn a_backlog_larger_than_a_row_group_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("fleet.duckdb")).unwrap();
+        let items: Vec<Incoming> = (1..=60).map(|seq| incoming("a", seq, 5000)).collect();
+        s.ingest(&items[..1]).unwrap();
+        let status = Status {
+            ts_ms: 1,
+            software_version: "x".into(),
+            started_ms: 0,
+            outbox_batches: 60,
+            outbox_bytes: 1,
+            oldest_unacked_ms: Some(1),
+            last_seq: 60,
+            dropped_batches: 0,
+        };
+        s.status("s", "a", &status, 5).unwrap();
+        for chunk in [1..6, 6..50, 50..60] {
+            let r = s.ingest(&items[chunk.clone()]).unwrap();
+            assert_eq!(r.new_batches as usize, chunk.len());
+            assert_eq!(r.committed[&("s".into(), "a".into())].len(), chunk.len());
+        }
+        let mut expect = Checksum::default();
+        for it in &items {
+            let Body::Aggregates(sets) = &it.batch.body;
+            for set in sets {
+                for w in &set.windows {
+                    expect.add(window_digest("s", "a", set.width_ms, set.start_ms, w));
+                }
+            }
+        }
+        assert_eq!(s.checksum("s", "a").unwrap(), expect);
     }
 }

@@ -19,6 +19,15 @@ pub struct Batch {
     pub body: Body,
 }
 
+impl Batch {
+    /// Rows this batch becomes in a store (windows, for aggregates).
+    pub fn windows(&self) -> usize {
+        match &self.body {
+            Body::Aggregates(sets) => sets.iter().map(|s| s.windows.len()).sum(),
+        }
+    }
+}
+
 /// What a batch carries. Later issues (KPIs, forecasts, alarms) append
 /// variants and travel the same path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -86,8 +86,16 @@ enum Cmd {
     Sync {
         #[arg(long, default_value_t = 10_000)]
         tags: usize,
+        /// Length of the outage whose backlog is drained.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         outage: Duration,
+        /// Length of each steady-state run (0s: skip them).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        steady: Duration,
+        /// Steady-state runs: how many times faster than real time windows
+        /// are sealed (1 = 10k tags with 10 s and 1 min windows as configured).
+        #[arg(long, value_delimiter = ',', default_value = "1,10")]
+        speeds: Vec<f64>,
     },
     /// Storage alone: samples per second through the history writer into SQLite.
     History {
@@ -128,7 +136,12 @@ async fn main() -> anyhow::Result<()> {
             let change_every = change_every.unwrap_or(interval / 2);
             opcua(items, interval, change_every, warmup, duration, cpu, python).await
         }
-        Cmd::Sync { tags, outage } => sync_bench(tags, outage).await,
+        Cmd::Sync {
+            tags,
+            outage,
+            steady,
+            speeds,
+        } => sync_bench(tags, outage, steady, &speeds).await,
         Cmd::History {
             tags,
             duration,
@@ -431,8 +444,13 @@ async fn opcua(
     Ok(())
 }
 
-async fn sync_bench(tags: usize, outage: Duration) -> anyhow::Result<()> {
-    use apos::bench::sync::{BrokerKind, drain, hub_binary};
+async fn sync_bench(
+    tags: usize,
+    outage: Duration,
+    steady_for: Duration,
+    speeds: &[f64],
+) -> anyhow::Result<()> {
+    use apos::bench::sync::{BrokerKind, drain, hub_binary, steady};
     let hub = hub_binary()?;
     let dir = tempfile::tempdir()?;
     println!(
@@ -464,6 +482,42 @@ async fn sync_bench(tags: usize, outage: Duration) -> anyhow::Result<()> {
             if r.checksum_ok { "equal" } else { "DIFFERENT" }
         );
     }
-    println!("\nratio embedded / mosquitto: {:.2}", rates[0] / rates[1]);
+    println!(
+        "\nbacklog drain, ratio embedded / mosquitto: {:.2}",
+        rates[0] / rates[1]
+    );
+    if steady_for.is_zero() {
+        return Ok(());
+    }
+    println!(
+        "\n| broker | speed | windows/s sealed | windows/s acknowledged | seal→ack p50 | p99 | max | max outbox | hub CPU | hub peak RSS | checksum |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &speed in speeds {
+        for (i, b) in [BrokerKind::Embedded, BrokerKind::Mosquitto]
+            .into_iter()
+            .enumerate()
+        {
+            eprintln!("steady {b:?} ×{speed}:");
+            let d = dir.path().join(format!("steady{speed}-{i}"));
+            let r = steady(&hub, &d, b, tags, speed, steady_for).await?;
+            println!(
+                "| {} | ×{speed} | {:.0} | {:.0} | {:.2} s | {:.2} s | {:.2} s | {} batches | {:.0} % | {:.1} MiB | {} |",
+                match r.broker {
+                    BrokerKind::Embedded => "embedded rumqttd 0.20",
+                    BrokerKind::Mosquitto => "mosquitto (Debian)",
+                },
+                r.offered,
+                r.acked,
+                r.p50.as_secs_f64(),
+                r.p99.as_secs_f64(),
+                r.max.as_secs_f64(),
+                r.max_backlog,
+                r.hub_cpu * 100.0,
+                r.hub_peak_rss_kib as f64 / 1024.0,
+                if r.checksum_ok { "equal" } else { "DIFFERENT" }
+            );
+        }
+    }
     Ok(())
 }
