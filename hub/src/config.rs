@@ -51,6 +51,7 @@ struct RawBroker {
     tls_cert: Option<Spanned<String>>,
     tls_key: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
     password_env: Option<Spanned<String>>,
@@ -116,6 +117,9 @@ pub enum Broker {
         host: String,
         port: u16,
         tls: bool,
+        /// PEM CA certificate(s) that sign the broker's certificate; the
+        /// system's trust store when absent.
+        ca_file: Option<PathBuf>,
         credentials: Option<(String, String)>,
     },
 }
@@ -322,10 +326,35 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
                 }
                 (None, _) => None,
             };
+            let ca_file = match (&b.ca_file, &parsed) {
+                (Some(f), Some((_, _, false))) => {
+                    c.err(
+                        f.span(),
+                        "broker › ca_file",
+                        "`ca_file` is for TLS connections",
+                        "write the url as mqtts://host:port, or remove ca_file",
+                    );
+                    None
+                }
+                (Some(f), _) => {
+                    let path = c.resolve(f.get_ref());
+                    if !path.is_file() {
+                        c.err(
+                            f.span(),
+                            "broker › ca_file",
+                            &format!("{} does not exist", path.display()),
+                            "give the PEM file of the CA that signed the broker's certificate",
+                        );
+                    }
+                    Some(path)
+                }
+                (None, _) => None,
+            };
             parsed.map(|(host, port, tls)| Broker::External {
                 host,
                 port,
                 tls,
+                ca_file,
                 credentials,
             })
         }

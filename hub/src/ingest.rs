@@ -33,6 +33,8 @@ pub const STORE_QUEUE: usize = 64;
 pub enum IngestError {
     #[error("cannot start the DuckDB thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot read the broker's CA file {0}: {1}")]
+    CaFile(std::path::PathBuf, std::io::Error),
 }
 
 /// Where the ingest client connects.
@@ -41,6 +43,7 @@ pub struct Link {
     pub host: String,
     pub port: u16,
     pub tls: bool,
+    pub ca_file: Option<std::path::PathBuf>,
     pub credentials: Option<(String, String)>,
 }
 
@@ -86,7 +89,15 @@ pub async fn run(
         opts.set_credentials(u, p);
     }
     if link.tls {
-        opts.set_transport(Transport::tls_with_config(Default::default()));
+        let tls = match &link.ca_file {
+            Some(path) => rumqttc::TlsConfiguration::Simple {
+                ca: std::fs::read(path).map_err(|e| IngestError::CaFile(path.clone(), e))?,
+                alpn: None,
+                client_auth: None,
+            },
+            None => rumqttc::TlsConfiguration::default(),
+        };
+        opts.set_transport(Transport::tls_with_config(tls));
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 4096);
     let mut net = eventloop.network_options();

@@ -77,6 +77,7 @@ impl Hub {
                     host: "127.0.0.1".into(),
                     port,
                     tls: false,
+                    ca_file: None,
                     credentials: Some((broker::HUB_USER.to_string(), hub_password)),
                 }
             }
@@ -84,11 +85,13 @@ impl Hub {
                 host,
                 port,
                 tls,
+                ca_file,
                 credentials,
             } => ingest::Link {
                 host: host.clone(),
                 port: *port,
                 tls: *tls,
+                ca_file: ca_file.clone(),
                 credentials: credentials.clone(),
             },
         };

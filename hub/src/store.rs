@@ -244,7 +244,7 @@ impl Store {
             aggs.flush()?;
             batches.flush()?;
         }
-        for ((site, node), _) in &report.committed {
+        for (site, node) in report.committed.keys() {
             let now = items
                 .iter()
                 .filter(|i| &i.site == site && &i.node == node)

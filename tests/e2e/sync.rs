@@ -109,14 +109,19 @@ struct HubSetup {
 }
 
 fn hub_setup(dir: &Path, external: Option<u16>) -> HubSetup {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("node.key"), KEY).unwrap();
-    std::fs::write(dir.join("node.pass"), PASSWORD).unwrap();
     let port = external.unwrap_or_else(free_port);
     let broker = match external {
         None => format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n"),
         Some(p) => format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{p}\"\n"),
     };
+    hub_setup_with(dir, port, &broker)
+}
+
+/// A hub whose `[broker]` section is `broker`; `port` is where edges connect.
+fn hub_setup_with(dir: &Path, port: u16, broker: &str) -> HubSetup {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("node.key"), KEY).unwrap();
+    std::fs::write(dir.join("node.pass"), PASSWORD).unwrap();
     let db = dir.join("fleet.duckdb");
     let config = dir.join("hub.toml");
     std::fs::write(
@@ -144,12 +149,17 @@ fn start_hub(h: &HubSetup) -> Proc {
 }
 
 fn edge_config(plant: std::net::SocketAddr, dir: &Path, broker_port: u16) -> PathBuf {
+    edge_config_with(plant, dir, &format!("mqtt://127.0.0.1:{broker_port}"), "")
+}
+
+/// An edge syncing to `url`; `extra` lines go into `[sync]`.
+fn edge_config_with(plant: std::net::SocketAddr, dir: &Path, url: &str, extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("node.key"), KEY).unwrap();
     std::fs::write(dir.join("mqtt.pass"), PASSWORD).unwrap();
     let mut text = apos::demo::edge_config(plant, &dir.join("history.db"));
     text += &format!(
-        "\n[sync]\nbroker = \"mqtt://127.0.0.1:{broker_port}\"\nuser = \"{SITE}.{NODE}\"\npassword_file = \"mqtt.pass\"\n\
+        "\n[sync]\nbroker = \"{url}\"\n{extra}user = \"{SITE}.{NODE}\"\npassword_file = \"mqtt.pass\"\n\
          key_file = \"node.key\"\nwindows = [\"1s\", \"5s\"]\ngrace = \"300ms\"\nresend_after = \"2s\"\nstatus_interval = \"1s\"\n"
     );
     let path = dir.join("edge.toml");
@@ -174,6 +184,12 @@ fn outbox_depth(dir: &Path) -> i64 {
     edge_db(dir)
         .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
         .unwrap_or(-1)
+}
+
+/// Batches sealed and already deleted from the outbox (acknowledged).
+fn acknowledged(dir: &Path) -> i64 {
+    let depth = outbox_depth(dir);
+    if depth < 0 { 0 } else { sealed(dir) - depth }
 }
 
 fn sealed(dir: &Path) -> i64 {
@@ -313,7 +329,8 @@ async fn every_window_reaches_duckdb_once_through_kill_9_with_mosquitto() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (mport, start_mosquitto) = mosquitto(&mosq, dir.path());
-    let _broker = start_mosquitto();
+    let broker = start_mosquitto();
+    wait_listening(mport, &broker).await;
     kill_9_of_hub_and_edge(dir.path(), Some(mport)).await;
 }
 
@@ -327,7 +344,7 @@ async fn kill_9_of_hub_and_edge(dir: &Path, external: Option<u16>) {
     eventually(
         "first batches acknowledged",
         Duration::from_secs(60),
-        || sealed(&edge_dir) >= 3 && outbox_depth(&edge_dir) < sealed(&edge_dir),
+        || acknowledged(&edge_dir) >= 3,
     )
     .await;
     // The hub dies mid-ingest; the edge keeps collecting into its outbox.
@@ -348,6 +365,17 @@ async fn kill_9_of_hub_and_edge(dir: &Path, external: Option<u16>) {
         edge = start_edge(&cfg);
     }
     drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
+}
+
+/// Fail loudly, with the broker's log, if nothing listens on `port` soon.
+async fn wait_listening(port: u16, broker: &Proc) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mosquitto is not listening on {port}:\n{}", broker.log());
 }
 
 /// A mosquitto config on a free loopback port, and how to start it.
@@ -379,6 +407,7 @@ async fn a_60_s_mosquitto_outage_loses_nothing_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (mport, start_mosquitto) = mosquitto(&mosq, dir.path());
     let mut broker = start_mosquitto();
+    wait_listening(mport, &broker).await;
     let h = hub_setup(&dir.path().join("hub"), Some(mport));
     let (p, plant_cancel) = plant().await;
     let edge_dir = dir.path().join("edge");
@@ -388,7 +417,7 @@ async fn a_60_s_mosquitto_outage_loses_nothing_and_duplicates_nothing() {
     eventually(
         "first batches acknowledged",
         Duration::from_secs(60),
-        || sealed(&edge_dir) >= 3 && outbox_depth(&edge_dir) < sealed(&edge_dir),
+        || acknowledged(&edge_dir) >= 3,
     )
     .await;
     broker.kill9();
@@ -401,7 +430,176 @@ async fn a_60_s_mosquitto_outage_loses_nothing_and_duplicates_nothing() {
         sealed(&edge_dir)
     );
     assert!(outbox_depth(&edge_dir) >= 40);
-    let _broker = start_mosquitto();
+    let broker = start_mosquitto();
+    wait_listening(mport, &broker).await;
+    drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
+}
+
+/// A test CA and a server certificate for 127.0.0.1 / localhost signed by
+/// it, made with the openssl CLI (Debian package openssl): (ca, cert, key).
+fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian package openssl) is needed for the TLS tests");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=apos-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&csr);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
+}
+
+/// MQTT over TLS, both ways the hub can run: the embedded broker's TLS
+/// listener, and an external mosquitto's TLS listener (the hub a TLS client
+/// too). Edges verify the broker against the test CA; every window arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_runs_over_tls_with_the_embedded_broker_and_with_mosquitto() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(&dir.path().join("pki"));
+    let extra = format!("ca_file = {:?}\n", ca.display().to_string());
+
+    // Embedded rumqttd with TLS.
+    let port = free_port();
+    let h = hub_setup_with(
+        &dir.path().join("hub-embedded"),
+        port,
+        &format!(
+            "mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    );
+    let (p, plant_cancel) = plant().await;
+    let edge_dir = dir.path().join("edge-embedded");
+    let cfg = edge_config_with(
+        p.addr,
+        &edge_dir,
+        &format!("mqtts://127.0.0.1:{port}"),
+        &extra,
+    );
+    let hub = start_hub(&h);
+    let edge = start_edge(&cfg);
+    eventually(
+        "batches acknowledged over TLS (embedded)",
+        Duration::from_secs(60),
+        || acknowledged(&edge_dir) >= 3,
+    )
+    .await;
+    drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
+
+    // mosquitto with TLS; the hub connects with mqtts:// and ca_file too.
+    let Some(mosq) = which("mosquitto") else {
+        require_peer("mosquitto (Debian package mosquitto, installed by scripts/test.sh)");
+        return;
+    };
+    let mport = free_port();
+    let mconf = dir.path().join("mosquitto-tls.conf");
+    std::fs::write(
+        &mconf,
+        format!(
+            // `user root`: started as root, mosquitto would otherwise switch
+            // to its own user, which cannot read the test's private files
+            // (ignored when not root).
+            "listener {mport} 127.0.0.1\ncertfile {}\nkeyfile {}\nallow_anonymous true\npersistence false\nuser root\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(&mosq);
+    cmd.arg("-c").arg(&mconf);
+    let broker = Proc::spawn(cmd);
+    wait_listening(mport, &broker).await;
+    let h = hub_setup_with(
+        &dir.path().join("hub-mosquitto"),
+        mport,
+        &format!(
+            "mode = \"external\"\nurl = \"mqtts://127.0.0.1:{mport}\"\nca_file = {:?}\n",
+            ca.display().to_string()
+        ),
+    );
+    let (p, plant_cancel) = plant().await;
+    let edge_dir = dir.path().join("edge-mosquitto");
+    let cfg = edge_config_with(
+        p.addr,
+        &edge_dir,
+        &format!("mqtts://127.0.0.1:{mport}"),
+        &extra,
+    );
+    let hub = start_hub(&h);
+    let edge = start_edge(&cfg);
+    eventually(
+        "batches acknowledged over TLS (mosquitto)",
+        Duration::from_secs(60),
+        || acknowledged(&edge_dir) >= 3,
+    )
+    .await;
     drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
 }
 
