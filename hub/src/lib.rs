@@ -138,22 +138,29 @@ impl Hub {
 }
 
 fn random_password() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    // 128 bits from the std hasher's per-process random keys, plus time:
-    // enough for a loopback-only credential that lives as long as the process.
-    let mut out = String::new();
-    for i in 0..2u64 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        out += &format!("{:016x}", h.finish());
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let from_kernel = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !from_kernel {
+        // No /dev/urandom (not Linux): the std hasher's per-process random
+        // keys, mixed with the time. The password only guards a loopback
+        // listener for the life of this process.
+        use std::hash::{BuildHasher, Hasher};
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            );
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
     }
-    out
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn free_loopback_port() -> Result<u16, HubError> {
