@@ -1,0 +1,19 @@
+//! Edge intelligence that runs without the hub: forecasting models.
+//!
+//! A model is a directory with `model.onnx` and `manifest.toml`
+//! (`docs/models.md`). [`manifest`] reads and validates the manifest with
+//! located errors; [`features`] is the Rust feature pipeline, the twin of
+//! `models/train/train_forecaster.py` (a test compares them row for row);
+//! [`forecast`] loads the graph with tract, checks it against the manifest,
+//! runs it and explains its forecasts.
+//!
+//! Everything here is synchronous and CPU-bound: callers run it off the
+//! async runtime.
+
+pub mod features;
+pub mod forecast;
+pub mod manifest;
+
+pub use features::{FeatureError, FeatureSpec};
+pub use forecast::{Explanation, Forecaster, ModelError};
+pub use manifest::{Manifest, ManifestError};

@@ -1,0 +1,6 @@
+//! Integration tests of the models crate: one harness, one binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod etth1;
+mod pipeline;
+mod support;
