@@ -97,6 +97,25 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "1,10")]
         speeds: Vec<f64>,
     },
+    /// Forecasting: tract against onnxruntime on the shipped ETTh1 model
+    /// (same run, this process pinned to one core), the per-tag path for
+    /// 1,000 tags, and the model's ETTh1 accuracy through tract.
+    Forecast {
+        #[arg(long, default_value = "models/assets/etth1-ot")]
+        model: PathBuf,
+        #[arg(long, default_value = "../shared/data/ETTh1.csv")]
+        data: PathBuf,
+        /// Python with onnxruntime (scripts/test.sh builds .venv).
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        tags: usize,
+        #[arg(long, default_value_t = 5000)]
+        single_runs: usize,
+        /// CPU to pin to (taskset).
+        #[arg(long, default_value_t = 1)]
+        cpu: usize,
+    },
     /// Storage alone: samples per second through the history writer into SQLite.
     History {
         #[arg(long, default_value_t = 10_000)]
@@ -142,6 +161,14 @@ async fn main() -> anyhow::Result<()> {
             steady,
             speeds,
         } => sync_bench(tags, outage, steady, &speeds).await,
+        Cmd::Forecast {
+            model,
+            data,
+            python,
+            tags,
+            single_runs,
+            cpu,
+        } => forecast_bench(&model, &data, &python, tags, single_runs, cpu),
         Cmd::History {
             tags,
             duration,
@@ -519,5 +546,55 @@ async fn sync_bench(
             );
         }
     }
+    Ok(())
+}
+
+fn forecast_bench(
+    model: &std::path::Path,
+    data: &std::path::Path,
+    python: &std::path::Path,
+    tags: usize,
+    single_runs: usize,
+    cpu: usize,
+) -> anyhow::Result<()> {
+    use apos::bench::forecast::{p50_p99, run};
+    pin(std::process::id(), cpu);
+    let r = run(model, data, python, tags, single_runs)?;
+    let (t50, t99) = p50_p99(&r.tract_single_us);
+    let (o50, o99) = p50_p99(&r.ort_single_us);
+    println!(
+        "ETTh1 model {} (336 → 96), one core (cpu {cpu}), {single_runs} single-row runs each",
+        model.display()
+    );
+    println!();
+    println!("| runtime | single forecast p50 | p99 | {tags} rows in one call |");
+    println!("|---|---|---|---|");
+    println!(
+        "| tract-onnx 0.23.9 (Rust, in process) | {t50:.1} µs | {t99:.1} µs | {:.2} ms |",
+        r.tract_batch.as_secs_f64() * 1e3
+    );
+    println!(
+        "| onnxruntime {} (Python API, 1 thread) | {o50:.1} µs | {o99:.1} µs | {:.2} ms |",
+        r.ort_version,
+        r.ort_batch.as_secs_f64() * 1e3
+    );
+    println!();
+    println!(
+        "ratio tract / onnxruntime: single {:.2}, batch {:.2} (below 1: tract faster)",
+        t50 / o50,
+        r.tract_batch.as_secs_f64() / r.ort_batch.as_secs_f64()
+    );
+    let per_tag = r.per_tag_path.as_secs_f64() / r.tags as f64;
+    println!(
+        "per-tag path (features from a {} h window + forecast): {:.1} µs per tag; {} tags per minute use {:.3} % of one core",
+        336,
+        per_tag * 1e6,
+        r.tags,
+        per_tag * r.tags as f64 / 60.0 * 100.0
+    );
+    println!(
+        "ETTh1 test (2785 windows, normalised) through tract: MSE {:.4} MAE {:.4}",
+        r.test_mse, r.test_mae
+    );
     Ok(())
 }
