@@ -6,6 +6,7 @@
 //! Reloads replace the drivers only; everything downstream keeps running,
 //! so no buffered sample is lost.
 
+pub mod forecast;
 pub mod history;
 pub mod logging;
 pub mod memory;
@@ -109,7 +110,11 @@ pub struct Edge {
     pub stats: Arc<PipelineStats>,
     pub history_stats: Arc<history::WriterStats>,
     pub sync_stats: Arc<sync::SyncStats>,
+    /// Forecasting models in use (empty without `[forecast]`).
+    pub models: forecast::Models,
+    pub forecast_stats: Arc<forecast::ForecastStats>,
     sync_task: Option<JoinHandle<()>>,
+    forecast_task: Option<JoinHandle<()>>,
     config: watch::Receiver<Arc<EdgeConfig>>,
     drivers: Arc<Mutex<Vec<DriverHandle>>>,
     reloads: Arc<std::sync::atomic::AtomicU64>,
@@ -183,6 +188,18 @@ impl Edge {
             _ => None,
         };
 
+        let models = forecast::Models::default();
+        let forecast_stats = Arc::new(forecast::ForecastStats::default());
+        let forecast_task = cfg.forecast.clone().map(|f| {
+            tokio::spawn(forecast::run(
+                f,
+                cfg.storage.path.clone(),
+                models.clone(),
+                forecast_stats.clone(),
+                cancel.clone(),
+            ))
+        });
+
         let (sample_tx, sample_rx) = mpsc::channel::<Vec<Sample>>(SAMPLE_CHANNEL_BATCHES);
         let (settings_tx, settings_rx) =
             watch::channel(Arc::new(FilterSettings::from_config(&cfg)));
@@ -224,7 +241,10 @@ impl Edge {
             stats,
             history_stats,
             sync_stats,
+            models,
+            forecast_stats,
             sync_task,
+            forecast_task,
             config: config_rx,
             drivers,
             reloads,
@@ -263,6 +283,9 @@ impl Edge {
             let writer = self.writer;
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
             if let Some(t) = self.sync_task {
+                let _ = t.await;
+            }
+            if let Some(t) = self.forecast_task {
                 let _ = t.await;
             }
         };

@@ -12,7 +12,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostic, Diagnostics, SourceFile, did_you_mean};
 use crate::raw::{
-    Dur, RawDevice, RawImport, RawNode, RawSerialLine, RawStorage, RawSync, RawTag, S, field_names,
+    Dur, RawDevice, RawForecast, RawImport, RawNode, RawSerialLine, RawStorage, RawSync, RawTag, S,
+    field_names,
 };
 
 /// One element of the configuration with the file it came from.
@@ -41,6 +42,7 @@ pub(crate) struct RawConfig {
     pub node: Option<Item<RawNode>>,
     pub storage: Option<Item<RawStorage>>,
     pub sync: Option<Item<RawSync>>,
+    pub forecast: Option<Item<RawForecast>>,
     pub poll_groups: Vec<Item<(S<String>, S<Dur>)>>,
     pub serial_lines: Vec<Item<RawSerialLine>>,
     pub devices: Vec<Item<RawDevice>>,
@@ -59,6 +61,7 @@ const MAIN_KEYS: &[&str] = &[
     "poll_groups",
     "storage",
     "sync",
+    "forecast",
     "serial_line",
     "device",
     "tag",
@@ -141,6 +144,15 @@ fn read_toml(
                     span,
                     raw,
                 });
+            }
+            ("forecast", true) => {
+                let span = value.span();
+                out.forecast =
+                    de_element::<RawForecast>(&src, value, "forecast", diags).map(|raw| Item {
+                        src: src.clone(),
+                        span,
+                        raw,
+                    });
             }
             ("poll_groups", true) => read_poll_groups(&src, value, out, diags),
             ("include", true) => {

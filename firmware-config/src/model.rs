@@ -22,6 +22,7 @@ pub struct EdgeConfig {
     pub storage: Storage,
     /// Edge → hub sync; `None` when the file has no `[sync]` (local only).
     pub sync: Option<Sync>,
+    pub forecast: Option<Forecast>,
     /// Files this config was assembled from (the main file first), for
     /// hot-reload watching.
     pub sources: Vec<PathBuf>,
@@ -597,6 +598,22 @@ pub struct Sync {
     /// Windows per batch; more are split into several batches.
     pub max_batch_windows: usize,
     pub status_interval: Duration,
+}
+
+/// `[forecast]`: forecasting models (see docs/models.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    /// Every subdirectory with a `manifest.toml` is a model.
+    pub models_dir: PathBuf,
+    /// How often each model forecasts.
+    pub interval: Duration,
+    /// A grid point takes the last good sample at or before it, if at most
+    /// this old; older means missing (and no forecast).
+    pub max_hold: Duration,
+    /// Bound on an explanation's cost: at most this many feature groups.
+    pub explain_max_features: usize,
+    /// How often the models directory is checked for new or changed models.
+    pub check_every: Duration,
 }
 
 /// What the outbox does when it reaches its size bound. Either way every

@@ -112,6 +112,17 @@ pub struct RawSync {
     pub status_interval: Option<S<Dur>>,
 }
 
+/// `[forecast]`: ONNX forecasting models run on the edge.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForecast {
+    pub models_dir: Option<S<String>>,
+    pub interval: Option<S<Dur>>,
+    pub max_hold: Option<S<Dur>>,
+    pub explain_max_features: Option<S<i64>>,
+    pub check_every: Option<S<Dur>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSerialLine {

@@ -38,6 +38,7 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
     let poll_groups = v.poll_groups(&raw);
     let storage = v.storage(&raw);
     let sync = v.sync(&raw);
+    let forecast = v.forecast(&raw);
     let serial_lines = v.serial_lines(&raw);
     let devices = v.devices(&raw, &serial_lines);
     let tags = v.tags(&raw, &devices, &poll_groups);
@@ -61,6 +62,7 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
         poll_groups: poll_groups.into_iter().map(|(k, (d, _))| (k, d)).collect(),
         storage: storage?,
         sync: sync?,
+        forecast: forecast?,
         sources: raw.sources,
     })
 }
@@ -317,6 +319,60 @@ impl Validator<'_> {
             batch_size: batch_size as usize,
             flush_interval,
         })
+    }
+
+    /// `Some(None)`: no `[forecast]`; `None`: invalid (already reported).
+    fn forecast(&mut self, raw: &RawConfig) -> Option<Option<Forecast>> {
+        let Some(item) = &raw.forecast else {
+            return Some(None);
+        };
+        let r = &item.raw;
+        let models_dir = match &r.models_dir {
+            Some(d) => resolve(&item.src.path, d.get_ref()),
+            None => {
+                self.push(
+                    item.diag(item.span.clone(), "forecast › models_dir", "the models directory is not set")
+                        .help("add `models_dir = \"/var/lib/apos-edge/models\"`: one subdirectory per model (model.onnx + manifest.toml)"),
+                );
+                return None;
+            }
+        };
+        let interval = self.duration(
+            item,
+            "forecast › interval",
+            &r.interval,
+            Duration::from_secs(60),
+            (Duration::from_secs(1), Duration::from_secs(86_400)),
+        );
+        let max_hold = self.duration(
+            item,
+            "forecast › max_hold",
+            &r.max_hold,
+            Duration::from_secs(900),
+            (Duration::from_secs(1), Duration::from_secs(7 * 86_400)),
+        );
+        let check_every = self.duration(
+            item,
+            "forecast › check_every",
+            &r.check_every,
+            Duration::from_secs(5),
+            (Duration::from_millis(100), Duration::from_secs(3600)),
+        );
+        let explain_max_features = self.int(
+            item,
+            "forecast › explain_max_features",
+            &r.explain_max_features,
+            64,
+            (1, 100_000),
+            "feature groups an explanation occludes; its cost is one model run of this many rows",
+        );
+        Some(Some(Forecast {
+            models_dir,
+            interval,
+            max_hold,
+            explain_max_features: explain_max_features as usize,
+            check_every,
+        }))
     }
 
     /// `Some(None)`: no `[sync]`; `None`: invalid (already reported).

@@ -185,10 +185,11 @@ fn pairwise_sum(a: &[f64]) -> f64 {
 
 /// Sample-and-hold onto the grid `first_ms, first_ms + step, …` (`points`
 /// points): the value at a grid point is the last sample at or before it,
-/// if that sample is at most `max_hold` old. `samples` are (ms, value) in
-/// time order.
+/// if that sample is good and at most `max_hold` old. `samples` are
+/// (ms, value) in time order, `None` for a sample that is not good (it
+/// ends the hold: the value is unknown from then on).
 pub fn resample(
-    samples: &[(i64, f64)],
+    samples: &[(i64, Option<f64>)],
     first_ms: i64,
     step: Duration,
     points: usize,
@@ -198,14 +199,17 @@ pub fn resample(
     let hold_ms = max_hold.as_millis() as i64;
     let mut out = Vec::with_capacity(points);
     let mut i = 0;
-    let mut last: Option<(i64, f64)> = None;
+    let mut last: Option<(i64, Option<f64>)> = None;
     for k in 0..points {
         let t = first_ms + k as i64 * step_ms;
         while i < samples.len() && samples[i].0 <= t {
             last = Some(samples[i]);
             i += 1;
         }
-        out.push(last.filter(|(ts, _)| t - ts <= hold_ms).map(|(_, v)| v));
+        out.push(
+            last.filter(|(ts, _)| t - ts <= hold_ms)
+                .and_then(|(_, v)| v),
+        );
     }
     out
 }
@@ -273,7 +277,7 @@ mod tests {
 
     #[test]
     fn resampling_holds_the_previous_value_for_a_while() {
-        let s = [(0, 1.0), (1500, 2.0), (1700, 3.0)];
+        let s = [(0, Some(1.0)), (1500, Some(2.0)), (1700, Some(3.0))];
         let g = resample(
             &s,
             0,
@@ -285,6 +289,10 @@ mod tests {
             g,
             vec![Some(1.0), Some(1.0), Some(3.0), Some(3.0), Some(3.0), None]
         );
+        // A bad sample ends the hold.
+        let s = [(0, Some(1.0)), (1500, None), (3200, Some(4.0))];
+        let g = resample(&s, 0, Duration::from_secs(1), 5, Duration::from_secs(60));
+        assert_eq!(g, vec![Some(1.0), Some(1.0), None, None, Some(4.0)]);
     }
 
     #[test]

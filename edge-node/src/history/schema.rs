@@ -116,6 +116,19 @@ pub const MIGRATIONS: &[&str] = &[
          dropped_bytes INTEGER NOT NULL
      );
      INSERT INTO outbox_state VALUES (1, 0, 0, 0, 0);",
+    // 4: forecasts and how good they turned out (docs/models.md).
+    "CREATE TABLE forecasts (
+         model     TEXT NOT NULL,
+         version   TEXT NOT NULL,
+         origin_ms INTEGER NOT NULL,
+         step_ms   INTEGER NOT NULL,
+         made_ms   INTEGER NOT NULL,
+         forecast  TEXT NOT NULL,
+         mae       REAL,
+         mape      REAL,
+         scored    INTEGER NOT NULL DEFAULT 0,
+         PRIMARY KEY (model, origin_ms)
+     );",
 ];
 
 /// The schema version this build writes and understands.

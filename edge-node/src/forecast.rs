@@ -1,0 +1,428 @@
+//! Forecasting on the edge: models from a directory, hot-swapped; scheduled
+//! forecasts from local history; how good they turned out.
+//!
+//! ```text
+//! models_dir ──(scan every check_every)──▶ Models (name → Arc<Forecaster>)
+//!                                              │
+//! history (SQLite, read) ──grid──▶ features ──▶ tract ──▶ forecasts (SQLite)
+//!                                                          └─ scored once the actuals exist
+//! ```
+//!
+//! A model that fails to load or validate is refused with its error
+//! (logged, counted); the version already running keeps running. All model
+//! and SQLite work runs on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use models::Forecaster;
+use models::features::resample;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio_util::sync::CancellationToken;
+
+use crate::history::HistoryReader;
+
+/// Forecasts whose errors make up a model's rolling MAE and MAPE.
+pub const SCORE_WINDOW: usize = 100;
+
+/// The models in use, shared with whoever explains or lists them.
+#[derive(Debug, Default, Clone)]
+pub struct Models(Arc<RwLock<BTreeMap<String, Arc<Forecaster>>>>);
+
+impl Models {
+    pub fn get(&self, name: &str) -> Option<Arc<Forecaster>> {
+        self.0.read().ok()?.get(name).cloned()
+    }
+
+    /// (name, version) of every model in use.
+    pub fn list(&self) -> Vec<(String, String)> {
+        self.0
+            .read()
+            .map(|m| {
+                m.values()
+                    .map(|f| (f.manifest.name.clone(), f.manifest.version.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ForecastStats {
+    pub models: AtomicU64,
+    pub loaded: AtomicU64,
+    pub rejected: AtomicU64,
+    pub runs: AtomicU64,
+    pub failures: AtomicU64,
+    pub scored: AtomicU64,
+}
+
+/// A file's identity for change detection: length and modification time.
+type Fingerprint = [(u64, SystemTime); 2];
+
+fn fingerprint(dir: &Path) -> Option<Fingerprint> {
+    let f = |name: &str| -> Option<(u64, SystemTime)> {
+        let m = std::fs::metadata(dir.join(name)).ok()?;
+        Some((m.len(), m.modified().ok()?))
+    };
+    Some([f("manifest.toml")?, f("model.onnx")?])
+}
+
+/// What the scanner remembers between scans.
+#[derive(Debug, Default)]
+pub struct Watch {
+    seen: BTreeMap<PathBuf, Fingerprint>,
+    /// Model directory → the model name it provides.
+    names: BTreeMap<PathBuf, String>,
+}
+
+/// Load new and changed models from `dir`, drop those whose directory is
+/// gone. Returns one line per change, for the log.
+pub fn refresh(
+    dir: &Path,
+    models: &Models,
+    watch: &mut Watch,
+    stats: &ForecastStats,
+) -> Vec<String> {
+    let mut events = Vec::new();
+    let mut present = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if let Some(fp) = fingerprint(&p) {
+                present.insert(p, fp);
+            }
+        }
+    }
+    for (path, fp) in &present {
+        if watch.seen.get(path) == Some(fp) {
+            continue;
+        }
+        watch.seen.insert(path.clone(), *fp);
+        match Forecaster::load(path) {
+            Ok(f) => {
+                let name = f.manifest.name.clone();
+                let line = format!(
+                    "model {name} {} loaded from {} ({} features → {} steps of {})",
+                    f.manifest.version,
+                    path.display(),
+                    f.n_features(),
+                    f.manifest.horizon,
+                    humantime::format_duration(f.manifest.output_step)
+                );
+                if let Ok(mut m) = models.0.write() {
+                    m.insert(name.clone(), Arc::new(f));
+                }
+                watch.names.insert(path.clone(), name);
+                stats.loaded.fetch_add(1, Ordering::Relaxed);
+                events.push(line);
+            }
+            Err(e) => {
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                let running = watch
+                    .names
+                    .get(path)
+                    .and_then(|n| models.get(n))
+                    .map(|f| format!("; version {} keeps running", f.manifest.version))
+                    .unwrap_or_default();
+                events.push(format!(
+                    "ERROR model in {} refused: {e}{running}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    let gone: Vec<PathBuf> = watch
+        .seen
+        .keys()
+        .filter(|p| !present.contains_key(*p))
+        .cloned()
+        .collect();
+    for p in gone {
+        watch.seen.remove(&p);
+        if let Some(name) = watch.names.remove(&p)
+            && let Ok(mut m) = models.0.write()
+        {
+            m.remove(&name);
+            events.push(format!("model {name} removed ({} is gone)", p.display()));
+        }
+    }
+    stats
+        .models
+        .store(models.list().len() as u64, Ordering::Relaxed);
+    events
+}
+
+/// One forecast, in engineering units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastRecord {
+    pub model: String,
+    pub version: String,
+    /// Time of the first forecast step; step k is at `origin_ms + k * step_ms`.
+    pub origin_ms: i64,
+    pub step_ms: i64,
+    pub values: Vec<f64>,
+}
+
+/// Grid values of `tag`: `points` points from `first_ms`.
+fn grid(
+    reader: &HistoryReader,
+    tag: &str,
+    first_ms: i64,
+    step: Duration,
+    points: usize,
+    max_hold: Duration,
+) -> Result<Vec<Option<f64>>, String> {
+    let step_ms = step.as_millis() as i64;
+    let last_ms = first_ms + (points as i64 - 1) * step_ms;
+    let from = first_ms - max_hold.as_millis() as i64;
+    let samples = reader
+        .range(tag, from, last_ms + 1, 10_000_000)
+        .map_err(|e| e.to_string())?;
+    let s: Vec<(i64, Option<f64>)> = samples
+        .iter()
+        .map(|s| {
+            let v = s
+                .value
+                .as_ref()
+                .and_then(|v| v.as_f64())
+                .filter(|_| s.quality.is_good());
+            (s.ts.0, v)
+        })
+        .collect();
+    Ok(resample(&s, first_ms, step, points, max_hold))
+}
+
+/// Forecast with `f` from the history as of `now_ms`: the last grid point is
+/// the last whole step at or before now.
+pub fn forecast_once(
+    reader: &HistoryReader,
+    f: &Forecaster,
+    now_ms: i64,
+    max_hold: Duration,
+) -> Result<ForecastRecord, String> {
+    let spec = &f.manifest.features;
+    let step_ms = spec.step.as_millis() as i64;
+    let last = now_ms.div_euclid(step_ms) * step_ms;
+    let n = spec.history();
+    let first = last - (n as i64 - 1) * step_ms;
+    let mut windows = Vec::with_capacity(spec.tags.len());
+    for tag in &spec.tags {
+        windows.push(grid(reader, tag, first, spec.step, n, max_hold)?);
+    }
+    let refs: Vec<&[Option<f64>]> = windows.iter().map(|w| w.as_slice()).collect();
+    let x = spec.build(&refs, last).map_err(|e| e.to_string())?;
+    let values = f.predict(&x).map_err(|e| e.to_string())?;
+    Ok(ForecastRecord {
+        model: f.manifest.name.clone(),
+        version: f.manifest.version.clone(),
+        origin_ms: last + step_ms,
+        step_ms,
+        values,
+    })
+}
+
+pub fn store(conn: &Connection, r: &ForecastRecord, made_ms: i64) -> Result<(), rusqlite::Error> {
+    let json = format!(
+        "[{}]",
+        r.values
+            .iter()
+            .map(|v| format!("{v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    conn.execute(
+        "INSERT OR REPLACE INTO forecasts (model, version, origin_ms, step_ms, made_ms, forecast)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![r.model, r.version, r.origin_ms, r.step_ms, made_ms, json],
+    )?;
+    Ok(())
+}
+
+/// Score the forecasts of `f`'s model whose whole horizon is now in the past:
+/// MAE and MAPE against the grid of actual values (steps without an actual
+/// value, and zero actuals for MAPE, are left out). Returns how many.
+pub fn score(
+    conn: &Connection,
+    reader: &HistoryReader,
+    f: &Forecaster,
+    now_ms: i64,
+    max_hold: Duration,
+) -> Result<u64, String> {
+    let name = &f.manifest.name;
+    let mut st = conn
+        .prepare(
+            "SELECT origin_ms, step_ms, forecast FROM forecasts
+             WHERE model = ?1 AND scored = 0 ORDER BY origin_ms LIMIT 1000",
+        )
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<(i64, i64, String)> = st
+        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|r| r.collect())
+        .map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for (origin, step_ms, json) in rows {
+        let values: Vec<f64> = json
+            .trim_matches(['[', ']'])
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect();
+        let end = origin + (values.len() as i64 - 1) * step_ms;
+        if end > now_ms || values.is_empty() {
+            break;
+        }
+        let actual = grid(
+            reader,
+            &f.manifest.target,
+            origin,
+            Duration::from_millis(step_ms as u64),
+            values.len(),
+            max_hold,
+        )?;
+        let (mut ae, mut ape, mut k, mut kp) = (0.0, 0.0, 0usize, 0usize);
+        for (p, a) in values.iter().zip(&actual) {
+            if let Some(a) = a {
+                ae += (p - a).abs();
+                k += 1;
+                if *a != 0.0 {
+                    ape += ((p - a) / a).abs();
+                    kp += 1;
+                }
+            }
+        }
+        let mae = (k > 0).then(|| ae / k as f64);
+        let mape = (kp > 0).then(|| ape / kp as f64 * 100.0);
+        conn.execute(
+            "UPDATE forecasts SET mae = ?3, mape = ?4, scored = 1 WHERE model = ?1 AND origin_ms = ?2",
+            params![name, origin, mae, mape],
+        )
+        .map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A model's rolling accuracy: mean MAE and MAPE (%) over its last
+/// [`SCORE_WINDOW`] scored forecasts, and how many there were.
+pub fn accuracy(
+    conn: &Connection,
+    model: &str,
+) -> Result<Option<(f64, Option<f64>, u64)>, rusqlite::Error> {
+    conn.query_row(
+        "SELECT avg(mae), avg(mape), count(*) FROM (
+             SELECT mae, mape FROM forecasts WHERE model = ?1 AND scored = 1 AND mae IS NOT NULL
+             ORDER BY origin_ms DESC LIMIT ?2)",
+        params![model, SCORE_WINDOW as i64],
+        |r| {
+            Ok((
+                r.get::<_, Option<f64>>(0)?,
+                r.get::<_, Option<f64>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        },
+    )
+    .optional()
+    .map(|o| o.and_then(|(mae, mape, n)| mae.map(|m| (m, mape, n as u64))))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Run until `cancel`: keep the models current, forecast every `interval`,
+/// store, score.
+pub async fn run(
+    cfg: firmware_config::Forecast,
+    history: PathBuf,
+    models: Models,
+    stats: Arc<ForecastStats>,
+    cancel: CancellationToken,
+) {
+    let mut check = tokio::time::interval(cfg.check_every);
+    let mut tick = tokio::time::interval(cfg.interval);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watch_models = models.clone();
+    let dir = cfg.models_dir.clone();
+    let shared = Arc::new(std::sync::Mutex::new(Watch::default()));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = check.tick() => {
+                let (dir, m, w, st) = (dir.clone(), watch_models.clone(), shared.clone(), stats.clone());
+                let events = tokio::task::spawn_blocking(move || {
+                    let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+                    refresh(&dir, &m, &mut w, &st)
+                })
+                .await
+                .unwrap_or_default();
+                for e in events {
+                    if e.starts_with("ERROR") {
+                        tracing::error!("{}", e.trim_start_matches("ERROR "));
+                    } else {
+                        tracing::info!("{e}");
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let list: Vec<Arc<Forecaster>> = models.list().iter().filter_map(|(n, _)| models.get(n)).collect();
+                if list.is_empty() {
+                    continue;
+                }
+                let (history, st, max_hold) = (history.clone(), stats.clone(), cfg.max_hold);
+                let r = tokio::task::spawn_blocking(move || forecast_all(&history, &list, max_hold, &st)).await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "forecasting: cannot use the history database");
+                }
+            }
+        }
+    }
+}
+
+fn forecast_all(
+    history: &Path,
+    list: &[Arc<Forecaster>],
+    max_hold: Duration,
+    stats: &ForecastStats,
+) -> Result<(), String> {
+    let reader = HistoryReader::open(history).map_err(|e| e.to_string())?;
+    let conn = Connection::open(history).map_err(|e| e.to_string())?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let now = now_ms();
+    for f in list {
+        match forecast_once(&reader, f, now, max_hold) {
+            Ok(r) => {
+                stats.runs.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = store(&conn, &r, now) {
+                    tracing::warn!(model = %r.model, error = %e, "cannot store a forecast");
+                }
+                tracing::debug!(model = %r.model, origin_ms = r.origin_ms, first = r.values.first().copied().unwrap_or(f64::NAN), "forecast");
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(model = %f.manifest.name, error = %e, "no forecast");
+            }
+        }
+        match score(&conn, &reader, f, now, max_hold) {
+            Ok(n) => {
+                stats.scored.fetch_add(n, Ordering::Relaxed);
+                if n > 0
+                    && let Ok(Some((mae, mape, k))) = accuracy(&conn, &f.manifest.name)
+                {
+                    tracing::info!(model = %f.manifest.name, rolling_mae = mae, rolling_mape_pct = mape, forecasts = k, "forecast accuracy");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(model = %f.manifest.name, error = %e, "cannot score forecasts")
+            }
+        }
+    }
+    Ok(())
+}
