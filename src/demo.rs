@@ -152,8 +152,26 @@ pub async fn print_live(edge: &Edge) {
     let h = edge.history_stats.snapshot();
     let sync = &edge.sync_stats;
     let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let forecast = match edge.models.latest("plant-heater-fuel") {
+        Some(latest) => {
+            let f = &latest.forecast;
+            let at = |k: usize| f.values.get(k).map_or("—".into(), |v| format!("{v:.0}"));
+            let acc = match latest.accuracy {
+                Some((mae, _, n)) => format!(", rolling MAE {mae:.1} over {n} scored"),
+                None => String::new(),
+            };
+            format!(
+                " | forecast fuel_gas_flow +30 s {} +1 min {} +2 min {}{acc}",
+                at(5),
+                at(11),
+                at(23)
+            )
+        }
+        None if l(&edge.forecast_stats.models) > 0 => " | forecast: collecting history".into(),
+        None => String::new(),
+    };
     tracing::info!(
-        "live: {line}| samples seen {seen}, stored {stored}, committed {} | hub sync: {}, batches sealed {}, acknowledged {}, outbox {}, hub stored {} windows",
+        "live: {line}| samples seen {seen}, stored {stored}, committed {} | hub sync: {}, batches sealed {}, acknowledged {}, outbox {}, hub stored {} windows{forecast}",
         h.written,
         if sync.connected.load(std::sync::atomic::Ordering::Relaxed) {
             "connected"

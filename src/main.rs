@@ -127,6 +127,33 @@ async fn main() -> anyhow::Result<()> {
             pass_file.display().to_string(),
             key_file.display().to_string()
         );
+    // The demo's forecasting model (trained on simulator history at the
+    // default ×10 time scale: models/train, docs/models.md), unpacked next to
+    // the generated configuration.
+    let model_dir = args.dir.join("models/plant-heater-fuel");
+    std::fs::create_dir_all(&model_dir)
+        .with_context(|| format!("creating {}", model_dir.display()))?;
+    for (name, bytes) in [
+        (
+            "manifest.toml",
+            &include_bytes!("../models/assets/plant-heater-fuel/manifest.toml")[..],
+        ),
+        (
+            "model.onnx",
+            &include_bytes!("../models/assets/plant-heater-fuel/model.onnx")[..],
+        ),
+    ] {
+        std::fs::write(model_dir.join(name), bytes)
+            .with_context(|| format!("writing {}", model_dir.join(name).display()))?;
+    }
+    let toml = toml
+        + &format!(
+            "\n[forecast]\nmodels_dir = {:?}\ninterval = \"5s\"\nmax_hold = \"1m\"\ncheck_every = \"5s\"\n",
+            std::path::absolute(args.dir.join("models"))
+                .context("resolving the models directory")?
+                .display()
+                .to_string()
+        );
     std::fs::write(&config_path, toml)
         .with_context(|| format!("writing {}", config_path.display()))?;
 
@@ -148,6 +175,15 @@ async fn main() -> anyhow::Result<()> {
         "  hub: MQTT broker {}; fleet store (DuckDB) {}; 10 s and 1 min windows are synced",
         args.mqtt,
         hub_db.display()
+    );
+    println!(
+        "  forecast: heater.fuel_gas_flow 2 min ahead (model {}; first after 2 min of history){}",
+        model_dir.display(),
+        if (args.time_scale - 10.0).abs() > 1e-9 {
+            " — trained at --time-scale 10, so off at other scales"
+        } else {
+            ""
+        }
     );
     println!("  edge configuration:           {}", config_path.display());
     println!("  local history (SQLite):       {}", history_path.display());

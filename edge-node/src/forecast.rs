@@ -28,13 +28,34 @@ use crate::history::HistoryReader;
 /// Forecasts whose errors make up a model's rolling MAE and MAPE.
 pub const SCORE_WINDOW: usize = 100;
 
-/// The models in use, shared with whoever explains or lists them.
+/// The models in use, shared with whoever explains or lists them, and
+/// each model's latest forecast and rolling accuracy (MAE, MAPE %, count).
 #[derive(Debug, Default, Clone)]
-pub struct Models(Arc<RwLock<BTreeMap<String, Arc<Forecaster>>>>);
+pub struct Models(
+    Arc<RwLock<BTreeMap<String, Arc<Forecaster>>>>,
+    Arc<RwLock<BTreeMap<String, Latest>>>,
+);
+
+/// A model's newest forecast and its rolling accuracy so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latest {
+    pub forecast: ForecastRecord,
+    pub accuracy: Option<(f64, Option<f64>, u64)>,
+}
 
 impl Models {
     pub fn get(&self, name: &str) -> Option<Arc<Forecaster>> {
         self.0.read().ok()?.get(name).cloned()
+    }
+
+    pub fn latest(&self, name: &str) -> Option<Latest> {
+        self.1.read().ok()?.get(name).cloned()
+    }
+
+    fn set_latest(&self, name: &str, l: Latest) {
+        if let Ok(mut m) = self.1.write() {
+            m.insert(name.to_string(), l);
+        }
     }
 
     /// (name, version) of every model in use.
@@ -375,8 +396,8 @@ pub async fn run(
                 if list.is_empty() {
                     continue;
                 }
-                let (history, st, max_hold) = (history.clone(), stats.clone(), cfg.max_hold);
-                let r = tokio::task::spawn_blocking(move || forecast_all(&history, &list, max_hold, &st)).await;
+                let (history, st, max_hold, m) = (history.clone(), stats.clone(), cfg.max_hold, models.clone());
+                let r = tokio::task::spawn_blocking(move || forecast_all(&history, &list, max_hold, &st, &m)).await;
                 if let Ok(Err(e)) = r {
                     tracing::warn!(error = %e, "forecasting: cannot use the history database");
                 }
@@ -390,6 +411,7 @@ fn forecast_all(
     list: &[Arc<Forecaster>],
     max_hold: Duration,
     stats: &ForecastStats,
+    models: &Models,
 ) -> Result<(), String> {
     let reader = HistoryReader::open(history).map_err(|e| e.to_string())?;
     let conn = Connection::open(history).map_err(|e| e.to_string())?;
@@ -403,6 +425,14 @@ fn forecast_all(
                 if let Err(e) = store(&conn, &r, now) {
                     tracing::warn!(model = %r.model, error = %e, "cannot store a forecast");
                 }
+                let accuracy = accuracy(&conn, &r.model).ok().flatten();
+                models.set_latest(
+                    &r.model,
+                    Latest {
+                        forecast: r.clone(),
+                        accuracy,
+                    },
+                );
                 tracing::debug!(model = %r.model, origin_ms = r.origin_ms, first = r.values.first().copied().unwrap_or(f64::NAN), "forecast");
             }
             Err(e) => {

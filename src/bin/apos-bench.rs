@@ -116,6 +116,23 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         cpu: usize,
     },
+    /// Simulated-plant history for training the demo's forecasting model:
+    /// the plant model stepped offline as the demo steps it, sampled on a
+    /// grid in the demo's (scaled) real time, written as CSV.
+    PlantHistory {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 10.0)]
+        time_scale: f64,
+        /// Grid step in real (demo) time.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        step: Duration,
+        /// Simulated time to cover.
+        #[arg(long, default_value = "72h", value_parser = humantime::parse_duration)]
+        simulated: Duration,
+    },
     /// Storage alone: samples per second through the history writer into SQLite.
     History {
         #[arg(long, default_value_t = 10_000)]
@@ -169,6 +186,13 @@ async fn main() -> anyhow::Result<()> {
             single_runs,
             cpu,
         } => forecast_bench(&model, &data, &python, tags, single_runs, cpu),
+        Cmd::PlantHistory {
+            out,
+            seed,
+            time_scale,
+            step,
+            simulated,
+        } => plant_history(&out, seed, time_scale, step, simulated),
         Cmd::History {
             tags,
             duration,
@@ -595,6 +619,45 @@ fn forecast_bench(
     println!(
         "ETTh1 test (2785 windows, normalised) through tract: MSE {:.4} MAE {:.4}",
         r.test_mse, r.test_mae
+    );
+    Ok(())
+}
+
+fn plant_history(
+    out: &std::path::Path,
+    seed: u64,
+    time_scale: f64,
+    step: Duration,
+    simulated: Duration,
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut plant = apos::plant::model::Plant::new(seed);
+    // As the demo: one TICK of real time = TICK × time_scale simulated.
+    let dt = apos::plant::TICK.as_secs_f64() * time_scale;
+    let sample_every = (step.as_secs_f64() / apos::plant::TICK.as_secs_f64()).round() as u64;
+    let ticks = (simulated.as_secs_f64() / dt) as u64;
+    let base_s: i64 = 1_767_225_600; // 2026-01-01, arbitrary: the model has no time features
+    let mut csv = String::from("ts,heater.fuel_gas_flow,heater.outlet_temp,column.feed_rate\n");
+    let mut rows = 0;
+    for k in 0..ticks {
+        if k % sample_every.max(1) == 0 {
+            let s = plant.snapshot();
+            let ts = base_s as f64 + (k as f64) * apos::plant::TICK.as_secs_f64();
+            writeln!(
+                csv,
+                "{ts:.1},{:.4},{:.4},{:.4}",
+                s.fuel_gas_flow, s.outlet_temp, s.feed_rate
+            )?;
+            rows += 1;
+        }
+        plant.step(dt);
+    }
+    std::fs::write(out, csv)?;
+    println!(
+        "{rows} rows ({} simulated at ×{time_scale}, every {} real) → {}",
+        humantime::format_duration(simulated),
+        humantime::format_duration(step),
+        out.display()
     );
     Ok(())
 }
