@@ -51,6 +51,23 @@ fn example_config_parses_with_includes_and_csv_import() {
         sync.key,
         SecretSource::File(PathBuf::from("/etc/apos-edge/node.key"))
     );
+    let forecast = cfg.forecast.as_ref().expect("[forecast] in the example");
+    assert_eq!(
+        (
+            forecast.models_dir.as_path(),
+            forecast.interval,
+            forecast.max_hold,
+            forecast.check_every,
+            forecast.explain_max_features
+        ),
+        (
+            Path::new("/var/lib/apos-edge/models"),
+            Duration::from_secs(60),
+            Duration::from_secs(900),
+            Duration::from_secs(5),
+            64
+        )
+    );
     let line = &cfg.serial_lines["rs485-1"];
     assert_eq!(
         (line.baud, line.parity, line.data_bits, line.stop_bits),
