@@ -8,15 +8,38 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `../shared/data/ETTh1.csv` beside the project.
+/// The shared ETTh1 dataset: `$APOS_SHARED_DIR/data/ETTh1.csv`, else
+/// `../shared/data/ETTh1.csv` beside the project (where the project's
+/// shared data lives), else beside the checkout this clone was made from.
 pub fn etth1_csv() -> PathBuf {
-    let p = repo().join("../shared/data/ETTh1.csv");
-    assert!(
-        p.exists(),
-        "{} is missing (the shared ETTh1 dataset)",
-        p.display()
-    );
-    p
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(d) = std::env::var_os("APOS_SHARED_DIR") {
+        candidates.push(PathBuf::from(d).join("data/ETTh1.csv"));
+    }
+    candidates.push(repo().join("../shared/data/ETTh1.csv"));
+    // A clone elsewhere (e.g. a CI scratch dir) of a checkout that has it.
+    if let Some(origin) = git_origin() {
+        candidates.push(origin.join("../shared/data/ETTh1.csv"));
+    }
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("the shared ETTh1 dataset is missing; looked at {candidates:?} (set APOS_SHARED_DIR)")
+        })
+}
+
+/// The local directory this clone was cloned from, if any.
+fn git_origin() -> Option<PathBuf> {
+    let out = Command::new("git")
+        .args(["config", "--get", "remote.origin.url"])
+        .current_dir(repo())
+        .output()
+        .ok()?;
+    let url = String::from_utf8(out.stdout).ok()?;
+    let p = PathBuf::from(url.trim().trim_start_matches("file://"));
+    p.is_dir().then_some(p)
 }
 
 /// The Python with numpy, onnx and onnxruntime (tests/peers/requirements.txt,
