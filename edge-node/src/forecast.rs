@@ -23,7 +23,10 @@ use models::features::resample;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 
-use crate::history::HistoryReader;
+use protocol::v1::{Body, Forecast};
+
+use crate::history::{HistoryReader, finish_queue, queue, start_queue};
+use crate::sync::outbox::{OutboxPolicy, SealReport};
 
 /// Forecasts whose errors make up a model's rolling MAE and MAPE.
 pub const SCORE_WINDOW: usize = 100;
@@ -246,7 +249,15 @@ pub fn forecast_once(
     })
 }
 
-pub fn store(conn: &Connection, r: &ForecastRecord, made_ms: i64) -> Result<(), rusqlite::Error> {
+/// Store a forecast, and with `outbox` also queue it for the hub, in one
+/// transaction (like the aggregates: published if and only if stored).
+pub fn store(
+    conn: &mut Connection,
+    r: &ForecastRecord,
+    tag: &str,
+    made_ms: i64,
+    outbox: Option<&OutboxPolicy>,
+) -> Result<Option<SealReport>, String> {
     let json = format!(
         "[{}]",
         r.values
@@ -255,12 +266,45 @@ pub fn store(conn: &Connection, r: &ForecastRecord, made_ms: i64) -> Result<(), 
             .collect::<Vec<_>>()
             .join(",")
     );
-    conn.execute(
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    tx.execute(
         "INSERT OR REPLACE INTO forecasts (model, version, origin_ms, step_ms, made_ms, forecast)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![r.model, r.version, r.origin_ms, r.step_ms, made_ms, json],
-    )?;
-    Ok(())
+    )
+    .map_err(|e| e.to_string())?;
+    let report = match outbox {
+        Some(policy) => {
+            let body = Body::Forecasts(vec![Forecast {
+                model: r.model.clone(),
+                version: r.version.clone(),
+                tag: tag.to_string(),
+                origin_ms: r.origin_ms,
+                step_ms: r.step_ms,
+                made_ms,
+                values: r.values.clone(),
+            }]);
+            let mut report = SealReport::default();
+            let (mut last_seq, mut bytes) = start_queue(&tx).map_err(|e| e.to_string())?;
+            queue(
+                &tx,
+                &body,
+                policy,
+                made_ms,
+                &mut last_seq,
+                &mut bytes,
+                &mut report,
+            )
+            .map_err(|e| e.to_string())?;
+            finish_queue(&tx, last_seq, bytes, &report).map_err(|e| e.to_string())?;
+            Some(report)
+        }
+        None => None,
+    };
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(report)
 }
 
 /// Score the forecasts of `f`'s model whose whole horizon is now in the past:
@@ -361,6 +405,7 @@ fn now_ms() -> i64 {
 pub async fn run(
     cfg: firmware_config::Forecast,
     history: PathBuf,
+    outbox: Option<OutboxPolicy>,
     models: Models,
     stats: Arc<ForecastStats>,
     cancel: CancellationToken,
@@ -396,8 +441,8 @@ pub async fn run(
                 if list.is_empty() {
                     continue;
                 }
-                let (history, st, max_hold, m) = (history.clone(), stats.clone(), cfg.max_hold, models.clone());
-                let r = tokio::task::spawn_blocking(move || forecast_all(&history, &list, max_hold, &st, &m)).await;
+                let (history, st, max_hold, m, ob) = (history.clone(), stats.clone(), cfg.max_hold, models.clone(), outbox);
+                let r = tokio::task::spawn_blocking(move || forecast_all(&history, &list, max_hold, &st, &m, ob.as_ref())).await;
                 if let Ok(Err(e)) = r {
                     tracing::warn!(error = %e, "forecasting: cannot use the history database");
                 }
@@ -412,9 +457,10 @@ fn forecast_all(
     max_hold: Duration,
     stats: &ForecastStats,
     models: &Models,
+    outbox: Option<&OutboxPolicy>,
 ) -> Result<(), String> {
     let reader = HistoryReader::open(history).map_err(|e| e.to_string())?;
-    let conn = Connection::open(history).map_err(|e| e.to_string())?;
+    let mut conn = Connection::open(history).map_err(|e| e.to_string())?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
     let now = now_ms();
@@ -422,8 +468,16 @@ fn forecast_all(
         match forecast_once(&reader, f, now, max_hold) {
             Ok(r) => {
                 stats.runs.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = store(&conn, &r, now) {
-                    tracing::warn!(model = %r.model, error = %e, "cannot store a forecast");
+                match store(&mut conn, &r, &f.manifest.target, now, outbox) {
+                    Ok(Some(rep)) if rep.dropped > 0 => tracing::error!(
+                        model = %r.model,
+                        dropped = rep.dropped,
+                        "ALARM outbox full: batches dropped while queueing a forecast"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(model = %r.model, error = %e, "cannot store a forecast")
+                    }
                 }
                 let accuracy = accuracy(&conn, &r.model).ok().flatten();
                 models.set_latest(

@@ -194,6 +194,11 @@ impl Edge {
             tokio::spawn(forecast::run(
                 f,
                 cfg.storage.path.clone(),
+                cfg.sync.as_ref().map(|s| sync::outbox::OutboxPolicy {
+                    max_bytes: s.outbox_max_bytes,
+                    when_full: s.when_full,
+                    max_batch_windows: s.max_batch_windows,
+                }),
                 models.clone(),
                 forecast_stats.clone(),
                 cancel.clone(),

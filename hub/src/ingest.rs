@@ -293,6 +293,7 @@ fn store_loop(
                 bump(&metrics::BATCHES_NEW, r.new_batches);
                 bump(&metrics::BATCHES_DUPLICATE, r.duplicates);
                 bump(&metrics::WINDOWS_STORED, r.windows);
+                bump(&metrics::FORECASTS_STORED, r.forecasts);
                 pending.clear();
                 let _ = acks.send(r.committed);
             }

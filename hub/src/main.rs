@@ -179,6 +179,15 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                         )
                     }
                 );
+                let (forecasts, newest) = store.forecasts(&n.site, &n.node)?;
+                match newest {
+                    Some((model, origin, values)) => println!(
+                        "  forecasts     {forecasts} stored; newest: {model} from {}: {}",
+                        utc(origin),
+                        values.chars().take(80).collect::<String>()
+                    ),
+                    None => println!("  forecasts     none"),
+                }
                 println!(
                     "  edge outbox   {} batches waiting, oldest {}, {} dropped at the edge (reported)",
                     n.outbox_batches.map_or("?".into(), |b| b.to_string()),

@@ -47,6 +47,18 @@ CREATE TABLE IF NOT EXISTS aggregates (
     last     DOUBLE,
     seq      UBIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS forecasts (
+    site      VARCHAR NOT NULL,
+    node      VARCHAR NOT NULL,
+    model     VARCHAR NOT NULL,
+    version   VARCHAR NOT NULL,
+    tag       VARCHAR NOT NULL,
+    origin_ms BIGINT NOT NULL,
+    step_ms   BIGINT NOT NULL,
+    made_ms   BIGINT NOT NULL,
+    forecast  VARCHAR NOT NULL,
+    seq       UBIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS nodes (
     site              VARCHAR NOT NULL,
     node              VARCHAR NOT NULL,
@@ -78,6 +90,8 @@ pub struct IngestReport {
     pub committed: BTreeMap<(String, String), Vec<u64>>,
     pub new_batches: u64,
     pub duplicates: u64,
+    /// Forecasts stored (in new batches).
+    pub forecasts: u64,
     pub windows: u64,
 }
 
@@ -102,6 +116,9 @@ pub struct NodeRecord {
 /// Most windows per DuckDB transaction: below one row group (122,880 rows),
 /// so DuckDB never writes a transaction's rows optimistically.
 pub const MAX_TX_WINDOWS: usize = 100_000;
+
+/// (model, origin_ms, values as JSON) of a node's newest forecast.
+pub type NewestForecast = (String, i64, String);
 
 #[derive(Debug)]
 pub struct Store {
@@ -167,6 +184,7 @@ impl Store {
             let r = self.ingest_tx(&items[start..end])?;
             report.new_batches += r.new_batches;
             report.duplicates += r.duplicates;
+            report.forecasts += r.forecasts;
             report.windows += r.windows;
             for (k, seqs) in r.committed {
                 report.committed.entry(k).or_default().extend(seqs);
@@ -206,9 +224,33 @@ impl Store {
         {
             let mut batches = tx.appender("batches")?;
             let mut aggs = tx.appender("aggregates")?;
+            let mut fcs = tx.appender("forecasts")?;
             for it in &fresh {
-                let Body::Aggregates(sets) = &it.batch.body;
                 let mut n = 0i32;
+                let mut n_forecasts = 0i32;
+                let sets: &[protocol::v1::WindowSet] = match &it.batch.body {
+                    Body::Aggregates(sets) => sets,
+                    Body::Forecasts(list) => {
+                        for f in list {
+                            fcs.append_row(params![
+                                it.site,
+                                it.node,
+                                f.model,
+                                f.version,
+                                f.tag,
+                                f.origin_ms,
+                                f.step_ms,
+                                f.made_ms,
+                                values_json(&f.values),
+                                it.batch.seq
+                            ])?;
+                            n += 1;
+                        }
+                        report.forecasts += list.len() as u64;
+                        n_forecasts = list.len() as i32;
+                        &[]
+                    }
+                };
                 for set in sets {
                     for w in &set.windows {
                         let f = |v: f64| (!v.is_nan()).then_some(v);
@@ -230,7 +272,7 @@ impl Store {
                         n += 1;
                     }
                 }
-                report.windows += n as u64;
+                report.windows += (n - n_forecasts) as u64;
                 batches.append_row(params![
                     it.site,
                     it.node,
@@ -242,6 +284,7 @@ impl Store {
                 report.new_batches += 1;
             }
             aggs.flush()?;
+            fcs.flush()?;
             batches.flush()?;
         }
         for (site, node) in report.committed.keys() {
@@ -361,6 +404,29 @@ impl Store {
     }
 
     /// Rows stored for one node (windows).
+    /// Forecasts stored for a node, and the newest one's (model, origin, first value).
+    pub fn forecasts(
+        &self,
+        site: &str,
+        node: &str,
+    ) -> Result<(u64, Option<NewestForecast>), StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*)::BIGINT FROM forecasts WHERE site = ? AND node = ?",
+            params![site, node],
+            |r| r.get(0),
+        )?;
+        let newest = self
+            .conn
+            .query_row(
+                "SELECT model, origin_ms, forecast FROM forecasts WHERE site = ? AND node = ?
+                 ORDER BY made_ms DESC LIMIT 1",
+                params![site, node],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok((n as u64, newest))
+    }
+
     pub fn windows(&self, site: &str, node: &str) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(
             "SELECT count(*) FROM aggregates WHERE site = ? AND node = ?",
@@ -441,7 +507,9 @@ mod tests {
         // What the edge produced, summed independently, equals what is stored.
         let mut expect = Checksum::default();
         for seq in 1..=5 {
-            let Body::Aggregates(sets) = incoming("a", seq, 3).batch.body;
+            let Body::Aggregates(sets) = incoming("a", seq, 3).batch.body else {
+                unreachable!()
+            };
             for set in sets {
                 for w in &set.windows {
                     expect.add(window_digest("s", "a", set.width_ms, set.start_ms, w));
@@ -480,7 +548,9 @@ mod tests {
         }
         let mut expect = Checksum::default();
         for it in &items {
-            let Body::Aggregates(sets) = &it.batch.body;
+            let Body::Aggregates(sets) = &it.batch.body else {
+                unreachable!()
+            };
             for set in sets {
                 for w in &set.windows {
                     expect.add(window_digest("s", "a", set.width_ms, set.start_ms, w));
@@ -488,5 +558,66 @@ mod tests {
             }
         }
         assert_eq!(s.checksum("s", "a").unwrap(), expect);
+    }
+}
+
+/// A forecast's values as a JSON array (NaN, which JSON lacks, as null).
+fn values_json(v: &[f64]) -> String {
+    let parts: Vec<String> = v
+        .iter()
+        .map(|x| {
+            if x.is_finite() {
+                format!("{x}")
+            } else {
+                "null".into()
+            }
+        })
+        .collect();
+    format!("[{}]", parts.join(","))
+}
+
+#[cfg(test)]
+mod forecast_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use protocol::v1::Forecast;
+
+    #[test]
+    fn forecasts_are_stored_once_beside_the_windows() {
+        let mut s = Store::open_in_memory().unwrap();
+        let f = Forecast {
+            model: "m".into(),
+            version: "1".into(),
+            tag: "t".into(),
+            origin_ms: 60_000,
+            step_ms: 5000,
+            made_ms: 59_000,
+            values: vec![1.5, f64::NAN, 2.5],
+        };
+        let item = Incoming {
+            site: "s".into(),
+            node: "a".into(),
+            received_ms: 1,
+            batch: Batch {
+                seq: 1,
+                created_ms: 1,
+                body: Body::Forecasts(vec![f]),
+            },
+        };
+        let r = s.ingest(&[item.clone(), item]).unwrap();
+        assert_eq!(
+            (r.new_batches, r.duplicates, r.forecasts, r.windows),
+            (1, 1, 1, 0)
+        );
+        let (n, values): (i64, String) = s
+            .conn
+            .query_row(
+                "SELECT count(*), any_value(forecast) FROM forecasts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((n, values.as_str()), (1, "[1.5,null,2.5]"));
+        assert!(s.gaps("s", "a", 10).unwrap().is_empty());
     }
 }

@@ -24,6 +24,7 @@ impl Batch {
     pub fn windows(&self) -> usize {
         match &self.body {
             Body::Aggregates(sets) => sets.iter().map(|s| s.windows.len()).sum(),
+            Body::Forecasts(f) => f.len(),
         }
     }
 }
@@ -35,6 +36,23 @@ pub enum Body {
     /// Closed aggregation windows: one [`WindowSet`] per window width and
     /// start that closed.
     Aggregates(Vec<WindowSet>),
+    /// Forecasts made on the edge (added in v1 as the second variant: old
+    /// batches decode unchanged).
+    Forecasts(Vec<Forecast>),
+}
+
+/// One forecast of one model: `values[k]` is the forecast for
+/// `origin_ms + k * step_ms`, in the tag's engineering units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    pub model: String,
+    pub version: String,
+    pub tag: String,
+    pub origin_ms: i64,
+    pub step_ms: i64,
+    /// When the edge made it.
+    pub made_ms: i64,
+    pub values: Vec<f64>,
 }
 
 /// Every tag's statistics over one window `[start_ms, start_ms + width_ms)`.

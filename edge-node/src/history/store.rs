@@ -157,64 +157,21 @@ impl HistoryStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (mut last_seq, mut bytes): (i64, i64) = tx.query_row(
-            "SELECT last_seq, bytes FROM outbox_state WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (mut last_seq, mut bytes) = start_queue(&tx)?;
         for chunk in split(sets, policy.max_batch_windows.max(1)) {
-            let seq = u64::try_from(last_seq).unwrap_or(0) + 1;
-            let batch = Batch {
-                seq,
-                created_ms: now_ms,
-                body: Body::Aggregates(chunk),
+            let body = Body::Aggregates(chunk);
+            let stored_seq = queue(
+                &tx,
+                &body,
+                policy,
+                now_ms,
+                &mut last_seq,
+                &mut bytes,
+                &mut report,
+            )?;
+            let Body::Aggregates(sets) = &body else {
+                continue;
             };
-            let payload =
-                postcard::to_allocvec(&batch).map_err(|e| HistoryError::Encode(e.to_string()))?;
-            let size = payload.len() as i64;
-            // Make room, or refuse, before queueing.
-            let mut queue = true;
-            while bytes + size > i64::try_from(policy.max_bytes).unwrap_or(i64::MAX) {
-                match policy.when_full {
-                    WhenFull::RejectNew => {
-                        queue = false;
-                        break;
-                    }
-                    WhenFull::DropOldest => {
-                        let oldest: Option<(i64, i64)> = tx
-                            .query_row(
-                                "SELECT seq, length(payload) FROM outbox ORDER BY seq LIMIT 1",
-                                [],
-                                |r| Ok((r.get(0)?, r.get(1)?)),
-                            )
-                            .optional()?;
-                        let Some((old, len)) = oldest else {
-                            // One batch larger than the whole bound.
-                            queue = false;
-                            break;
-                        };
-                        tx.execute("DELETE FROM outbox WHERE seq = ?1", [old])?;
-                        bytes -= len;
-                        report.dropped += 1;
-                        report.dropped_bytes += len as u64;
-                    }
-                }
-            }
-            let stored_seq = if queue {
-                tx.prepare_cached(
-                    "INSERT INTO outbox (seq, created_ms, payload) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![seq as i64, now_ms, payload])?;
-                last_seq = seq as i64;
-                bytes += size;
-                report.sealed.push(seq);
-                Some(seq as i64)
-            } else {
-                report.dropped += 1;
-                report.dropped_bytes += size as u64;
-                None
-            };
-            let Body::Aggregates(sets) = &batch.body;
             for set in sets {
                 for w in &set.windows {
                     let tag_id = tag_id_in(&mut self.tag_ids, &tx, &w.tag)?;
@@ -240,16 +197,7 @@ impl HistoryStore {
                 }
             }
         }
-        tx.execute(
-            "UPDATE outbox_state SET last_seq = ?1, bytes = ?2,
-             dropped = dropped + ?3, dropped_bytes = dropped_bytes + ?4 WHERE id = 1",
-            params![
-                last_seq,
-                bytes,
-                report.dropped as i64,
-                report.dropped_bytes as i64
-            ],
-        )?;
+        finish_queue(&tx, last_seq, bytes, &report)?;
         tx.commit()?;
         Ok(report)
     }
@@ -352,4 +300,90 @@ fn tag_id_in(
         .query_row([tag], |r| r.get(0))?;
     ids.insert(TagName::from(tag), id);
     Ok(id)
+}
+
+/// Queue `body` as the next batch under the size bound: returns its seq, or
+/// `None` when it was refused (`reject_new`, or larger than the bound).
+/// Part of the caller's transaction; [`finish_queue`] records the state.
+pub(crate) fn queue(
+    tx: &rusqlite::Transaction<'_>,
+    body: &Body,
+    policy: &OutboxPolicy,
+    now_ms: i64,
+    last_seq: &mut i64,
+    bytes: &mut i64,
+    report: &mut SealReport,
+) -> Result<Option<i64>, HistoryError> {
+    let seq = u64::try_from(*last_seq).unwrap_or(0) + 1;
+    let batch = Batch {
+        seq,
+        created_ms: now_ms,
+        body: body.clone(),
+    };
+    let payload = postcard::to_allocvec(&batch).map_err(|e| HistoryError::Encode(e.to_string()))?;
+    let size = payload.len() as i64;
+    // Make room, or refuse, before queueing.
+    while *bytes + size > i64::try_from(policy.max_bytes).unwrap_or(i64::MAX) {
+        match policy.when_full {
+            WhenFull::RejectNew => {
+                report.dropped += 1;
+                report.dropped_bytes += size as u64;
+                return Ok(None);
+            }
+            WhenFull::DropOldest => {
+                let oldest: Option<(i64, i64)> = tx
+                    .query_row(
+                        "SELECT seq, length(payload) FROM outbox ORDER BY seq LIMIT 1",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let Some((old, len)) = oldest else {
+                    // One batch larger than the whole bound.
+                    report.dropped += 1;
+                    report.dropped_bytes += size as u64;
+                    return Ok(None);
+                };
+                tx.execute("DELETE FROM outbox WHERE seq = ?1", [old])?;
+                *bytes -= len;
+                report.dropped += 1;
+                report.dropped_bytes += len as u64;
+            }
+        }
+    }
+    tx.prepare_cached("INSERT INTO outbox (seq, created_ms, payload) VALUES (?1, ?2, ?3)")?
+        .execute(params![seq as i64, now_ms, payload])?;
+    *last_seq = seq as i64;
+    *bytes += size;
+    report.sealed.push(seq);
+    Ok(Some(seq as i64))
+}
+
+/// Read the outbox state for [`queue`] (inside the caller's transaction).
+pub(crate) fn start_queue(tx: &rusqlite::Transaction<'_>) -> Result<(i64, i64), HistoryError> {
+    Ok(tx.query_row(
+        "SELECT last_seq, bytes FROM outbox_state WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
+/// Record what [`queue`] did (inside the caller's transaction).
+pub(crate) fn finish_queue(
+    tx: &rusqlite::Transaction<'_>,
+    last_seq: i64,
+    bytes: i64,
+    report: &SealReport,
+) -> Result<(), HistoryError> {
+    tx.execute(
+        "UPDATE outbox_state SET last_seq = ?1, bytes = ?2,
+         dropped = dropped + ?3, dropped_bytes = dropped_bytes + ?4 WHERE id = 1",
+        params![
+            last_seq,
+            bytes,
+            report.dropped as i64,
+            report.dropped_bytes as i64
+        ],
+    )?;
+    Ok(())
 }

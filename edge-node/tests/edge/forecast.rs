@@ -91,8 +91,33 @@ fn forecasts_come_from_history_and_are_scored_against_the_actuals() {
         "{:?}",
         r.values
     );
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    forecast::store(&conn, &r, then).unwrap();
+    let mut conn = rusqlite::Connection::open(&db).unwrap();
+    forecast::store(&mut conn, &r, "OT", then, None).unwrap();
+    // With [sync], the same transaction queues it for the hub.
+    let policy = edge_node::sync::outbox::OutboxPolicy {
+        max_bytes: 1 << 20,
+        when_full: firmware_config::WhenFull::DropOldest,
+        max_batch_windows: 5000,
+    };
+    let rep = forecast::store(&mut conn, &r, "OT", then, Some(&policy))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rep.sealed, vec![1]);
+    let payload: Vec<u8> = conn
+        .query_row("SELECT payload FROM outbox WHERE seq = 1", [], |r| r.get(0))
+        .unwrap();
+    let batch: protocol::v1::Batch = postcard::from_bytes(&payload).unwrap();
+    let protocol::v1::Body::Forecasts(list) = batch.body else {
+        panic!("a forecast batch")
+    };
+    assert_eq!(
+        (
+            list[0].tag.as_str(),
+            list[0].origin_ms,
+            list[0].values.len()
+        ),
+        ("OT", r.origin_ms, 96)
+    );
     assert_eq!(
         forecast::score(&conn, &reader, &f, now, Duration::from_secs(7200)).unwrap(),
         1
@@ -131,6 +156,7 @@ async fn a_corrupt_model_is_refused_and_a_new_version_is_swapped_in_while_foreca
     let task = tokio::spawn(forecast::run(
         cfg,
         db.clone(),
+        None,
         models.clone(),
         stats.clone(),
         cancel.clone(),

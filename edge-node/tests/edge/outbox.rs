@@ -50,7 +50,9 @@ fn sealed_batches_are_numbered_split_stored_and_deleted_only_when_acked() {
     for seq in 1..=3 {
         let b = outbox.load(seq).unwrap().unwrap();
         assert_eq!(b.seq, seq);
-        let Body::Aggregates(s) = b.body;
+        let Body::Aggregates(s) = b.body else {
+            panic!("only aggregates are sealed here")
+        };
         tags.extend(s.into_iter().flat_map(|s| s.windows).map(|w| w.tag));
     }
     assert_eq!(tags.len(), 100);
