@@ -12,6 +12,7 @@
 
 pub mod features;
 pub mod forecast;
+pub mod kpi;
 pub mod manifest;
 
 pub use features::{FeatureError, FeatureSpec};
