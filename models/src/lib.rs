@@ -10,6 +10,7 @@
 //! Everything here is synchronous and CPU-bound: callers run it off the
 //! async runtime.
 
+pub mod expr;
 pub mod features;
 pub mod forecast;
 pub mod kpi;
