@@ -251,6 +251,31 @@ pub fn forecast_once(
 
 /// Store a forecast, and with `outbox` also queue it for the hub, in one
 /// transaction (like the aggregates: published if and only if stored).
+/// Explain the forecast `f` would make now: its features from the history
+/// (as [`forecast_once`]) and [`Forecaster::explain`]. For the HMI and the
+/// `apos-edge forecast explain` command.
+pub fn explain_now(
+    reader: &HistoryReader,
+    f: &Forecaster,
+    now_ms: i64,
+    max_hold: Duration,
+    max_features: usize,
+) -> Result<(i64, models::Explanation), String> {
+    let spec = &f.manifest.features;
+    let step_ms = spec.step.as_millis() as i64;
+    let last = now_ms.div_euclid(step_ms) * step_ms;
+    let n = spec.history();
+    let first = last - (n as i64 - 1) * step_ms;
+    let mut windows = Vec::with_capacity(spec.tags.len());
+    for tag in &spec.tags {
+        windows.push(grid(reader, tag, first, spec.step, n, max_hold)?);
+    }
+    let refs: Vec<&[Option<f64>]> = windows.iter().map(|w| w.as_slice()).collect();
+    let x = spec.build(&refs, last).map_err(|e| e.to_string())?;
+    let e = f.explain(&x, max_features).map_err(|e| e.to_string())?;
+    Ok((last + step_ms, e))
+}
+
 pub fn store(
     conn: &mut Connection,
     r: &ForecastRecord,

@@ -52,6 +52,33 @@ enum Command {
     /// OPC UA tools: browse a server, trust its certificate.
     #[command(subcommand)]
     Opcua(OpcuaCommand),
+    /// Forecasting models: list them, explain a forecast.
+    #[command(subcommand)]
+    Forecast(ForecastCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ForecastCommand {
+    /// List the models in `[forecast] models_dir`, with what a load says.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Explain the forecast a model would make now from the local history:
+    /// the features that move it most (exact for linear models).
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Model name (its manifest's `name`).
+        #[arg(long)]
+        model: String,
+        /// Forecast step to explain (0 = the first).
+        #[arg(long, default_value_t = 0)]
+        step: usize,
+        /// How many features to show.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +142,7 @@ fn main() -> ExitCode {
             buckets,
         } => report(history(config, &tag, &since, buckets)),
         Command::Opcua(cmd) => report(opcua(cmd)),
+        Command::Forecast(cmd) => report(forecast(cmd)),
     }
 }
 
@@ -185,6 +213,75 @@ fn history(config: PathBuf, tag: &str, since: &str, buckets: u32) -> anyhow::Res
         humantime::parse_duration(since).with_context(|| format!("invalid --since {since:?}"))?;
     let text = edge_node::history_report(&cfg, tag, since, buckets)?;
     print!("{text}");
+    Ok(())
+}
+
+fn forecast(cmd: ForecastCommand) -> anyhow::Result<()> {
+    use edge_node::forecast::{ForecastStats, Models, Watch, explain_now, refresh};
+    let config = match &cmd {
+        ForecastCommand::List { config } | ForecastCommand::Explain { config, .. } => config,
+    };
+    let cfg = firmware_config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fc = cfg
+        .forecast
+        .as_ref()
+        .with_context(|| format!("{} has no [forecast] section", config.display()))?;
+    let models = Models::default();
+    let events = refresh(
+        &fc.models_dir,
+        &models,
+        &mut Watch::default(),
+        &ForecastStats::default(),
+    );
+    match cmd {
+        ForecastCommand::List { .. } => {
+            if events.is_empty() {
+                println!("no model in {}", fc.models_dir.display());
+            }
+            for e in events {
+                println!("{e}");
+            }
+        }
+        ForecastCommand::Explain {
+            model, step, top, ..
+        } => {
+            let f = models.get(&model).with_context(|| {
+                format!(
+                    "no model named {model:?} loaded from {} (see `apos-edge forecast list`)",
+                    fc.models_dir.display()
+                )
+            })?;
+            anyhow::ensure!(
+                step < f.manifest.horizon,
+                "--step {step}: the model forecasts {} steps",
+                f.manifest.horizon
+            );
+            let reader = edge_node::history::HistoryReader::open(&cfg.storage.path)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64;
+            let (origin, e) = explain_now(&reader, &f, now, fc.max_hold, fc.explain_max_features)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let at = origin + step as i64 * f.manifest.output_step.as_millis() as i64;
+            println!(
+                "{} {} forecast of {} for {}: {:.4} (baseline {:.4}; method: {})",
+                f.manifest.name,
+                f.manifest.version,
+                f.manifest.target,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64)
+                ),
+                e.forecast[step],
+                e.baseline[step],
+                e.method
+            );
+            let mut c: Vec<&(String, Vec<f64>)> = e.contributions.iter().collect();
+            c.sort_by(|a, b| b.1[step].abs().total_cmp(&a.1[step].abs()));
+            for (name, v) in c.into_iter().take(top) {
+                println!("  {:>+12.4}  {name}", v[step]);
+            }
+        }
+    }
     Ok(())
 }
 

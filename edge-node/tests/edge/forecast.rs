@@ -127,6 +127,18 @@ fn forecasts_come_from_history_and_are_scored_against_the_actuals() {
     assert!(mae > 0.0 && mae < 3.0, "MAE {mae}");
     assert!(mape.unwrap() < 15.0, "MAPE {mape:?}");
 
+    // The explanation of the forecast it would make now adds up.
+    let (origin, e) =
+        forecast::explain_now(&reader, &f, now + 1, Duration::from_secs(7200), 336).unwrap();
+    assert_eq!(origin, now + HOUR);
+    for h in [0, 95] {
+        let sum: f64 = e.contributions.iter().map(|(_, c)| c[h]).sum();
+        assert!(
+            (sum - (e.forecast[h] - e.baseline[h])).abs() < 1e-2,
+            "step {h}"
+        );
+    }
+
     // A 5 h hole in the history, longer than the 2 h hold: no number, an
     // error that says so.
     let db2 = dir.path().join("holey.db");
