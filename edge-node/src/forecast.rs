@@ -220,14 +220,14 @@ fn grid(
     Ok(resample(&s, first_ms, step, points, max_hold))
 }
 
-/// Forecast with `f` from the history as of `now_ms`: the last grid point is
-/// the last whole step at or before now.
-pub fn forecast_once(
+/// The feature vector `f` reads as of `now_ms` (the last grid point is the
+/// last whole step at or before now), and the forecast's origin.
+fn features_now(
     reader: &HistoryReader,
     f: &Forecaster,
     now_ms: i64,
     max_hold: Duration,
-) -> Result<ForecastRecord, String> {
+) -> Result<(Vec<f64>, i64), String> {
     let spec = &f.manifest.features;
     let step_ms = spec.step.as_millis() as i64;
     let last = now_ms.div_euclid(step_ms) * step_ms;
@@ -239,21 +239,30 @@ pub fn forecast_once(
     }
     let refs: Vec<&[Option<f64>]> = windows.iter().map(|w| w.as_slice()).collect();
     let x = spec.build(&refs, last).map_err(|e| e.to_string())?;
+    Ok((x, last + step_ms))
+}
+
+/// Forecast with `f` from the history as of `now_ms`.
+pub fn forecast_once(
+    reader: &HistoryReader,
+    f: &Forecaster,
+    now_ms: i64,
+    max_hold: Duration,
+) -> Result<ForecastRecord, String> {
+    let (x, origin_ms) = features_now(reader, f, now_ms, max_hold)?;
     let values = f.predict(&x).map_err(|e| e.to_string())?;
     Ok(ForecastRecord {
         model: f.manifest.name.clone(),
         version: f.manifest.version.clone(),
-        origin_ms: last + step_ms,
-        step_ms,
+        origin_ms,
+        step_ms: f.manifest.features.step.as_millis() as i64,
         values,
     })
 }
 
-/// Store a forecast, and with `outbox` also queue it for the hub, in one
-/// transaction (like the aggregates: published if and only if stored).
-/// Explain the forecast `f` would make now: its features from the history
-/// (as [`forecast_once`]) and [`Forecaster::explain`]. For the HMI and the
-/// `apos-edge forecast explain` command.
+/// Explain the forecast `f` would make now ([`Forecaster::explain`] on the
+/// features [`forecast_once`] would use). For the HMI and the
+/// `apos-edge forecast explain` command. Returns the origin too.
 pub fn explain_now(
     reader: &HistoryReader,
     f: &Forecaster,
@@ -261,19 +270,9 @@ pub fn explain_now(
     max_hold: Duration,
     max_features: usize,
 ) -> Result<(i64, models::Explanation), String> {
-    let spec = &f.manifest.features;
-    let step_ms = spec.step.as_millis() as i64;
-    let last = now_ms.div_euclid(step_ms) * step_ms;
-    let n = spec.history();
-    let first = last - (n as i64 - 1) * step_ms;
-    let mut windows = Vec::with_capacity(spec.tags.len());
-    for tag in &spec.tags {
-        windows.push(grid(reader, tag, first, spec.step, n, max_hold)?);
-    }
-    let refs: Vec<&[Option<f64>]> = windows.iter().map(|w| w.as_slice()).collect();
-    let x = spec.build(&refs, last).map_err(|e| e.to_string())?;
+    let (x, origin_ms) = features_now(reader, f, now_ms, max_hold)?;
     let e = f.explain(&x, max_features).map_err(|e| e.to_string())?;
-    Ok((last + step_ms, e))
+    Ok((origin_ms, e))
 }
 
 pub fn store(
