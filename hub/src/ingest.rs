@@ -255,6 +255,8 @@ fn store_loop(
     commit_interval: Duration,
 ) {
     let mut pending: Vec<Incoming> = Vec::new();
+    // Windows in `pending`, kept as they arrive rather than summed per poll.
+    let mut pending_windows = 0usize;
     let mut open = true;
     while open || !pending.is_empty() {
         if open {
@@ -264,7 +266,7 @@ fn store_loop(
                 rx.try_recv().ok()
             };
             match first {
-                Some(m) => accept(&mut store, m, &mut pending),
+                Some(m) => pending_windows += accept(&mut store, m, &mut pending),
                 None if pending.is_empty() => open = false,
                 None => {}
             }
@@ -272,12 +274,11 @@ fn store_loop(
             // Bound what waits in memory: commit at the latest after one
             // transaction's worth of windows.
             while open
-                && pending.iter().map(|b| b.batch.windows()).sum::<usize>()
-                    < crate::store::MAX_TX_WINDOWS
+                && pending_windows < crate::store::MAX_TX_WINDOWS
                 && Instant::now() < deadline
             {
                 match rx.try_recv() {
-                    Ok(m) => accept(&mut store, m, &mut pending),
+                    Ok(m) => pending_windows += accept(&mut store, m, &mut pending),
                     Err(mpsc::error::TryRecvError::Empty) => {
                         std::thread::sleep(Duration::from_millis(2).min(commit_interval))
                     }
@@ -295,6 +296,7 @@ fn store_loop(
                 bump(&metrics::WINDOWS_STORED, r.windows);
                 bump(&metrics::FORECASTS_STORED, r.forecasts);
                 pending.clear();
+                pending_windows = 0;
                 let _ = acks.send(r.committed);
             }
             Err(e) => {
@@ -309,13 +311,19 @@ fn store_loop(
     }
 }
 
-fn accept(store: &mut Store, m: ToStore, pending: &mut Vec<Incoming>) {
+/// Queue a batch (returns its rows) or record a status at once (0).
+fn accept(store: &mut Store, m: ToStore, pending: &mut Vec<Incoming>) -> usize {
     match m {
-        ToStore::Batch(b) => pending.push(b),
+        ToStore::Batch(b) => {
+            let n = b.batch.windows();
+            pending.push(b);
+            n
+        }
         ToStore::Status { site, node, status } => {
             if let Err(e) = store.status(&site, &node, &status, now_ms()) {
                 tracing::warn!(%site, %node, error = %e, "cannot record a node status");
             }
+            0
         }
     }
 }
