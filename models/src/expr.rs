@@ -37,6 +37,14 @@ pub struct KpiExpr {
     variables: Vec<String>,
 }
 
+/// Two expressions are equal when their text is (configuration reloads
+/// compare configurations).
+impl PartialEq for KpiExpr {
+    fn eq(&self, o: &Self) -> bool {
+        self.text == o.text
+    }
+}
+
 impl KpiExpr {
     /// Parse and check `text`; `known` lists every name it may use.
     pub fn compile(text: &str, known: &[String]) -> Result<KpiExpr, ExprError> {

@@ -14,8 +14,10 @@
 //! effectiveness = PRI × PQ / APT, quality ratio = GQ / PQ, OEE = their
 //! product. MTBF = APT / failures, MTTR = ADOT / failures.
 //!
-//! Not wired into the edge yet (configuration, windows, storage and
-//! publishing follow).
+//! Windows are built from slices: each slice's [`Part`] is computed once
+//! from the samples, and parts add up (time accounts, counter deltas and
+//! aggregates are all sums or extremes), so a shift or a week is a fold
+//! over its slices, not a re-read of its history.
 
 /// How the state tag's codes are read.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +69,9 @@ pub fn account(
     let mut seg_start = start;
     let mut prev_known: Option<i64> = None;
     for &(ts, state) in samples {
-        if ts <= start {
+        // A sample exactly at `start` is inside: a fault that begins with
+        // the window is a failure of this window.
+        if ts < start {
             current = state;
             prev_known = state;
             continue;
@@ -254,6 +258,488 @@ pub fn oee(t: &TimeAccount, produced: &CounterDelta, good: &CounterDelta, pri_ms
     }
 }
 
+impl TimeAccount {
+    pub fn add(&mut self, o: &TimeAccount) {
+        self.window_ms += o.window_ms;
+        self.pbt_ms += o.pbt_ms;
+        self.apt_ms += o.apt_ms;
+        self.adot_ms += o.adot_ms;
+        self.unknown_ms += o.unknown_ms;
+        self.failures += o.failures;
+    }
+}
+
+impl CounterDelta {
+    pub fn add(&mut self, o: &CounterDelta) {
+        self.count += o.count;
+        self.rollovers += o.rollovers;
+        self.resets += o.resets;
+        self.gaps += o.gaps;
+    }
+}
+
+/// A numeric series as the KPI engine reads it: `(ts_ms, value)` in time
+/// order, `None` where the value is unknown (bad quality, or a hold that
+/// ran out, see [`hold`]).
+pub type Series = [(i64, Option<f64>)];
+
+/// Mark where a value stops being trusted: after a gap longer than
+/// `max_hold_ms` between samples (and after the last sample, up to
+/// `until_ms`), insert an unknown at `ts + max_hold_ms`. A state or a
+/// reading is held between polls, but not across an outage.
+pub fn hold(samples: &Series, max_hold_ms: i64, until_ms: i64) -> Vec<(i64, Option<f64>)> {
+    let mut out = Vec::with_capacity(samples.len() + 1);
+    for (i, &(ts, v)) in samples.iter().enumerate() {
+        out.push((ts, v));
+        let next = samples.get(i + 1).map_or(until_ms, |n| n.0);
+        if v.is_some() && next - ts > max_hold_ms && ts + max_hold_ms < until_ms {
+            out.push((ts + max_hold_ms, None));
+        }
+    }
+    out
+}
+
+/// Time in `[start, end)` during which the series has a known value (the
+/// last sample before `start` says what held at `start`).
+pub fn known_ms(s: &Series, start: i64, end: i64) -> i64 {
+    let i = s.partition_point(|p| p.0 < start);
+    let mut current = i.checked_sub(1).and_then(|k| s[k].1);
+    let mut from = start;
+    let mut known = 0;
+    for &(ts, v) in s[i..].iter().take_while(|p| p.0 < end) {
+        if current.is_some() {
+            known += ts - from;
+        }
+        current = v;
+        from = ts;
+    }
+    if current.is_some() {
+        known += end - from;
+    }
+    known
+}
+
+/// Sample statistics of one tag over a slice or window (good samples only).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Agg {
+    /// Samples with a known value.
+    pub n: u64,
+    /// Samples whose value is unknown (bad quality).
+    pub unknown: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub first: Option<f64>,
+    pub last: Option<f64>,
+}
+
+impl Default for Agg {
+    fn default() -> Self {
+        Agg {
+            n: 0,
+            unknown: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            first: None,
+            last: None,
+        }
+    }
+}
+
+impl Agg {
+    pub fn push(&mut self, v: Option<f64>) {
+        let Some(v) = v else {
+            self.unknown += 1;
+            return;
+        };
+        self.n += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.first.get_or_insert(v);
+        self.last = Some(v);
+    }
+
+    /// Merge a later aggregate into this one.
+    pub fn add(&mut self, o: &Agg) {
+        self.n += o.n;
+        self.unknown += o.unknown;
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        if self.first.is_none() {
+            self.first = o.first;
+        }
+        if o.last.is_some() {
+            self.last = o.last;
+        }
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum / self.n as f64)
+    }
+}
+
+/// How the good quantity is counted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GoodCount {
+    /// A counter of good items.
+    Good(String),
+    /// A counter of rejects (good = produced − rejects).
+    Reject(String),
+}
+
+/// The machine-state input of a KPI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateInput {
+    pub tag: String,
+    pub map: StateMap,
+}
+
+/// What a KPI computes, with its inputs. Built by the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KpiKind {
+    /// OEE = availability × performance × quality (ISO 22400-2: performance
+    /// is "effectiveness"), with MTBF/MTTR and the time account.
+    Oee {
+        state: StateInput,
+        total: String,
+        good: GoodCount,
+        /// Counter modulus (e.g. 65536 for a 16-bit PLC counter).
+        modulus: Option<f64>,
+        /// Planned run time per item, ms (3600 s / the ideal rate per hour).
+        pri_ms: f64,
+    },
+    /// Produced quantity per hour of the window and, with a state tag, per
+    /// hour of actual production time (ISO 22400-2 throughput rate).
+    Throughput {
+        total: String,
+        modulus: Option<f64>,
+        state: Option<StateInput>,
+    },
+    /// Energy used per unit of product (ISO 50001 SEC), from an energy
+    /// counter and a product counter.
+    SpecificEnergy {
+        energy: String,
+        total: String,
+        modulus: Option<f64>,
+    },
+    /// Availability, MTBF, MTTR and failures from a state tag alone.
+    Reliability { state: StateInput },
+    /// A custom expression over `<tag>.<aggregate>` names and `window_h`.
+    Expression { expr: crate::expr::KpiExpr },
+}
+
+/// The aggregates an expression may use, per tag: `<tag>.<aggregate>`.
+pub const AGGREGATES: &[&str] = &["mean", "min", "max", "first", "last", "delta", "count"];
+
+impl KpiKind {
+    /// The state tag, if the KPI has one.
+    pub fn state(&self) -> Option<&StateInput> {
+        match self {
+            KpiKind::Oee { state, .. } | KpiKind::Reliability { state } => Some(state),
+            KpiKind::Throughput { state, .. } => state.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The numeric input tags, in the order a [`Part`] keeps them, with the
+    /// counter modulus that applies to each.
+    pub fn tags(&self) -> Vec<(String, Option<f64>)> {
+        match self {
+            KpiKind::Oee {
+                total,
+                good,
+                modulus,
+                ..
+            } => {
+                let g = match good {
+                    GoodCount::Good(t) | GoodCount::Reject(t) => t.clone(),
+                };
+                vec![(total.clone(), *modulus), (g, *modulus)]
+            }
+            KpiKind::Throughput { total, modulus, .. } => vec![(total.clone(), *modulus)],
+            KpiKind::SpecificEnergy {
+                energy,
+                total,
+                modulus,
+            } => vec![(energy.clone(), None), (total.clone(), *modulus)],
+            KpiKind::Reliability { .. } => vec![],
+            KpiKind::Expression { expr } => {
+                let mut tags: Vec<String> = expr
+                    .variables()
+                    .iter()
+                    .filter_map(|v| v.rsplit_once('.').map(|(t, _)| t.to_string()))
+                    .collect();
+                tags.sort();
+                tags.dedup();
+                tags.into_iter().map(|t| (t, None)).collect()
+            }
+        }
+    }
+
+    /// Every tag the KPI reads (state tag first).
+    pub fn all_tags(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.state().map(|s| s.tag.clone()).into_iter().collect();
+        v.extend(self.tags().into_iter().map(|(t, _)| t));
+        v
+    }
+}
+
+/// One tag's share of a [`Part`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TagPart {
+    pub agg: Agg,
+    pub delta: CounterDelta,
+    pub known_ms: i64,
+}
+
+/// What one slice (or, summed, one window) contributes to a KPI.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Part {
+    pub span_ms: i64,
+    pub account: Option<TimeAccount>,
+    /// In the order of [`KpiKind::tags`].
+    pub tags: Vec<TagPart>,
+}
+
+impl Part {
+    /// The part of `[start, end)`. `series(tag)` gives the tag's series
+    /// after [`hold`], covering the slice and reaching back at least to the
+    /// last sample before `start`.
+    pub fn compute<'a>(
+        kind: &KpiKind,
+        start: i64,
+        end: i64,
+        series: &dyn Fn(&str) -> &'a Series,
+        planned_stops: &[(i64, i64)],
+    ) -> Part {
+        let account = kind.state().map(|st| {
+            let s = series(&st.tag);
+            let i = s.partition_point(|p| p.0 < start).saturating_sub(1);
+            let states: Vec<StateSample> = s[i..]
+                .iter()
+                .take_while(|p| p.0 < end)
+                .map(|&(ts, v)| (ts, v.map(|x| x.round() as i64)))
+                .collect();
+            account(&states, start, end, &st.map, planned_stops)
+        });
+        let tags = kind
+            .tags()
+            .iter()
+            .map(|(tag, modulus)| {
+                let s = series(tag);
+                let i = s.partition_point(|p| p.0 < start);
+                let inside = &s[i..i + s[i..].partition_point(|p| p.0 < end)];
+                let mut agg = Agg::default();
+                for &(_, v) in inside {
+                    agg.push(v);
+                }
+                // The counter's increase is counted from the last known
+                // value before the slice, however old: an outage moves the
+                // count into the slice after it, it does not lose it.
+                let base = s[..i]
+                    .iter()
+                    .rev()
+                    .find_map(|&(ts, v)| v.map(|v| (ts, Some(v))));
+                let mut d: Vec<(i64, Option<f64>)> = base.into_iter().collect();
+                d.extend_from_slice(inside);
+                TagPart {
+                    agg,
+                    delta: counter_delta(&d, *modulus),
+                    known_ms: known_ms(s, start, end),
+                }
+            })
+            .collect();
+        Part {
+            span_ms: end - start,
+            account,
+            tags,
+        }
+    }
+
+    /// Add a later part of the same KPI.
+    pub fn add(&mut self, o: &Part) {
+        self.span_ms += o.span_ms;
+        match (&mut self.account, &o.account) {
+            (Some(a), Some(b)) => a.add(b),
+            (a @ None, Some(b)) => *a = Some(*b),
+            _ => {}
+        }
+        if self.tags.len() < o.tags.len() {
+            self.tags.resize(o.tags.len(), TagPart::default());
+        }
+        for (a, b) in self.tags.iter_mut().zip(&o.tags) {
+            a.agg.add(&b.agg);
+            a.delta.add(&b.delta);
+            a.known_ms += b.known_ms;
+        }
+    }
+}
+
+/// A KPI's value over one window: named figures, coverage and quality.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KpiValue {
+    /// The headline figure first (e.g. `oee`), then its parts.
+    pub values: Vec<(String, Option<f64>)>,
+    /// Fraction of the time whose inputs were known (0–1).
+    pub coverage: f64,
+    pub quality: KpiQuality,
+}
+
+impl KpiValue {
+    pub fn headline(&self) -> Option<f64> {
+        self.values.first().and_then(|v| v.1)
+    }
+}
+
+fn grade(value: Option<f64>, coverage: f64, doubtful: bool) -> KpiQuality {
+    if value.is_none_or(|v| !v.is_finite()) || coverage < MIN_COVERAGE {
+        KpiQuality::Bad
+    } else if coverage < 1.0 || doubtful {
+        KpiQuality::Uncertain
+    } else {
+        KpiQuality::Good
+    }
+}
+
+/// Evaluate `kind` over a window's summed part.
+pub fn evaluate(kind: &KpiKind, p: &Part) -> KpiValue {
+    let span = p.span_ms.max(1) as f64;
+    let tag_cov = |t: &TagPart| t.known_ms as f64 / span;
+    let min_cov = |tags: &[TagPart]| tags.iter().map(tag_cov).fold(1.0_f64, f64::min);
+    let gappy = |tags: &[TagPart]| {
+        tags.iter()
+            .any(|t| t.delta.gaps > 0 || t.agg.unknown > 0 || t.delta.resets > 0)
+    };
+    let hours = |ms: f64| ms / 3_600_000.0;
+    let secs = |ms: Option<f64>| ms.map(|m| m / 1000.0);
+    let acc = p.account.unwrap_or_default();
+    match kind {
+        KpiKind::Oee { good, pri_ms, .. } => {
+            let produced = p.tags.first().map(|t| t.delta).unwrap_or_default();
+            let other = p.tags.get(1).map(|t| t.delta).unwrap_or_default();
+            let good_delta = match good {
+                GoodCount::Good(_) => other,
+                GoodCount::Reject(_) => CounterDelta {
+                    count: (produced.count - other.count).max(0.0),
+                    ..other
+                },
+            };
+            let o = oee(&acc, &produced, &good_delta, *pri_ms);
+            let coverage = o.coverage.min(min_cov(&p.tags));
+            let quality = grade(
+                o.oee,
+                coverage,
+                gappy(&p.tags) || o.quality != KpiQuality::Good,
+            );
+            KpiValue {
+                values: vec![
+                    ("oee".into(), o.oee),
+                    ("availability".into(), o.availability),
+                    ("performance".into(), o.effectiveness),
+                    ("quality".into(), o.quality_ratio),
+                    ("mtbf_s".into(), secs(o.mtbf_ms)),
+                    ("mttr_s".into(), secs(o.mttr_ms)),
+                    ("failures".into(), Some(f64::from(acc.failures))),
+                    ("produced".into(), Some(produced.count)),
+                    ("good".into(), Some(good_delta.count)),
+                    ("planned_busy_s".into(), Some(acc.pbt_ms as f64 / 1000.0)),
+                    ("run_s".into(), Some(acc.apt_ms as f64 / 1000.0)),
+                    ("down_s".into(), Some(acc.adot_ms as f64 / 1000.0)),
+                ],
+                coverage,
+                quality,
+            }
+        }
+        KpiKind::Throughput { state, .. } => {
+            let t = p.tags.first().copied().unwrap_or_default();
+            let per_h = Some(t.delta.count / hours(span));
+            let per_run_h = (acc.apt_ms > 0).then(|| t.delta.count / hours(acc.apt_ms as f64));
+            let mut coverage = tag_cov(&t);
+            if state.is_some() && acc.pbt_ms > 0 {
+                coverage = coverage.min((acc.pbt_ms - acc.unknown_ms) as f64 / acc.pbt_ms as f64);
+            }
+            let mut values = vec![
+                ("per_hour".into(), per_h),
+                ("produced".into(), Some(t.delta.count)),
+            ];
+            if state.is_some() {
+                values.push(("per_run_hour".into(), per_run_h));
+            }
+            KpiValue {
+                quality: grade(per_h, coverage, gappy(&p.tags)),
+                values,
+                coverage,
+            }
+        }
+        KpiKind::SpecificEnergy { .. } => {
+            let energy = p.tags.first().map(|t| t.delta.count).unwrap_or(0.0);
+            let produced = p.tags.get(1).map(|t| t.delta.count).unwrap_or(0.0);
+            let sec = (produced > 0.0).then(|| energy / produced);
+            let coverage = min_cov(&p.tags);
+            KpiValue {
+                values: vec![
+                    ("sec".into(), sec),
+                    ("energy".into(), Some(energy)),
+                    ("produced".into(), Some(produced)),
+                ],
+                quality: grade(sec, coverage, gappy(&p.tags)),
+                coverage,
+            }
+        }
+        KpiKind::Reliability { .. } => {
+            let o = oee(
+                &acc,
+                &CounterDelta::default(),
+                &CounterDelta::default(),
+                0.0,
+            );
+            let coverage = o.coverage;
+            KpiValue {
+                values: vec![
+                    ("availability".into(), o.availability),
+                    ("mtbf_s".into(), secs(o.mtbf_ms)),
+                    ("mttr_s".into(), secs(o.mttr_ms)),
+                    ("failures".into(), Some(f64::from(acc.failures))),
+                ],
+                quality: grade(o.availability, coverage, false),
+                coverage,
+            }
+        }
+        KpiKind::Expression { expr } => {
+            let tags = kind.tags();
+            let mut vars = std::collections::HashMap::new();
+            vars.insert("window_h".to_string(), hours(span));
+            for ((tag, _), t) in tags.iter().zip(&p.tags) {
+                let figures = [
+                    ("mean", t.agg.mean()),
+                    ("min", (t.agg.n > 0).then_some(t.agg.min)),
+                    ("max", (t.agg.n > 0).then_some(t.agg.max)),
+                    ("first", t.agg.first),
+                    ("last", t.agg.last),
+                    ("delta", (t.agg.n > 0).then_some(t.delta.count)),
+                    ("count", Some(t.agg.n as f64)),
+                ];
+                for (name, v) in figures {
+                    if let Some(v) = v {
+                        vars.insert(format!("{tag}.{name}"), v);
+                    }
+                }
+            }
+            // A missing input (no good sample in the window) is no number.
+            let value = expr.eval(&vars).ok().filter(|v| v.is_finite());
+            let coverage = min_cov(&p.tags);
+            KpiValue {
+                values: vec![("value".into(), value)],
+                quality: grade(value, coverage, gappy(&p.tags)),
+                coverage,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -390,5 +876,169 @@ mod tests {
         let o = oee(&t, &full, &full, 1000.0);
         assert!(close(o.coverage, 0.9));
         assert_eq!(o.quality, KpiQuality::Uncertain);
+    }
+    #[test]
+    fn a_window_is_the_sum_of_its_slices() {
+        // A state flapping at odd times, a 16-bit counter that wraps, a bad
+        // stretch and an outage longer than the hold: a window summed from
+        // 7-minute slices equals the same window computed in one piece.
+        let kind = KpiKind::Oee {
+            state: StateInput {
+                tag: "state".into(),
+                map: map(),
+            },
+            total: "total".into(),
+            good: GoodCount::Reject("reject".into()),
+            modulus: Some(65536.0),
+            pri_ms: 500.0,
+        };
+        let mut state = Vec::new();
+        let mut total = Vec::new();
+        let mut reject = Vec::new();
+        let (mut c, mut r) = (65000.0, 10.0);
+        let mut x: u64 = 7;
+        for k in 0..3600i64 {
+            let ts = k * 1000;
+            if (1500..1800).contains(&k) {
+                continue; // outage: longer than the 60 s hold
+            }
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let code = match (x >> 33) % 20 {
+                // A fault that starts exactly on a slice boundary.
+                _ if k % 420 == 0 => Some(3.0),
+                _ if k % 420 == 419 => Some(2.0),
+                0 => Some(3.0),
+                1 => Some(1.0),
+                2 if k > 900 && k < 1000 => None,
+                _ => Some(2.0),
+            };
+            state.push((ts, code));
+            c = (c + ((x >> 40) % 3) as f64) % 65536.0;
+            r += ((x >> 45) % 2) as f64 * 0.25;
+            total.push((ts, if k % 97 == 5 { None } else { Some(c) }));
+            reject.push((ts, Some(r.floor())));
+        }
+        let end = 3_600_000;
+        let held: Vec<Vec<(i64, Option<f64>)>> = [&state, &total, &reject]
+            .iter()
+            .map(|s| hold(s, 60_000, end))
+            .collect();
+        let series = |t: &str| -> &Series {
+            match t {
+                "state" => &held[0],
+                "total" => &held[1],
+                _ => &held[2],
+            }
+        };
+        let stops = [(600_000, 900_000)];
+        let whole = Part::compute(&kind, 0, end, &series, &stops);
+        let mut summed = Part::default();
+        for k in 0..(end / 420_000 + 1) {
+            let (a, b) = (k * 420_000, ((k + 1) * 420_000).min(end));
+            if a < b {
+                let clip: Vec<(i64, i64)> = stops
+                    .iter()
+                    .map(|&(x, y)| (x.max(a), y.min(b)))
+                    .filter(|(x, y)| x < y)
+                    .collect();
+                summed.add(&Part::compute(&kind, a, b, &series, &clip));
+            }
+        }
+        let (w, s) = (whole.account.unwrap(), summed.account.unwrap());
+        assert_eq!(
+            (w.pbt_ms, w.apt_ms, w.adot_ms, w.unknown_ms),
+            (s.pbt_ms, s.apt_ms, s.adot_ms, s.unknown_ms)
+        );
+        assert_eq!(w.failures, s.failures);
+        assert!(w.failures > 50 && w.unknown_ms >= 300_000 - 60_000);
+        for (a, b) in whole.tags.iter().zip(&summed.tags) {
+            assert!(close(a.delta.count, b.delta.count), "{a:?} vs {b:?}");
+            assert_eq!(a.delta.rollovers, b.delta.rollovers);
+            assert_eq!(a.known_ms, b.known_ms);
+            assert_eq!(
+                (a.agg.n, a.agg.unknown, a.agg.min, a.agg.max),
+                (b.agg.n, b.agg.unknown, b.agg.min, b.agg.max)
+            );
+            assert_eq!((a.agg.first, a.agg.last), (b.agg.first, b.agg.last));
+        }
+        assert_eq!(whole.tags[0].delta.rollovers, 1);
+        let (vw, vs) = (evaluate(&kind, &whole), evaluate(&kind, &summed));
+        assert!(close(vw.headline().unwrap(), vs.headline().unwrap()));
+        // The outage and the bad stretch are visible, not hidden.
+        assert!(
+            vw.coverage < 1.0 && vw.quality != KpiQuality::Good,
+            "{vw:?}"
+        );
+    }
+
+    #[test]
+    fn hold_marks_outages_as_unknown() {
+        let s = [(0, Some(1.0)), (1000, Some(1.0)), (100_000, Some(2.0))];
+        let h = hold(&s, 5000, 200_000);
+        assert_eq!(
+            h,
+            vec![
+                (0, Some(1.0)),
+                (1000, Some(1.0)),
+                (6000, None),
+                (100_000, Some(2.0)),
+                (105_000, None)
+            ]
+        );
+        assert_eq!(known_ms(&h, 0, 200_000), 6000 + 5000);
+        assert_eq!(known_ms(&h, 3000, 4000), 1000);
+    }
+
+    #[test]
+    fn specific_energy_and_throughput_from_counters() {
+        let energy = [
+            (0, Some(100.0)),
+            (1_800_000, Some(110.0)),
+            (3_600_000, Some(125.0)),
+        ];
+        let product = [
+            (0, Some(65500.0)),
+            (1_800_000, Some(64.0)),
+            (3_600_000, Some(164.0)),
+        ];
+        let kind = KpiKind::SpecificEnergy {
+            energy: "e".into(),
+            total: "p".into(),
+            modulus: Some(65536.0),
+        };
+        let series = |t: &str| -> &Series { if t == "e" { &energy } else { &product } };
+        let p = Part::compute(&kind, 0, 3_600_001, &series, &[]);
+        let v = evaluate(&kind, &p);
+        // 25 energy units for 100 + 100 product units.
+        assert_eq!(v.values[0], ("sec".into(), Some(25.0 / 200.0)));
+        assert_eq!(v.quality, KpiQuality::Good);
+        let t = KpiKind::Throughput {
+            total: "p".into(),
+            modulus: Some(65536.0),
+            state: None,
+        };
+        let v = evaluate(&t, &Part::compute(&t, 0, 3_600_000, &series, &[]));
+        assert!(close(v.headline().unwrap(), 100.0 + 100.0 - 100.0));
+    }
+
+    #[test]
+    fn expressions_see_aggregates_and_missing_inputs_are_bad() {
+        let known: Vec<String> = ["a.mean", "a.max", "b.delta", "window_h"]
+            .map(String::from)
+            .to_vec();
+        let expr = crate::expr::KpiExpr::compile("a.mean * 2 + a.max + b.delta / window_h", &known)
+            .unwrap();
+        let kind = KpiKind::Expression { expr };
+        let a = [(0, Some(1.0)), (1_800_000, Some(3.0))];
+        let b = [(0, Some(10.0)), (1_800_000, Some(40.0))];
+        let series = |t: &str| -> &Series { if t == "a" { &a } else { &b } };
+        let v = evaluate(&kind, &Part::compute(&kind, 0, 3_600_000, &series, &[]));
+        assert!(close(v.headline().unwrap(), 2.0 * 2.0 + 3.0 + 30.0));
+        let none: [(i64, Option<f64>); 1] = [(0, None)];
+        let series = |t: &str| -> &Series { if t == "a" { &a } else { &none } };
+        let v = evaluate(&kind, &Part::compute(&kind, 0, 3_600_000, &series, &[]));
+        assert_eq!((v.headline(), v.quality), (None, KpiQuality::Bad));
     }
 }

@@ -1,4 +1,5 @@
-//! Edge intelligence that runs without the hub: forecasting models.
+//! Edge intelligence that runs without the hub: forecasting models, the KPI
+//! engine's arithmetic ([`kpi`], [`expr`], [`calendar`]).
 //!
 //! A model is a directory with `model.onnx` and `manifest.toml`
 //! (`docs/models.md`). [`manifest`] reads and validates the manifest with
@@ -10,6 +11,7 @@
 //! Everything here is synchronous and CPU-bound: callers run it off the
 //! async runtime.
 
+pub mod calendar;
 pub mod expr;
 pub mod features;
 pub mod forecast;
