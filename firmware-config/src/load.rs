@@ -12,8 +12,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostic, Diagnostics, SourceFile, did_you_mean};
 use crate::raw::{
-    Dur, RawDevice, RawForecast, RawImport, RawNode, RawSerialLine, RawStorage, RawSync, RawTag, S,
-    field_names,
+    Dur, RawCalendar, RawDevice, RawForecast, RawImport, RawKpi, RawKpiEngine, RawNode,
+    RawSerialLine, RawStorage, RawSync, RawTag, S, field_names,
 };
 
 /// One element of the configuration with the file it came from.
@@ -43,6 +43,9 @@ pub(crate) struct RawConfig {
     pub storage: Option<Item<RawStorage>>,
     pub sync: Option<Item<RawSync>>,
     pub forecast: Option<Item<RawForecast>>,
+    pub calendar: Option<Item<RawCalendar>>,
+    pub kpi_engine: Option<Item<RawKpiEngine>>,
+    pub kpis: Vec<Item<RawKpi>>,
     pub poll_groups: Vec<Item<(S<String>, S<Dur>)>>,
     pub serial_lines: Vec<Item<RawSerialLine>>,
     pub devices: Vec<Item<RawDevice>>,
@@ -62,6 +65,9 @@ const MAIN_KEYS: &[&str] = &[
     "storage",
     "sync",
     "forecast",
+    "calendar",
+    "kpi_engine",
+    "kpi",
     "serial_line",
     "device",
     "tag",
@@ -153,6 +159,33 @@ fn read_toml(
                         span,
                         raw,
                     });
+            }
+            ("calendar", true) => {
+                let span = value.span();
+                out.calendar =
+                    de_element::<RawCalendar>(&src, value, "calendar", diags).map(|raw| Item {
+                        src: src.clone(),
+                        span,
+                        raw,
+                    });
+            }
+            ("kpi_engine", true) => {
+                let span = value.span();
+                out.kpi_engine =
+                    de_element::<RawKpiEngine>(&src, value, "kpi_engine", diags).map(|raw| Item {
+                        src: src.clone(),
+                        span,
+                        raw,
+                    });
+            }
+            ("kpi", true) => {
+                for (raw, span) in de_array::<RawKpi>(&src, value, "kpi", diags) {
+                    out.kpis.push(Item {
+                        src: src.clone(),
+                        span,
+                        raw,
+                    });
+                }
             }
             ("poll_groups", true) => read_poll_groups(&src, value, out, diags),
             ("include", true) => {

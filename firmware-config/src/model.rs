@@ -23,6 +23,8 @@ pub struct EdgeConfig {
     /// Edge → hub sync; `None` when the file has no `[sync]` (local only).
     pub sync: Option<Sync>,
     pub forecast: Option<Forecast>,
+    /// The KPI engine; `None` when the files define no `[[kpi]]`.
+    pub kpi: Option<KpiSetup>,
     /// Files this config was assembled from (the main file first), for
     /// hot-reload watching.
     pub sources: Vec<PathBuf>,
@@ -614,6 +616,74 @@ pub struct Forecast {
     pub explain_max_features: usize,
     /// How often the models directory is checked for new or changed models.
     pub check_every: Duration,
+}
+
+/// `[calendar]`, `[kpi_engine]` and the `[[kpi]]` list (docs/kpi.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KpiSetup {
+    pub calendar: CalendarSpec,
+    /// The engine's resolution: windows are sums of slices of this length.
+    pub slice: Duration,
+    /// A slice is computed this long after it ends, for samples still on
+    /// their way to the history.
+    pub grace: Duration,
+    /// A state or reading is held between samples for at most this long;
+    /// beyond it the time counts as unknown.
+    pub max_hold: Duration,
+    pub kpis: Vec<KpiDef>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalendarSpec {
+    /// IANA name, checked against the bundled tz database.
+    pub time_zone: String,
+    /// Monday = 0.
+    pub week_start: u8,
+    pub shifts: Vec<models::calendar::Shift>,
+    pub planned_stops: Vec<models::calendar::PlannedStop>,
+}
+
+impl CalendarSpec {
+    /// The calendar; the time zone and shifts were checked at load.
+    pub fn calendar(&self) -> Result<models::calendar::Calendar, models::calendar::CalendarError> {
+        models::calendar::Calendar::new(
+            &self.time_zone,
+            self.shifts.clone(),
+            self.week_start,
+            self.planned_stops.clone(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KpiDef {
+    pub name: String,
+    pub kind: models::kpi::KpiKind,
+    pub windows: Vec<KpiWindow>,
+    pub unit: Option<String>,
+    pub description: Option<String>,
+}
+
+/// A window a KPI is computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KpiWindow {
+    /// The last `d`, ending at the last computed slice.
+    Rolling(Duration),
+    /// The current shift, day or week of the calendar.
+    Calendar(models::calendar::CalendarKind),
+}
+
+impl KpiWindow {
+    /// How the window is written in the config and named in results.
+    pub fn label(&self) -> String {
+        use models::calendar::CalendarKind;
+        match self {
+            KpiWindow::Rolling(d) => humantime::format_duration(*d).to_string(),
+            KpiWindow::Calendar(CalendarKind::Shift) => "shift".into(),
+            KpiWindow::Calendar(CalendarKind::Day) => "day".into(),
+            KpiWindow::Calendar(CalendarKind::Week) => "week".into(),
+        }
+    }
 }
 
 /// What the outbox does when it reaches its size bound. Either way every

@@ -123,6 +123,65 @@ pub struct RawForecast {
     pub check_every: Option<S<Dur>>,
 }
 
+/// `[calendar]`: the plant's time zone, shifts and planned stops.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCalendar {
+    pub time_zone: Option<S<String>>,
+    pub week_starts: Option<S<String>>,
+    pub shifts: Option<S<Vec<S<RawShift>>>>,
+    pub planned_stops: Option<S<Vec<S<RawPlannedStop>>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShift {
+    pub name: Option<S<String>>,
+    pub start: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlannedStop {
+    pub name: Option<S<String>>,
+    pub from: Option<S<String>>,
+    pub to: Option<S<String>>,
+    pub days: Option<S<Vec<S<String>>>>,
+}
+
+/// `[kpi_engine]`: how KPIs are computed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKpiEngine {
+    pub slice: Option<S<Dur>>,
+    pub grace: Option<S<Dur>>,
+    pub max_hold: Option<S<Dur>>,
+}
+
+/// `[[kpi]]`: one KPI. One flat struct for every type; the validator
+/// checks which keys the type takes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKpi {
+    pub name: Option<S<String>>,
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub windows: Option<S<Vec<S<String>>>>,
+    pub description: Option<S<String>>,
+    pub unit: Option<S<String>>,
+    pub state_tag: Option<S<String>>,
+    pub running: Option<S<Vec<S<i64>>>>,
+    pub fault: Option<S<Vec<S<i64>>>>,
+    pub planned_stop_states: Option<S<Vec<S<i64>>>>,
+    pub total_counter: Option<S<String>>,
+    pub good_counter: Option<S<String>>,
+    pub reject_counter: Option<S<String>>,
+    pub counter_modulus: Option<S<f64>>,
+    pub ideal_rate: Option<S<f64>>,
+    pub energy_counter: Option<S<String>>,
+    pub expr: Option<S<String>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSerialLine {

@@ -15,6 +15,8 @@ use crate::raw::{
     TAG_MODBUS_ONLY, TAG_OPCUA_ONLY, TCP_ONLY,
 };
 
+mod kpi;
+
 pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeConfig> {
     let names = |items: Vec<Option<&S<String>>>| -> BTreeSet<String> {
         items
@@ -42,6 +44,7 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
     let serial_lines = v.serial_lines(&raw);
     let devices = v.devices(&raw, &serial_lines);
     let tags = v.tags(&raw, &devices, &poll_groups);
+    let kpi = v.kpi_setup(&raw, &tags);
     if !v.diags.is_empty() {
         return None;
     }
@@ -63,6 +66,7 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
         storage: storage?,
         sync: sync?,
         forecast: forecast?,
+        kpi: kpi?,
         sources: raw.sources,
     })
 }

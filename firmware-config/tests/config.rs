@@ -68,6 +68,54 @@ fn example_config_parses_with_includes_and_csv_import() {
             64
         )
     );
+    let kpi = cfg.kpi.as_ref().expect("[[kpi]] in the example");
+    assert_eq!(kpi.calendar.time_zone, "Europe/Berlin");
+    assert_eq!(kpi.calendar.shifts.len(), 3);
+    assert_eq!(
+        kpi.calendar.planned_stops[0].days,
+        [true, true, true, true, true, false, false]
+    );
+    assert_eq!(
+        (kpi.slice, kpi.max_hold),
+        (Duration::from_secs(60), Duration::from_secs(300))
+    );
+    let names: Vec<&str> = kpi.kpis.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "cdu.oee",
+            "cdu.throughput",
+            "heater.sec",
+            "cdu.reliability",
+            "heater.excess_air"
+        ]
+    );
+    let labels: Vec<String> = kpi.kpis[0].windows.iter().map(|w| w.label()).collect();
+    assert_eq!(labels, ["1h", "shift", "day", "week"]);
+    match &kpi.kpis[0].kind {
+        models::kpi::KpiKind::Oee {
+            state,
+            good,
+            modulus,
+            pri_ms,
+            ..
+        } => {
+            assert_eq!(
+                (state.map.running.as_slice(), state.map.fault.as_slice()),
+                (&[2][..], &[3][..])
+            );
+            assert_eq!(
+                *good,
+                models::kpi::GoodCount::Reject("unit.offspec_counter".into())
+            );
+            assert_eq!(*modulus, Some(65536.0));
+            assert!((pri_ms - 3_600_000.0 / 320.0).abs() < 1e-9);
+        }
+        other => panic!("not an OEE: {other:?}"),
+    }
+    kpi.calendar
+        .calendar()
+        .expect("the example's calendar builds");
     let line = &cfg.serial_lines["rs485-1"];
     assert_eq!(
         (line.baud, line.parity, line.data_bits, line.stop_bits),
@@ -131,7 +179,7 @@ fn example_config_parses_with_includes_and_csv_import() {
     );
     assert!((naphtha.scale - 0.001).abs() < 1e-12);
     assert_eq!(mb("column.reflux_pump_running").area, Area::DiscreteInput);
-    assert_eq!(cfg.tags.len(), 17);
+    assert_eq!(cfg.tags.len(), 20);
 }
 
 const BAD: &str = r#"schema_version = 1
@@ -499,5 +547,69 @@ max_in_flight = 0\n\
 key_file = \"k\"\n\
 key_env = \"K\"\n";
     let out = errors("sync.toml", text);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn kpi_mistakes_are_located_and_explained() {
+    let base = std::fs::read_to_string(example()).unwrap();
+    let start = base
+        .find("# ------------------------------------------------------------ KPI engine")
+        .unwrap();
+    let end = base
+        .find("# ---------------------------------------------------------------- devices")
+        .unwrap();
+    let bad = r#"[calendar]
+time_zone = "Europe/Berln"
+week_starts = "funday"
+shifts = [{ name = "early", start = "06:00" }, { name = "late", start = "6:00" }, { name = "night", start = "25:00" }]
+planned_stops = [{ name = "lunch", from = "12:00", days = ["mon", "caturday"] }]
+
+[kpi_engine]
+slice = "1m"
+
+[[kpi]]
+name = "oee"
+type = "oee"
+windows = ["90s", "shift", "month"]
+state_tag = "unit.stat"
+running = [2]
+fault = [2]
+total_counter = "unit.product_counter"
+good_counter = "unit.product_counter"
+reject_counter = "unit.offspec_counter"
+counter_modulus = 1
+ideal_rate = -5.0
+
+[[kpi]]
+name = "oee"
+type = "througput"
+
+[[kpi]]
+name = "excess_air"
+type = "expression"
+expr = "flue.o2.maen / (21 - flue.o2.mean"
+energy_counter = "heater.energy_total"
+
+[[kpi]]
+name = "sec"
+type = "expression"
+expr = "flue.o2.maen * 2"
+"#;
+    let text = format!("{}{bad}\n{}", &base[..start], &base[end..]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, &text).unwrap();
+    std::fs::create_dir_all(dir.path().join("tags")).unwrap();
+    std::fs::create_dir_all(dir.path().join("registers")).unwrap();
+    for f in ["tags/column.toml", "registers/column-plc.csv"] {
+        std::fs::copy(example().parent().unwrap().join(f), dir.path().join(f)).unwrap();
+    }
+    let out = match load(&path) {
+        Ok(_) => panic!("should not validate"),
+        Err(e) => e
+            .to_string()
+            .replace(&dir.path().display().to_string(), "<dir>"),
+    };
     insta::assert_snapshot!(out);
 }
