@@ -8,6 +8,7 @@
 
 pub mod forecast;
 pub mod history;
+pub mod kpi;
 pub mod logging;
 pub mod memory;
 pub mod pipeline;
@@ -113,8 +114,12 @@ pub struct Edge {
     /// Forecasting models in use (empty without `[forecast]`).
     pub models: forecast::Models,
     pub forecast_stats: Arc<forecast::ForecastStats>,
+    /// The current value of every KPI window (empty without `[[kpi]]`).
+    pub kpis: kpi::KpiBoard,
+    pub kpi_stats: Arc<kpi::KpiStats>,
     sync_task: Option<JoinHandle<()>>,
     forecast_task: Option<JoinHandle<()>>,
+    kpi_task: JoinHandle<()>,
     config: watch::Receiver<Arc<EdgeConfig>>,
     drivers: Arc<Mutex<Vec<DriverHandle>>>,
     reloads: Arc<std::sync::atomic::AtomicU64>,
@@ -226,6 +231,22 @@ impl Edge {
         let (config_tx, config_rx) = watch::channel(cfg.clone());
         let reloads = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
+        // Always running: a reload may add the first KPI.
+        let kpis = kpi::KpiBoard::default();
+        let kpi_stats = Arc::new(kpi::KpiStats::default());
+        let kpi_task = tokio::spawn(kpi::run(
+            config_rx.clone(),
+            cfg.storage.path.clone(),
+            cfg.sync.as_ref().map(|s| sync::outbox::OutboxPolicy {
+                max_bytes: s.outbox_max_bytes,
+                when_full: s.when_full,
+                max_batch_windows: s.max_batch_windows,
+            }),
+            kpis.clone(),
+            kpi_stats.clone(),
+            cancel.clone(),
+        ));
+
         let supervisor = tokio::spawn(supervise(Supervisor {
             config_path,
             config_tx,
@@ -248,8 +269,11 @@ impl Edge {
             sync_stats,
             models,
             forecast_stats,
+            kpis,
+            kpi_stats,
             sync_task,
             forecast_task,
+            kpi_task,
             config: config_rx,
             drivers,
             reloads,
@@ -293,6 +317,7 @@ impl Edge {
             if let Some(t) = self.forecast_task {
                 let _ = t.await;
             }
+            let _ = self.kpi_task.await;
         };
         if tokio::time::timeout(timeout, work).await.is_err() {
             tracing::error!(

@@ -295,6 +295,7 @@ fn store_loop(
                 bump(&metrics::BATCHES_DUPLICATE, r.duplicates);
                 bump(&metrics::WINDOWS_STORED, r.windows);
                 bump(&metrics::FORECASTS_STORED, r.forecasts);
+                bump(&metrics::KPIS_STORED, r.kpis);
                 pending.clear();
                 pending_windows = 0;
                 let _ = acks.send(r.committed);

@@ -188,6 +188,31 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                     ),
                     None => println!("  forecasts     none"),
                 }
+                let kpis = store.kpis(&n.site, &n.node)?;
+                if kpis.is_empty() {
+                    println!("  kpis          none");
+                }
+                // The current (newest) window of each KPI and window kind.
+                let mut shown = std::collections::BTreeSet::new();
+                for k in kpis {
+                    if !shown.insert((k.kpi.clone(), k.window.clone())) {
+                        continue;
+                    }
+                    println!(
+                        "  kpi           {} [{}{}] {} ({}, coverage {:.0} %{})",
+                        k.kpi,
+                        k.window,
+                        if k.label.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" {}", k.label)
+                        },
+                        k.value.map_or("—".into(), |v| format!("{v:.4}")),
+                        k.quality,
+                        k.coverage * 100.0,
+                        if k.closed { ", final" } else { "" }
+                    );
+                }
                 println!(
                     "  edge outbox   {} batches waiting, oldest {}, {} dropped at the edge (reported)",
                     n.outbox_batches.map_or("?".into(), |b| b.to_string()),

@@ -13,6 +13,7 @@ pub static BATCHES_NEW: AtomicU64 = AtomicU64::new(0);
 pub static BATCHES_DUPLICATE: AtomicU64 = AtomicU64::new(0);
 pub static WINDOWS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static FORECASTS_STORED: AtomicU64 = AtomicU64::new(0);
+pub static KPIS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static ACKS_SENT: AtomicU64 = AtomicU64::new(0);
 pub static COMMIT_ERRORS: AtomicU64 = AtomicU64::new(0);
 
@@ -29,6 +30,7 @@ pub struct Snapshot {
     pub batches_duplicate: u64,
     pub windows_stored: u64,
     pub forecasts_stored: u64,
+    pub kpis_stored: u64,
     pub acks_sent: u64,
     pub commit_errors: u64,
 }
@@ -46,6 +48,7 @@ pub fn snapshot() -> Snapshot {
         batches_duplicate: l(&BATCHES_DUPLICATE),
         windows_stored: l(&WINDOWS_STORED),
         forecasts_stored: l(&FORECASTS_STORED),
+        kpis_stored: l(&KPIS_STORED),
         acks_sent: l(&ACKS_SENT),
         commit_errors: l(&COMMIT_ERRORS),
     }

@@ -59,6 +59,29 @@ CREATE TABLE IF NOT EXISTS forecasts (
     forecast  VARCHAR NOT NULL,
     seq       UBIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS kpis (
+    site        VARCHAR NOT NULL,
+    node        VARCHAR NOT NULL,
+    kpi         VARCHAR NOT NULL,
+    win         VARCHAR NOT NULL,
+    label       VARCHAR NOT NULL,
+    start_ms    BIGINT NOT NULL,
+    end_ms      BIGINT NOT NULL,
+    until_ms    BIGINT NOT NULL,
+    closed      BOOLEAN NOT NULL,
+    computed_ms BIGINT NOT NULL,
+    coverage    DOUBLE NOT NULL,
+    quality     VARCHAR NOT NULL,
+    value       DOUBLE,
+    figures     VARCHAR NOT NULL,
+    unit        VARCHAR,
+    seq         UBIGINT NOT NULL
+);
+-- The edge re-sends a window's value as it grows: the newest per window.
+CREATE OR REPLACE VIEW kpi_latest AS
+    SELECT * FROM kpis
+    QUALIFY row_number() OVER (PARTITION BY site, node, kpi, win, start_ms
+                               ORDER BY computed_ms DESC, seq DESC) = 1;
 CREATE TABLE IF NOT EXISTS nodes (
     site              VARCHAR NOT NULL,
     node              VARCHAR NOT NULL,
@@ -92,6 +115,8 @@ pub struct IngestReport {
     pub duplicates: u64,
     /// Forecasts stored (in new batches).
     pub forecasts: u64,
+    /// KPI values stored (in new batches).
+    pub kpis: u64,
     pub windows: u64,
 }
 
@@ -116,6 +141,22 @@ pub struct NodeRecord {
 /// Most windows per DuckDB transaction: below one row group (122,880 rows),
 /// so DuckDB never writes a transaction's rows optimistically.
 pub const MAX_TX_WINDOWS: usize = 100_000;
+
+/// The newest value of one KPI window (`kpi_latest`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KpiRow {
+    pub kpi: String,
+    pub window: String,
+    pub label: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub closed: bool,
+    pub coverage: f64,
+    pub quality: String,
+    pub value: Option<f64>,
+    /// Every figure as a JSON object (`null` where undefined).
+    pub figures: String,
+}
 
 /// (model, origin_ms, values as JSON) of a node's newest forecast.
 pub type NewestForecast = (String, i64, String);
@@ -185,6 +226,7 @@ impl Store {
             report.new_batches += r.new_batches;
             report.duplicates += r.duplicates;
             report.forecasts += r.forecasts;
+            report.kpis += r.kpis;
             report.windows += r.windows;
             for (k, seqs) in r.committed {
                 report.committed.entry(k).or_default().extend(seqs);
@@ -225,9 +267,10 @@ impl Store {
             let mut batches = tx.appender("batches")?;
             let mut aggs = tx.appender("aggregates")?;
             let mut fcs = tx.appender("forecasts")?;
+            let mut kpis = tx.appender("kpis")?;
             for it in &fresh {
                 let mut n = 0i32;
-                let mut n_forecasts = 0i32;
+                let mut n_other = 0i32;
                 let sets: &[protocol::v1::WindowSet] = match &it.batch.body {
                     Body::Aggregates(sets) => sets,
                     Body::Forecasts(list) => {
@@ -247,7 +290,33 @@ impl Store {
                             n += 1;
                         }
                         report.forecasts += list.len() as u64;
-                        n_forecasts = list.len() as i32;
+                        n_other = list.len() as i32;
+                        &[]
+                    }
+                    Body::Kpis(list) => {
+                        for k in list {
+                            kpis.append_row(params![
+                                it.site,
+                                it.node,
+                                k.kpi,
+                                k.window,
+                                k.label,
+                                k.start_ms,
+                                k.end_ms,
+                                k.until_ms,
+                                k.closed,
+                                k.computed_ms,
+                                k.coverage,
+                                k.quality.as_str(),
+                                k.values.first().and_then(|v| v.1),
+                                figures_json(&k.values),
+                                k.unit,
+                                it.batch.seq
+                            ])?;
+                            n += 1;
+                        }
+                        report.kpis += list.len() as u64;
+                        n_other = list.len() as i32;
                         &[]
                     }
                 };
@@ -272,7 +341,7 @@ impl Store {
                         n += 1;
                     }
                 }
-                report.windows += (n - n_forecasts) as u64;
+                report.windows += (n - n_other) as u64;
                 batches.append_row(params![
                     it.site,
                     it.node,
@@ -285,6 +354,7 @@ impl Store {
             }
             aggs.flush()?;
             fcs.flush()?;
+            kpis.flush()?;
             batches.flush()?;
         }
         for (site, node) in report.committed.keys() {
@@ -427,6 +497,32 @@ impl Store {
         Ok((n as u64, newest))
     }
 
+    /// The newest value of every KPI window of a node, newest window first.
+    pub fn kpis(&self, site: &str, node: &str) -> Result<Vec<KpiRow>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT kpi, win, label, start_ms, end_ms, closed, coverage, quality, value, figures
+             FROM kpi_latest WHERE site = ? AND node = ?
+             ORDER BY kpi, win, start_ms DESC",
+        )?;
+        let rows = st
+            .query_map(params![site, node], |r| {
+                Ok(KpiRow {
+                    kpi: r.get(0)?,
+                    window: r.get(1)?,
+                    label: r.get(2)?,
+                    start_ms: r.get(3)?,
+                    end_ms: r.get(4)?,
+                    closed: r.get(5)?,
+                    coverage: r.get(6)?,
+                    quality: r.get(7)?,
+                    value: r.get(8)?,
+                    figures: r.get(9)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     pub fn windows(&self, site: &str, node: &str) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(
             "SELECT count(*) FROM aggregates WHERE site = ? AND node = ?",
@@ -562,6 +658,20 @@ mod tests {
 }
 
 /// A forecast's values as a JSON array (NaN, which JSON lacks, as null).
+fn figures_json(v: &[(String, Option<f64>)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = v
+        .iter()
+        .map(|(k, x)| {
+            let x = x
+                .filter(|x| x.is_finite())
+                .and_then(serde_json::Number::from_f64)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number);
+            (k.clone(), x)
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
 fn values_json(v: &[f64]) -> String {
     let parts: Vec<String> = v
         .iter()
@@ -581,6 +691,52 @@ mod forecast_tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use protocol::v1::Forecast;
+
+    #[test]
+    fn kpis_are_stored_and_the_newest_value_per_window_wins() {
+        let mut s = Store::open_in_memory().unwrap();
+        let k = |computed_ms: i64, oee: Option<f64>, closed: bool| protocol::v1::KpiResult {
+            kpi: "line.oee".into(),
+            window: "shift".into(),
+            label: "2026-12-01 early".into(),
+            start_ms: 0,
+            end_ms: 28_800_000,
+            until_ms: computed_ms,
+            closed,
+            computed_ms,
+            coverage: 0.9,
+            quality: protocol::v1::KpiQuality::Uncertain,
+            values: vec![("oee".into(), oee), ("mtbf_s".into(), None)],
+            unit: None,
+        };
+        let batch = |seq: u64, list| Incoming {
+            site: "s".into(),
+            node: "a".into(),
+            received_ms: 1,
+            batch: Batch {
+                seq,
+                created_ms: 1,
+                body: Body::Kpis(list),
+            },
+        };
+        // Sent out of order: the final value (computed last) arrives first.
+        let r = s
+            .ingest(&[
+                batch(2, vec![k(28_800_000, Some(0.75), true)]),
+                batch(1, vec![k(3_600_000, None, false)]),
+                batch(1, vec![k(3_600_000, None, false)]),
+            ])
+            .unwrap();
+        assert_eq!(
+            (r.new_batches, r.duplicates, r.kpis, r.windows),
+            (2, 1, 2, 0)
+        );
+        let rows = s.kpis("s", "a").unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].value, rows[0].closed), (Some(0.75), true));
+        assert_eq!(rows[0].figures, r#"{"mtbf_s":null,"oee":0.75}"#);
+        assert_eq!(rows[0].quality, "uncertain");
+    }
 
     #[test]
     fn forecasts_are_stored_once_beside_the_windows() {

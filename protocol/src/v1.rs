@@ -25,6 +25,7 @@ impl Batch {
         match &self.body {
             Body::Aggregates(sets) => sets.iter().map(|s| s.windows.len()).sum(),
             Body::Forecasts(f) => f.len(),
+            Body::Kpis(k) => k.len(),
         }
     }
 }
@@ -39,6 +40,54 @@ pub enum Body {
     /// Forecasts made on the edge (added in v1 as the second variant: old
     /// batches decode unchanged).
     Forecasts(Vec<Forecast>),
+    /// KPI values computed on the edge (third variant).
+    Kpis(Vec<KpiResult>),
+}
+
+/// One KPI over one window. The edge re-sends a window's value as it
+/// grows (the current shift, the last hour); the receiver keeps the one
+/// with the latest `computed_ms` per (kpi, window, start_ms). `closed`
+/// marks a calendar window that is over: its value is final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KpiResult {
+    pub kpi: String,
+    /// `1h`, `15m`, … (rolling) or `shift`, `day`, `week` (calendar).
+    pub window: String,
+    /// E.g. `2026-12-01 early`, `week of 2026-11-30`; empty for rolling.
+    pub label: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// The time the value covers so far: `end_ms` when closed.
+    pub until_ms: i64,
+    pub closed: bool,
+    pub computed_ms: i64,
+    /// Fraction of the window's time whose inputs were known, 0–1.
+    pub coverage: f64,
+    pub quality: KpiQuality,
+    /// The headline figure first (e.g. `oee`), then its parts; `None`
+    /// where the figure is undefined (e.g. no planned time).
+    pub values: Vec<(String, Option<f64>)>,
+    pub unit: Option<String>,
+}
+
+/// How far a KPI value can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KpiQuality {
+    Good,
+    /// Some input time unknown or samples bad; the value uses what is known.
+    Uncertain,
+    /// Not computable, or too little known (coverage below 80 %).
+    Bad,
+}
+
+impl KpiQuality {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KpiQuality::Good => "good",
+            KpiQuality::Uncertain => "uncertain",
+            KpiQuality::Bad => "bad",
+        }
+    }
 }
 
 /// One forecast of one model: `values[k]` is the forecast for

@@ -98,6 +98,28 @@ impl HistoryReader {
         Ok(rows)
     }
 
+    /// The newest sample of `tag` before `ts_ms` (any quality).
+    pub fn last_before(&self, tag: &str, ts_ms: i64) -> Result<Option<Sample>, HistoryError> {
+        let Some(id) = self.tag_id(tag)? else {
+            return Ok(None);
+        };
+        let name = TagName::from(tag);
+        let sql = format!(
+            "SELECT {SAMPLE_COLUMNS} FROM (
+                 SELECT * FROM (SELECT {SAMPLE_COLUMNS} FROM samples WHERE tag_id = ?1 AND ts_ms < ?2
+                                ORDER BY ts_ms DESC LIMIT 1)
+                 UNION ALL
+                 SELECT * FROM (SELECT {SAMPLE_COLUMNS} FROM inbox WHERE tag_id = ?1 AND ts_ms < ?2
+                                ORDER BY ts_ms DESC LIMIT 1)
+             ) ORDER BY ts_ms DESC LIMIT 1"
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![id, ts_ms], |r| sample_from_row(&name, r, 0))
+            .optional()?)
+    }
+
     /// The newest sample of `tag`.
     pub fn latest(&self, tag: &str) -> Result<Option<Sample>, HistoryError> {
         let Some(id) = self.tag_id(tag)? else {

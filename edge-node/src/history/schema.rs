@@ -129,6 +129,24 @@ pub const MIGRATIONS: &[&str] = &[
          scored    INTEGER NOT NULL DEFAULT 0,
          PRIMARY KEY (model, origin_ms)
      );",
+    // 5: KPI values per window (docs/kpi.md); a window's row is updated
+    // as it grows until it is closed.
+    "CREATE TABLE kpis (
+         kpi         TEXT NOT NULL,
+         win         TEXT NOT NULL,
+         start_ms    INTEGER NOT NULL,
+         label       TEXT NOT NULL,
+         end_ms      INTEGER NOT NULL,
+         until_ms    INTEGER NOT NULL,
+         closed      INTEGER NOT NULL,
+         computed_ms INTEGER NOT NULL,
+         coverage    REAL NOT NULL,
+         quality     TEXT NOT NULL,
+         value       REAL,
+         figures     TEXT NOT NULL,
+         PRIMARY KEY (kpi, win, start_ms)
+     );
+     CREATE INDEX kpis_by_time ON kpis (computed_ms);",
 ];
 
 /// The schema version this build writes and understands.

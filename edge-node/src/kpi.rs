@@ -1,0 +1,650 @@
+//! The KPI engine on the edge: KPIs from local history, on the plant floor
+//! even when the hub is unreachable.
+//!
+//! ```text
+//! history (SQLite, read) ──slice by slice──▶ Part per KPI (models::kpi)
+//!      ├─▶ rolling windows: the last N slices, summed
+//!      └─▶ calendar windows (shift, day, week): running sums, closed when
+//!          the calendar moves on
+//!                         ──▶ kpis table (SQLite) + outbox (Body::Kpis), one transaction
+//! ```
+//!
+//! Every slice is computed once, `grace` after it ends; a window is a sum of
+//! slices, so a week costs no more per minute than an hour. At start the
+//! engine backfills from history: the current calendar windows and the
+//! longest rolling window, and the previous calendar windows if the engine
+//! ran before and never closed them (the edge was down at the boundary).
+//! All work runs on the blocking pool.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use firmware_config::{EdgeConfig, KpiSetup, KpiWindow};
+use models::calendar::{Calendar, CalendarWindow};
+use models::kpi::{KpiQuality as Q, Part, evaluate, hold};
+use protocol::v1::{Body, KpiQuality, KpiResult};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::history::{HistoryError, HistoryReader, finish_queue, queue, start_queue};
+use crate::sync::outbox::{OutboxPolicy, SealReport};
+
+/// Slices read from history in one go: bounds the memory a backfill over
+/// many tags needs (tags × samples per chunk).
+const CHUNK_SLICES: i64 = 60;
+
+/// The latest value of every KPI window, for the HMI and the demo.
+#[derive(Debug, Default, Clone)]
+pub struct KpiBoard(Arc<RwLock<Vec<KpiResult>>>);
+
+impl KpiBoard {
+    pub fn all(&self) -> Vec<KpiResult> {
+        self.0.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The current value of `kpi` over `window` (e.g. `1h`, `shift`).
+    pub fn get(&self, kpi: &str, window: &str) -> Option<KpiResult> {
+        self.0
+            .read()
+            .ok()?
+            .iter()
+            .find(|r| r.kpi == kpi && r.window == window)
+            .cloned()
+    }
+
+    fn set(&self, results: &[KpiResult]) {
+        if let Ok(mut v) = self.0.write() {
+            // Keep the open windows only; closed ones are in SQLite.
+            v.retain(|old| {
+                !results
+                    .iter()
+                    .any(|n| n.kpi == old.kpi && n.window == old.window)
+            });
+            v.extend(results.iter().filter(|r| !r.closed).cloned());
+            v.sort_by(|a, b| (&a.kpi, &a.window).cmp(&(&b.kpi, &b.window)));
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct KpiStats {
+    pub slices: AtomicU64,
+    pub results: AtomicU64,
+    pub closed_windows: AtomicU64,
+    pub errors: AtomicU64,
+    /// CPU time spent computing slices and windows, µs (excluding storage).
+    pub compute_us: AtomicU64,
+}
+
+fn quality(q: Q) -> KpiQuality {
+    match q {
+        Q::Good => KpiQuality::Good,
+        Q::Uncertain => KpiQuality::Uncertain,
+        Q::Bad => KpiQuality::Bad,
+    }
+}
+
+/// The engine's state between ticks. Pure computation over what a
+/// [`HistoryReader`] returns; storage is [`store`]'s job.
+#[derive(Debug)]
+pub struct Engine {
+    setup: KpiSetup,
+    calendar: Calendar,
+    slice_ms: i64,
+    max_hold_ms: i64,
+    /// Longest rolling window, in slices.
+    ring_len: usize,
+    /// The last `ring_len` slices: (start, one part per KPI).
+    ring: VecDeque<(i64, Vec<Part>)>,
+    /// Per KPI, per window of its list: the open calendar window and its sum.
+    open: Vec<Vec<Option<(CalendarWindow, Part)>>>,
+    /// End of the last computed slice.
+    done_ms: Option<i64>,
+    /// Distinct input tags of all KPIs.
+    tags: Vec<String>,
+}
+
+impl Engine {
+    pub fn new(setup: KpiSetup) -> Result<Engine, String> {
+        let calendar = setup.calendar.calendar().map_err(|e| e.to_string())?;
+        let slice_ms = setup.slice.as_millis().max(1) as i64;
+        let ring_len = setup
+            .kpis
+            .iter()
+            .flat_map(|k| &k.windows)
+            .filter_map(|w| match w {
+                KpiWindow::Rolling(d) => Some((d.as_millis() as i64 / slice_ms) as usize),
+                KpiWindow::Calendar(_) => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let mut tags: Vec<String> = setup.kpis.iter().flat_map(|k| k.kind.all_tags()).collect();
+        tags.sort();
+        tags.dedup();
+        Ok(Engine {
+            open: setup
+                .kpis
+                .iter()
+                .map(|k| vec![None; k.windows.len()])
+                .collect(),
+            max_hold_ms: setup.max_hold.as_millis() as i64,
+            calendar,
+            slice_ms,
+            ring_len,
+            ring: VecDeque::new(),
+            done_ms: None,
+            tags,
+            setup,
+        })
+    }
+
+    /// Forget all sums: the next advance backfills from history.
+    pub fn reset(&mut self) {
+        self.ring.clear();
+        for o in &mut self.open {
+            o.iter_mut().for_each(|w| *w = None);
+        }
+        self.done_ms = None;
+    }
+
+    pub fn setup(&self) -> &KpiSetup {
+        &self.setup
+    }
+
+    /// The end of the last slice that may be computed at `now_ms`.
+    pub fn boundary(&self, now_ms: i64) -> i64 {
+        let t = now_ms - self.setup.grace.as_millis() as i64;
+        t.div_euclid(self.slice_ms) * self.slice_ms
+    }
+
+    /// Where a first run starts reading: the start of every current
+    /// calendar window and of the longest rolling window, and with
+    /// `previous` the previous calendar windows too.
+    pub fn backfill_start(&self, boundary: i64, previous: bool) -> i64 {
+        let mut from = boundary - self.ring_len as i64 * self.slice_ms;
+        for k in &self.setup.kpis {
+            for w in &k.windows {
+                if let KpiWindow::Calendar(kind) = w {
+                    let mut cw = self.calendar.window_at(*kind, boundary - 1);
+                    if previous {
+                        cw = self.calendar.window_at(*kind, cw.start_ms - 1);
+                    }
+                    from = from.min(cw.start_ms);
+                }
+            }
+        }
+        from.div_euclid(self.slice_ms) * self.slice_ms
+    }
+
+    /// Compute every slice from where the engine stopped (or `from_ms` on
+    /// the first call) up to `boundary`, and return the closed calendar
+    /// windows and the current value of every window. `None` when no new
+    /// slice closed.
+    pub fn advance(
+        &mut self,
+        reader: &HistoryReader,
+        from_ms: i64,
+        boundary: i64,
+        now_ms: i64,
+        stats: &KpiStats,
+    ) -> Result<Option<Vec<KpiResult>>, HistoryError> {
+        let mut start = self.done_ms.unwrap_or(from_ms);
+        if start >= boundary {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        while start < boundary {
+            let end = (start + CHUNK_SLICES * self.slice_ms).min(boundary);
+            let series = self.load(reader, start, end)?;
+            let t0 = Instant::now();
+            let empty: Vec<(i64, Option<f64>)> = Vec::new();
+            let get = |t: &str| -> &[(i64, Option<f64>)] {
+                series.get(t).map_or(empty.as_slice(), |v| v.as_slice())
+            };
+            let mut a = start;
+            while a < end {
+                let b = a + self.slice_ms;
+                let stops = self.calendar.planned_stops(a, b);
+                let parts: Vec<Part> = self
+                    .setup
+                    .kpis
+                    .iter()
+                    .map(|k| Part::compute(&k.kind, a, b, &get, &stops))
+                    .collect();
+                self.add_slice(a, parts, now_ms, &mut out);
+                stats.slices.fetch_add(1, Ordering::Relaxed);
+                a = b;
+            }
+            stats
+                .compute_us
+                .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+            start = end;
+        }
+        self.done_ms = Some(boundary);
+        let t0 = Instant::now();
+        self.current(boundary, now_ms, &mut out);
+        stats
+            .compute_us
+            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(Some(out))
+    }
+
+    /// Every input tag's series over `[from, to)`, with the sample before
+    /// `from` (and the last known one, for counters), after [`hold`].
+    fn load(
+        &self,
+        reader: &HistoryReader,
+        from: i64,
+        to: i64,
+    ) -> Result<HashMap<String, Vec<(i64, Option<f64>)>>, HistoryError> {
+        let mut out = HashMap::with_capacity(self.tags.len());
+        let value = |s: &drivers::Sample| {
+            s.value
+                .as_ref()
+                .and_then(|v| v.as_f64())
+                .filter(|_| s.quality.is_good())
+        };
+        for tag in &self.tags {
+            let mut v: Vec<(i64, Option<f64>)> = Vec::new();
+            if let Some(prev) = reader.last_before(tag, from)? {
+                // A counter counts on from its last known value; if the very
+                // last sample is bad, look back a little further for one.
+                if value(&prev).is_none()
+                    && let Some(known) = reader
+                        .range(
+                            tag,
+                            from - self.max_hold_ms.max(3_600_000),
+                            prev.ts.0,
+                            10_000,
+                        )?
+                        .iter()
+                        .rev()
+                        .find(|s| value(s).is_some())
+                {
+                    v.push((known.ts.0, value(known)));
+                }
+                v.push((prev.ts.0, value(&prev)));
+            }
+            v.extend(
+                reader
+                    .range(tag, from, to, usize::MAX)?
+                    .iter()
+                    .map(|s| (s.ts.0, value(s))),
+            );
+            out.insert(tag.clone(), hold(&v, self.max_hold_ms, to));
+        }
+        Ok(out)
+    }
+
+    fn add_slice(&mut self, start: i64, parts: Vec<Part>, now_ms: i64, out: &mut Vec<KpiResult>) {
+        for (ki, k) in self.setup.kpis.iter().enumerate() {
+            for (wi, w) in k.windows.iter().enumerate() {
+                let KpiWindow::Calendar(kind) = w else {
+                    continue;
+                };
+                let cw = self.calendar.window_at(*kind, start);
+                let slot = &mut self.open[ki][wi];
+                match slot {
+                    Some((open, _)) if *open == cw => {}
+                    _ => {
+                        if let Some((open, sum)) = slot.take() {
+                            out.push(result(k, w, &open, &sum, open.end_ms, true, now_ms));
+                        }
+                        *slot = Some((cw, Part::default()));
+                    }
+                }
+                if let Some((_, sum)) = slot {
+                    sum.add(&parts[ki]);
+                }
+            }
+        }
+        if self.ring_len > 0 {
+            self.ring.push_back((start, parts));
+            while self.ring.len() > self.ring_len {
+                self.ring.pop_front();
+            }
+        }
+    }
+
+    fn current(&self, boundary: i64, now_ms: i64, out: &mut Vec<KpiResult>) {
+        for (ki, k) in self.setup.kpis.iter().enumerate() {
+            for (wi, w) in k.windows.iter().enumerate() {
+                match w {
+                    KpiWindow::Rolling(d) => {
+                        let from = boundary - d.as_millis() as i64;
+                        let mut sum = Part::default();
+                        for (_, parts) in self.ring.iter().filter(|(s, _)| *s >= from) {
+                            sum.add(&parts[ki]);
+                        }
+                        let cw = CalendarWindow {
+                            start_ms: from,
+                            end_ms: boundary,
+                            label: String::new(),
+                        };
+                        out.push(result(k, w, &cw, &sum, boundary, false, now_ms));
+                    }
+                    KpiWindow::Calendar(_) => {
+                        if let Some((cw, sum)) = &self.open[ki][wi] {
+                            out.push(result(k, w, cw, sum, boundary, false, now_ms));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn result(
+    k: &firmware_config::KpiDef,
+    w: &KpiWindow,
+    cw: &CalendarWindow,
+    sum: &Part,
+    until_ms: i64,
+    closed: bool,
+    now_ms: i64,
+) -> KpiResult {
+    let v = evaluate(&k.kind, sum);
+    KpiResult {
+        kpi: k.name.clone(),
+        window: w.label(),
+        label: cw.label.clone(),
+        start_ms: cw.start_ms,
+        end_ms: cw.end_ms,
+        until_ms: if closed { cw.end_ms } else { until_ms },
+        closed,
+        computed_ms: now_ms,
+        coverage: v.coverage,
+        quality: quality(v.quality),
+        values: v.values,
+        unit: k.unit.clone(),
+    }
+}
+
+fn figures_json(v: &[(String, Option<f64>)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = v
+        .iter()
+        .map(|(k, x)| {
+            let x = x
+                .filter(|x| x.is_finite())
+                .and_then(serde_json::Number::from_f64)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number);
+            (k.clone(), x)
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Store results (upsert per window) and, with sync, seal them into the
+/// outbox in the same transaction. Rows older than `keep` are deleted.
+pub fn store(
+    conn: &mut Connection,
+    results: &[KpiResult],
+    outbox: Option<&OutboxPolicy>,
+    now_ms: i64,
+    keep: Duration,
+) -> Result<Option<SealReport>, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT OR REPLACE INTO kpis
+             (kpi, win, start_ms, label, end_ms, until_ms, closed, computed_ms, coverage, quality, value, figures)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for r in results {
+            st.execute(params![
+                r.kpi,
+                r.window,
+                r.start_ms,
+                r.label,
+                r.end_ms,
+                r.until_ms,
+                r.closed,
+                r.computed_ms,
+                r.coverage,
+                r.quality.as_str(),
+                r.values.first().and_then(|v| v.1).filter(|v| v.is_finite()),
+                figures_json(&r.values)
+            ])?;
+        }
+        tx.execute(
+            "DELETE FROM kpis WHERE computed_ms < ?1",
+            [now_ms - keep.as_millis() as i64],
+        )?;
+    }
+    let report = match outbox {
+        Some(policy) if !results.is_empty() => {
+            let body = Body::Kpis(results.to_vec());
+            let mut report = SealReport::default();
+            let map = |e: HistoryError| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+            let (mut last_seq, mut bytes) = start_queue(&tx).map_err(map)?;
+            queue(
+                &tx,
+                &body,
+                policy,
+                now_ms,
+                &mut last_seq,
+                &mut bytes,
+                &mut report,
+            )
+            .map_err(map)?;
+            finish_queue(&tx, last_seq, bytes, &report).map_err(map)?;
+            Some(report)
+        }
+        _ => None,
+    };
+    tx.commit()?;
+    Ok(report)
+}
+
+/// Whether the engine ran on this database before (any KPI row).
+pub fn ran_before(conn: &Connection) -> Result<bool, rusqlite::Error> {
+    conn.query_row("SELECT 1 FROM kpis LIMIT 1", [], |_| Ok(()))
+        .optional()
+        .map(|o| o.is_some())
+}
+
+/// The stored value of one window, for `apos-edge kpi` and tests:
+/// (kpi, window, label, start, closed, quality, coverage, value, figures).
+pub type StoredKpi = (
+    String,
+    String,
+    String,
+    i64,
+    bool,
+    String,
+    f64,
+    Option<f64>,
+    String,
+);
+
+/// Stored windows, newest first: each KPI's current windows and the last
+/// `closed` closed ones.
+pub fn stored(conn: &Connection, closed: usize) -> Result<Vec<StoredKpi>, rusqlite::Error> {
+    let mut st = conn.prepare(
+        "SELECT kpi, win, label, start_ms, closed, quality, coverage, value, figures FROM (
+             SELECT *, row_number() OVER (PARTITION BY kpi, win, closed ORDER BY start_ms DESC) AS k
+             FROM kpis)
+         WHERE closed = 1 AND k <= ?1 OR closed = 0 AND k = 1
+         ORDER BY kpi, win, start_ms DESC",
+    )?;
+    st.query_map([closed as i64], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+        ))
+    })?
+    .collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One tick: open the databases, advance, store, publish. Blocking.
+fn tick(
+    engine: &mut Engine,
+    history: &std::path::Path,
+    outbox: Option<&OutboxPolicy>,
+    keep: Duration,
+    board: &KpiBoard,
+    stats: &KpiStats,
+) -> Result<usize, String> {
+    let now = now_ms();
+    let boundary = engine.boundary(now);
+    let reader = HistoryReader::open(history).map_err(|e| e.to_string())?;
+    let mut conn = Connection::open(history).map_err(|e| e.to_string())?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let from = if engine.done_ms.is_none() {
+        let previous = ran_before(&conn).map_err(|e| e.to_string())?;
+        let from = engine.backfill_start(boundary, previous);
+        tracing::info!(
+            kpis = engine.setup.kpis.len(),
+            slices = (boundary - from) / engine.slice_ms,
+            "KPI engine: computing from local history"
+        );
+        from
+    } else {
+        boundary
+    };
+    let t0 = Instant::now();
+    let results = match engine.advance(&reader, from, boundary, now, stats) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(0),
+        Err(e) => {
+            // Part of the slices may be in the sums: start over from history.
+            engine.reset();
+            return Err(format!("cannot read the history: {e}"));
+        }
+    };
+    let closed = results.iter().filter(|r| r.closed).count();
+    match store(&mut conn, &results, outbox, now, keep) {
+        Ok(Some(rep)) if rep.dropped > 0 => tracing::error!(
+            dropped = rep.dropped,
+            "ALARM outbox full: batches dropped while queueing KPI values"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            // Closed windows in `results` would be lost: recompute them.
+            engine.reset();
+            return Err(format!("cannot store KPI values: {e}"));
+        }
+    }
+    for r in results.iter().filter(|r| r.closed) {
+        tracing::info!(
+            kpi = %r.kpi,
+            window = %r.window,
+            label = %r.label,
+            value = r.values.first().and_then(|v| v.1),
+            quality = r.quality.as_str(),
+            coverage = r.coverage,
+            "KPI window closed"
+        );
+    }
+    stats
+        .results
+        .fetch_add(results.len() as u64, Ordering::Relaxed);
+    stats
+        .closed_windows
+        .fetch_add(closed as u64, Ordering::Relaxed);
+    board.set(&results);
+    tracing::debug!(
+        results = results.len(),
+        took_ms = t0.elapsed().as_millis() as u64,
+        "KPIs computed"
+    );
+    Ok(results.len())
+}
+
+/// Run until `cancel`: a tick every slice (just after its grace), and a new
+/// engine when the KPI configuration changes (reload).
+pub async fn run(
+    mut config: watch::Receiver<Arc<EdgeConfig>>,
+    history: PathBuf,
+    outbox: Option<OutboxPolicy>,
+    board: KpiBoard,
+    stats: Arc<KpiStats>,
+    cancel: CancellationToken,
+) {
+    let mut engine: Option<Engine> = None;
+    let mut setup: Option<KpiSetup> = None;
+    let mut keep;
+    loop {
+        {
+            let cfg = config.borrow_and_update().clone();
+            // KPI values live as long as the samples they come from.
+            keep = cfg.storage.retention_age;
+            if cfg.kpi != setup {
+                setup = cfg.kpi.clone();
+                engine = match setup.clone().map(Engine::new) {
+                    Some(Ok(e)) => Some(e),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "KPI engine: cannot use the configuration");
+                        None
+                    }
+                    None => None,
+                };
+                if let Some(s) = &setup {
+                    tracing::info!(kpis = s.kpis.len(), slice = %humantime::format_duration(s.slice), time_zone = %s.calendar.time_zone, "KPI engine configured");
+                }
+            }
+        }
+        let wait = match &engine {
+            Some(e) => {
+                let slice = e.slice_ms;
+                let grace = e.setup.grace.as_millis() as i64;
+                let now = now_ms();
+                let next = (now - grace).div_euclid(slice) * slice + slice + grace;
+                Duration::from_millis((next - now).clamp(10, slice + grace) as u64 + 20)
+            }
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = config.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let Some(mut e) = engine.take() else {
+            continue;
+        };
+        let (h, b, st) = (history.clone(), board.clone(), stats.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            let r = tick(&mut e, &h, outbox.as_ref(), keep, &b, &st);
+            (e, r)
+        })
+        .await;
+        match r {
+            Ok((e, r)) => {
+                if let Err(err) = r {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %err, "KPI engine: this slice will be retried");
+                }
+                engine = Some(e);
+            }
+            Err(err) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %err, "KPI engine task failed; restarting from history");
+                engine = setup.clone().and_then(|s| Engine::new(s).ok());
+            }
+        }
+    }
+}
