@@ -37,6 +37,8 @@ use crate::sync::outbox::{OutboxPolicy, SealReport};
 /// many tags needs (tags × samples per chunk).
 const CHUNK_SLICES: i64 = 60;
 
+type SeriesBuf = Vec<(i64, Option<f64>)>;
+
 /// The latest value of every KPI window, for the HMI and the demo.
 #[derive(Debug, Default, Clone)]
 pub struct KpiBoard(Arc<RwLock<Vec<KpiResult>>>);
@@ -240,7 +242,7 @@ impl Engine {
         reader: &HistoryReader,
         from: i64,
         to: i64,
-    ) -> Result<HashMap<String, Vec<(i64, Option<f64>)>>, HistoryError> {
+    ) -> Result<HashMap<String, SeriesBuf>, HistoryError> {
         let mut out = HashMap::with_capacity(self.tags.len());
         let value = |s: &drivers::Sample| {
             s.value

@@ -83,7 +83,15 @@ pub fn summary(cfg: &EdgeConfig) -> String {
         plural(cfg.tags.len()),
         cfg.sources.len(),
         plural(cfg.sources.len()),
-    )
+    ) + &match &cfg.kpi {
+        Some(k) => format!(
+            ", {} KPI{} ({} time)",
+            k.kpis.len(),
+            plural(k.kpis.len()),
+            k.calendar.time_zone
+        ),
+        None => String::new(),
+    }
 }
 
 fn plural(n: usize) -> &'static str {

@@ -6,5 +6,6 @@
 
 mod forecast;
 mod history;
+mod kpi;
 mod node;
 mod outbox;

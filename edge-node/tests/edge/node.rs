@@ -38,7 +38,7 @@ fn validate_accepts_the_shipped_example() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("17 tag"),
+        stdout.contains("20 tags") && stdout.contains("5 KPIs (Europe/Berlin time)"),
         "summary should count the example's tags: {stdout}"
     );
 }

@@ -1,0 +1,312 @@
+//! The KPI engine over local history: a whole shift computed by hand (OEE
+//! with a planned break, two faults, a stop and a 16-bit counter that
+//! wraps), an edge outage showing up as coverage and quality, the values
+//! stored and queued for the hub, and a restart that closes the same
+//! window to the same value.
+
+use std::path::Path;
+use std::time::Duration;
+
+use drivers::{Quality, Sample, TagName, Timestamp, Value};
+use edge_node::history::{HistoryOptions, HistoryReader, HistoryStore};
+use edge_node::kpi::{self, Engine, KpiStats};
+use firmware_config::KpiSetup;
+use models::calendar::CalendarKind;
+use protocol::v1::{KpiQuality, KpiResult};
+
+const MIN: i64 = 60_000;
+const STEP: i64 = 10_000;
+
+fn config(dir: &Path) -> firmware_config::EdgeConfig {
+    let text = format!(
+        r#"schema_version = 1
+[node]
+site_id = "s"
+node_id = "n"
+[storage]
+path = "{}"
+[calendar]
+time_zone = "UTC"
+shifts = [{{ name = "early", start = "06:00" }}, {{ name = "late", start = "14:00" }}, {{ name = "night", start = "22:00" }}]
+# A 30-minute planned break one hour into every shift.
+planned_stops = [
+  {{ name = "b1", from = "07:00", to = "07:30" }},
+  {{ name = "b2", from = "15:00", to = "15:30" }},
+  {{ name = "b3", from = "23:00", to = "23:30" }},
+]
+[kpi_engine]
+slice = "1m"
+grace = "0s"
+max_hold = "5m"
+[[device]]
+name = "plc"
+protocol = "modbus-tcp"
+host = "127.0.0.1"
+port = 1502
+[[tag]]
+name = "state"
+device = "plc"
+area = "input"
+address = 0
+type = "u16"
+[[tag]]
+name = "made"
+device = "plc"
+area = "input"
+address = 1
+type = "u16"
+[[tag]]
+name = "scrap"
+device = "plc"
+area = "input"
+address = 2
+type = "u16"
+[[kpi]]
+name = "line.oee"
+type = "oee"
+windows = ["1h", "shift"]
+state_tag = "state"
+running = [2]
+fault = [3]
+total_counter = "made"
+reject_counter = "scrap"
+counter_modulus = 65536
+ideal_rate = 360.0
+[[kpi]]
+name = "line.rate"
+type = "expression"
+windows = ["shift"]
+expr = "made.count / window_h"
+"#,
+        dir.join("history.db").display()
+    );
+    firmware_config::load_str(&dir.join("edge.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The state in minute `m` of the shift: running, a fault 120–150, stopped
+/// 300–320, a fault 400–410.
+fn state_at(m: i64) -> u16 {
+    match m {
+        120..150 | 400..410 => 3,
+        300..320 => 0,
+        _ => 2,
+    }
+}
+
+struct Expected {
+    produced: f64,
+    good: f64,
+}
+
+/// Write the shift `[s, s + 8 h)` every 10 s, skipping `[hole)` minutes;
+/// one item per sample while running outside the break, every 20th scrap.
+fn write_shift(db: &Path, s: i64, hole: std::ops::Range<i64>) -> Expected {
+    let mut store = HistoryStore::open(&HistoryOptions::new(db)).unwrap();
+    let (state, made, scrap): (TagName, TagName, TagName) =
+        ("state".into(), "made".into(), "scrap".into());
+    let sample = |tag: &TagName, ts: i64, v: u16| Sample {
+        tag: tag.clone(),
+        ts: Timestamp(ts),
+        value: Some(Value::U64(u64::from(v))),
+        quality: Quality::Good,
+    };
+    let (mut c, mut r) = (65_000u16, 7u16);
+    let mut exp = Expected {
+        produced: 0.0,
+        good: 0.0,
+    };
+    // What held before the shift began.
+    let mut samples = vec![
+        sample(&state, s - STEP, 2),
+        sample(&made, s - STEP, c),
+        sample(&scrap, s - STEP, r),
+    ];
+    for k in 0..(8 * 60 * MIN / STEP) {
+        let ts = s + k * STEP;
+        let m = (ts - s) / MIN;
+        let st = state_at(m);
+        if st == 2 && !(60..90).contains(&m) {
+            c = c.wrapping_add(1);
+            exp.produced += 1.0;
+            if exp.produced as i64 % 20 == 0 {
+                r += 1;
+            } else {
+                exp.good += 1.0;
+            }
+        }
+        if hole.contains(&m) {
+            continue;
+        }
+        samples.push(sample(&state, ts, st));
+        samples.push(sample(&made, ts, c));
+        samples.push(sample(&scrap, ts, r));
+    }
+    store.insert(&samples).unwrap();
+    store.close().unwrap();
+    exp
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The previous shift's window (it has ended) and a setup.
+fn kpi_setup(dir: &Path) -> (KpiSetup, models::calendar::CalendarWindow) {
+    let cfg = config(dir);
+    let setup = cfg.kpi.clone().unwrap();
+    let cal = setup.calendar.calendar().unwrap();
+    let current = cal.window_at(CalendarKind::Shift, now_ms());
+    let previous = cal.window_at(CalendarKind::Shift, current.start_ms - 1);
+    assert_eq!(previous.end_ms - previous.start_ms, 8 * 60 * MIN);
+    (setup, previous)
+}
+
+fn closed_shift<'a>(results: &'a [KpiResult], kpi: &str, start: i64) -> &'a KpiResult {
+    results
+        .iter()
+        .find(|r| r.kpi == kpi && r.window == "shift" && r.closed && r.start_ms == start)
+        .unwrap_or_else(|| panic!("no closed shift for {kpi} in {results:#?}"))
+}
+
+fn value(r: &KpiResult, name: &str) -> Option<f64> {
+    r.values.iter().find(|v| v.0 == name).and_then(|v| v.1)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn a_shift_of_history_gives_the_oee_computed_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let (setup, shift) = kpi_setup(dir.path());
+    let exp = write_shift(&db, shift.start_ms, 0..0);
+    let mut engine = Engine::new(setup).unwrap();
+    let reader = HistoryReader::open(&db).unwrap();
+    let now = now_ms();
+    let boundary = engine.boundary(now);
+    let from = engine.backfill_start(boundary, true);
+    assert!(from <= shift.start_ms);
+    let stats = KpiStats::default();
+    let results = engine
+        .advance(&reader, from, boundary, now, &stats)
+        .unwrap()
+        .unwrap();
+    let r = closed_shift(&results, "line.oee", shift.start_ms);
+    // Planned busy 480 − 30 = 450 min; down (fault) 30 + 10; stopped 20.
+    let (pbt, adot, apt) = (450.0 * 60.0, 40.0 * 60.0, 390.0 * 60.0);
+    assert_eq!(value(r, "planned_busy_s"), Some(pbt));
+    assert_eq!(value(r, "down_s"), Some(adot));
+    assert_eq!(value(r, "run_s"), Some(apt));
+    assert_eq!(value(r, "failures"), Some(2.0));
+    assert_eq!(value(r, "produced"), Some(exp.produced));
+    assert_eq!(value(r, "good"), Some(exp.good));
+    assert!(exp.produced > 536.0, "the counter wrapped past 65535");
+    let availability = apt / pbt;
+    let performance = exp.produced * 10.0 / apt;
+    let quality = exp.good / exp.produced;
+    assert!(close(value(r, "availability").unwrap(), availability));
+    assert!(close(value(r, "performance").unwrap(), performance));
+    assert!(close(value(r, "quality").unwrap(), quality));
+    assert!(close(
+        value(r, "oee").unwrap(),
+        availability * performance * quality
+    ));
+    assert!(close(value(r, "mtbf_s").unwrap(), apt / 2.0));
+    assert!(close(value(r, "mttr_s").unwrap(), adot / 2.0));
+    assert_eq!((r.coverage, r.quality), (1.0, KpiQuality::Good));
+    assert_eq!(r.end_ms - r.start_ms, 8 * 60 * MIN);
+    // The expression sees the window's sample count and length.
+    let e = closed_shift(&results, "line.rate", shift.start_ms);
+    assert!(close(e.values[0].1.unwrap(), 2880.0 / 8.0));
+    // The current windows come too, not closed.
+    assert!(
+        results
+            .iter()
+            .any(|r| r.kpi == "line.oee" && r.window == "1h" && !r.closed)
+    );
+
+    // Stored, and queued for the hub in the same transaction.
+    let mut conn = rusqlite::Connection::open(&db).unwrap();
+    let policy = edge_node::sync::outbox::OutboxPolicy {
+        max_bytes: 1 << 20,
+        when_full: firmware_config::WhenFull::DropOldest,
+        max_batch_windows: 5000,
+    };
+    let rep = kpi::store(
+        &mut conn,
+        &results,
+        Some(&policy),
+        now,
+        Duration::from_secs(86_400),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(rep.sealed.len(), 1);
+    let payload: Vec<u8> = conn
+        .query_row("SELECT payload FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    let batch: protocol::v1::Batch = postcard::from_bytes(&payload).unwrap();
+    let protocol::v1::Body::Kpis(sent) = batch.body else {
+        panic!("a KPI batch")
+    };
+    assert_eq!(sent, results);
+    let stored = kpi::stored(&conn, 5).unwrap();
+    let row = stored
+        .iter()
+        .find(|s| s.0 == "line.oee" && s.1 == "shift" && s.4)
+        .unwrap();
+    assert!(close(row.7.unwrap(), value(r, "oee").unwrap()));
+
+    // A restart closes the same shift again, to the same value.
+    drop(engine);
+    let (setup2, _) = kpi_setup(dir.path());
+    let mut again = Engine::new(setup2).unwrap();
+    let results2 = again
+        .advance(&reader, from, boundary, now, &stats)
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed_shift(&results2, "line.oee", shift.start_ms), r);
+}
+
+#[test]
+fn an_outage_lowers_coverage_and_flags_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let (setup, shift) = kpi_setup(dir.path());
+    // No samples for minutes 200–240 (the edge was down).
+    write_shift(&db, shift.start_ms, 200..240);
+    let mut engine = Engine::new(setup).unwrap();
+    let reader = HistoryReader::open(&db).unwrap();
+    let now = now_ms();
+    let boundary = engine.boundary(now);
+    let from = engine.backfill_start(boundary, true);
+    let results = engine
+        .advance(&reader, from, boundary, now, &KpiStats::default())
+        .unwrap()
+        .unwrap();
+    let r = closed_shift(&results, "line.oee", shift.start_ms);
+    // The last sample before the hole is at 199:50; held for 5 min, the
+    // state is unknown from 204:50 to 240:00.
+    let unknown_s = (240.0 - 204.0 - 50.0 / 60.0) * 60.0;
+    let coverage = (450.0 * 60.0 - unknown_s) / (450.0 * 60.0);
+    assert!(close(r.coverage, coverage), "{} vs {coverage}", r.coverage);
+    assert_eq!(r.quality, KpiQuality::Uncertain);
+    // Nothing produced in the hole is lost: the counter's jump is counted
+    // after it (the same total as without the outage).
+    let full = {
+        let d2 = tempfile::tempdir().unwrap();
+        write_shift(&d2.path().join("history.db"), shift.start_ms, 0..0).produced
+    };
+    assert_eq!(value(r, "produced"), Some(full));
+    // Availability is over the known time only.
+    let known_pbt = 450.0 * 60.0 - unknown_s;
+    assert!(close(
+        value(r, "availability").unwrap(),
+        value(r, "run_s").unwrap() / known_pbt
+    ));
+}
