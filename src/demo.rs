@@ -131,6 +131,66 @@ pub fn edge_config_mixed(
     s
 }
 
+/// The demo's KPIs (docs/kpi.md): OEE of the crude unit, its throughput,
+/// specific energy and the heater's efficiency, over a rolling 5 minutes
+/// and the current shift. The plant runs `time_scale` times faster than
+/// the wall clock, so its nameplate rate (300 m³/h of light products) is
+/// scaled to wall-clock hours.
+pub fn kpi_config(time_scale: f64) -> String {
+    format!(
+        r#"
+[calendar]
+time_zone = "UTC"
+shifts = [{{ name = "early", start = "06:00" }}, {{ name = "late", start = "14:00" }}, {{ name = "night", start = "22:00" }}]
+
+[kpi_engine]
+slice = "10s"
+grace = "2s"
+max_hold = "2m"
+
+[[kpi]]
+name = "cdu.oee"
+type = "oee"
+windows = ["5m", "shift"]
+state_tag = "unit.state"
+running = [2]
+fault = [3]
+total_counter = "unit.product_counter"
+reject_counter = "unit.offspec_counter"
+counter_modulus = 65536
+ideal_rate = {ideal:?}
+description = "Crude unit OEE; light products in m3, off-spec naphtha is the reject"
+
+[[kpi]]
+name = "cdu.throughput"
+type = "throughput"
+windows = ["5m", "shift"]
+state_tag = "unit.state"
+running = [2]
+total_counter = "unit.product_counter"
+counter_modulus = 65536
+unit = "m3/h (wall clock)"
+
+[[kpi]]
+name = "cdu.sec"
+type = "specific_energy"
+windows = ["5m", "shift"]
+energy_counter = "unit.energy_total"
+total_counter = "unit.product_counter"
+counter_modulus = 65536
+unit = "MWh/m3"
+
+[[kpi]]
+name = "heater.efficiency"
+type = "expression"
+windows = ["5m"]
+expr = "heater.duty.mean / max(heater.fuel_gas_flow.mean * 47 / 3600, 0.001)"
+description = "Absorbed duty over fuel heat input (LHV 47 MJ/kg)"
+"#,
+        ideal = 300.0 * time_scale
+    )
+}
+
 /// One log line with the headline values and pipeline counters.
 pub async fn print_live(edge: &Edge) {
     let live = edge.live.read().await;
@@ -170,8 +230,37 @@ pub async fn print_live(edge: &Edge) {
         None if l(&edge.forecast_stats.models) > 0 => " | forecast: collecting history".into(),
         None => String::new(),
     };
+    let kpis = match (
+        edge.kpis.get("cdu.oee", "5m"),
+        edge.kpis.get("cdu.oee", "shift"),
+    ) {
+        (Some(r), shift) => {
+            let f = |k: &str| {
+                r.values
+                    .iter()
+                    .find(|v| v.0 == k)
+                    .and_then(|v| v.1)
+                    .map_or("—".into(), |v| format!("{:.0} %", v * 100.0))
+            };
+            let shift = shift
+                .and_then(|s| s.values.first().and_then(|v| v.1).map(|v| (v, s.quality)))
+                .map_or("—".into(), |(v, q)| {
+                    format!("{:.0} % ({})", v * 100.0, q.as_str())
+                });
+            format!(
+                " | OEE 5 min {} (availability {}, performance {}, quality {}; {}, coverage {:.0} %), shift {shift}",
+                f("oee"),
+                f("availability"),
+                f("performance"),
+                f("quality"),
+                r.quality.as_str(),
+                r.coverage * 100.0
+            )
+        }
+        (None, _) => String::new(),
+    };
     tracing::info!(
-        "live: {line}| samples seen {seen}, stored {stored}, committed {} | hub sync: {}, batches sealed {}, acknowledged {}, outbox {}, hub stored {} windows{forecast}",
+        "live: {line}| samples seen {seen}, stored {stored}, committed {} | hub sync: {}, batches sealed {}, acknowledged {}, outbox {}, hub stored {} windows, {} KPI values{forecast}{kpis}",
         h.written,
         if sync.connected.load(std::sync::atomic::Ordering::Relaxed) {
             "connected"
@@ -182,5 +271,6 @@ pub async fn print_live(edge: &Edge) {
         l(&sync.acked),
         l(&sync.depth),
         hub::metrics::snapshot().windows_stored,
+        hub::metrics::snapshot().kpis_stored,
     );
 }

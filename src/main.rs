@@ -154,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
                 .display()
                 .to_string()
         );
+    let toml = toml + &apos::demo::kpi_config(args.time_scale);
     std::fs::write(&config_path, toml)
         .with_context(|| format!("writing {}", config_path.display()))?;
 
@@ -184,6 +185,9 @@ async fn main() -> anyhow::Result<()> {
         } else {
             ""
         }
+    );
+    println!(
+        "  KPIs: OEE, throughput, specific energy (5 min and current shift) and heater efficiency, computed on the edge and sent to the hub"
     );
     println!("  edge configuration:           {}", config_path.display());
     println!("  local history (SQLite):       {}", history_path.display());

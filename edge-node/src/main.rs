@@ -55,6 +55,15 @@ enum Command {
     /// Forecasting models: list them, explain a forecast.
     #[command(subcommand)]
     Forecast(ForecastCommand),
+    /// KPI values stored by the KPI engine: the current window of every
+    /// KPI and the last closed ones.
+    Kpi {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Closed windows to show per KPI and window kind.
+        #[arg(long, default_value_t = 3)]
+        closed: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +152,7 @@ fn main() -> ExitCode {
         } => report(history(config, &tag, &since, buckets)),
         Command::Opcua(cmd) => report(opcua(cmd)),
         Command::Forecast(cmd) => report(forecast(cmd)),
+        Command::Kpi { config, closed } => report(kpi(&config, closed)),
     }
 }
 
@@ -213,6 +223,33 @@ fn history(config: PathBuf, tag: &str, since: &str, buckets: u32) -> anyhow::Res
         humantime::parse_duration(since).with_context(|| format!("invalid --since {since:?}"))?;
     let text = edge_node::history_report(&cfg, tag, since, buckets)?;
     print!("{text}");
+    Ok(())
+}
+
+fn kpi(config: &std::path::Path, closed: usize) -> anyhow::Result<()> {
+    let cfg = firmware_config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if cfg.kpi.is_none() {
+        println!("{} defines no [[kpi]]", config.display());
+    }
+    let conn = rusqlite::Connection::open_with_flags(
+        &cfg.storage.path,
+        // Read-write without CREATE: a read-only connection cannot open a WAL database.
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+    )
+    .with_context(|| format!("opening {}", cfg.storage.path.display()))?;
+    let rows = edge_node::kpi::stored(&conn, closed)
+        .with_context(|| format!("reading KPIs from {}", cfg.storage.path.display()))?;
+    if rows.is_empty() {
+        println!("no KPI values stored yet");
+    }
+    for (kpi, win, label, _start, is_closed, quality, coverage, value, figures) in rows {
+        println!(
+            "{kpi:<24} {win:<6} {label:<22} {:>12}  {quality:<9} coverage {:>5.1} %{}\n    {figures}",
+            value.map_or("—".into(), |v| format!("{v:.4}")),
+            coverage * 100.0,
+            if is_closed { "  closed" } else { "  (current)" },
+        );
+    }
     Ok(())
 }
 

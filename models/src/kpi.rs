@@ -302,21 +302,30 @@ pub fn hold(samples: &Series, max_hold_ms: i64, until_ms: i64) -> Vec<(i64, Opti
 /// Time in `[start, end)` during which the series has a known value (the
 /// last sample before `start` says what held at `start`).
 pub fn known_ms(s: &Series, start: i64, end: i64) -> i64 {
+    held(s, start, end).0
+}
+
+/// Known time in `[start, end)` and the integral of the held value over
+/// it (value × ms): the history stores by exception, so a mean over time
+/// must weight each value by how long it held.
+pub fn held(s: &Series, start: i64, end: i64) -> (i64, f64) {
     let i = s.partition_point(|p| p.0 < start);
     let mut current = i.checked_sub(1).and_then(|k| s[k].1);
     let mut from = start;
-    let mut known = 0;
+    let (mut known, mut integral) = (0, 0.0);
     for &(ts, v) in s[i..].iter().take_while(|p| p.0 < end) {
-        if current.is_some() {
+        if let Some(c) = current {
             known += ts - from;
+            integral += c * (ts - from) as f64;
         }
         current = v;
         from = ts;
     }
-    if current.is_some() {
+    if let Some(c) = current {
         known += end - from;
+        integral += c * (end - from) as f64;
     }
-    known
+    (known, integral)
 }
 
 /// Sample statistics of one tag over a slice or window (good samples only).
@@ -432,6 +441,9 @@ pub enum KpiKind {
 }
 
 /// The aggregates an expression may use, per tag: `<tag>.<aggregate>`.
+/// `mean` is over time (each value weighted by how long it held), `min`,
+/// `max`, `first`, `last` and `count` over the stored samples, `delta` is
+/// the counter increase (resets handled).
 pub const AGGREGATES: &[&str] = &["mean", "min", "max", "first", "last", "delta", "count"];
 
 impl KpiKind {
@@ -493,6 +505,15 @@ pub struct TagPart {
     pub agg: Agg,
     pub delta: CounterDelta,
     pub known_ms: i64,
+    /// Held value × ms over `known_ms` (see [`held`]).
+    pub integral: f64,
+}
+
+impl TagPart {
+    /// Time-weighted mean over the known time.
+    pub fn mean(&self) -> Option<f64> {
+        (self.known_ms > 0).then(|| self.integral / self.known_ms as f64)
+    }
 }
 
 /// What one slice (or, summed, one window) contributes to a KPI.
@@ -545,10 +566,12 @@ impl Part {
                     .find_map(|&(ts, v)| v.map(|v| (ts, Some(v))));
                 let mut d: Vec<(i64, Option<f64>)> = base.into_iter().collect();
                 d.extend_from_slice(inside);
+                let (known_ms, integral) = held(s, start, end);
                 TagPart {
                     agg,
                     delta: counter_delta(&d, *modulus),
-                    known_ms: known_ms(s, start, end),
+                    known_ms,
+                    integral,
                 }
             })
             .collect();
@@ -574,6 +597,7 @@ impl Part {
             a.agg.add(&b.agg);
             a.delta.add(&b.delta);
             a.known_ms += b.known_ms;
+            a.integral += b.integral;
         }
     }
 }
@@ -714,7 +738,7 @@ pub fn evaluate(kind: &KpiKind, p: &Part) -> KpiValue {
             vars.insert("window_h".to_string(), hours(span));
             for ((tag, _), t) in tags.iter().zip(&p.tags) {
                 let figures = [
-                    ("mean", t.agg.mean()),
+                    ("mean", t.mean()),
                     ("min", (t.agg.n > 0).then_some(t.agg.min)),
                     ("max", (t.agg.n > 0).then_some(t.agg.max)),
                     ("first", t.agg.first),
@@ -957,6 +981,7 @@ mod tests {
             assert!(close(a.delta.count, b.delta.count), "{a:?} vs {b:?}");
             assert_eq!(a.delta.rollovers, b.delta.rollovers);
             assert_eq!(a.known_ms, b.known_ms);
+            assert!((a.integral - b.integral).abs() < 1e-6 * a.integral.abs().max(1.0));
             assert_eq!(
                 (a.agg.n, a.agg.unknown, a.agg.min, a.agg.max),
                 (b.agg.n, b.agg.unknown, b.agg.min, b.agg.max)
@@ -1035,7 +1060,13 @@ mod tests {
         let b = [(0, Some(10.0)), (1_800_000, Some(40.0))];
         let series = |t: &str| -> &Series { if t == "a" { &a } else { &b } };
         let v = evaluate(&kind, &Part::compute(&kind, 0, 3_600_000, &series, &[]));
+        // a: 1 for half the hour, 3 for the other half: mean 2 over time.
         assert!(close(v.headline().unwrap(), 2.0 * 2.0 + 3.0 + 30.0));
+        // Stored by exception: 1 held for 50 min, then 3 for 10 min.
+        let a2 = [(0, Some(1.0)), (3_000_000, Some(3.0))];
+        let series = |t: &str| -> &Series { if t == "a" { &a2 } else { &b } };
+        let p = Part::compute(&kind, 0, 3_600_000, &series, &[]);
+        assert!(close(p.tags[0].mean().unwrap(), (50.0 + 30.0) / 60.0));
         let none: [(i64, Option<f64>); 1] = [(0, None)];
         let series = |t: &str| -> &Series { if t == "a" { &a } else { &none } };
         let v = evaluate(&kind, &Part::compute(&kind, 0, 3_600_000, &series, &[]));

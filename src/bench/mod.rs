@@ -5,6 +5,7 @@
 //! Nothing here is used by the demo or the edge node itself.
 
 pub mod forecast;
+pub mod kpi;
 pub mod modbus;
 pub mod opcua_server;
 pub mod procstat;

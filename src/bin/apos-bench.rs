@@ -133,6 +133,16 @@ enum Cmd {
         #[arg(long, default_value = "72h", value_parser = humantime::parse_duration)]
         simulated: Duration,
     },
+    /// The KPI engine's cost for `tags` tags sampled every second (OEE and
+    /// expression KPIs over a rolling hour, the shift and the day), against
+    /// SQLite's own GROUP BY over the same rows.
+    Kpi {
+        #[arg(long, default_value_t = 10_000)]
+        tags: usize,
+        /// Minutes of history to compute.
+        #[arg(long, default_value_t = 10)]
+        minutes: i64,
+    },
     /// Storage alone: samples per second through the history writer into SQLite.
     History {
         #[arg(long, default_value_t = 10_000)]
@@ -193,6 +203,40 @@ async fn main() -> anyhow::Result<()> {
             step,
             simulated,
         } => plant_history(&out, seed, time_scale, step, simulated),
+        Cmd::Kpi { tags, minutes } => {
+            let r =
+                tokio::task::spawn_blocking(move || apos::bench::kpi::run(tags, minutes)).await??;
+            let per_s = |d: Duration| d.as_secs_f64() / r.seconds as f64;
+            println!(
+                "KPI engine: {} tags, {} KPIs (windows 1h, shift, day), {} s of history = {} samples (written in {:.1} s)",
+                r.tags,
+                r.kpis,
+                r.seconds,
+                r.samples,
+                r.write.as_secs_f64()
+            );
+            println!(
+                "  engine, {} slices of 1 min: {:.2} s total ({:.1} ms per second of data = {:.2} % of one core), of which computing {:.2} s and reading SQLite {:.2} s",
+                r.slices,
+                r.engine_total.as_secs_f64(),
+                per_s(r.engine_total) * 1000.0,
+                per_s(r.engine_total) * 100.0,
+                r.engine_compute.as_secs_f64(),
+                (r.engine_total.saturating_sub(r.engine_compute)).as_secs_f64()
+            );
+            println!(
+                "  one steady-state tick (a new minute for every KPI, its rolling hour re-summed): {:.0} ms = {:.2} % of one core",
+                r.tick.as_secs_f64() * 1000.0,
+                r.tick.as_secs_f64() / 60.0 * 100.0
+            );
+            println!(
+                "  peer, SQLite GROUP BY (tag, minute) over the same rows: {:.2} s ({} groups); ratio engine / SQLite = {:.2}",
+                r.sqlite_group_by.as_secs_f64(),
+                r.group_rows,
+                r.engine_total.as_secs_f64() / r.sqlite_group_by.as_secs_f64()
+            );
+            Ok(())
+        }
         Cmd::History {
             tags,
             duration,

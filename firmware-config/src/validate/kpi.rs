@@ -99,12 +99,15 @@ impl Validator<'_> {
                         Duration::from_secs(5),
                         (Duration::ZERO, Duration::from_secs(600)),
                     ),
+                    // The history stores an unchanged value once a minute
+                    // (the filter's heartbeat): a shorter hold would call
+                    // a steady state unknown.
                     self.duration(
                         item,
                         "kpi_engine › max_hold",
                         &r.max_hold,
                         Duration::from_secs(300),
-                        (Duration::from_secs(1), Duration::from_secs(86_400)),
+                        (Duration::from_secs(90), Duration::from_secs(86_400)),
                     ),
                 )
             }
