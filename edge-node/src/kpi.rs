@@ -108,6 +108,10 @@ pub struct Engine {
     done_ms: Option<i64>,
     /// Distinct input tags of all KPIs.
     tags: Vec<String>,
+    /// Per tag, where the last read ended and its last known and last
+    /// samples there: the next chunk starts from these instead of asking
+    /// SQLite again (half the queries of a steady-state tick).
+    tails: HashMap<String, (i64, SeriesBuf)>,
 }
 
 impl Engine {
@@ -140,6 +144,7 @@ impl Engine {
             ring: VecDeque::new(),
             done_ms: None,
             tags,
+            tails: HashMap::new(),
             setup,
         })
     }
@@ -151,6 +156,7 @@ impl Engine {
             o.iter_mut().for_each(|w| *w = None);
         }
         self.done_ms = None;
+        self.tails.clear();
     }
 
     pub fn setup(&self) -> &KpiSetup {
@@ -238,7 +244,7 @@ impl Engine {
     /// Every input tag's series over `[from, to)`, with the sample before
     /// `from` (and the last known one, for counters), after [`hold`].
     fn load(
-        &self,
+        &mut self,
         reader: &HistoryReader,
         from: i64,
         to: i64,
@@ -252,7 +258,9 @@ impl Engine {
         };
         for tag in &self.tags {
             let mut v: Vec<(i64, Option<f64>)> = Vec::new();
-            if let Some(prev) = reader.last_before(tag, from)? {
+            if let Some((_, tail)) = self.tails.get(tag).filter(|t| t.0 == from) {
+                v.extend_from_slice(tail);
+            } else if let Some(prev) = reader.last_before(tag, from)? {
                 // A counter counts on from its last known value; if the very
                 // last sample is bad, look back a little further for one.
                 if value(&prev).is_none()
@@ -277,6 +285,19 @@ impl Engine {
                     .iter()
                     .map(|s| (s.ts.0, value(s))),
             );
+            let mut tail: SeriesBuf = v
+                .iter()
+                .rev()
+                .find(|p| p.1.is_some())
+                .copied()
+                .into_iter()
+                .collect();
+            if let Some(&last) = v.last()
+                && tail.last() != Some(&last)
+            {
+                tail.push(last);
+            }
+            self.tails.insert(tag.clone(), (to, tail));
             out.insert(tag.clone(), hold(&v, self.max_hold_ms, to));
         }
         Ok(out)
