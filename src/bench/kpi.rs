@@ -131,7 +131,7 @@ fn write_history(db: &Path, names: &[String], start: i64, seconds: i64) -> anyho
                     .wrapping_add(1_442_695_040_888_963_407);
                 let v = match names[i].rsplit_once('.').map(|p| p.1) {
                     // A fault now and then (one second in 500).
-                    Some("state") => Value::U64(if (x >> 40) % 500 == 0 { 3 } else { 2 }),
+                    Some("state") => Value::U64(if (x >> 40).is_multiple_of(500) { 3 } else { 2 }),
                     Some("made") => Value::U64(((s * 3 + i as i64 * 7919) % 65536) as u64),
                     Some("scrap") => Value::U64(((s / 20 + i as i64) % 65536) as u64),
                     _ => Value::F64(50.0 + 10.0 * ((s + i as i64) as f64 / 60.0).sin()),
