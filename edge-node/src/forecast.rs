@@ -491,7 +491,6 @@ fn forecast_all(
     for f in list {
         match forecast_once(&reader, f, now, max_hold) {
             Ok(r) => {
-                stats.runs.fetch_add(1, Ordering::Relaxed);
                 match store(&mut conn, &r, &f.manifest.target, now, outbox) {
                     Ok(Some(rep)) if rep.dropped > 0 => tracing::error!(
                         model = %r.model,
@@ -503,6 +502,8 @@ fn forecast_all(
                         tracing::warn!(model = %r.model, error = %e, "cannot store a forecast")
                     }
                 }
+                // Counted once stored: whoever waits on `runs` finds the row.
+                stats.runs.fetch_add(1, Ordering::Relaxed);
                 let accuracy = accuracy(&conn, &r.model).ok().flatten();
                 models.set_latest(
                     &r.model,

@@ -102,8 +102,10 @@ pub struct Engine {
     ring_len: usize,
     /// The last `ring_len` slices: (start, one part per KPI).
     ring: VecDeque<(i64, Vec<Part>)>,
-    /// Per KPI, per window of its list: the open calendar window and its sum.
-    open: Vec<Vec<Option<(CalendarWindow, Part)>>>,
+    /// Per KPI, per window of its list: the open calendar window, its sum,
+    /// and whether the sum started with the window (a window the engine
+    /// first saw mid-way is never reported as closed: its sum is partial).
+    open: Vec<Vec<Option<(CalendarWindow, Part, bool)>>>,
     /// End of the last computed slice.
     done_ms: Option<i64>,
     /// Distinct input tags of all KPIs.
@@ -312,15 +314,18 @@ impl Engine {
                 let cw = self.calendar.window_at(*kind, start);
                 let slot = &mut self.open[ki][wi];
                 match slot {
-                    Some((open, _)) if *open == cw => {}
+                    Some((open, _, _)) if *open == cw => {}
                     _ => {
-                        if let Some((open, sum)) = slot.take() {
+                        if let Some((open, sum, complete)) = slot.take()
+                            && complete
+                        {
                             out.push(result(k, w, &open, &sum, open.end_ms, true, now_ms));
                         }
-                        *slot = Some((cw, Part::default()));
+                        let complete = cw.start_ms >= start;
+                        *slot = Some((cw, Part::default(), complete));
                     }
                 }
-                if let Some((_, sum)) = slot {
+                if let Some((_, sum, _)) = slot {
                     sum.add(&parts[ki]);
                 }
             }
@@ -351,7 +356,7 @@ impl Engine {
                         out.push(result(k, w, &cw, &sum, boundary, false, now_ms));
                     }
                     KpiWindow::Calendar(_) => {
-                        if let Some((cw, sum)) = &self.open[ki][wi] {
+                        if let Some((cw, sum, _)) = &self.open[ki][wi] {
                             out.push(result(k, w, cw, sum, boundary, false, now_ms));
                         }
                     }

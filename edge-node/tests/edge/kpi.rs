@@ -18,6 +18,10 @@ const MIN: i64 = 60_000;
 const STEP: i64 = 10_000;
 
 fn config(dir: &Path) -> firmware_config::EdgeConfig {
+    config_with(dir, "1m", "")
+}
+
+fn config_with(dir: &Path, slice: &str, extra: &str) -> firmware_config::EdgeConfig {
     let text = format!(
         r#"schema_version = 1
 [node]
@@ -35,7 +39,7 @@ planned_stops = [
   {{ name = "b3", from = "23:00", to = "23:30" }},
 ]
 [kpi_engine]
-slice = "1m"
+slice = "{slice}"
 grace = "0s"
 max_hold = "5m"
 [[device]]
@@ -77,6 +81,7 @@ name = "line.rate"
 type = "expression"
 windows = ["shift"]
 expr = "made.count / window_h"
+{extra}
 "#,
         dir.join("history.db").display()
     );
@@ -309,4 +314,114 @@ fn an_outage_lowers_coverage_and_flags_the_value() {
         value(r, "availability").unwrap(),
         value(r, "run_s").unwrap() / known_pbt
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_ticks_every_slice_and_picks_up_a_reloaded_kpi() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let (_, shift) = kpi_setup(dir.path());
+    write_shift(&db, shift.start_ms, 0..0);
+    let cfg = config_with(dir.path(), "1s", "");
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(cfg));
+    let board = kpi::KpiBoard::default();
+    let stats = Arc::new(KpiStats::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(kpi::run(
+        rx,
+        db.clone(),
+        None,
+        board.clone(),
+        stats.clone(),
+        cancel.clone(),
+    ));
+    let wait_for = |kpi: &'static str| {
+        let board = board.clone();
+        async move {
+            for _ in 0..200 {
+                if let Some(r) = board.get(kpi, "shift") {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{kpi} never computed: {:?}", board.all());
+        }
+    };
+    let oee = wait_for("line.oee").await;
+    assert!(!oee.closed);
+    // The current shift has no samples after the previous one ended: the
+    // state is unknown there, so no OEE and a Bad flag, not a number.
+    assert_eq!(oee.quality, KpiQuality::Bad);
+    // First run on this database: the previous shift is not closed (the
+    // engine may have seen only its end).
+    let closed = |db: &Path| {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        kpi::stored(&conn, 1)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.0 == "line.oee" && s.1 == "shift" && s.4)
+    };
+    assert!(closed(&db).is_none());
+    // A reload adds a KPI; the task rebuilds its engine.
+    let extra = r#"
+[[kpi]]
+name = "line.avail"
+type = "reliability"
+windows = ["shift"]
+state_tag = "state"
+running = [2]
+fault = [3]
+"#;
+    tx.send(Arc::new(config_with(dir.path(), "1s", extra)))
+        .unwrap();
+    wait_for("line.avail").await;
+    // Ticks keep coming, one per slice.
+    let before = stats.slices.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = stats.slices.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(after > before, "{before} → {after}");
+    // The rebuilt engine ran before on this database: it recomputes the
+    // previous shift from history, whole, and closes it.
+    let (_, _, label, start, _, quality, coverage, value, _) = closed(&db).unwrap();
+    assert_eq!(
+        (start, quality.as_str(), coverage),
+        (shift.start_ms, "good", 1.0)
+    );
+    assert!(value.is_some() && label == shift.label, "{label}");
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[test]
+fn a_window_first_seen_midway_is_never_reported_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let (setup, shift) = kpi_setup(dir.path());
+    write_shift(&db, shift.start_ms, 0..0);
+    let mut engine = Engine::new(setup).unwrap();
+    let reader = HistoryReader::open(&db).unwrap();
+    let now = now_ms();
+    // Start reading 30 minutes into the shift: its sum would miss them.
+    let results = engine
+        .advance(
+            &reader,
+            shift.start_ms + 30 * MIN,
+            shift.end_ms + 10 * MIN,
+            now,
+            &KpiStats::default(),
+        )
+        .unwrap()
+        .unwrap();
+    assert!(
+        !results.iter().any(|r| r.closed),
+        "{:#?}",
+        results.iter().filter(|r| r.closed).collect::<Vec<_>>()
+    );
+    // The next shift, seen from its start, is current and complete so far.
+    assert!(
+        results
+            .iter()
+            .any(|r| r.window == "shift" && r.start_ms == shift.end_ms && !r.closed)
+    );
 }

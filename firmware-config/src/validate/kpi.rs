@@ -81,7 +81,7 @@ impl Validator<'_> {
     /// `Some(None)`: no `[[kpi]]`; `None`: invalid (already reported).
     pub(super) fn kpi_setup(&mut self, raw: &RawConfig, tags: &[Tag]) -> Option<Option<KpiSetup>> {
         let calendar = self.calendar(raw);
-        let (slice, grace, max_hold) = match &raw.kpi_engine {
+        let (mut slice, grace, max_hold) = match &raw.kpi_engine {
             Some(item) => {
                 let r = &item.raw;
                 (
@@ -117,6 +117,18 @@ impl Validator<'_> {
                 Duration::from_secs(300),
             ),
         };
+        // A slice belongs to the window its start is in: slices that divide
+        // an hour start shifts and days on a slice boundary.
+        if !3_600_000u128.is_multiple_of(slice.as_millis().max(1))
+            && let Some(item) = &raw.kpi_engine
+            && let Some(v) = &item.raw.slice
+        {
+            self.push(
+                item.diag(v.span(), "kpi_engine › slice", format!("{} does not divide an hour", humantime::format_duration(slice)))
+                    .help("choose a slice that divides an hour (10s, 1m, 5m, 15m, 30m …) so that shifts and days start on a slice boundary"),
+            );
+            slice = Duration::from_secs(60);
+        }
         // Names a KPI may read: the valid tags, plus the declared ones whose
         // own errors are already reported (no cascade of "unknown tag").
         let valid: BTreeSet<String> = tags.iter().map(|t| t.name.clone()).collect();
