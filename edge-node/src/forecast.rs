@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use protocol::v1::{Body, Forecast};
 
-use crate::history::{HistoryReader, finish_queue, queue, start_queue};
+use crate::history::{HistoryReader, queue_one};
 use crate::sync::outbox::{OutboxPolicy, SealReport};
 
 /// Forecasts whose errors make up a model's rolling MAE and MAPE.
@@ -310,20 +310,7 @@ pub fn store(
                 made_ms,
                 values: r.values.clone(),
             }]);
-            let mut report = SealReport::default();
-            let (mut last_seq, mut bytes) = start_queue(&tx).map_err(|e| e.to_string())?;
-            queue(
-                &tx,
-                &body,
-                policy,
-                made_ms,
-                &mut last_seq,
-                &mut bytes,
-                &mut report,
-            )
-            .map_err(|e| e.to_string())?;
-            finish_queue(&tx, last_seq, bytes, &report).map_err(|e| e.to_string())?;
-            Some(report)
+            Some(queue_one(&tx, &body, policy, made_ms).map_err(|e| e.to_string())?)
         }
         None => None,
     };

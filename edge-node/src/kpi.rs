@@ -30,7 +30,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::history::{HistoryError, HistoryReader, finish_queue, queue, start_queue};
+use crate::history::{HistoryError, HistoryReader, queue_one};
 use crate::sync::outbox::{OutboxPolicy, SealReport};
 
 /// Slices read from history in one go: bounds the memory a backfill over
@@ -392,20 +392,6 @@ fn result(
     }
 }
 
-fn figures_json(v: &[(String, Option<f64>)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = v
-        .iter()
-        .map(|(k, x)| {
-            let x = x
-                .filter(|x| x.is_finite())
-                .and_then(serde_json::Number::from_f64)
-                .map_or(serde_json::Value::Null, serde_json::Value::Number);
-            (k.clone(), x)
-        })
-        .collect();
-    serde_json::Value::Object(map).to_string()
-}
-
 /// Store results (upsert per window) and, with sync, seal them into the
 /// outbox in the same transaction. Rows older than `keep` are deleted.
 pub fn store(
@@ -435,7 +421,7 @@ pub fn store(
                 r.coverage,
                 r.quality.as_str(),
                 r.values.first().and_then(|v| v.1).filter(|v| v.is_finite()),
-                figures_json(&r.values)
+                r.figures_json()
             ])?;
         }
         tx.execute(
@@ -446,20 +432,8 @@ pub fn store(
     let report = match outbox {
         Some(policy) if !results.is_empty() => {
             let body = Body::Kpis(results.to_vec());
-            let mut report = SealReport::default();
-            let map = |e: HistoryError| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
-            let (mut last_seq, mut bytes) = start_queue(&tx).map_err(map)?;
-            queue(
-                &tx,
-                &body,
-                policy,
-                now_ms,
-                &mut last_seq,
-                &mut bytes,
-                &mut report,
-            )
-            .map_err(map)?;
-            finish_queue(&tx, last_seq, bytes, &report).map_err(map)?;
+            let report = queue_one(&tx, &body, policy, now_ms)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             Some(report)
         }
         _ => None,

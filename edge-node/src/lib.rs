@@ -169,11 +169,7 @@ impl Edge {
                     )),
                     Some(history::OutboxInput {
                         windows: wrx,
-                        policy: sync::outbox::OutboxPolicy {
-                            max_bytes: s.outbox_max_bytes,
-                            when_full: s.when_full,
-                            max_batch_windows: s.max_batch_windows,
-                        },
+                        policy: sync::outbox::OutboxPolicy::from(s),
                         sealed: Some(sealed_tx),
                     }),
                     Some(sealed_rx),
@@ -207,11 +203,7 @@ impl Edge {
             tokio::spawn(forecast::run(
                 f,
                 cfg.storage.path.clone(),
-                cfg.sync.as_ref().map(|s| sync::outbox::OutboxPolicy {
-                    max_bytes: s.outbox_max_bytes,
-                    when_full: s.when_full,
-                    max_batch_windows: s.max_batch_windows,
-                }),
+                cfg.sync.as_ref().map(sync::outbox::OutboxPolicy::from),
                 models.clone(),
                 forecast_stats.clone(),
                 cancel.clone(),
@@ -245,11 +237,7 @@ impl Edge {
         let kpi_task = tokio::spawn(kpi::run(
             config_rx.clone(),
             cfg.storage.path.clone(),
-            cfg.sync.as_ref().map(|s| sync::outbox::OutboxPolicy {
-                max_bytes: s.outbox_max_bytes,
-                when_full: s.when_full,
-                max_batch_windows: s.max_batch_windows,
-            }),
+            cfg.sync.as_ref().map(sync::outbox::OutboxPolicy::from),
             kpis.clone(),
             kpi_stats.clone(),
             cancel.clone(),

@@ -309,7 +309,7 @@ impl Store {
                                 k.coverage,
                                 k.quality.as_str(),
                                 k.values.first().and_then(|v| v.1),
-                                figures_json(&k.values),
+                                k.figures_json(),
                                 k.unit,
                                 it.batch.seq
                             ])?;
@@ -658,20 +658,6 @@ mod tests {
 }
 
 /// A forecast's values as a JSON array (NaN, which JSON lacks, as null).
-fn figures_json(v: &[(String, Option<f64>)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = v
-        .iter()
-        .map(|(k, x)| {
-            let x = x
-                .filter(|x| x.is_finite())
-                .and_then(serde_json::Number::from_f64)
-                .map_or(serde_json::Value::Null, serde_json::Value::Number);
-            (k.clone(), x)
-        })
-        .collect();
-    serde_json::Value::Object(map).to_string()
-}
-
 fn values_json(v: &[f64]) -> String {
     let parts: Vec<String> = v
         .iter()

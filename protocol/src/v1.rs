@@ -70,6 +70,25 @@ pub struct KpiResult {
     pub unit: Option<String>,
 }
 
+impl KpiResult {
+    /// The figures as a JSON object (`null` where undefined), as both
+    /// stores keep them.
+    pub fn figures_json(&self) -> String {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .values
+            .iter()
+            .map(|(k, x)| {
+                let x = x
+                    .filter(|x| x.is_finite())
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number);
+                (k.clone(), x)
+            })
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    }
+}
+
 /// How far a KPI value can be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KpiQuality {

@@ -2,28 +2,10 @@
 //! computes OEE and forecasts live, and both reach the hub's DuckDB store,
 //! read back with `apos-hub nodes` after the demo stops.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo test --workspace --all-targets` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{bin, free_port};
 
 #[test]
 fn the_demo_computes_oee_and_forecasts_live_and_they_reach_the_hub() {

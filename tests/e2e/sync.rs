@@ -13,34 +13,12 @@ use apos::plant;
 use protocol::v1::{Checksum, Window, window_digest};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{eventually, require_peer};
+use crate::support::{bin, eventually, free_port, require_peer};
 
 const SITE: &str = "demo-refinery";
 const NODE: &str = "cdu-edge-1";
 const KEY: &str = "e2e-node-key-0123456789";
 const PASSWORD: &str = "e2e-node-password";
-
-/// A binary of the workspace next to this test binary (built by
-/// `cargo test --workspace --all-targets`).
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo test --workspace --all-targets` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A child process whose output lines are kept.
 struct Proc {

@@ -45,7 +45,7 @@ use firmware_config::Storage;
 pub use query::{Bucket, HistoryReader};
 pub use retention::RetentionReport;
 pub use store::HistoryStore;
-pub(crate) use store::{finish_queue, queue, start_queue};
+pub(crate) use store::queue_one;
 pub use writer::{HistoryWriter, OutboxInput, WriterStats, WriterStatsSnapshot};
 
 /// Everything that can go wrong with the local history.

@@ -359,6 +359,30 @@ pub(crate) fn queue(
     Ok(Some(seq as i64))
 }
 
+/// Queue one `body` as a batch inside the caller's transaction: the
+/// start/queue/finish sequence for producers that seal one batch at a time
+/// (forecasts, KPI values).
+pub(crate) fn queue_one(
+    tx: &rusqlite::Transaction<'_>,
+    body: &Body,
+    policy: &OutboxPolicy,
+    now_ms: i64,
+) -> Result<SealReport, HistoryError> {
+    let mut report = SealReport::default();
+    let (mut last_seq, mut bytes) = start_queue(tx)?;
+    queue(
+        tx,
+        body,
+        policy,
+        now_ms,
+        &mut last_seq,
+        &mut bytes,
+        &mut report,
+    )?;
+    finish_queue(tx, last_seq, bytes, &report)?;
+    Ok(report)
+}
+
 /// Read the outbox state for [`queue`] (inside the caller's transaction).
 pub(crate) fn start_queue(tx: &rusqlite::Transaction<'_>) -> Result<(i64, i64), HistoryError> {
     Ok(tx.query_row(

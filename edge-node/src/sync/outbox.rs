@@ -23,6 +23,16 @@ pub struct OutboxPolicy {
     pub max_batch_windows: usize,
 }
 
+impl From<&firmware_config::Sync> for OutboxPolicy {
+    fn from(s: &firmware_config::Sync) -> Self {
+        OutboxPolicy {
+            max_bytes: s.outbox_max_bytes,
+            when_full: s.when_full,
+            max_batch_windows: s.max_batch_windows,
+        }
+    }
+}
+
 /// What one seal did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SealReport {
