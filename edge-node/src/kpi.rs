@@ -281,12 +281,7 @@ impl Engine {
                 }
                 v.push((prev.ts.0, value(&prev)));
             }
-            v.extend(
-                reader
-                    .range(tag, from, to, usize::MAX)?
-                    .iter()
-                    .map(|s| (s.ts.0, value(s))),
-            );
+            v.extend(reader.numeric_range(tag, from, to)?);
             let mut tail: SeriesBuf = v
                 .iter()
                 .rev()

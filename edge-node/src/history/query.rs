@@ -98,6 +98,40 @@ impl HistoryReader {
         Ok(rows)
     }
 
+    /// `(ts_ms, value)` of `tag` in `[from_ms, to_ms)`, oldest first, the
+    /// value as a number when the sample is good and numeric (bools as
+    /// 0/1), else `None`: what the KPI engine reads, without building
+    /// [`Sample`]s.
+    pub fn numeric_range(
+        &self,
+        tag: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, Option<f64>)>, HistoryError> {
+        let Some(id) = self.tag_id(tag)? else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT ts_ms, value, quality FROM (
+                 SELECT ts_ms, value, quality FROM samples WHERE tag_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+                 UNION ALL
+                 SELECT ts_ms, value, quality FROM inbox WHERE tag_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+             ) ORDER BY ts_ms",
+        )?;
+        let rows = stmt
+            .query_map(params![id, from_ms, to_ms], |r| {
+                let good = r.get::<_, i64>(2)? == 0;
+                let v = match r.get_ref(1)? {
+                    rusqlite::types::ValueRef::Integer(i) if good => Some(i as f64),
+                    rusqlite::types::ValueRef::Real(f) if good => Some(f),
+                    _ => None,
+                };
+                Ok((r.get::<_, i64>(0)?, v))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// The newest sample of `tag` before `ts_ms` (any quality).
     pub fn last_before(&self, tag: &str, ts_ms: i64) -> Result<Option<Sample>, HistoryError> {
         let Some(id) = self.tag_id(tag)? else {

@@ -92,6 +92,31 @@ fn every_value_kind_quality_and_reason_round_trips_through_the_writer() {
         many[10..15].to_vec()
     );
     assert!(r.range("nope", 0, i64::MAX, 10).unwrap().is_empty());
+    // The KPI engine's numeric view agrees with the samples: good numeric
+    // values (bools as 0/1, u64::MAX as a float), everything else unknown.
+    let numeric: Vec<(i64, Option<f64>)> = expected
+        .iter()
+        .map(|s| {
+            let v = s.value.as_ref().and_then(|v| v.as_f64());
+            (s.ts.0, v.filter(|_| s.quality.is_good()))
+        })
+        .collect();
+    assert_eq!(r.numeric_range("mixed", 0, i64::MAX).unwrap(), numeric);
+    assert_eq!(
+        numeric.iter().filter(|v| v.1.is_some()).count(),
+        4,
+        "bool, i64, u64, f64"
+    );
+    assert_eq!(
+        r.numeric_range("flow", 10_010, 10_012).unwrap(),
+        vec![(10_010, Some(10.0)), (10_011, Some(11.0))]
+    );
+    // Last-sample lookups see the inbox and the main table alike.
+    assert_eq!(
+        r.last_before("flow", 10_005).unwrap(),
+        Some(many[4].clone())
+    );
+    assert_eq!(r.last_before("flow", 10_000).unwrap(), None);
 }
 
 #[test]

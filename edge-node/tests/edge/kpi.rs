@@ -22,7 +22,12 @@ fn config(dir: &Path) -> firmware_config::EdgeConfig {
 }
 
 fn config_with(dir: &Path, slice: &str, extra: &str) -> firmware_config::EdgeConfig {
-    let text = format!(
+    let text = config_text(dir, slice, extra);
+    firmware_config::load_str(&dir.join("edge.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn config_text(dir: &Path, slice: &str, extra: &str) -> String {
+    format!(
         r#"schema_version = 1
 [node]
 site_id = "s"
@@ -84,8 +89,7 @@ expr = "made.count / window_h"
 {extra}
 "#,
         dir.join("history.db").display()
-    );
-    firmware_config::load_str(&dir.join("edge.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    )
 }
 
 /// The state in minute `m` of the shift: running, a fault 120–150, stopped
@@ -424,4 +428,49 @@ fn a_window_first_seen_midway_is_never_reported_closed() {
             .iter()
             .any(|r| r.window == "shift" && r.start_ms == shift.end_ms && !r.closed)
     );
+}
+
+#[test]
+fn apos_edge_kpi_lists_current_and_closed_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let (setup, shift) = kpi_setup(dir.path());
+    write_shift(&db, shift.start_ms, 0..0);
+    let mut engine = Engine::new(setup).unwrap();
+    let reader = HistoryReader::open(&db).unwrap();
+    let now = now_ms();
+    let boundary = engine.boundary(now);
+    let results = engine
+        .advance(
+            &reader,
+            engine.backfill_start(boundary, true),
+            boundary,
+            now,
+            &KpiStats::default(),
+        )
+        .unwrap()
+        .unwrap();
+    let mut conn = rusqlite::Connection::open(&db).unwrap();
+    kpi::store(&mut conn, &results, None, now, Duration::from_secs(86_400)).unwrap();
+    let oee = value(closed_shift(&results, "line.oee", shift.start_ms), "oee").unwrap();
+    // The binary reads the same database through the same config.
+    let toml = dir.path().join("edge.toml");
+    std::fs::write(&toml, config_text(dir.path(), "1m", "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apos-edge"))
+        .args(["kpi", "--config"])
+        .arg(&toml)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("line.oee") && l.contains(&shift.label) && l.contains("closed"))
+        .unwrap_or_else(|| panic!("no closed shift listed:\n{stdout}"));
+    assert!(line.contains(&format!("{oee:.4}")), "{line}");
+    assert!(stdout.contains("(current)"), "{stdout}");
 }
