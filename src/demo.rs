@@ -243,9 +243,19 @@ pub async fn print_live(edge: &Edge) {
                     .map_or("—".into(), |v| format!("{:.0} %", v * 100.0))
             };
             let shift = shift
-                .and_then(|s| s.values.first().and_then(|v| v.1).map(|v| (v, s.quality)))
-                .map_or("—".into(), |(v, q)| {
-                    format!("{:.0} % ({})", v * 100.0, q.as_str())
+                .and_then(|s| {
+                    s.values
+                        .first()
+                        .and_then(|v| v.1)
+                        .map(|v| (v, s.quality, s.coverage, s.label))
+                })
+                .map_or("—".into(), |(v, q, c, label)| {
+                    format!(
+                        "{:.0} % ({label}: {}, coverage {:.1} %)",
+                        v * 100.0,
+                        q.as_str(),
+                        c * 100.0
+                    )
                 });
             format!(
                 " | OEE 5 min {} (availability {}, performance {}, quality {}; {}, coverage {:.0} %), shift {shift}",

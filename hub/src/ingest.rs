@@ -29,6 +29,10 @@ use crate::store::{Incoming, Store};
 /// the edges resend what we never acknowledged).
 pub const STORE_QUEUE: usize = 64;
 
+/// How often superseded KPI values (open shift/day/week windows re-sent as
+/// they grow) are deleted, at most.
+const KPI_COMPACT_EVERY: Duration = Duration::from_secs(600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("cannot start the DuckDB thread: {0}")]
@@ -255,6 +259,7 @@ fn store_loop(
     commit_interval: Duration,
 ) {
     let mut pending: Vec<Incoming> = Vec::new();
+    let mut compacted = Instant::now();
     // Windows in `pending`, kept as they arrive rather than summed per poll.
     let mut pending_windows = 0usize;
     let mut open = true;
@@ -299,6 +304,13 @@ fn store_loop(
                 pending.clear();
                 pending_windows = 0;
                 let _ = acks.send(r.committed);
+                if r.kpis > 0 && compacted.elapsed() >= KPI_COMPACT_EVERY {
+                    compacted = Instant::now();
+                    match store.compact_kpis() {
+                        Ok(n) => tracing::debug!(rows = n, "superseded KPI values compacted"),
+                        Err(e) => tracing::warn!(error = %e, "cannot compact KPI values"),
+                    }
+                }
             }
             Err(e) => {
                 bump(&metrics::COMMIT_ERRORS, 1);

@@ -199,7 +199,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                         continue;
                     }
                     println!(
-                        "  kpi           {} [{}{}] {} ({}, coverage {:.0} %{})",
+                        "  kpi           {} [{}{}] {} ({}, coverage {:.1} %{})",
                         k.kpi,
                         k.window,
                         if k.label.is_empty() {

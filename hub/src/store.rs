@@ -497,6 +497,24 @@ impl Store {
         Ok((n as u64, newest))
     }
 
+    /// Delete the values of shift, day and week windows that a newer value
+    /// of the same window supersedes (the edge re-sends an open window as
+    /// it grows). Rolling windows are kept: each row is its own window, a
+    /// time series of the rolling value. Returns the rows deleted.
+    pub fn compact_kpis(&mut self) -> Result<u64, StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM kpis AS k
+             WHERE k.win IN ('shift', 'day', 'week') AND EXISTS (
+                 SELECT 1 FROM kpis AS n
+                 WHERE n.site = k.site AND n.node = k.node AND n.kpi = k.kpi
+                   AND n.win = k.win AND n.start_ms = k.start_ms
+                   AND (n.computed_ms > k.computed_ms
+                        OR n.computed_ms = k.computed_ms AND n.seq > k.seq))",
+            [],
+        )?;
+        Ok(n as u64)
+    }
+
     /// The newest value of every KPI window of a node, newest window first.
     pub fn kpis(&self, site: &str, node: &str) -> Result<Vec<KpiRow>, StoreError> {
         let mut st = self.conn.prepare(
@@ -722,6 +740,34 @@ mod forecast_tests {
         assert_eq!((rows[0].value, rows[0].closed), (Some(0.75), true));
         assert_eq!(rows[0].figures, r#"{"mtbf_s":null,"oee":0.75}"#);
         assert_eq!(rows[0].quality, "uncertain");
+        // Compaction keeps the final value of the shift and drops the
+        // superseded one; a rolling window's rows are all kept.
+        let mut rolling = k(3_600_000, Some(0.5), false);
+        rolling.window = "1h".into();
+        let mut rolling2 = rolling.clone();
+        rolling2.start_ms += 60_000;
+        rolling2.computed_ms += 60_000;
+        s.ingest(&[batch(3, vec![rolling, rolling2])]).unwrap();
+        assert_eq!(s.compact_kpis().unwrap(), 1);
+        let left: Vec<(String, bool)> = {
+            let mut st = s
+                .conn
+                .prepare("SELECT win, closed FROM kpis ORDER BY win, computed_ms")
+                .unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert_eq!(
+            left,
+            vec![
+                ("1h".to_string(), false),
+                ("1h".to_string(), false),
+                ("shift".to_string(), true)
+            ]
+        );
+        assert_eq!(s.compact_kpis().unwrap(), 0);
     }
 
     #[test]
