@@ -33,6 +33,10 @@ use tokio_util::sync::CancellationToken;
 use crate::history::{HistoryError, HistoryReader, queue_one};
 use crate::sync::outbox::{OutboxPolicy, SealReport};
 
+/// Beyond this much time since the last computed slice, the engine starts
+/// over from history (backfill) rather than catch up slice by slice.
+const MAX_CATCH_UP_MS: i64 = 8 * 86_400_000;
+
 /// Slices read from history in one go: bounds the memory a backfill over
 /// many tags needs (tags × samples per chunk).
 const CHUNK_SLICES: i64 = 60;
@@ -110,6 +114,8 @@ pub struct Engine {
     done_ms: Option<i64>,
     /// Distinct input tags of all KPIs.
     tags: Vec<String>,
+    /// Per KPI, each counter's value at the end of the last slice.
+    carry: Vec<Vec<Option<f64>>>,
     /// Per tag, where the last read ended and its last known and last
     /// samples there: the next chunk starts from these instead of asking
     /// SQLite again (half the queries of a steady-state tick).
@@ -147,8 +153,17 @@ impl Engine {
             done_ms: None,
             tags,
             tails: HashMap::new(),
+            carry: vec![Vec::new(); setup.kpis.len()],
             setup,
         })
+    }
+
+    /// Whether the next advance to `boundary` should start over from
+    /// history: the clock went back before the last computed slice, or
+    /// jumped further ahead than [`MAX_CATCH_UP_MS`].
+    pub fn must_restart(&self, boundary: i64) -> bool {
+        self.done_ms
+            .is_some_and(|done| boundary < done || boundary - done > MAX_CATCH_UP_MS)
     }
 
     /// Forget all sums: the next advance backfills from history.
@@ -159,6 +174,7 @@ impl Engine {
         }
         self.done_ms = None;
         self.tails.clear();
+        self.carry.iter_mut().for_each(Vec::clear);
     }
 
     pub fn setup(&self) -> &KpiSetup {
@@ -223,7 +239,8 @@ impl Engine {
                     .setup
                     .kpis
                     .iter()
-                    .map(|k| Part::compute(&k.kind, a, b, &get, &stops))
+                    .zip(self.carry.iter_mut())
+                    .map(|(k, c)| Part::compute_carried(&k.kind, a, b, &get, &stops, c))
                     .collect();
                 self.add_slice(a, parts, now_ms, &mut out);
                 stats.slices.fetch_add(1, Ordering::Relaxed);
@@ -263,21 +280,12 @@ impl Engine {
             if let Some((_, tail)) = self.tails.get(tag).filter(|t| t.0 == from) {
                 v.extend_from_slice(tail);
             } else if let Some(prev) = reader.last_before(tag, from)? {
-                // A counter counts on from its last known value; if the very
-                // last sample is bad, look back a little further for one.
+                // A counter counts on from its last known value and a state
+                // change is judged from the last known state, however old.
                 if value(&prev).is_none()
-                    && let Some(known) = reader
-                        .range(
-                            tag,
-                            from - self.max_hold_ms.max(3_600_000),
-                            prev.ts.0,
-                            10_000,
-                        )?
-                        .iter()
-                        .rev()
-                        .find(|s| value(s).is_some())
+                    && let Some((ts, known)) = reader.last_known_before(tag, prev.ts.0)?
                 {
-                    v.push((known.ts.0, value(known)));
+                    v.push((ts, Some(known)));
                 }
                 v.push((prev.ts.0, value(&prev)));
             }
@@ -506,6 +514,17 @@ fn tick(
     let mut conn = Connection::open(history).map_err(|e| e.to_string())?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
+    // The clock went back, or jumped far ahead (an RTC set by NTP after a
+    // cold start): start over from history instead of waiting for the old
+    // time or computing empty days.
+    if engine.must_restart(boundary) {
+        tracing::warn!(
+            from_ms = engine.done_ms,
+            to_ms = boundary,
+            "KPI engine: the clock jumped; recomputing from history"
+        );
+        engine.reset();
+    }
     let from = if engine.done_ms.is_none() {
         let previous = ran_before(&conn).map_err(|e| e.to_string())?;
         let from = engine.backfill_start(boundary, previous);

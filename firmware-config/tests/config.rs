@@ -567,6 +567,7 @@ planned_stops = [{ name = "lunch", from = "12:00", days = ["mon", "caturday"] }]
 
 [kpi_engine]
 slice = "1m"
+grace = "0s"
 
 [[kpi]]
 name = "oee"

@@ -100,6 +100,43 @@ impl Calendar {
             .map_err(|_| CalendarError::TimeZone(name.into()))
     }
 
+    /// Why shift, day and week windows would not start on a slice boundary
+    /// with slices of `slice_ms` (a slice belongs wholly to the window its
+    /// start is in), or `None` when they all do: every shift start, and the
+    /// time zone's offsets from UTC in the years around now, must be whole
+    /// slices.
+    pub fn misaligned(&self, slice_ms: i64) -> Option<String> {
+        let slice_ms = slice_ms.max(1);
+        for s in &self.shifts {
+            if (i64::from(s.start_min) * 60_000) % slice_ms != 0 {
+                return Some(format!(
+                    "shift `{}` starts at {:02}:{:02}, not on a slice boundary",
+                    s.name,
+                    s.start_min / 60,
+                    s.start_min % 60
+                ));
+            }
+        }
+        let now = Timestamp::now().as_second();
+        // Offsets over three years, sampled every two weeks (covers both
+        // sides of every daylight-saving change).
+        let mut t = now - 366 * 86_400;
+        while t < now + 2 * 366 * 86_400 {
+            if let Ok(ts) = Timestamp::from_second(t) {
+                let off = i64::from(self.tz.to_offset(ts).seconds()) * 1000;
+                if off % slice_ms != 0 {
+                    return Some(format!(
+                        "{} is {} from UTC, not a whole number of slices",
+                        self.tz_name,
+                        self.tz.to_offset(ts)
+                    ));
+                }
+            }
+            t += 14 * 86_400;
+        }
+        None
+    }
+
     pub fn time_zone(&self) -> &str {
         &self.tz_name
     }
@@ -326,6 +363,18 @@ mod tests {
                 (ms("2026-12-07T12:00:00Z"), ms("2026-12-07T12:10:00Z")),
             ]
         );
+    }
+
+    #[test]
+    fn slices_must_start_shifts_and_days() {
+        let c = three_shifts("Europe/Berlin");
+        assert_eq!(c.misaligned(60_000), None);
+        assert_eq!(c.misaligned(3_600_000), None);
+        assert!(c.misaligned(7 * 60_000).unwrap().contains("shift `early`"));
+        // India is 5:30 from UTC: days start on the half hour.
+        let india = Calendar::new("Asia/Kolkata", vec![], 0, vec![]).unwrap();
+        assert_eq!(india.misaligned(30 * 60_000), None);
+        assert!(india.misaligned(3_600_000).unwrap().contains("+05:30"));
     }
 
     #[test]

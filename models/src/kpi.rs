@@ -71,18 +71,25 @@ pub fn account(
     for &(ts, state) in samples {
         // A sample exactly at `start` is inside: a fault that begins with
         // the window is a failure of this window.
+        // The last known state survives an unknown stretch: running →
+        // (comms lost) → fault is a failure wherever the slices fall.
         if ts < start {
             current = state;
-            prev_known = state;
+            if state.is_some() {
+                prev_known = state;
+            }
             continue;
         }
         if ts >= end {
             break;
         }
         segments.push((seg_start, ts, current));
+        // A fault code that appears during a calendar planned stop (a line
+        // switched off for the weekend) is not a failure.
         if let Some(s) = state
             && map.fault.contains(&s)
             && prev_known.is_some_and(|p| !map.fault.contains(&p))
+            && overlap_total(ts, ts + 1, planned_stops) == 0
         {
             acc.failures += 1;
         }
@@ -157,15 +164,33 @@ pub struct CounterDelta {
     pub resets: u32,
     /// Steps skipped because a sample was unknown.
     pub gaps: u32,
+    /// Small decreases (the value kept more than half of itself): meter
+    /// jitter or a transient misread, not a reset; nothing is counted and
+    /// the counter continues from the higher value.
+    pub dips: u32,
 }
 
 /// Sum the increases between consecutive known samples. A decrease is a
 /// rollover when the counter was in the top quarter of `modulus` and is now
-/// in the bottom quarter (it wrapped), otherwise a reset (the new value is
-/// counted from zero). Without a modulus every decrease is a reset.
+/// in the bottom quarter (it wrapped); a reset when it lost more than half
+/// its value (the new value is counted from zero); otherwise a dip (jitter,
+/// a misread) that counts nothing: the count goes on from the higher value,
+/// so a value that comes back is not counted twice. Without a modulus there
+/// are no rollovers.
 pub fn counter_delta(samples: &[(i64, Option<f64>)], modulus: Option<f64>) -> CounterDelta {
+    counter_delta_from(None, samples, modulus).0
+}
+
+/// [`counter_delta`] continuing from `base` (the value counting went on
+/// from at the end of the previous slice); also returns that value at the
+/// end of these samples, for the next slice.
+pub fn counter_delta_from(
+    base: Option<f64>,
+    samples: &[(i64, Option<f64>)],
+    modulus: Option<f64>,
+) -> (CounterDelta, Option<f64>) {
     let mut d = CounterDelta::default();
-    let mut last: Option<f64> = None;
+    let mut last: Option<f64> = base;
     for &(_, v) in samples {
         let Some(v) = v else {
             d.gaps += 1;
@@ -179,6 +204,9 @@ pub fn counter_delta(samples: &[(i64, Option<f64>)], modulus: Option<f64>) -> Co
             } else if let Some(m) = modulus.filter(|m| prev >= 0.75 * m && v < 0.25 * m) {
                 d.count += m - prev + v;
                 d.rollovers += 1;
+            } else if v >= 0.5 * prev {
+                d.dips += 1;
+                continue;
             } else {
                 d.count += v;
                 d.resets += 1;
@@ -186,7 +214,7 @@ pub fn counter_delta(samples: &[(i64, Option<f64>)], modulus: Option<f64>) -> Co
         }
         last = Some(v);
     }
-    d
+    (d, last)
 }
 
 /// How far a KPI can be trusted.
@@ -229,10 +257,18 @@ pub fn oee(t: &TimeAccount, produced: &CounterDelta, good: &CounterDelta, pri_ms
     let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
     // Availability over the time whose state is known.
     let availability = ratio(t.apt_ms as f64, known_pbt as f64);
-    let effectiveness = ratio(pri_ms * produced.count, t.apt_ms as f64);
+    // The counters count through unknown stretches too: credit those with
+    // run time at the known availability, so what was made then does not
+    // inflate performance (A × P = PRI × produced / PBT either way).
+    let run_ms = availability.map_or(0.0, |a| t.apt_ms as f64 + a * t.unknown_ms as f64);
+    let effectiveness = ratio(pri_ms * produced.count, run_ms);
     let quality_ratio = ratio(good.count, produced.count);
     let oee = match (availability, effectiveness, quality_ratio) {
         (Some(a), Some(e), Some(q)) => Some(a * e * q),
+        // Planned time without running, or running without output: the
+        // worst case is 0, not "no number".
+        (Some(0.0), _, _) => Some(0.0),
+        (Some(_), Some(0.0), _) => Some(0.0),
         _ => None,
     };
     let failures = f64::from(t.failures);
@@ -275,6 +311,7 @@ impl CounterDelta {
         self.rollovers += o.rollovers;
         self.resets += o.resets;
         self.gaps += o.gaps;
+        self.dips += o.dips;
     }
 }
 
@@ -526,9 +563,8 @@ pub struct Part {
 }
 
 impl Part {
-    /// The part of `[start, end)`. `series(tag)` gives the tag's series
-    /// after [`hold`], covering the slice and reaching back at least to the
-    /// last sample before `start`.
+    /// [`Part::compute_carried`] for a slice on its own (counters start
+    /// from the last known sample before `start`).
     pub fn compute<'a>(
         kind: &KpiKind,
         start: i64,
@@ -536,9 +572,31 @@ impl Part {
         series: &dyn Fn(&str) -> &'a Series,
         planned_stops: &[(i64, i64)],
     ) -> Part {
+        Self::compute_carried(kind, start, end, series, planned_stops, &mut Vec::new())
+    }
+
+    /// The part of `[start, end)`. `series(tag)` gives the tag's series
+    /// after [`hold`], covering the slice and reaching back at least to the
+    /// last known sample before `start`. `carry` holds each counter's value
+    /// at the end of the previous slice (empty for the first slice: then
+    /// the last known sample before `start` is the base).
+    pub fn compute_carried<'a>(
+        kind: &KpiKind,
+        start: i64,
+        end: i64,
+        series: &dyn Fn(&str) -> &'a Series,
+        planned_stops: &[(i64, i64)],
+        carry: &mut Vec<Option<f64>>,
+    ) -> Part {
         let account = kind.state().map(|st| {
             let s = series(&st.tag);
-            let i = s.partition_point(|p| p.0 < start).saturating_sub(1);
+            // From the last known state before the slice: a failure after
+            // an unknown stretch is still a change from that state.
+            let before = s.partition_point(|p| p.0 < start);
+            let i = s[..before]
+                .iter()
+                .rposition(|p| p.1.is_some())
+                .unwrap_or(before.saturating_sub(1));
             let states: Vec<StateSample> = s[i..]
                 .iter()
                 .take_while(|p| p.0 < end)
@@ -546,10 +604,14 @@ impl Part {
                 .collect();
             account(&states, start, end, &st.map, planned_stops)
         });
-        let tags = kind
-            .tags()
+        let inputs = kind.tags();
+        if carry.len() < inputs.len() {
+            carry.resize(inputs.len(), None);
+        }
+        let tags = inputs
             .iter()
-            .map(|(tag, modulus)| {
+            .zip(carry.iter_mut())
+            .map(|((tag, modulus), carried)| {
                 let s = series(tag);
                 let i = s.partition_point(|p| p.0 < start);
                 let inside = &s[i..i + s[i..].partition_point(|p| p.0 < end)];
@@ -560,16 +622,13 @@ impl Part {
                 // The counter's increase is counted from the last known
                 // value before the slice, however old: an outage moves the
                 // count into the slice after it, it does not lose it.
-                let base = s[..i]
-                    .iter()
-                    .rev()
-                    .find_map(|&(ts, v)| v.map(|v| (ts, Some(v))));
-                let mut d: Vec<(i64, Option<f64>)> = base.into_iter().collect();
-                d.extend_from_slice(inside);
+                let base = carried.or_else(|| s[..i].iter().rev().find_map(|p| p.1));
+                let (delta, last) = counter_delta_from(base, inside, *modulus);
+                *carried = last;
                 let (known_ms, integral) = held(s, start, end);
                 TagPart {
                     agg,
-                    delta: counter_delta(&d, *modulus),
+                    delta,
                     known_ms,
                     integral,
                 }
@@ -834,6 +893,97 @@ mod tests {
     }
 
     #[test]
+    fn a_shift_in_fault_or_without_output_is_zero_not_undefined() {
+        let none = CounterDelta::default();
+        // The whole hour in fault: availability 0, OEE 0, fully known.
+        let t = account(&[(-MIN, Some(3))], 0, 60 * MIN, &map(), &[]);
+        let o = oee(&t, &none, &none, 1000.0);
+        assert_eq!(
+            (o.availability, o.oee, o.quality),
+            (Some(0.0), Some(0.0), KpiQuality::Good)
+        );
+        // Running all hour, nothing made.
+        let t = account(&[(-MIN, Some(2))], 0, 60 * MIN, &map(), &[]);
+        let o = oee(&t, &none, &none, 1000.0);
+        assert_eq!((o.effectiveness, o.oee), (Some(0.0), Some(0.0)));
+    }
+
+    #[test]
+    fn unknown_state_time_does_not_inflate_performance() {
+        // 9 of 60 minutes unknown, running the rest at the ideal rate of
+        // one item a second; the counter ran through the gap: 3600 made.
+        let s = [(-MIN, Some(2)), (20 * MIN, None), (29 * MIN, Some(2))];
+        let t = account(&s, 0, 60 * MIN, &map(), &[]);
+        let made = counter_delta(&[(0, Some(0.0)), (60 * MIN, Some(3600.0))], None);
+        let o = oee(&t, &made, &made, 1000.0);
+        assert!(close(o.availability.unwrap(), 1.0));
+        assert!(close(o.effectiveness.unwrap(), 1.0), "{o:?}");
+        assert!(close(o.oee.unwrap(), 1.0));
+        assert_eq!(o.quality, KpiQuality::Uncertain);
+    }
+
+    #[test]
+    fn a_failure_after_lost_comms_counts_wherever_the_slices_fall() {
+        // Running, then bad quality, then fault: one failure, whether the
+        // minute is one slice or two.
+        let s = [(0, Some(2)), (30_000, None), (90_000, Some(3))];
+        assert_eq!(account(&s, 0, 120_000, &map(), &[]).failures, 1);
+        let a = account(&s, 0, 60_000, &map(), &[]).failures;
+        let states: Vec<(i64, Option<f64>)> =
+            s.iter().map(|&(t, v)| (t, v.map(|x| x as f64))).collect();
+        let kind = KpiKind::Reliability {
+            state: StateInput {
+                tag: "s".into(),
+                map: map(),
+            },
+        };
+        let series = |_: &str| -> &Series { &states };
+        let b = Part::compute(&kind, 60_000, 120_000, &series, &[])
+            .account
+            .unwrap()
+            .failures;
+        assert_eq!(a + b, 1);
+        // A fault code inside a calendar planned stop is not a failure.
+        let off = [(0, Some(2)), (MIN, Some(3))];
+        assert_eq!(
+            account(&off, 0, 2 * MIN, &map(), &[(MIN, 2 * MIN)]).failures,
+            0
+        );
+    }
+
+    #[test]
+    fn a_dip_is_not_a_reset_and_is_not_counted_twice() {
+        // Meter jitter and a transient misread: nothing counted for them.
+        let d = counter_delta(
+            &[
+                (0, Some(120_000.4)),
+                (1, Some(120_000.3)),
+                (2, Some(120_000.5)),
+                (3, Some(70_000.0)),
+                (4, Some(120_001.0)),
+            ],
+            None,
+        );
+        assert!((d.count - 0.6).abs() < 1e-6, "{d:?}");
+        assert_eq!((d.dips, d.resets), (2, 0));
+        // Losing more than half is a reset: counting restarts from the new value.
+        let d = counter_delta(&[(0, Some(5000.0)), (1, Some(12.0)), (2, Some(20.0))], None);
+        assert_eq!((d.count, d.resets), (20.0, 1));
+        // Across slices, the carried value makes the sum the same.
+        let s = [(0, Some(1000.0)), (10, Some(990.0)), (20, Some(1005.0))];
+        let kind = KpiKind::Throughput {
+            total: "c".into(),
+            modulus: None,
+            state: None,
+        };
+        let series = |_: &str| -> &Series { &s };
+        let mut carry = Vec::new();
+        let a = Part::compute_carried(&kind, 0, 15, &series, &[], &mut carry);
+        let b = Part::compute_carried(&kind, 15, 30, &series, &[], &mut carry);
+        assert_eq!(a.tags[0].delta.count + b.tags[0].delta.count, 5.0);
+    }
+
+    #[test]
     fn counter_rollover_and_reset() {
         // A 16-bit counter wraps 65530 → 4 (10 counted), then the PLC resets
         // it to 0 and it counts to 7 (7 counted).
@@ -959,6 +1109,7 @@ mod tests {
         let stops = [(600_000, 900_000)];
         let whole = Part::compute(&kind, 0, end, &series, &stops);
         let mut summed = Part::default();
+        let mut carry = Vec::new();
         for k in 0..(end / 420_000 + 1) {
             let (a, b) = (k * 420_000, ((k + 1) * 420_000).min(end));
             if a < b {
@@ -967,7 +1118,9 @@ mod tests {
                     .map(|&(x, y)| (x.max(a), y.min(b)))
                     .filter(|(x, y)| x < y)
                     .collect();
-                summed.add(&Part::compute(&kind, a, b, &series, &clip));
+                summed.add(&Part::compute_carried(
+                    &kind, a, b, &series, &clip, &mut carry,
+                ));
             }
         }
         let (w, s) = (whole.account.unwrap(), summed.account.unwrap());

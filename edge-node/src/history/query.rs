@@ -132,6 +132,31 @@ impl HistoryReader {
         Ok(rows)
     }
 
+    /// The newest good numeric value of `tag` before `ts_ms`, however old
+    /// (a counter's base after an outage).
+    pub fn last_known_before(
+        &self,
+        tag: &str,
+        ts_ms: i64,
+    ) -> Result<Option<(i64, f64)>, HistoryError> {
+        let Some(id) = self.tag_id(tag)? else {
+            return Ok(None);
+        };
+        let pick = "SELECT ts_ms, value FROM {t} WHERE tag_id = ?1 AND ts_ms < ?2 AND quality = 0
+                    AND typeof(value) IN ('integer', 'real') ORDER BY ts_ms DESC LIMIT 1";
+        let sql = format!(
+            "SELECT ts_ms, value FROM (SELECT * FROM ({}) UNION ALL SELECT * FROM ({}))
+             ORDER BY ts_ms DESC LIMIT 1",
+            pick.replace("{t}", "samples"),
+            pick.replace("{t}", "inbox")
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![id, ts_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
     /// The newest sample of `tag` before `ts_ms` (any quality).
     pub fn last_before(&self, tag: &str, ts_ms: i64) -> Result<Option<Sample>, HistoryError> {
         let Some(id) = self.tag_id(tag)? else {

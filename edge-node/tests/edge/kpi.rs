@@ -45,7 +45,7 @@ planned_stops = [
 ]
 [kpi_engine]
 slice = "{slice}"
-grace = "0s"
+grace = "1s"
 max_hold = "5m"
 [[device]]
 name = "plc"
@@ -232,6 +232,10 @@ fn a_shift_of_history_gives_the_oee_computed_by_hand() {
     // The expression sees the window's sample count and length.
     let e = closed_shift(&results, "line.rate", shift.start_ms);
     assert!(close(e.values[0].1.unwrap(), 2880.0 / 8.0));
+    // A clock that jumps back, or days ahead, makes the engine start over.
+    assert!(!engine.must_restart(boundary + 60_000));
+    assert!(engine.must_restart(boundary - 60_000));
+    assert!(engine.must_restart(boundary + 9 * 86_400_000));
     // The current windows come too, not closed.
     assert!(
         results

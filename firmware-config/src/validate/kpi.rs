@@ -14,6 +14,9 @@ use crate::load::{Item, RawConfig};
 use crate::model::{CalendarSpec, KpiDef, KpiSetup, KpiWindow, Tag};
 use crate::raw::{RawKpi, S};
 
+/// Slices in a rolling window at most: it is re-summed every slice.
+const MAX_ROLLING_SLICES: u128 = 10_080;
+
 const TYPES: &[&str] = &[
     "oee",
     "throughput",
@@ -81,6 +84,14 @@ impl Validator<'_> {
     /// `Some(None)`: no `[[kpi]]`; `None`: invalid (already reported).
     pub(super) fn kpi_setup(&mut self, raw: &RawConfig, tags: &[Tag]) -> Option<Option<KpiSetup>> {
         let calendar = self.calendar(raw);
+        // Samples reach the history up to one flush interval late; a slice
+        // is computed `grace` after it ends, so grace must cover that.
+        let flush = raw
+            .storage
+            .as_ref()
+            .and_then(|s| s.raw.flush_interval.as_ref())
+            .map_or(Duration::from_secs(1), |d| d.get_ref().0);
+        let default_grace = Duration::from_secs(5).max(flush + Duration::from_secs(1));
         let (mut slice, grace, max_hold) = match &raw.kpi_engine {
             Some(item) => {
                 let r = &item.raw;
@@ -96,7 +107,7 @@ impl Validator<'_> {
                         item,
                         "kpi_engine › grace",
                         &r.grace,
-                        Duration::from_secs(5),
+                        default_grace,
                         (Duration::ZERO, Duration::from_secs(600)),
                     ),
                     // The history stores an unchanged value once a minute
@@ -113,10 +124,19 @@ impl Validator<'_> {
             }
             None => (
                 Duration::from_secs(60),
-                Duration::from_secs(5),
+                default_grace,
                 Duration::from_secs(300),
             ),
         };
+        if grace < flush
+            && let Some(item) = &raw.kpi_engine
+            && let Some(g) = &item.raw.grace
+        {
+            self.push(
+                item.diag(g.span(), "kpi_engine › grace", format!("{} is shorter than [storage] flush_interval ({})", humantime::format_duration(grace), humantime::format_duration(flush)))
+                    .help("samples are committed up to one flush interval late; a shorter grace computes slices before their samples are in: set grace to at least flush_interval + 1s"),
+            );
+        }
         // A slice belongs to the window its start is in: slices that divide
         // an hour start shifts and days on a slice boundary.
         if !3_600_000u128.is_multiple_of(slice.as_millis().max(1))
@@ -128,6 +148,17 @@ impl Validator<'_> {
                     .help("choose a slice that divides an hour (10s, 1m, 5m, 15m, 30m …) so that shifts and days start on a slice boundary"),
             );
             slice = Duration::from_secs(60);
+        }
+        // Shift and day windows must start on a slice boundary.
+        if let (Some(cal), Some(item)) = (calendar.as_ref(), &raw.kpi_engine)
+            && let Ok(c) = cal.calendar()
+            && let Some(why) = c.misaligned(slice.as_millis() as i64)
+        {
+            let span = item.raw.slice.as_ref().map_or(item.span.clone(), S::span);
+            self.push(
+                item.diag(span, "kpi_engine › slice", format!("with a slice of {}, {why}", humantime::format_duration(slice)))
+                    .help("a slice belongs to the window it starts in: choose a slice that divides every shift start and the time zone's UTC offset (e.g. 15m or 30m for offsets like +05:30)"),
+            );
         }
         // Names a KPI may read: the valid tags, plus the declared ones whose
         // own errors are already reported (no cascade of "unknown tag").
@@ -617,14 +648,15 @@ impl Validator<'_> {
                     Ok(d)
                         if d >= slice
                             && d <= Duration::from_secs(31 * 86_400)
-                            && d.as_millis() % slice.as_millis().max(1) == 0 =>
+                            && d.as_millis() % slice.as_millis().max(1) == 0
+                            && d.as_millis() / slice.as_millis().max(1) <= MAX_ROLLING_SLICES =>
                     {
                         KpiWindow::Rolling(d)
                     }
                     Ok(d) => {
                         self.push(
                             item.diag(w.span(), &field, format!("rolling window {} does not fit the engine's slice of {}", humantime::format_duration(d), humantime::format_duration(slice)))
-                                .help("a rolling window is a whole number of slices ([kpi_engine] slice), at most 31 days"),
+                                .help(format!("a rolling window is a whole number of slices ([kpi_engine] slice), at most 31 days and {MAX_ROLLING_SLICES} slices (the engine re-sums them every slice); for longer spans use a larger slice or a day/week window")),
                         );
                         ok = false;
                         continue;
