@@ -191,15 +191,39 @@ impl Engine {
     /// calendar window and of the longest rolling window, and with
     /// `previous` the previous calendar windows too.
     pub fn backfill_start(&self, boundary: i64, previous: bool) -> i64 {
+        self.backfill_from(boundary, &HashMap::new(), previous)
+    }
+
+    /// Where a first run starts reading, knowing where the closed windows
+    /// stored on this database end (`closed_until`: window label → the
+    /// latest end of a closed window): from the first window of each kind
+    /// that was never closed, so every window that ended while the edge was
+    /// down is closed now (at most [`MAX_CATCH_UP_MS`] back). A kind never
+    /// closed here starts at its previous window when the engine `ran_before`,
+    /// else at its current one.
+    pub fn backfill_from(
+        &self,
+        boundary: i64,
+        closed_until: &HashMap<String, i64>,
+        ran_before: bool,
+    ) -> i64 {
         let mut from = boundary - self.ring_len as i64 * self.slice_ms;
+        let floor = boundary - MAX_CATCH_UP_MS;
         for k in &self.setup.kpis {
             for w in &k.windows {
                 if let KpiWindow::Calendar(kind) = w {
-                    let mut cw = self.calendar.window_at(*kind, boundary - 1);
-                    if previous {
-                        cw = self.calendar.window_at(*kind, cw.start_ms - 1);
-                    }
-                    from = from.min(cw.start_ms);
+                    let cur = self.calendar.window_at(*kind, boundary - 1);
+                    let start = match closed_until.get(&w.label()) {
+                        Some(&end) if end <= cur.start_ms => {
+                            self.calendar.window_at(*kind, end.max(floor)).start_ms
+                        }
+                        Some(_) => cur.start_ms,
+                        None if ran_before => {
+                            self.calendar.window_at(*kind, cur.start_ms - 1).start_ms
+                        }
+                        None => cur.start_ms,
+                    };
+                    from = from.min(start);
                 }
             }
         }
@@ -445,6 +469,13 @@ pub fn store(
     Ok(report)
 }
 
+/// Per window label (`shift`, `day`, …), the latest end of a closed window
+/// stored here.
+pub fn closed_until(conn: &Connection) -> Result<HashMap<String, i64>, rusqlite::Error> {
+    let mut st = conn.prepare("SELECT win, max(end_ms) FROM kpis WHERE closed = 1 GROUP BY win")?;
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+}
+
 /// Whether the engine ran on this database before (any KPI row).
 pub fn ran_before(conn: &Connection) -> Result<bool, rusqlite::Error> {
     conn.query_row("SELECT 1 FROM kpis LIMIT 1", [], |_| Ok(()))
@@ -527,7 +558,8 @@ fn tick(
     }
     let from = if engine.done_ms.is_none() {
         let previous = ran_before(&conn).map_err(|e| e.to_string())?;
-        let from = engine.backfill_start(boundary, previous);
+        let closed = closed_until(&conn).map_err(|e| e.to_string())?;
+        let from = engine.backfill_from(boundary, &closed, previous);
         tracing::info!(
             kpis = engine.setup.kpis.len(),
             slices = (boundary - from) / engine.slice_ms,

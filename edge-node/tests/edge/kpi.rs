@@ -489,3 +489,33 @@ fn apos_edge_kpi_lists_current_and_closed_windows() {
     assert!(line.contains(&format!("{oee:.4}")), "{line}");
     assert!(stdout.contains("(current)"), "{stdout}");
 }
+
+#[test]
+fn after_a_long_outage_every_window_that_ended_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let (setup, previous) = kpi_setup(dir.path());
+    let cal = setup.calendar.calendar().unwrap();
+    // The edge last closed the shift before `two_back`, then was down for
+    // two shifts: history exists for `two_back`, nothing for `previous`.
+    let two_back = cal.window_at(CalendarKind::Shift, previous.start_ms - 1);
+    write_shift(&db, two_back.start_ms, 0..0);
+    let mut engine = Engine::new(setup).unwrap();
+    let reader = HistoryReader::open(&db).unwrap();
+    let now = now_ms();
+    let boundary = engine.boundary(now);
+    let closed: std::collections::HashMap<String, i64> =
+        [("shift".to_string(), two_back.start_ms)].into();
+    let from = engine.backfill_from(boundary, &closed, true);
+    assert!(from <= two_back.start_ms);
+    let results = engine
+        .advance(&reader, from, boundary, now, &KpiStats::default())
+        .unwrap()
+        .unwrap();
+    let r2 = closed_shift(&results, "line.oee", two_back.start_ms);
+    assert_eq!((r2.quality, r2.coverage), (KpiQuality::Good, 1.0));
+    // The shift with no history at all is closed too, and says so.
+    let r1 = closed_shift(&results, "line.oee", previous.start_ms);
+    assert_eq!(r1.quality, KpiQuality::Bad);
+    assert!(r1.coverage < 0.02, "{}", r1.coverage);
+}
