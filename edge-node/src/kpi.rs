@@ -12,8 +12,8 @@
 //! Every slice is computed once, `grace` after it ends; a window is a sum of
 //! slices, so a week costs no more per minute than an hour. At start the
 //! engine backfills from history: the current calendar windows and the
-//! longest rolling window, and the previous calendar windows if the engine
-//! ran before and never closed them (the edge was down at the boundary).
+//! longest rolling window, and every calendar window that ended since the
+//! last one closed on this database (the edge was down at the boundary).
 //! All work runs on the blocking pool.
 
 use std::collections::{HashMap, VecDeque};
