@@ -354,7 +354,8 @@ async fn the_task_ticks_every_slice_and_picks_up_a_reloaded_kpi() {
     let wait_for = |kpi: &'static str| {
         let board = board.clone();
         async move {
-            for _ in 0..200 {
+            // Up to a minute: the first tick backfills up to two shifts of 1 s slices.
+            for _ in 0..600 {
                 if let Some(r) = board.get(kpi, "shift") {
                     return r;
                 }
