@@ -248,6 +248,21 @@ pub const MIN_COVERAGE: f64 = 0.8;
 /// OEE from the time account, produced and good quantities, and the planned
 /// run time per item (ms).
 pub fn oee(t: &TimeAccount, produced: &CounterDelta, good: &CounterDelta, pri_ms: f64) -> Oee {
+    oee_with_credit(t, produced, good, pri_ms, t.unknown_ms)
+}
+
+/// [`oee`] where only `credit_ms` of the unknown state time had its
+/// production counted (the counter had a value before the gap): that much
+/// is credited with run time at the known availability. Unknown time
+/// before the counter's first value (a start-up) made nothing countable
+/// and gets no run time.
+pub fn oee_with_credit(
+    t: &TimeAccount,
+    produced: &CounterDelta,
+    good: &CounterDelta,
+    pri_ms: f64,
+    credit_ms: i64,
+) -> Oee {
     let known_pbt = t.pbt_ms - t.unknown_ms;
     let coverage = if t.pbt_ms > 0 {
         known_pbt as f64 / t.pbt_ms as f64
@@ -260,7 +275,8 @@ pub fn oee(t: &TimeAccount, produced: &CounterDelta, good: &CounterDelta, pri_ms
     // The counters count through unknown stretches too: credit those with
     // run time at the known availability, so what was made then does not
     // inflate performance (A × P = PRI × produced / PBT either way).
-    let run_ms = availability.map_or(0.0, |a| t.apt_ms as f64 + a * t.unknown_ms as f64);
+    let credit = credit_ms.clamp(0, t.unknown_ms) as f64;
+    let run_ms = availability.map_or(0.0, |a| t.apt_ms as f64 + a * credit);
     let effectiveness = ratio(pri_ms * produced.count, run_ms);
     let quality_ratio = ratio(good.count, produced.count);
     let oee = match (availability, effectiveness, quality_ratio) {
@@ -544,6 +560,9 @@ pub struct TagPart {
     pub known_ms: i64,
     /// Held value × ms over `known_ms` (see [`held`]).
     pub integral: f64,
+    /// Unknown time during which the counter had a value before: an
+    /// increase made then is counted (when the next value comes).
+    pub bridged_ms: i64,
 }
 
 impl TagPart {
@@ -626,11 +645,20 @@ impl Part {
                 let (delta, last) = counter_delta_from(base, inside, *modulus);
                 *carried = last;
                 let (known_ms, integral) = held(s, start, end);
+                let bridged_ms = if base.is_some() {
+                    (end - start) - known_ms
+                } else {
+                    // No value before the slice: only the time after the
+                    // first known value inside it can be bridged.
+                    let first = inside.iter().find(|p| p.1.is_some()).map_or(end, |p| p.0);
+                    ((end - first) - held(s, first, end).0).max(0)
+                };
                 TagPart {
                     agg,
                     delta,
                     known_ms,
                     integral,
+                    bridged_ms,
                 }
             })
             .collect();
@@ -657,6 +685,7 @@ impl Part {
             a.delta.add(&b.delta);
             a.known_ms += b.known_ms;
             a.integral += b.integral;
+            a.bridged_ms += b.bridged_ms;
         }
     }
 }
@@ -710,7 +739,8 @@ pub fn evaluate(kind: &KpiKind, p: &Part) -> KpiValue {
                     ..other
                 },
             };
-            let o = oee(&acc, &produced, &good_delta, *pri_ms);
+            let bridged = p.tags.first().map_or(0, |t| t.bridged_ms);
+            let o = oee_with_credit(&acc, &produced, &good_delta, *pri_ms, bridged);
             let coverage = o.coverage.min(min_cov(&p.tags));
             let quality = grade(
                 o.oee,
@@ -920,6 +950,56 @@ mod tests {
         assert!(close(o.effectiveness.unwrap(), 1.0), "{o:?}");
         assert!(close(o.oee.unwrap(), 1.0));
         assert_eq!(o.quality, KpiQuality::Uncertain);
+    }
+
+    #[test]
+    fn a_start_up_without_history_does_not_deflate_performance() {
+        // Data begins 30 min into the hour: running at the ideal rate (one
+        // item a second) from then on. Performance is 100 %, not 50 %.
+        let kind = KpiKind::Oee {
+            state: StateInput {
+                tag: "s".into(),
+                map: map(),
+            },
+            total: "c".into(),
+            good: GoodCount::Reject("r".into()),
+            modulus: None,
+            pri_ms: 1000.0,
+        };
+        let state: Vec<(i64, Option<f64>)> = vec![(30 * MIN, Some(2.0))];
+        let made: Vec<(i64, Option<f64>)> = (30..=60)
+            .map(|m| (m * MIN, Some((m - 30) as f64 * 60.0)))
+            .collect();
+        let rej: Vec<(i64, Option<f64>)> = vec![(30 * MIN, Some(0.0))];
+        let series = |t: &str| -> &Series {
+            match t {
+                "s" => &state,
+                "c" => &made,
+                _ => &rej,
+            }
+        };
+        let mut carry = Vec::new();
+        let mut sum = Part::default();
+        for k in 0..6 {
+            sum.add(&Part::compute_carried(
+                &kind,
+                k * 10 * MIN,
+                (k + 1) * 10 * MIN,
+                &series,
+                &[],
+                &mut carry,
+            ));
+        }
+        let v = evaluate(&kind, &sum);
+        let perf = v
+            .values
+            .iter()
+            .find(|x| x.0 == "performance")
+            .unwrap()
+            .1
+            .unwrap();
+        assert!((perf - 29.0 / 30.0).abs() < 1e-9, "{v:?}");
+        assert!((v.coverage - 0.5).abs() < 1e-9);
     }
 
     #[test]
