@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use firmware_config::{EdgeConfig, KpiSetup, KpiWindow};
-use models::calendar::{Calendar, CalendarWindow};
+use models::calendar::{Calendar, CalendarKind, CalendarWindow};
 use models::kpi::{KpiQuality as Q, Part, evaluate, hold};
 use protocol::v1::{Body, KpiQuality, KpiResult};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -333,15 +333,20 @@ impl Engine {
     }
 
     fn add_slice(&mut self, start: i64, parts: Vec<Part>, now_ms: i64, out: &mut Vec<KpiResult>) {
+        // Once per slice, not per KPI: time-zone arithmetic is not free.
+        let [shift, day, week] = [CalendarKind::Shift, CalendarKind::Day, CalendarKind::Week]
+            .map(|k| self.calendar.window_at(k, start));
         for (ki, k) in self.setup.kpis.iter().enumerate() {
             for (wi, w) in k.windows.iter().enumerate() {
-                let KpiWindow::Calendar(kind) = w else {
-                    continue;
+                let cw = match w {
+                    KpiWindow::Rolling(_) => continue,
+                    KpiWindow::Calendar(CalendarKind::Shift) => &shift,
+                    KpiWindow::Calendar(CalendarKind::Day) => &day,
+                    KpiWindow::Calendar(CalendarKind::Week) => &week,
                 };
-                let cw = self.calendar.window_at(*kind, start);
                 let slot = &mut self.open[ki][wi];
                 match slot {
-                    Some((open, _, _)) if *open == cw => {}
+                    Some((open, _, _)) if open == cw => {}
                     _ => {
                         if let Some((open, sum, complete)) = slot.take()
                             && complete
@@ -349,7 +354,7 @@ impl Engine {
                             out.push(result(k, w, &open, &sum, open.end_ms, true, now_ms));
                         }
                         let complete = cw.start_ms >= start;
-                        *slot = Some((cw, Part::default(), complete));
+                        *slot = Some((cw.clone(), Part::default(), complete));
                     }
                 }
                 if let Some((_, sum, _)) = slot {

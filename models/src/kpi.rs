@@ -511,7 +511,8 @@ impl KpiKind {
 
     /// The numeric input tags, in the order a [`Part`] keeps them, with the
     /// counter modulus that applies to each.
-    pub fn tags(&self) -> Vec<(String, Option<f64>)> {
+    /// Borrowed: this runs for every KPI in every slice.
+    pub fn tags(&self) -> Vec<(&str, Option<f64>)> {
         match self {
             KpiKind::Oee {
                 total,
@@ -520,26 +521,26 @@ impl KpiKind {
                 ..
             } => {
                 let g = match good {
-                    GoodCount::Good(t) | GoodCount::Reject(t) => t.clone(),
+                    GoodCount::Good(t) | GoodCount::Reject(t) => t,
                 };
-                vec![(total.clone(), *modulus), (g, *modulus)]
+                vec![(total, *modulus), (g, *modulus)]
             }
-            KpiKind::Throughput { total, modulus, .. } => vec![(total.clone(), *modulus)],
+            KpiKind::Throughput { total, modulus, .. } => vec![(total, *modulus)],
             KpiKind::SpecificEnergy {
                 energy,
                 total,
                 modulus,
-            } => vec![(energy.clone(), None), (total.clone(), *modulus)],
+            } => vec![(energy, None), (total, *modulus)],
             KpiKind::Reliability { .. } => vec![],
             KpiKind::Expression { expr } => {
-                let mut tags: Vec<String> = expr
+                let mut tags: Vec<(&str, Option<f64>)> = expr
                     .variables()
                     .iter()
-                    .filter_map(|v| v.rsplit_once('.').map(|(t, _)| t.to_string()))
+                    .filter_map(|v| v.rsplit_once('.').map(|(t, _)| (t, None)))
                     .collect();
-                tags.sort();
-                tags.dedup();
-                tags.into_iter().map(|t| (t, None)).collect()
+                tags.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                tags.dedup_by(|a, b| a.0 == b.0);
+                tags
             }
         }
     }
@@ -547,7 +548,7 @@ impl KpiKind {
     /// Every tag the KPI reads (state tag first).
     pub fn all_tags(&self) -> Vec<String> {
         let mut v: Vec<String> = self.state().map(|s| s.tag.clone()).into_iter().collect();
-        v.extend(self.tags().into_iter().map(|(t, _)| t));
+        v.extend(self.tags().into_iter().map(|(t, _)| t.to_string()));
         v
     }
 }
