@@ -191,27 +191,72 @@ fn value(r: &KpiResult, name: &str) -> Option<f64> {
     r.values.iter().find(|v| v.0 == name).and_then(|v| v.1)
 }
 
+/// The previous shift written to history (without the minutes in `hole`)
+/// and an engine advanced over it to now, the previous windows included.
+struct Computed {
+    dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    shift: models::calendar::CalendarWindow,
+    expected: Expected,
+    engine: Engine,
+    reader: HistoryReader,
+    now: i64,
+    boundary: i64,
+    from: i64,
+    stats: KpiStats,
+    results: Vec<KpiResult>,
+}
+
+fn compute_previous_shift(hole: std::ops::Range<i64>) -> Computed {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let (setup, shift) = kpi_setup(dir.path());
+    let expected = write_shift(&db, shift.start_ms, hole);
+    let mut engine = Engine::new(setup).unwrap();
+    let reader = HistoryReader::open(&db).unwrap();
+    let now = now_ms();
+    let boundary = engine.boundary(now);
+    let from = engine.backfill_start(boundary, true);
+    let stats = KpiStats::default();
+    let results = engine
+        .advance(&reader, from, boundary, now, &stats)
+        .unwrap()
+        .unwrap();
+    Computed {
+        dir,
+        db,
+        shift,
+        expected,
+        engine,
+        reader,
+        now,
+        boundary,
+        from,
+        stats,
+        results,
+    }
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
 
 #[test]
 fn a_shift_of_history_gives_the_oee_computed_by_hand() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("history.db");
-    let (setup, shift) = kpi_setup(dir.path());
-    let exp = write_shift(&db, shift.start_ms, 0..0);
-    let mut engine = Engine::new(setup).unwrap();
-    let reader = HistoryReader::open(&db).unwrap();
-    let now = now_ms();
-    let boundary = engine.boundary(now);
-    let from = engine.backfill_start(boundary, true);
+    let Computed {
+        dir,
+        db,
+        shift,
+        expected: exp,
+        engine,
+        reader,
+        now,
+        boundary,
+        from,
+        stats,
+        results,
+    } = compute_previous_shift(0..0);
     assert!(from <= shift.start_ms);
-    let stats = KpiStats::default();
-    let results = engine
-        .advance(&reader, from, boundary, now, &stats)
-        .unwrap()
-        .unwrap();
     let r = closed_shift(&results, "line.oee", shift.start_ms);
     // Planned busy 480 − 30 = 450 min; down (fault) 30 + 10; stopped 20.
     let (pbt, adot, apt) = (450.0 * 60.0, 40.0 * 60.0, 390.0 * 60.0);
@@ -295,20 +340,8 @@ fn a_shift_of_history_gives_the_oee_computed_by_hand() {
 
 #[test]
 fn an_outage_lowers_coverage_and_flags_the_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("history.db");
-    let (setup, shift) = kpi_setup(dir.path());
     // No samples for minutes 200–240 (the edge was down).
-    write_shift(&db, shift.start_ms, 200..240);
-    let mut engine = Engine::new(setup).unwrap();
-    let reader = HistoryReader::open(&db).unwrap();
-    let now = now_ms();
-    let boundary = engine.boundary(now);
-    let from = engine.backfill_start(boundary, true);
-    let results = engine
-        .advance(&reader, from, boundary, now, &KpiStats::default())
-        .unwrap()
-        .unwrap();
+    let Computed { shift, results, .. } = compute_previous_shift(200..240);
     let r = closed_shift(&results, "line.oee", shift.start_ms);
     // The last sample before the hole is at 199:50; held for 5 min, the
     // state is unknown from 204:50 to 240:00.
@@ -448,24 +481,14 @@ fn a_window_first_seen_midway_is_never_reported_closed() {
 
 #[test]
 fn apos_edge_kpi_lists_current_and_closed_windows() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("history.db");
-    let (setup, shift) = kpi_setup(dir.path());
-    write_shift(&db, shift.start_ms, 0..0);
-    let mut engine = Engine::new(setup).unwrap();
-    let reader = HistoryReader::open(&db).unwrap();
-    let now = now_ms();
-    let boundary = engine.boundary(now);
-    let results = engine
-        .advance(
-            &reader,
-            engine.backfill_start(boundary, true),
-            boundary,
-            now,
-            &KpiStats::default(),
-        )
-        .unwrap()
-        .unwrap();
+    let Computed {
+        dir,
+        db,
+        shift,
+        now,
+        results,
+        ..
+    } = compute_previous_shift(0..0);
     let mut conn = rusqlite::Connection::open(&db).unwrap();
     kpi::store(&mut conn, &results, None, now, Duration::from_secs(86_400)).unwrap();
     let oee = value(closed_shift(&results, "line.oee", shift.start_ms), "oee").unwrap();
