@@ -32,19 +32,26 @@ impl Backoff {
 
     /// Record a failure and return how long to wait before retrying.
     /// `unit` is a uniform random number in `[0, 1)`; the delay is
-    /// `min(max, initial * 2^(n-1))` scaled by a factor in
-    /// `[1 - jitter, 1 + jitter)`, and never above `max * (1 + jitter)`.
+    /// `initial * 2^(n-1)` scaled by a factor in `[1 - jitter, 1 + jitter)`
+    /// and then capped at `max`: the configured maximum is a maximum, so
+    /// at the cap the jitter only ever shortens the wait (a fleet still
+    /// spreads out, between `max * (1 - jitter)` and `max`).
     pub fn fail(&mut self, unit: f64) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let exp = self.failures.saturating_sub(1).min(30);
-        let base = self
-            .cfg
-            .initial
-            .saturating_mul(1u32 << exp)
-            .min(self.cfg.max);
+        let base = self.cfg.initial.saturating_mul(1u32 << exp);
         let jitter = self.cfg.jitter.clamp(0.0, 1.0);
         let factor = 1.0 - jitter + 2.0 * jitter * unit.clamp(0.0, 1.0);
-        base.mul_f64(factor)
+        base.min(self.cfg.max).mul_f64(factor).min(self.cfg.max)
+    }
+
+    /// The longest wait this backoff gives: what a failure that retrying
+    /// cannot fix (a rejected password or certificate) waits at once.
+    pub fn fail_max(&mut self, unit: f64) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let jitter = self.cfg.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 - jitter + 2.0 * jitter * unit.clamp(0.0, 1.0);
+        self.cfg.max.mul_f64(factor).min(self.cfg.max)
     }
 }
 
@@ -120,11 +127,33 @@ mod tests {
             max - min > 0.05,
             "jitter should spread delays: {min}..{max}"
         );
-        // Many failures never overflow and respect the cap (+ jitter).
+        // Many failures never overflow, and the cap is a cap: jitter never
+        // pushes a wait past it (it overshot by 30 % before), but still
+        // spreads waits below it.
         let mut b = Backoff::new(cfg(0.3));
-        for _ in 0..100 {
-            assert!(b.fail(0.999) <= Duration::from_millis(2600));
+        let mut capped = Vec::new();
+        for i in 0..100 {
+            let d = b.fail(j.next_unit());
+            assert!(d <= Duration::from_secs(2), "{d:?}");
+            if i > 10 {
+                capped.push(d);
+            }
         }
+        assert!(capped.iter().any(|d| *d < Duration::from_millis(1900)));
+        assert!(capped.iter().all(|d| *d >= Duration::from_millis(1400)));
+    }
+
+    #[test]
+    fn the_longest_wait_is_at_once_and_never_past_the_maximum() {
+        let mut b = Backoff::new(cfg(0.3));
+        let d = b.fail_max(0.999);
+        assert!(
+            d <= Duration::from_secs(2) && d >= Duration::from_millis(1900),
+            "{d:?}"
+        );
+        // A success afterwards starts again from the initial delay.
+        b.reset();
+        assert!(b.fail(0.5) <= Duration::from_millis(130));
     }
 
     #[test]

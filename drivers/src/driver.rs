@@ -13,14 +13,22 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::modbus::codec::CodecError;
-use crate::sample::{Sample, Value};
+use crate::sample::{Quality, Reason, Sample, TagName, Timestamp, Value};
 
 /// A protocol driver. Implementations run until `ctx.cancel` fires.
 #[async_trait]
 pub trait Driver: Send + 'static {
     /// Name shown in logs and status (device or serial line name).
     fn name(&self) -> &str;
+    /// Every tag this driver reads, so a supervisor can mark them all bad
+    /// when the driver fails.
+    fn tags(&self) -> Vec<TagName>;
+    /// A new driver with the same configuration and fresh state, to
+    /// restart after a failure (what it learned about the device, such as
+    /// a refined read plan, may be kept).
+    fn respawn(&self) -> Box<dyn Driver>;
     /// Run until cancelled: read, push samples, serve writes, report status.
     async fn run(self: Box<Self>, ctx: DriverContext);
 }
@@ -127,8 +135,11 @@ pub enum WriteError {
 /// State of one device (unit) behind a driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkState {
-    /// Reading normally.
+    /// Reading normally: the device returns data.
     Up,
+    /// The device answers, but every read of its last polls was refused
+    /// (exceptions or malformed answers): no data, so not up.
+    Refusing { reason: String },
     /// Trying to (re)connect.
     Connecting,
     /// Not answering; skipped until the backoff expires.
@@ -160,6 +171,9 @@ pub struct DriverStatus {
     pub last_cycle: Option<Duration>,
     pub last_error: Option<String>,
     pub units: Vec<UnitStatus>,
+    /// Times the driver task failed (panicked or ended by itself) and was
+    /// restarted by its supervisor.
+    pub restarts: u64,
 }
 
 /// The edge node's grip on a running driver.
@@ -174,7 +188,27 @@ pub struct DriverHandle {
 /// Queued writes per driver; a full queue makes `write` wait.
 const WRITE_QUEUE: usize = 16;
 
-/// Start `driver` on the current tokio runtime.
+/// How long a restarted driver must run before its restart backoff resets:
+/// shorter lives are a crash loop and wait longer each time.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Restart delays of a failed driver task.
+fn restart_backoff() -> Backoff {
+    Backoff::new(firmware_config::Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+        jitter: 0.2,
+    })
+}
+
+/// Start `driver` on the current tokio runtime, under a supervisor.
+///
+/// The supervisor runs the driver as its own task. If that task panics or
+/// ends although nobody cancelled it, the failure is logged at once as an
+/// error, every tag of the driver goes `Bad(driver_failed)`, the status
+/// shows it, and a fresh driver ([`Driver::respawn`]) is started after a
+/// backoff (1 s doubling to 60 s; reset after a minute of healthy running).
+/// Writes keep flowing to whichever incarnation is running.
 pub fn spawn(
     driver: Box<dyn Driver>,
     samples: mpsc::Sender<Vec<Sample>>,
@@ -186,18 +220,116 @@ pub fn spawn(
         ..DriverStatus::default()
     });
     let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE);
-    let ctx = DriverContext {
-        samples,
-        writes: write_rx,
-        status: status_tx,
-        cancel,
-    };
-    let task = tokio::spawn(driver.run(ctx));
+    let task = tokio::spawn(supervise(driver, samples, write_rx, status_tx, cancel));
     DriverHandle {
         name,
         status: status_rx,
         writes: write_tx,
         task,
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+async fn supervise(
+    template: Box<dyn Driver>,
+    samples: mpsc::Sender<Vec<Sample>>,
+    mut writes: mpsc::Receiver<WriteCommand>,
+    status: watch::Sender<DriverStatus>,
+    cancel: CancellationToken,
+) {
+    let name = template.name().to_owned();
+    let tags = template.tags();
+    let mut backoff = restart_backoff();
+    let mut jitter = Jitter::from_name(&name);
+    let mut writes_open = true;
+    loop {
+        let (inner_tx, inner_rx) = mpsc::channel(WRITE_QUEUE);
+        let ctx = DriverContext {
+            samples: samples.clone(),
+            writes: inner_rx,
+            status: status.clone(),
+            cancel: cancel.clone(),
+        };
+        let started = tokio::time::Instant::now();
+        let mut task = tokio::spawn(template.respawn().run(ctx));
+        let ended = loop {
+            tokio::select! {
+                r = &mut task => break r,
+                cmd = writes.recv(), if writes_open => match cmd {
+                    // If the incarnation dies meanwhile its receiver is
+                    // dropped and the caller hears that the driver stopped.
+                    Some(cmd) => {
+                        if let Err(mpsc::error::SendError(cmd)) = inner_tx.send(cmd).await {
+                            let _ = cmd.reply.send(Err(WriteError::DriverStopped));
+                        }
+                    }
+                    None => writes_open = false,
+                },
+            }
+        };
+        let failure = match ended {
+            Ok(()) if cancel.is_cancelled() => return,
+            Err(e) if e.is_cancelled() => return,
+            Ok(()) => "the driver task ended by itself".to_owned(),
+            Err(e) => match e.try_into_panic() {
+                Ok(payload) => format!("the driver task panicked: {}", panic_text(&*payload)),
+                Err(e) => format!("the driver task failed: {e}"),
+            },
+        };
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff.reset();
+        }
+        let wait = backoff.fail(jitter.next_unit());
+        tracing::error!(driver = %name, error = %failure, restart_in = ?wait, "driver failed; its tags are marked bad and it will be restarted");
+        status.send_modify(|s| {
+            s.connected = false;
+            s.errors += 1;
+            s.restarts += 1;
+            s.last_error = Some(failure.clone());
+            for u in &mut s.units {
+                u.state = LinkState::Down {
+                    failures: backoff.failures(),
+                    retry_in: wait,
+                };
+            }
+        });
+        let ts = Timestamp::now();
+        let bad: Vec<Sample> = tags
+            .iter()
+            .map(|t| Sample {
+                tag: t.clone(),
+                ts,
+                value: None,
+                quality: Quality::Bad(Reason::DriverFailed),
+            })
+            .collect();
+        if !bad.is_empty() {
+            tokio::select! {
+                r = samples.send(bad) => if r.is_err() { return },
+                _ = cancel.cancelled() => return,
+            }
+        }
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(until) => break,
+                cmd = writes.recv(), if writes_open => match cmd {
+                    Some(cmd) => { let _ = cmd.reply.send(Err(WriteError::NotConnected)); }
+                    None => writes_open = false,
+                },
+            }
+        }
     }
 }
 

@@ -57,8 +57,23 @@ pub enum Reason {
     BackedOff,
     /// The value has not been refreshed for longer than expected.
     Stale,
-    /// The response could not be decoded into the configured type.
+    /// The response could not be decoded into the configured type, or
+    /// did not match the request (e.g. fewer registers than asked for).
     Decode(String),
+    /// The device broke the protocol (corrupt frame, answer to another
+    /// request): our own short text, never a dump of the answer.
+    Protocol(String),
+    /// The driver task failed (panicked or ended) and is being restarted.
+    DriverFailed,
+    /// The server sent a value of a type we do not store (e.g. an OPC UA
+    /// structure), named in the text.
+    Unsupported(String),
+    /// The device's own quality or status (e.g. an OPC UA status code
+    /// such as `BadNodeIdUnknown`).
+    Status(String),
+    /// The source timestamp was too far from our clock and was replaced
+    /// by the receive time (the text says by how much it was off).
+    ClockSkew(String),
     /// Anything else, with a human-readable explanation.
     Other(String),
 }
@@ -66,12 +81,21 @@ pub enum Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reason::Exception(c) => write!(f, "modbus exception {c:#04x}"),
+            Reason::Exception(c) => write!(
+                f,
+                "modbus exception {c:02} ({})",
+                crate::modbus::exception_name(*c)
+            ),
             Reason::Timeout => f.write_str("timeout"),
             Reason::ConnectionLost => f.write_str("connection lost"),
             Reason::BackedOff => f.write_str("device backed off"),
             Reason::Stale => f.write_str("stale"),
             Reason::Decode(m) => write!(f, "decode error: {m}"),
+            Reason::Protocol(m) => write!(f, "protocol error: {m}"),
+            Reason::DriverFailed => f.write_str("driver failed; restarting"),
+            Reason::Unsupported(m) => write!(f, "unsupported value: {m}"),
+            Reason::Status(m) => f.write_str(m),
+            Reason::ClockSkew(m) => write!(f, "source timestamp replaced: {m}"),
             Reason::Other(m) => f.write_str(m),
         }
     }

@@ -1186,6 +1186,14 @@ impl Driver for Echo {
         "echo"
     }
 
+    fn tags(&self) -> Vec<drivers::TagName> {
+        vec!["ok".into()]
+    }
+
+    fn respawn(&self) -> Box<dyn Driver> {
+        Box::new(Echo)
+    }
+
     async fn run(self: Box<Self>, mut ctx: DriverContext) {
         ctx.status.send_modify(|s| s.connected = true);
         loop {
@@ -1237,4 +1245,169 @@ async fn any_driver_gets_a_handle_with_status_and_writes() {
     tokio::time::timeout(Duration::from_secs(5), h.join())
         .await
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Supervision: a driver task that dies is noticed, reported and restarted
+// ---------------------------------------------------------------------------
+
+/// Serves writes to "ok"; its first `fail_first` incarnations panic (or,
+/// with `by_returning`, end by themselves) at their first write or after
+/// `after` has passed.
+#[derive(Debug)]
+struct Fragile {
+    runs: Arc<AtomicUsize>,
+    fail_first: usize,
+    by_returning: bool,
+}
+
+#[async_trait]
+impl Driver for Fragile {
+    fn name(&self) -> &str {
+        "fragile"
+    }
+
+    fn tags(&self) -> Vec<drivers::TagName> {
+        vec!["fragile.a".into(), "fragile.b".into()]
+    }
+
+    fn respawn(&self) -> Box<dyn Driver> {
+        Box::new(Fragile {
+            runs: self.runs.clone(),
+            fail_first: self.fail_first,
+            by_returning: self.by_returning,
+        })
+    }
+
+    async fn run(self: Box<Self>, mut ctx: DriverContext) {
+        let run = self.runs.fetch_add(1, Ordering::SeqCst);
+        ctx.status.send_modify(|s| s.connected = true);
+        let _ = ctx
+            .send(vec![Sample {
+                tag: "fragile.a".into(),
+                ts: drivers::Timestamp::now(),
+                value: Some(Value::U64(run as u64)),
+                quality: Quality::Good,
+            }])
+            .await;
+        if run < self.fail_first {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.by_returning {
+                return;
+            }
+            panic!("decoder bug number {run}");
+        }
+        loop {
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => break,
+                Some(cmd) = ctx.writes.recv() => { let _ = cmd.reply.send(Ok(())); }
+            }
+        }
+    }
+}
+
+async fn collect(rx: &mut mpsc::Receiver<Vec<Sample>>, out: &mut Vec<Sample>, within: Duration) {
+    let end = tokio::time::Instant::now() + within;
+    while let Ok(Some(b)) = tokio::time::timeout_at(end, rx.recv()).await {
+        out.extend(b);
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_driver_is_reported_at_once_marked_bad_and_restarted() {
+    let (tx, mut rx) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let h = drivers::spawn(
+        Box::new(Fragile {
+            runs: runs.clone(),
+            fail_first: 2,
+            by_returning: false,
+        }),
+        tx,
+        cancel.clone(),
+    );
+    let mut seen = Vec::new();
+    // The first failure is reported within its own poll, not at shutdown.
+    collect(&mut rx, &mut seen, Duration::from_millis(500)).await;
+    let bad: Vec<_> = seen
+        .iter()
+        .filter(|s| s.quality == Quality::Bad(Reason::DriverFailed))
+        .map(|s| s.tag.to_string())
+        .collect();
+    assert_eq!(bad, ["fragile.a", "fragile.b"], "{seen:?}");
+    let st = h.status();
+    assert_eq!(st.restarts, 1);
+    assert!(!st.connected);
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap()
+            .contains("panicked: decoder bug number 0"),
+        "{st:?}"
+    );
+    // A write while it waits to restart is refused, not queued forever.
+    let w = WriteRequest::Tag {
+        tag: "ok".into(),
+        value: Value::Bool(true),
+    };
+    assert_eq!(h.write(w.clone()).await, Err(WriteError::NotConnected));
+    // Restarted with backoff (1 s, then about 2 s), then it stays up.
+    collect(&mut rx, &mut seen, Duration::from_secs(5)).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "two failures, then a healthy run"
+    );
+    assert_eq!(h.status().restarts, 2);
+    assert!(h.status().connected);
+    assert_eq!(h.write(w).await, Ok(()));
+    let good_runs: Vec<_> = seen
+        .iter()
+        .filter(|s| s.quality.is_good())
+        .map(|s| s.value.clone())
+        .collect();
+    assert_eq!(
+        good_runs,
+        [
+            Some(Value::U64(0)),
+            Some(Value::U64(1)),
+            Some(Value::U64(2))
+        ]
+    );
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), h.join())
+        .await
+        .unwrap();
+    // Cancelled on purpose: not a failure, not restarted.
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_driver_that_ends_by_itself_is_a_failure_too() {
+    let (tx, mut rx) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let h = drivers::spawn(
+        Box::new(Fragile {
+            runs: runs.clone(),
+            fail_first: 1,
+            by_returning: true,
+        }),
+        tx,
+        cancel.clone(),
+    );
+    let mut seen = Vec::new();
+    collect(&mut rx, &mut seen, Duration::from_secs(3)).await;
+    assert!(
+        seen.iter()
+            .any(|s| s.quality == Quality::Bad(Reason::DriverFailed))
+    );
+    let st = h.status();
+    assert_eq!(st.restarts, 1);
+    assert!(st.last_error.unwrap().contains("ended by itself"));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert!(h.status().connected);
+    cancel.cancel();
+    h.join().await;
 }

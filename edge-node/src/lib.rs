@@ -478,21 +478,32 @@ pub fn history_report(
     );
     let _ = writeln!(
         out,
-        "{:<26} {:>8} {:>14} {:>14} {:>14} {:>7}",
-        "bucket start (UTC)", "count", "min", "avg", "max", "good"
+        "{:<26} {:>8} {:>14} {:>14} {:>14} {:>7}  note",
+        "bucket start (UTC)", "samples", "min", "avg", "max", "good"
     );
     for b in rows {
         let start =
             std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(b.start_ms).unwrap_or(0));
+        let stats = if b.count > 0 {
+            format!("{:>14.4} {:>14.4} {:>14.4}", b.min, b.avg, b.max)
+        } else {
+            // Nothing numeric to summarise: no NaN columns.
+            format!("{:>14} {:>14} {:>14}", "-", "-", "-")
+        };
+        let mut note = Vec::new();
+        if let Some(t) = &b.last_text {
+            note.push(format!("last {t:?}"));
+        }
+        if let Some(q) = &b.bad_reason {
+            note.push(format!("last not good: {q}"));
+        }
         let _ = writeln!(
             out,
-            "{:<26} {:>8} {:>14.4} {:>14.4} {:>14.4} {:>6.0}%",
+            "{:<26} {:>8} {stats} {:>6.0}%  {}",
             humantime::format_rfc3339_millis(start).to_string(),
-            b.count,
-            b.min,
-            b.avg,
-            b.max,
-            b.good_fraction * 100.0
+            b.samples,
+            b.good_fraction * 100.0,
+            note.join("; ")
         );
     }
     Ok(out)

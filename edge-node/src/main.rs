@@ -91,6 +91,8 @@ enum ForecastCommand {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once from the command line; the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum OpcuaCommand {
     /// Walk a server's address space; print a tree or write a tag-list CSV
     /// for `[[import]]`.
@@ -109,10 +111,19 @@ enum OpcuaCommand {
         /// File holding the password (never pass passwords on the command line).
         #[arg(long)]
         password_file: Option<PathBuf>,
-        /// PKI directory (client certificate, trusted/ and rejected/ server certificates).
-        #[arg(long, default_value = "/var/lib/apos-edge/pki")]
-        pki_dir: PathBuf,
+        /// PKI directory (client certificate, trusted/ and rejected/ server
+        /// certificates). Default: the first OPC UA device's `pki_dir` in
+        /// --config, else /var/lib/apos-edge/pki.
+        #[arg(long)]
+        pki_dir: Option<PathBuf>,
+        /// The edge node's configuration: browse as this node (its site and
+        /// node id make the certificate's application URI, the same as
+        /// `run`). Without it, browse uses the certificate already in the
+        /// PKI directory and never replaces it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Start node (default: the Objects folder), e.g. "nsu=urn:plant;s=Line1".
+        /// Tag names in the CSV then start with this node's name.
         #[arg(long)]
         start: Option<String>,
         #[arg(long, default_value_t = 6)]
@@ -123,6 +134,9 @@ enum OpcuaCommand {
         /// Device name for the CSV's `device` column.
         #[arg(long, default_value = "opcua")]
         device: String,
+        /// Also put array variables in the CSV (stored as JSON text).
+        #[arg(long)]
+        arrays: bool,
     },
     /// Trust a server certificate that the client rejected (moves it from
     /// rejected/ to trusted/ in the PKI directory). Lists them without --name.
@@ -362,11 +376,48 @@ fn opcua(cmd: OpcuaCommand) -> anyhow::Result<()> {
             user,
             password_file,
             pki_dir,
+            config,
             start,
             depth,
             csv,
             device,
+            arrays,
         } => {
+            // One identity per PKI: the node's own (from its configuration),
+            // or whatever certificate the PKI already holds.
+            let node_cfg = config
+                .as_deref()
+                .map(|c| firmware_config::load(c).map_err(|e| anyhow::anyhow!("{e}")))
+                .transpose()?;
+            let pki_dir = pki_dir
+                .or_else(|| {
+                    node_cfg
+                        .as_ref()?
+                        .devices
+                        .iter()
+                        .find_map(|d| match &d.transport {
+                            firmware_config::Transport::OpcUa(ep) => Some(ep.pki_dir.clone()),
+                            _ => None,
+                        })
+                })
+                .unwrap_or_else(|| PathBuf::from("/var/lib/apos-edge/pki"));
+            let identity = match &node_cfg {
+                Some(c) => {
+                    drivers::opcua::pki::OwnIdentity::of_node(&c.node.site_id, &c.node.node_id)
+                }
+                None => match drivers::opcua::pki::existing_identity(&pki_dir) {
+                    Some(id) => id,
+                    None => {
+                        eprintln!(
+                            "note: {} holds no certificate yet and no --config was given: browsing as \
+                             urn:apos:edge:browse:cli. `apos-edge run` will make the node's own certificate \
+                             (and keep this one aside); pass --config to browse as the node",
+                            pki_dir.display()
+                        );
+                        drivers::opcua::pki::OwnIdentity::of_node("browse", "cli")
+                    }
+                },
+            };
             // Build the device exactly as a config file would, so the same
             // validation (and messages) apply.
             let mut toml = format!(
@@ -398,6 +449,7 @@ fn opcua(cmd: OpcuaCommand) -> anyhow::Result<()> {
             let found = rt
                 .block_on(drivers::opcua::browse::browse(
                     ep,
+                    &identity,
                     start.as_ref(),
                     depth,
                     Duration::from_secs(10),
@@ -405,15 +457,26 @@ fn opcua(cmd: OpcuaCommand) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(e))?;
             match csv {
                 Some(path) => {
-                    let text = drivers::opcua::browse::csv(&found, &device);
-                    std::fs::write(&path, text)
+                    let opts = drivers::opcua::browse::CsvOptions { arrays };
+                    let (text, skipped) = drivers::opcua::browse::csv(&found, &device, opts);
+                    std::fs::write(&path, &text)
                         .with_context(|| format!("writing {}", path.display()))?;
                     println!(
                         "wrote {} variables to {}; import it with [[import]] file = {:?}",
-                        found.iter().filter(|f| f.is_variable).count(),
+                        text.lines().count().saturating_sub(1),
                         path.display(),
                         path.display().to_string()
                     );
+                    if skipped > 0 {
+                        println!(
+                            "left out {skipped} variables that are structures{} (see the tree without --csv)",
+                            if arrays {
+                                ""
+                            } else {
+                                " or arrays (add --arrays to include arrays as JSON text)"
+                            }
+                        );
+                    }
                 }
                 None => print!("{}", drivers::opcua::browse::tree(&found)),
             }

@@ -170,6 +170,23 @@ fn should_store(last: Option<&LastStored>, new: &Sample, deadband: f64) -> bool 
     }
 }
 
+/// Keep a tag's samples apart in time. History is keyed by (tag,
+/// millisecond), so a second sample in the same millisecond replaces the
+/// first: a poll that reads a value Good and then fails later in the same
+/// cycle would lose the Good value to the Bad marking. A sample that
+/// differs from the previous one of its tag but carries the same
+/// millisecond, or a bad marking (no value) stamped before it, is moved to
+/// the millisecond after it: a marking is an event of "now" and follows
+/// whatever came before. Good values with their own earlier source time
+/// (out-of-order OPC UA deliveries) are left as they are.
+fn order_after(prev: &Sample, s: &mut Sample) {
+    let marking = s.value.is_none() && !s.quality.is_good();
+    let same = prev.quality == s.quality && prev.value == s.value;
+    if (s.ts == prev.ts && !same) || (s.ts < prev.ts && marking) {
+        s.ts = Timestamp(prev.ts.as_millis().saturating_add(1));
+    }
+}
+
 /// Run the filter stage until the input closes; then the output is dropped,
 /// which lets the history writer flush and stop.
 pub async fn run_filter(
@@ -215,8 +232,15 @@ pub async fn run_filter(
         stats.batches_in.fetch_add(1, Ordering::Relaxed);
         stats.samples_in.fetch_add(n, Ordering::Relaxed);
         let mut keep = Vec::with_capacity(batch.len());
+        let mut batch = batch;
         {
             let mut live = live.write().await;
+            for s in &mut batch {
+                if let Some(prev) = live.get(&s.tag) {
+                    order_after(prev, s);
+                }
+                live.insert(s.tag.clone(), s.clone());
+            }
             if let Some(a) = aggregate.as_mut() {
                 let mut closed = Vec::new();
                 for s in &batch {
@@ -225,7 +249,6 @@ pub async fn run_filter(
                 a.pending.extend(closed);
             }
             for s in batch {
-                live.insert(s.tag.clone(), s.clone());
                 let db = current.deadband.get(&*s.tag).copied().unwrap_or(0.0);
                 if should_store(last.get(&s.tag), &s, db) {
                     last.insert(s.tag.clone(), LastStored { sample: s.clone() });
@@ -375,6 +398,65 @@ mod tests {
             0.5
         ));
         assert!(should_store(None, &s(0, 1.0, Quality::Good), 0.5));
+    }
+
+    #[tokio::test]
+    async fn a_marking_in_the_same_millisecond_never_replaces_a_good_value() {
+        let (tx_in, rx_in) = mpsc::channel(4);
+        let (tx_out, mut rx_out) = mpsc::channel(4);
+        let (_set_tx, set_rx) = watch::channel(Arc::new(FilterSettings::default()));
+        let task = tokio::spawn(run_filter(
+            rx_in,
+            tx_out,
+            set_rx,
+            LiveTable::default(),
+            Arc::new(PipelineStats::default()),
+            None,
+        ));
+        let bad = |ts| Sample {
+            tag: Arc::from("t"),
+            ts: Timestamp(ts),
+            value: None,
+            quality: Quality::Bad(Reason::Timeout),
+        };
+        // A poll read the tag Good, then failed in the same millisecond.
+        tx_in
+            .send(vec![s(1000, 7.0, Quality::Good), bad(1000)])
+            .await
+            .unwrap();
+        // A marking stamped before the last value (a clock step) follows it.
+        tx_in
+            .send(vec![s(2000, 8.0, Quality::Good), bad(1990)])
+            .await
+            .unwrap();
+        // The same reading re-sent is the same sample, not moved.
+        tx_in
+            .send(vec![
+                s(3000, 9.0, Quality::Good),
+                s(3000, 9.0, Quality::Good),
+            ])
+            .await
+            .unwrap();
+        drop(tx_in);
+        let mut out = Vec::new();
+        while let Some(b) = rx_out.recv().await {
+            out.extend(b);
+        }
+        task.await.unwrap();
+        let got: Vec<(i64, bool)> = out
+            .iter()
+            .map(|s| (s.ts.as_millis(), s.quality.is_good()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1000, true),
+                (1001, false),
+                (2000, true),
+                (2001, false),
+                (3000, true)
+            ]
+        );
     }
 
     #[tokio::test]

@@ -100,10 +100,17 @@ fn parse_rows(
         }
     };
     let mut columns: Vec<Option<&'static str>> = Vec::new();
-    let header_line = src.line_text(1).to_string();
+    // The header is the first row that is not a comment: errors about it
+    // point at it, not at a comment line above it.
+    let (header_no, header_start) = headers
+        .position()
+        .map(|p| (p.line() as usize, p.byte() as usize))
+        .unwrap_or((1, 0));
+    let header_line = src.line_text(header_no).to_string();
+    let header_span = header_start..header_start + header_line.len();
     let mut cursor = 0usize;
     for h in headers.iter() {
-        let span = find_span(&header_line, 0, h, &mut cursor);
+        let span = find_span(&header_line, header_start, h, &mut cursor);
         let lower = h.to_ascii_lowercase();
         match COLUMNS.iter().find(|c| **c == lower) {
             Some(c) => columns.push(Some(c)),
@@ -131,7 +138,7 @@ fn parse_rows(
             diags.push(
                 Diagnostic::at(
                     src,
-                    0..header_line.len(),
+                    header_span.clone(),
                     "header",
                     format!("required column `{req}` is missing"),
                 )
@@ -147,7 +154,7 @@ fn parse_rows(
         diags.push(
             Diagnostic::at(
                 src,
-                0..header_line.len(),
+                header_span,
                 "header",
                 "no `device` column and no default device",
             )

@@ -121,6 +121,10 @@ pub struct OpcUaEndpoint {
     /// Default publishing interval of the subscription (and default
     /// sampling interval of its items).
     pub publishing_interval: Duration,
+    /// A source (or server) timestamp more than this ahead of the edge's
+    /// clock is replaced by the server's timestamp or the receive time,
+    /// and the sample is marked uncertain.
+    pub clock_tolerance: Duration,
 }
 
 /// OPC UA security policies (Part 7 profiles) the client supports.

@@ -232,6 +232,7 @@ pub struct RawDevice {
     pub session_timeout: Option<S<Dur>>,
     pub keep_alive: Option<S<Dur>>,
     pub publishing_interval: Option<S<Dur>>,
+    pub clock_tolerance: Option<S<Dur>>,
 }
 
 pub const TCP_ONLY: &[&str] = &["host", "port", "connect_timeout"];
@@ -259,6 +260,7 @@ pub const OPCUA_ONLY: &[&str] = &[
     "session_timeout",
     "keep_alive",
     "publishing_interval",
+    "clock_tolerance",
 ];
 
 /// A number or a text, e.g. `data_change_deadband = 0.5` or `"2%"`.

@@ -296,6 +296,84 @@ fn csv_import_errors_point_at_the_csv_line_and_column() {
 }
 
 #[test]
+fn csv_header_errors_point_at_the_header_after_comment_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("map.csv"),
+        "# Energy meter EM-24, register map rev. 3\n# exported 2026-11-30\nname,area,adress,type\nt1,holding,10,u16\n",
+    )
+    .unwrap();
+    let main = dir.path().join("edge.toml");
+    let text = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n\n[[device]]\nname = \"plc\"\nprotocol = \"modbus-tcp\"\nhost = \"127.0.0.1\"\n\n[[import]]\nfile = \"map.csv\"\ndevice = \"plc\"\n";
+    std::fs::write(&main, text).unwrap();
+    let out = load(&main).unwrap_err().to_string();
+    // Both header errors (the misspelt column, the missing `address`) are
+    // on line 3, the header, and quote it.
+    assert!(out.contains("map.csv:3:19"), "{out}");
+    assert!(out.contains("map.csv:3:1"), "{out}");
+    assert!(!out.contains("map.csv:1:"), "{out}");
+    assert!(out.contains("name,area,adress,type"), "{out}");
+    assert!(!out.contains("| # Energy meter"), "{out}");
+}
+
+#[test]
+fn documented_type_aliases_are_accepted_in_csv_and_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: String = [
+        ("word", "u16"),
+        ("INT", "i16"),
+        ("dword", "u32"),
+        ("udint", "u32"),
+        ("dint", "i32"),
+        ("ulint", "u64"),
+        ("lint", "i64"),
+        ("Real", "f32"),
+        ("float", "f32"),
+        ("float32", "f32"),
+        ("lreal", "f64"),
+        ("double", "f64"),
+        ("int16", "i16"),
+        ("uint32", "u32"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (alias, _))| format!("t{i},holding,{},{alias}\n", i * 4))
+    .collect();
+    std::fs::write(
+        dir.path().join("map.csv"),
+        format!("name,area,address,type\n{rows}"),
+    )
+    .unwrap();
+    let main = dir.path().join("edge.toml");
+    let text = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n[storage]\npath = \"h.db\"\n\n[[device]]\nname = \"plc\"\nprotocol = \"modbus-tcp\"\nhost = \"127.0.0.1\"\n\n[[import]]\nfile = \"map.csv\"\ndevice = \"plc\"\n";
+    std::fs::write(&main, text).unwrap();
+    let cfg = load(&main).unwrap();
+    let names: Vec<&str> = cfg
+        .tags
+        .iter()
+        .map(|t| t.modbus().unwrap().data_type.name())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "u16", "i16", "u32", "u32", "i32", "u64", "i64", "f32", "f32", "f32", "f64", "f64",
+            "i16", "u32"
+        ]
+    );
+    // The docs list exactly these.
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .unwrap();
+    for alias in [
+        "`word`", "`int`", "`dword`", "`udint`", "`dint`", "`ulint`", "`lint`", "`real`",
+        "`float`", "`lreal`", "`double`",
+    ] {
+        assert!(docs.contains(alias), "{alias} is documented");
+    }
+}
+
+#[test]
 fn include_errors_are_located_in_the_included_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tags.toml"), "[[tag]]\nname = \"x\"\ndevice = \"plc\"\narea = \"holding\"\naddress = 1\ntype = \"u32\"\nbit = 2\n\n[node]\nsite_id = \"z\"\n").unwrap();

@@ -6,9 +6,11 @@
 
 mod demo;
 mod faults;
+mod modbus_faults;
 mod modbus_rtu;
 mod modbus_tcp;
 mod opcua;
+mod opcua_faults;
 mod plant;
 mod support;
 mod sync;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use drivers::{Quality, Reason, Value, WriteRequest};
 
-use crate::support::{DriverRun, NodeOpcUaPeer, OpcUaPeer, config_header, eventually};
+use crate::support::{DriverRun, NodeOpcUaPeer, OpcUaPeer, bin, config_header, eventually};
 
 fn config(port: u16, ns: u16, pki: &std::path::Path) -> String {
     let mut s = config_header();
@@ -79,7 +79,7 @@ async fn subscription_values_arrive_writes_land_and_a_restart_is_a_visible_gap()
     assert_eq!(run.latest("sp").unwrap().value, Some(Value::F64(42.5)));
     let missing = run.latest("missing").unwrap();
     assert!(
-        matches!(&missing.quality, Quality::Bad(Reason::Other(m)) if m.contains("BadNodeIdUnknown")),
+        matches!(&missing.quality, Quality::Bad(Reason::Status(m)) if m.contains("BadNodeIdUnknown")),
         "{missing:?}"
     );
 
@@ -285,63 +285,142 @@ async fn secure_session_needs_a_trusted_server_certificate_and_the_right_passwor
     run.stop().await;
 }
 
+/// Browse each of the three test servers (asyncua, node-opcua, and the
+/// plant's async-opcua server) from its Objects folder, as an integrator
+/// would with `apos-edge opcua browse --csv`, and import the CSV: the
+/// configuration must validate (short, valid, unique names; no session
+/// diagnostics; no structures) and the tags must read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browse_finds_the_variables_and_its_csv_imports_into_a_working_config() {
-    let Some(peer) = OpcUaPeer::start(0).await else {
+async fn browse_csv_of_every_test_server_imports_into_a_config_that_reads() {
+    let Some(asyncua) = OpcUaPeer::start(0).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    let text = config_header()
-        + &format!(
-            "\n[[device]]\nname = \"ua\"\nprotocol = \"opcua\"\nendpoint = \"opc.tcp://127.0.0.1:{}/apos/\"\n\
-             security_policy = \"None\"\npki_dir = {:?}\npublishing_interval = \"100ms\"\ntimeout = \"5s\"\n",
-            peer.port,
-            pki.display().to_string()
-        );
-    let cfg = firmware_config::load_str(&dir.path().join("probe.toml"), text.clone()).unwrap();
-    let firmware_config::Transport::OpcUa(ep) = &cfg.devices[0].transport else {
-        panic!()
+    let Some(node) = NodeOpcUaPeer::start().await else {
+        return;
     };
-
-    let found = drivers::opcua::browse::browse(ep, None, 3, Duration::from_secs(10))
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let plant =
+        apos::plant::spawn_demo_plant("127.0.0.1:0".parse().unwrap(), 7, 10.0, cancel.clone())
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plant_ua = plant
+        .serve_opcua(
+            "127.0.0.1:0".parse().unwrap(),
+            &dir.path().join("server-pki"),
+            cancel.clone(),
+        )
         .await
         .unwrap();
-    let ramp = found
-        .iter()
-        .find(|f| f.path == ["Plant", "Ramp"])
-        .expect("Plant/Ramp found");
-    assert_eq!(
-        ramp.node, "nsu=urn:apos:test;s=Plant.Ramp",
-        "written with the namespace URI"
-    );
-    assert!(ramp.is_variable);
+    let servers = [
+        (
+            "asyncua",
+            format!("opc.tcp://127.0.0.1:{}/apos/", asyncua.port),
+            "plant.ramp",
+        ),
+        (
+            "node",
+            format!("opc.tcp://127.0.0.1:{}/apos/", node.port),
+            "plant.ramp",
+        ),
+        (
+            "plant",
+            format!("opc.tcp://127.0.0.1:{}/", plant_ua.port()),
+            "heater.outlet_temp",
+        ),
+    ];
+    let pki = dir.path().join("pki");
+    let mut cfg = config_header();
+    for (name, url, _) in &servers {
+        cfg += &format!(
+            "\n[[device]]\nname = \"{name}\"\nprotocol = \"opcua\"\nendpoint = \"{url}\"\n\
+             security_policy = \"None\"\npki_dir = {:?}\npublishing_interval = \"200ms\"\ntimeout = \"5s\"\n",
+            pki.display().to_string()
+        );
+    }
+    // The integrator's first config: devices only. Browse with it, as the node.
+    let node_cfg = dir.path().join("edge.toml");
+    std::fs::write(&node_cfg, &cfg).unwrap();
+    for (name, url, _) in &servers {
+        let csv = dir.path().join(format!("{name}.csv"));
+        let out = std::process::Command::new(bin("apos-edge"))
+            .args([
+                "opcua",
+                "browse",
+                "--security-policy",
+                "None",
+                "--endpoint",
+                url,
+            ])
+            .arg("--config")
+            .arg(&node_cfg)
+            .args(["--device", name, "--csv"])
+            .arg(&csv)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&csv).unwrap();
+        for line in text.lines().skip(1) {
+            let tag = line.split(',').next().unwrap().trim_matches('"');
+            assert!(tag.len() <= 64, "{name}: {tag}");
+            assert!(
+                !line.contains(";g="),
+                "{name}: no GUID node (a session's): {line}"
+            );
+            assert!(
+                !line.to_lowercase().contains("sessiondiagnostics"),
+                "{name}: {line}"
+            );
+        }
+    }
+    // Each CSV imports into a configuration that validates, and reads.
+    // (Three whole servers from their Objects folders would share names
+    // such as `server.serverstatus.state`; browse from a start object to
+    // combine servers, below.)
+    for (name, _, probe) in &servers {
+        let one = cfg.clone()
+            + &format!(
+                "\n[[import]]\nfile = {:?}\n",
+                dir.path().join(format!("{name}.csv")).display().to_string()
+            );
+        firmware_config::load_str(&dir.path().join("one.toml"), one.clone())
+            .unwrap_or_else(|e| panic!("{name}: the browsed CSV does not import:\n{e}"));
+        let run = DriverRun::start(&one);
+        eventually(
+            &format!("{name}: {probe} reads"),
+            Duration::from_secs(60),
+            || run.good_count(probe) >= 2,
+        )
+        .await;
+        run.stop().await;
+    }
+    // From a start object, names begin with its name: two PLCs browsed
+    // from their own objects cannot collide.
+    let start: firmware_config::NodeRef = "nsu=urn:apos:test;s=Plant".parse().unwrap();
+    let parsed = firmware_config::load_str(&node_cfg, cfg.clone()).unwrap();
+    let firmware_config::Transport::OpcUa(ep) = &parsed.devices[0].transport else {
+        panic!()
+    };
+    let id = drivers::opcua::pki::OwnIdentity::of_node("test", "e2e");
+    let found = drivers::opcua::browse::browse(ep, &id, Some(&start), 2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (text, _) = drivers::opcua::browse::csv(&found, "asyncua", Default::default());
     assert!(
-        found.iter().any(|f| f.node == "i=2253" && !f.is_variable),
-        "the Server object is there too"
+        text.contains("\"plant.ramp\",\"asyncua\",\"nsu=urn:apos:test;s=Plant.Ramp\""),
+        "{text}"
     );
     let tree = drivers::opcua::browse::tree(&found);
     assert!(
-        tree.contains("Plant/  nsu=urn:apos:test;s=Plant\n  "),
+        tree.contains("Ramp  nsu=urn:apos:test;s=Plant.Ramp"),
         "{tree}"
     );
-
-    // The CSV imports as tags of the device and they read.
-    let start: firmware_config::NodeRef = "nsu=urn:apos:test;s=Plant".parse().unwrap();
-    let plant = drivers::opcua::browse::browse(ep, Some(&start), 2, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let csv = dir.path().join("plant.csv");
-    std::fs::write(&csv, drivers::opcua::browse::csv(&plant, "ua")).unwrap();
-    let with_import = text + &format!("\n[[import]]\nfile = {:?}\n", csv.display().to_string());
-    let run = DriverRun::start(&with_import);
-    eventually("imported tags read", Duration::from_secs(60), || {
-        run.good_count("ramp") >= 2
-            && run.good_count("name") >= 1
-            && run.good_count("setpoint") >= 1
-    })
-    .await;
-    run.stop().await;
+    cancel.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

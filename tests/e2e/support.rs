@@ -94,28 +94,45 @@ pub struct ModbusPeer {
     /// Serial device it serves, for `"transport": "rtu"`.
     pub serial: Option<PathBuf>,
     child: Child,
+    script: &'static str,
     spec_file: tempfile::NamedTempFile,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl ModbusPeer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The raw responder `tests/peers/modbus_quirks.py` instead of
+    /// pymodbus: answers with the faults real devices have (short answers,
+    /// bad CRCs, silence, a closed connection; see its docstring).
+    pub async fn quirks(spec: &serde_json::Value) -> Option<ModbusPeer> {
+        Self::start_script("modbus_quirks.py", spec).await
+    }
+
     /// Start the server with `spec` and wait (asynchronously, up to 20 s) for
     /// its `READY` line. `None` = skipped (no venv, see [`require_peer`]).
     ///
     /// Panics with the server's stderr if it exits or is not ready in time:
     /// a bad spec is a bug in the test.
     pub async fn start(spec: &serde_json::Value) -> Option<ModbusPeer> {
+        Self::start_script("modbus_server.py", spec).await
+    }
+
+    async fn start_script(script: &'static str, spec: &serde_json::Value) -> Option<ModbusPeer> {
         let Some(py) = python() else {
             require_peer("python venv with pymodbus (.venv)");
             return None;
         };
         let spec_file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(spec_file.path(), serde_json::to_vec(spec).unwrap()).unwrap();
-        let child = spawn_server(&py, spec_file.path());
+        let child = spawn_server(&py, script, spec_file.path());
         let mut peer = ModbusPeer {
             port: None,
             serial: None,
             child,
+            script,
             spec_file,
             stderr: Arc::default(),
         };
@@ -152,7 +169,7 @@ impl ModbusPeer {
         }
         std::fs::write(self.spec_file.path(), serde_json::to_vec(&spec).unwrap()).unwrap();
         let py = python().expect("the venv vanished between start and restart");
-        self.child = spawn_server(&py, self.spec_file.path());
+        self.child = spawn_server(&py, self.script, self.spec_file.path());
         self.stderr.lock().unwrap().clear();
         let ready = self.watch_output();
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -233,8 +250,8 @@ impl Drop for ModbusPeer {
     }
 }
 
-fn spawn_server(py: &Path, spec: &Path) -> Child {
-    let script = peers_dir().join("modbus_server.py");
+fn spawn_server(py: &Path, script: &str, spec: &Path) -> Child {
+    let script = peers_dir().join(script);
     Command::new(py)
         .arg(&script)
         .arg(spec)
@@ -316,6 +333,56 @@ pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() ->
     }
 }
 
+/// Every log line of this test process at INFO and above, for tests that
+/// check what an integrator would read (filter by a device name unique to
+/// the test: tests run in parallel in one process).
+static LOGS: Mutex<String> = Mutex::new(String::new());
+
+#[derive(Clone, Copy)]
+struct LogSink;
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Install the test process's log subscriber once: captured lines for
+/// [`log_lines`], plus `RUST_LOG`-filtered output to the test writer
+/// (`RUST_LOG=info cargo test ... -- --nocapture`).
+pub fn init_logs() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_test_writer()
+                .with_filter(tracing_subscriber::EnvFilter::from_default_env()),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(|| LogSink)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
+        .try_init();
+}
+
+/// Captured log lines (see [`init_logs`]) that contain `needle`.
+pub fn log_lines(needle: &str) -> Vec<String> {
+    LOGS.lock()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Drivers started from a configuration text, with every sample collected.
 pub struct DriverRun {
     pub handles: Vec<drivers::DriverHandle>,
@@ -327,11 +394,7 @@ pub struct DriverRun {
 impl DriverRun {
     /// Validate `toml` exactly as the edge node does, then start its drivers.
     pub fn start(toml: &str) -> DriverRun {
-        // Driver logs show with `RUST_LOG=info cargo test ... -- --nocapture`.
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
+        init_logs();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("edge.toml");
         let cfg = firmware_config::load_str(&path, toml.to_owned())
@@ -424,6 +487,10 @@ pub struct OpcUaPeer {
 }
 
 impl OpcUaPeer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Start it on `port` (0 = any free one). `None` = skipped.
     pub async fn start(port: u16) -> Option<OpcUaPeer> {
         Self::start_with(port, &[]).await
@@ -488,9 +555,14 @@ impl Drop for OpcUaPeer {
 pub struct NodeOpcUaPeer {
     pub port: u16,
     child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl NodeOpcUaPeer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `None` = skipped (node or the installed node-opcua package missing).
     pub async fn start() -> Option<NodeOpcUaPeer> {
         Self::start_with(&[]).await
@@ -514,7 +586,11 @@ impl NodeOpcUaPeer {
             .spawn()
             .unwrap();
         // Owned by the peer from here on, so every path kills and reaps it.
-        let mut peer = NodeOpcUaPeer { port: 0, child };
+        let mut peer = NodeOpcUaPeer {
+            port: 0,
+            child,
+            lines: Arc::default(),
+        };
         let stdout = peer.child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -531,9 +607,21 @@ impl NodeOpcUaPeer {
                 .unwrap_or_else(|_| panic!("node-opcua peer not READY within 60 s"));
             if let Some(p) = line.strip_prefix("READY port=") {
                 peer.port = p.trim().parse().unwrap();
+                // Later lines (e.g. `SESSION name=…`) are kept for tests.
+                let lines = peer.lines.clone();
+                std::thread::spawn(move || {
+                    while let Ok(l) = rx.recv() {
+                        lines.lock().unwrap().push(l);
+                    }
+                });
                 return Some(peer);
             }
         }
+    }
+
+    /// What the peer printed after `READY`.
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
     }
 }
 
@@ -542,6 +630,186 @@ impl Drop for NodeOpcUaPeer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A TCP proxy on 127.0.0.1 that can make a server vanish *silently*, as a
+/// power loss or a cut cable does: no FIN, no RST ever reaches the client.
+///
+/// - [`SilentProxy::vanish`]: every open connection stops carrying data in
+///   both directions (its sockets stay open), and new connections are
+///   accepted but never answered (a client waits mid-handshake).
+/// - [`SilentProxy::return_`]: new connections are forwarded again; the
+///   ones that went silent stay silent forever (their peer is gone).
+pub struct SilentProxy {
+    pub port: u16,
+    epoch: Arc<std::sync::atomic::AtomicU64>,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentProxy {
+    pub async fn start(upstream: u16) -> SilentProxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let epoch = Arc::new(AtomicU64::new(0));
+        let up = Arc::new(AtomicBool::new(true));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (e, u, a) = (epoch.clone(), up.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    break;
+                };
+                a.fetch_add(1, Ordering::SeqCst);
+                let mine = e.load(Ordering::SeqCst);
+                let forward = u.load(Ordering::SeqCst);
+                let e = e.clone();
+                conns.spawn(async move {
+                    if !forward {
+                        // Accepted, never answered (the socket stays open).
+                        std::future::pending::<()>().await;
+                        drop(client);
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let alive = |e: &Arc<AtomicU64>| e.load(Ordering::SeqCst) == mine;
+                    let up_dir = {
+                        let e = e.clone();
+                        async move {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut buf = vec![0u8; 65536];
+                            loop {
+                                let n = match tokio::time::timeout(
+                                    Duration::from_millis(50),
+                                    cr.read(&mut buf),
+                                )
+                                .await
+                                {
+                                    Err(_) => 0usize,
+                                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                                    Ok(Ok(n)) => n,
+                                };
+                                if !alive(&e) {
+                                    std::future::pending::<()>().await;
+                                }
+                                if n > 0 && sw.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            // Keep both halves open: a vanished peer sends no FIN.
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    let down_dir = async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 65536];
+                        loop {
+                            let n = match tokio::time::timeout(
+                                Duration::from_millis(50),
+                                sr.read(&mut buf),
+                            )
+                            .await
+                            {
+                                Err(_) => 0usize,
+                                Ok(Ok(0)) | Ok(Err(_)) => break,
+                                Ok(Ok(n)) => n,
+                            };
+                            if !alive(&e) {
+                                std::future::pending::<()>().await;
+                            }
+                            if n > 0 && cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        std::future::pending::<()>().await;
+                    };
+                    tokio::join!(up_dir, down_dir);
+                });
+            }
+        });
+        SilentProxy {
+            port,
+            epoch,
+            up,
+            accepted,
+            task,
+        }
+    }
+
+    /// The server vanishes without a trace (see the type's docs).
+    pub fn vanish(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The server is reachable again for new connections.
+    pub fn return_(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far (each reconnect attempt is one).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for SilentProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The TCP addresses process `pid` listens on, from its socket inodes
+/// and the kernel's tables (`/proc/<pid>/fd`, `/proc/net/tcp{,6}`).
+pub fn listening_addrs(pid: u32) -> Vec<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    l.to_str()?
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (table, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, state (0A = LISTEN), inode
+            if f.len() < 10 || f[3] != "0A" || !inodes.contains(f[9]) {
+                continue;
+            }
+            let (ip, port) = f[1].split_once(':').unwrap();
+            let port = u16::from_str_radix(port, 16).unwrap();
+            let ip: IpAddr = if v6 {
+                let mut b = [0u8; 16];
+                for (k, word) in (0..4).map(|k| &ip[8 * k..8 * k + 8]).enumerate() {
+                    let w = u32::from_str_radix(word, 16).unwrap().swap_bytes();
+                    b[4 * k..4 * k + 4].copy_from_slice(&w.to_be_bytes());
+                }
+                Ipv6Addr::from(b).into()
+            } else {
+                Ipv4Addr::from(u32::from_str_radix(ip, 16).unwrap().swap_bytes()).into()
+            };
+            out.push(SocketAddr::new(ip, port));
+        }
+    }
+    out
 }
 
 /// The peers themselves, checked with clients that share no code with our
@@ -760,5 +1028,38 @@ mod selftest {
         assert!(absent.is_empty(), "unit 4 answered {absent:02x?}");
         let answer = line.ask(&read, quiet);
         assert_eq!(answer.len(), 9, "the line still works after silence");
+    }
+
+    /// Every peer a test starts listens on loopback only (node-opcua's
+    /// `hostname` option did not bind it; `host` does).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_test_peer_listens_on_loopback_only() {
+        let check = |what: &str, pid: u32| {
+            let addrs = listening_addrs(pid);
+            assert!(!addrs.is_empty(), "{what} (pid {pid}) listens nowhere?");
+            for a in &addrs {
+                assert!(a.ip().is_loopback(), "{what} listens on {a}: {addrs:?}");
+            }
+        };
+        let spec = json!({"devices": [{"unit": 1, "holding": [[0, [1]]]}]});
+        if let Some(p) = ModbusPeer::start(&spec).await {
+            check("modbus_server.py", p.pid());
+        }
+        if let Some(p) = ModbusPeer::quirks(&json!({"units": {"1": "ok"}})).await {
+            check("modbus_quirks.py", p.pid());
+        }
+        if let Some(p) = OpcUaPeer::start(0).await {
+            check("opcua_server.py", p.pid());
+        }
+        if let Some(p) = NodeOpcUaPeer::start().await {
+            check("node opcua_server.js", p.pid());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        if let Some(p) =
+            NodeOpcUaPeer::start_with(&["--secure", "--pki", pki.to_str().unwrap()]).await
+        {
+            check("node opcua_server.js --secure", p.pid());
+        }
     }
 }

@@ -12,12 +12,17 @@ Configured by a JSON spec (a file path argument, or stdin):
                   "coils":   [[addr, [bool, ...]], ...],
                   "discrete":[[addr, [bool, ...]], ...],
                   "exception": {"holding": 2},   # optional: every read or write of that area answers this code
-                  "delay_ms": 0}]}               # optional: every answer of this unit comes this late
+                  "delay_ms": 0,                 # optional: every answer of this unit comes this late
+                  "sparse": false}]}             # optional: only configured addresses exist (a datasheet's map)
 
 Values are raw registers: encoding typed values is the test's job, so this
 server is a plain register store, as a PLC is. Each area is one block from
 address 0 to its highest configured address (at least 16 entries): gaps read
-0, addresses past the end answer exception 02. Writes land in the store and
+0, addresses past the end answer exception 02. With "sparse": true a unit
+holds only the configured addresses, as a real meter's register map does: a
+read that touches any other address answers exception 02 (pymodbus's own
+check of undefined addresses). Only register areas can be sparse: pymodbus
+packs coils and discrete inputs into words and fills their holes. Writes land in the store and
 read back. A unit id that is not configured gets no answer at all, as an
 absent RS-485 slave.
 
@@ -40,7 +45,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator import simcore
 
 AREAS = ("coils", "discrete", "holding", "input")
-DEVICE_KEYS = {"unit", "exception", "delay_ms", *AREAS}
+DEVICE_KEYS = {"unit", "exception", "delay_ms", "sparse", *AREAS}
 SPEC_KEYS = {"transport", "host", "port", "serial", "baud", "parity", "devices"}
 
 # Function codes by area, to route injected exceptions (the same mapping as
@@ -76,9 +81,19 @@ class SpecError(Exception):
     """The JSON spec is not what this script understands."""
 
 
-def block(entries, bits, where):
-    """One contiguous SimData from address 0 covering every configured address."""
+def block(entries, bits, where, sparse=False):
+    """One contiguous SimData from address 0 covering every configured address,
+    or (sparse) one SimData per configured entry and nothing in between."""
     datatype = DataType.BITS if bits else DataType.REGISTERS
+    # pymodbus marks holes between register blocks invalid, but packs bit
+    # areas into words with holes filled: only register areas can be sparse.
+    if sparse and not bits:
+        dense = block(entries, bits, where)[0].values
+        blocks = [SimData(addr, values=dense[addr:addr + len(vals)], datatype=datatype)
+                  for addr, vals in sorted(entries) if vals]
+        # pymodbus wants at least one block per area: an area with no
+        # configured address is one undefined address.
+        return blocks or [SimData(0, count=1, datatype=DataType.INVALID)]
     end = 16
     if not isinstance(entries, list):
         raise SpecError(f"{where}: a list of [address, [values...]]")
@@ -140,13 +155,16 @@ def device(spec, index):
     unit = spec.get("unit")
     if not (isinstance(unit, int) and 1 <= unit <= 247):
         raise SpecError(f"{where}.unit: {unit!r} is not a unit id 1..247")
+    sparse = spec.get("sparse", False)
+    if not isinstance(sparse, bool):
+        raise SpecError(f"{where}.sparse: {sparse!r} is not true or false")
     return SimDevice(
         id=unit,
         simdata=(
-            block(spec.get("coils", []), True, f"{where}.coils"),
-            block(spec.get("discrete", []), True, f"{where}.discrete"),
-            block(spec.get("holding", []), False, f"{where}.holding"),
-            block(spec.get("input", []), False, f"{where}.input"),
+            block(spec.get("coils", []), True, f"{where}.coils", sparse),
+            block(spec.get("discrete", []), True, f"{where}.discrete", sparse),
+            block(spec.get("holding", []), False, f"{where}.holding", sparse),
+            block(spec.get("input", []), False, f"{where}.input", sparse),
         ),
         action=make_action(spec, where),
     )

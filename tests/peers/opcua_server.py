@@ -20,6 +20,8 @@ server assigns; clients should resolve it by URI):
     Objects/Plant/Toggle      Boolean, flips every period
     Objects/Plant/Name        String "APOS test"
     Objects/Plant/Setpoint    Double, writable by clients, initially 42.5
+    Objects/Plant/Future      Double, like Ramp but with source timestamp
+                              2100-01-01 (a device with a wrong clock)
 
 Node ids are string ids: ns=<idx>;s=Plant.Ramp etc. Binds 127.0.0.1 only.
 Prints `READY port=<N> ns=<idx>` when serving; SIGTERM stops it.
@@ -30,6 +32,8 @@ import asyncio
 import logging
 import signal
 import socket
+
+from datetime import datetime, timezone
 
 from pathlib import Path
 
@@ -127,6 +131,8 @@ async def main():
     await var("Name", "APOS test", ua.VariantType.String)
     sp = await var("Setpoint", 42.5, ua.VariantType.Double)
     await sp.set_writable()
+    future = await var("Future", 0.0, ua.VariantType.Double)
+    y2100 = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -141,6 +147,11 @@ async def main():
             await ramp.write_value(ua.Variant(float(n), ua.VariantType.Double))
             await counter.write_value(ua.Variant(n, ua.VariantType.Int32))
             await toggle.write_value(ua.Variant(n % 2 == 1, ua.VariantType.Boolean))
+            await future.write_value(ua.DataValue(
+                ua.Variant(float(n), ua.VariantType.Double),
+                SourceTimestamp=y2100,
+                ServerTimestamp=datetime.now(timezone.utc),
+            ))
             try:
                 await asyncio.wait_for(stop.wait(), a.period)
             except asyncio.TimeoutError:

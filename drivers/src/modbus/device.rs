@@ -1,16 +1,17 @@
 //! One Modbus device (unit): its tags, poll groups and read plans, and the
 //! poll and write operations on a connected context.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use firmware_config::{Area, DataType, Device, EdgeConfig, Tag, WordOrder};
 use tokio::time::Instant;
-use tokio_modbus::client::{Context, Reader, Writer};
+use tokio_modbus::client::{Client, Context, Writer};
+use tokio_modbus::{Request, Response};
 
-use super::LinkError;
 use super::codec;
 use super::planner::{self, PlanItem, ReadRequest};
+use super::{LinkError, exception_name, function_code};
 use crate::driver::{WriteError, WriteRequest};
 use crate::sample::{Quality, Reason, Sample, TagName, Timestamp, Value};
 
@@ -65,9 +66,16 @@ pub struct PollGroup {
     pub interval: Duration,
     /// Indices into [`ModbusDevice::tags`].
     pub tags: Vec<usize>,
-    /// Requests; their `items` index into `tags` above.
+    /// Requests; their `items` index into `tags` above. Starts as the
+    /// planner's coalesced plan and is refined when the device refuses a
+    /// coalesced read (see [`ModbusDevice::poll`]).
     pub plan: Vec<ReadRequest>,
     pub next_due: Instant,
+    /// Coalesced reads whose splitting did not help (every part was refused
+    /// too): not split again, so a faulty device is not probed every poll.
+    refused: Vec<(Area, u16, u16)>,
+    /// Whether the group's last poll got data back (`None`: not polled yet).
+    answered: Option<bool>,
 }
 
 /// A device with its compiled tags.
@@ -80,6 +88,19 @@ pub struct ModbusDevice {
     pub groups: Vec<PollGroup>,
     /// Last quality emitted per tag: bad samples are only sent on change.
     last_quality: Vec<Option<Quality>>,
+    /// When each (function, address, count, code) exception was last
+    /// logged, and how many were not logged since.
+    exception_log: HashMap<(Area, u16, u16, u8), (Instant, u64)>,
+}
+
+/// An exception answer of the same read is logged at most this often.
+const EXCEPTION_LOG_EVERY: Duration = Duration::from_secs(600);
+
+/// Exceptions that say "this read does not fit this device" (02 illegal
+/// data address, 03 illegal data value, 04 server device failure, which
+/// some devices answer for undefined registers), as opposed to "busy".
+fn refuses_span(code: u8) -> bool {
+    matches!(code, 2..=4)
 }
 
 /// The outcome of one poll.
@@ -89,6 +110,26 @@ pub struct PollOutcome {
     pub requests: u64,
     /// Requests answered with an exception (the rest of the poll went on).
     pub exceptions: u64,
+    /// Answers that did not match the request (e.g. fewer registers than
+    /// asked for): that request's tags are `Bad(decode)`, the poll goes on.
+    pub malformed: u64,
+    /// Requests answered with data.
+    pub answers: u64,
+    /// The last exception code of this poll, for status and logs.
+    pub last_exception: Option<u8>,
+}
+
+/// How the device answered one read.
+#[derive(Debug)]
+enum Answer {
+    Data(Data),
+    Exception(u8),
+    /// Another number of registers (or too few bits) than asked for, the
+    /// framing consistent: tokio-modbus's `Reader` methods assert on this
+    /// in debug builds.
+    WrongLength {
+        got: usize,
+    },
 }
 
 impl ModbusDevice {
@@ -130,6 +171,8 @@ impl ModbusDevice {
                     plan: planner::plan(&items, limits),
                     tags: idx,
                     next_due: now,
+                    refused: Vec::new(),
+                    answered: None,
                 }
             })
             .collect();
@@ -140,7 +183,51 @@ impl ModbusDevice {
             last_quality: vec![None; specs.len()],
             tags: specs,
             groups,
+            exception_log: HashMap::new(),
         }
+    }
+
+    /// The same device with fresh state (qualities, logs), keeping the
+    /// compiled tags and any read plan it learned: what a restarted
+    /// driver starts from.
+    pub fn fresh(&self) -> Self {
+        let now = Instant::now();
+        Self {
+            name: self.name.clone(),
+            unit_id: self.unit_id,
+            timeout: self.timeout,
+            tags: self.tags.clone(),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| PollGroup {
+                    interval: g.interval,
+                    tags: g.tags.clone(),
+                    plan: g.plan.clone(),
+                    next_due: now,
+                    refused: Vec::new(),
+                    answered: None,
+                })
+                .collect(),
+            last_quality: vec![None; self.tags.len()],
+            exception_log: HashMap::new(),
+        }
+    }
+
+    /// Names of every tag of this device.
+    pub fn tag_names(&self) -> impl Iterator<Item = TagName> + '_ {
+        self.tags.iter().map(|t| t.name.clone())
+    }
+
+    /// Whether the device returns data: `Some(true)` when any group's last
+    /// poll got data, `Some(false)` when every polled group was refused
+    /// (exceptions or malformed answers only), `None` before any poll.
+    /// "Connected" means this, not an open socket.
+    pub fn answering(&self) -> Option<bool> {
+        self.groups
+            .iter()
+            .filter_map(|g| g.answered)
+            .reduce(|a, b| a || b)
     }
 
     /// Index of the group due first, and when.
@@ -210,9 +297,16 @@ impl ModbusDevice {
         out
     }
 
-    /// Read group `g` once. An exception answer marks only that request's
-    /// tags and the poll continues; a timeout or I/O error aborts the poll
-    /// (the caller reconnects or backs off) after marking the group's tags.
+    /// Read group `g` once. An exception or malformed answer marks only
+    /// that request's tags and the poll continues; a timeout or I/O error
+    /// aborts the poll: the caller marks the tags bad and reconnects or
+    /// backs off.
+    ///
+    /// A coalesced read refused with exception 02/03/04 is split
+    /// ([`planner::split`]) and the parts are read at once, down to one
+    /// read per tag; the parts that work replace it in the group's plan for
+    /// later polls (logged once). If no part returns data either, the
+    /// original read is kept and not split again.
     pub async fn poll(
         &mut self,
         ctx: &mut Context,
@@ -223,56 +317,242 @@ impl ModbusDevice {
             return Ok(out);
         };
         let plan = group.plan.clone();
-        let members = group.tags.clone();
-        for req in &plan {
-            out.requests += 1;
-            let answer = tokio::time::timeout(self.timeout, read(ctx, req)).await;
-            let ts = Timestamp::now();
-            match answer {
-                Err(_) => {
-                    let e = LinkError::Timeout(self.timeout);
-                    out.samples.extend(self.mark_group_bad(g, &e.reason()));
-                    return Err((out, e));
+        let mut learned = Vec::with_capacity(plan.len());
+        let mut changed = false;
+        for req in plan {
+            match self.read_splitting(ctx, g, req, &mut out).await {
+                Ok(pieces) => {
+                    changed |= pieces.len() > 1;
+                    learned.extend(pieces);
                 }
-                Ok(Err(e)) => {
-                    let e = LinkError::from_modbus(e);
-                    out.samples.extend(self.mark_group_bad(g, &e.reason()));
-                    return Err((out, e));
+                // The caller marks the device's tags, once it knows what
+                // the failure was (a timeout after bytes arrived on a
+                // serial line is a garbled answer, not silence).
+                Err(e) => return Err((out, e)),
+            }
+        }
+        if let Some(group) = self.groups.get_mut(g) {
+            if changed {
+                group.plan = learned;
+            }
+            if out.requests > 0 {
+                group.answered = Some(out.answers > 0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read `req`; if the device refuses it as a whole, read its parts.
+    /// Returns the requests that replace `req` in the plan.
+    async fn read_splitting(
+        &mut self,
+        ctx: &mut Context,
+        g: usize,
+        req: ReadRequest,
+        out: &mut PollOutcome,
+    ) -> Result<Vec<ReadRequest>, LinkError> {
+        let (answer, ts) = self.read_once(ctx, &req, out).await?;
+        let splittable = match &answer {
+            Answer::Exception(code) => {
+                refuses_span(*code)
+                    && req.items.len() > 1
+                    && !self.groups[g]
+                        .refused
+                        .contains(&(req.area, req.start, req.count))
+            }
+            _ => false,
+        };
+        if !splittable {
+            self.apply(g, &req, answer, ts, out);
+            return Ok(vec![req]);
+        }
+        let Answer::Exception(code) = answer else {
+            return Ok(vec![req]);
+        };
+        let items = self.plan_items(g);
+        let answers_before = out.answers;
+        let mut work: VecDeque<ReadRequest> = VecDeque::new();
+        if let Some((a, b)) = planner::split(&req, &items) {
+            work.push_back(a);
+            work.push_back(b);
+        }
+        let mut pieces = Vec::new();
+        while let Some(r) = work.pop_front() {
+            let (answer, ts) = self.read_once(ctx, &r, out).await?;
+            if let Answer::Exception(c) = answer
+                && refuses_span(c)
+                && let Some((a, b)) = planner::split(&r, &items)
+            {
+                work.push_front(b);
+                work.push_front(a);
+                continue;
+            }
+            self.apply(g, &r, answer, ts, out);
+            pieces.push(r);
+        }
+        if out.answers == answers_before {
+            // Nothing in it is readable: the device is failing (or the
+            // whole range is wrong), not choking on a bridged gap.
+            self.groups[g]
+                .refused
+                .push((req.area, req.start, req.count));
+            return Ok(vec![req]);
+        }
+        let spans: Vec<String> = pieces
+            .iter()
+            .map(|r| format!("{}..{}", r.start, u32::from(r.start) + u32::from(r.count)))
+            .collect();
+        tracing::info!(
+            device = %self.name,
+            unit = self.unit_id,
+            "the device refused the read of {} {}..{} with exception {code:02} ({}); \
+             reading it as {} smaller requests from now on ({}). Set `max_gap = 0` \
+             on this device to skip the probing",
+            area_name(req.area),
+            req.start,
+            u32::from(req.start) + u32::from(req.count),
+            exception_name(code),
+            pieces.len(),
+            spans.join(", "),
+        );
+        Ok(pieces)
+    }
+
+    /// The planner's view of group `g`'s tags (what `ReadRequest::items` index).
+    fn plan_items(&self, g: usize) -> Vec<PlanItem> {
+        self.groups[g]
+            .tags
+            .iter()
+            .map(|&t| self.tags[t].plan_item())
+            .collect()
+    }
+
+    /// One read with the device's timeout; exceptions are logged (rate-limited).
+    async fn read_once(
+        &mut self,
+        ctx: &mut Context,
+        req: &ReadRequest,
+        out: &mut PollOutcome,
+    ) -> Result<(Answer, Timestamp), LinkError> {
+        out.requests += 1;
+        let answer = match tokio::time::timeout(self.timeout, read(ctx, req)).await {
+            Err(_) => return Err(LinkError::Timeout(self.timeout)),
+            Ok(r) => r?,
+        };
+        let ts = Timestamp::now();
+        match &answer {
+            Answer::Data(_) => out.answers += 1,
+            Answer::Exception(code) => {
+                out.exceptions += 1;
+                out.last_exception = Some(*code);
+                self.log_exception(req, *code);
+            }
+            Answer::WrongLength { got } => {
+                out.malformed += 1;
+                tracing::warn!(
+                    device = %self.name,
+                    unit = self.unit_id,
+                    function = function_code(req.area),
+                    address = req.start,
+                    count = req.count,
+                    got,
+                    "malformed answer: asked for {} {}, got {got}; its tags are marked bad",
+                    req.count,
+                    if req.area.is_bit() { "bits" } else { "registers" },
+                );
+            }
+        }
+        Ok((answer, ts))
+    }
+
+    fn log_exception(&mut self, req: &ReadRequest, code: u8) {
+        let now = Instant::now();
+        let key = (req.area, req.start, req.count, code);
+        let suppressed = match self.exception_log.get_mut(&key) {
+            Some((last, n)) if now.duration_since(*last) < EXCEPTION_LOG_EVERY => {
+                *n += 1;
+                return;
+            }
+            Some((last, n)) => {
+                *last = now;
+                std::mem::take(n)
+            }
+            None => {
+                self.exception_log.insert(key, (now, 0));
+                0
+            }
+        };
+        tracing::warn!(
+            device = %self.name,
+            unit = self.unit_id,
+            function = function_code(req.area),
+            address = req.start,
+            count = req.count,
+            code,
+            suppressed,
+            "the device answered exception {code:02} ({}) to a read of {} {}..{}",
+            exception_name(code),
+            area_name(req.area),
+            req.start,
+            u32::from(req.start) + u32::from(req.count),
+        );
+    }
+
+    /// Turn one answer into samples for `req`'s tags.
+    fn apply(
+        &mut self,
+        g: usize,
+        req: &ReadRequest,
+        answer: Answer,
+        ts: Timestamp,
+        out: &mut PollOutcome,
+    ) {
+        let members = self.groups[g].tags.clone();
+        match answer {
+            Answer::Exception(code) => {
+                let reason = Reason::Exception(code);
+                for &i in &req.items {
+                    self.emit_bad(members[i], &reason, ts, &mut out.samples);
                 }
-                Ok(Ok(Err(code))) => {
-                    out.exceptions += 1;
-                    let reason = Reason::Exception(u8::from(code));
-                    for &i in &req.items {
-                        self.emit_bad(members[i], &reason, ts, &mut out.samples);
-                    }
+            }
+            Answer::WrongLength { got } => {
+                // Which register is missing is unknowable: none of them is trusted.
+                let reason = Reason::Decode(format!(
+                    "answer held {got} of {} {} read at {}",
+                    req.count,
+                    if req.area.is_bit() {
+                        "bits"
+                    } else {
+                        "registers"
+                    },
+                    req.start
+                ));
+                for &i in &req.items {
+                    self.emit_bad(members[i], &reason, ts, &mut out.samples);
                 }
-                Ok(Ok(Ok(data))) => {
-                    for &i in &req.items {
-                        let t = members[i];
-                        match self.decode(t, req, &data) {
-                            Ok(value) => {
-                                self.last_quality[t] = Some(Quality::Good);
-                                out.samples.push(Sample {
-                                    tag: self.tags[t].name.clone(),
-                                    ts,
-                                    value: Some(value),
-                                    quality: Quality::Good,
-                                });
-                            }
-                            // A bad value is as persistent as a dead link:
-                            // report it on the transition only.
-                            Err(e) => self.emit_bad(
-                                t,
-                                &Reason::Decode(e.to_string()),
+            }
+            Answer::Data(data) => {
+                for &i in &req.items {
+                    let t = members[i];
+                    match self.decode(t, req, &data) {
+                        Ok(value) => {
+                            self.last_quality[t] = Some(Quality::Good);
+                            out.samples.push(Sample {
+                                tag: self.tags[t].name.clone(),
                                 ts,
-                                &mut out.samples,
-                            ),
+                                value: Some(value),
+                                quality: Quality::Good,
+                            });
+                        }
+                        // A bad value is as persistent as a dead link:
+                        // report it on the transition only.
+                        Err(e) => {
+                            self.emit_bad(t, &Reason::Decode(e.to_string()), ts, &mut out.samples)
                         }
                     }
                 }
             }
         }
-        Ok(out)
     }
 
     /// The engineering value of tag `t` from `req`'s response.
@@ -421,22 +701,47 @@ pub enum Data {
     Words(Vec<u16>),
 }
 
-async fn read(ctx: &mut Context, req: &ReadRequest) -> tokio_modbus::Result<Data> {
-    Ok(match req.area {
-        Area::Coil => ctx.read_coils(req.start, req.count).await?.map(Data::Bits),
-        Area::DiscreteInput => ctx
-            .read_discrete_inputs(req.start, req.count)
-            .await?
-            .map(Data::Bits),
-        Area::HoldingRegister => ctx
-            .read_holding_registers(req.start, req.count)
-            .await?
-            .map(Data::Words),
-        Area::InputRegister => ctx
-            .read_input_registers(req.start, req.count)
-            .await?
-            .map(Data::Words),
-    })
+/// Read `req` through `Client::call`, checking the answer's length
+/// ourselves: tokio-modbus's `Reader` helpers `debug_assert` it, which
+/// panicked the whole driver task on a device that answers short.
+async fn read(ctx: &mut Context, req: &ReadRequest) -> Result<Answer, LinkError> {
+    let request = match req.area {
+        Area::Coil => Request::ReadCoils(req.start, req.count),
+        Area::DiscreteInput => Request::ReadDiscreteInputs(req.start, req.count),
+        Area::HoldingRegister => Request::ReadHoldingRegisters(req.start, req.count),
+        Area::InputRegister => Request::ReadInputRegisters(req.start, req.count),
+    };
+    let want = usize::from(req.count);
+    match ctx.call(request).await.map_err(LinkError::from_modbus)? {
+        Err(code) => Ok(Answer::Exception(u8::from(code))),
+        // Bits come packed in whole bytes: up to 7 padding bits follow.
+        Ok(Response::ReadCoils(mut bits) | Response::ReadDiscreteInputs(mut bits)) => {
+            if bits.len() < want {
+                return Ok(Answer::WrongLength { got: bits.len() });
+            }
+            bits.truncate(want);
+            Ok(Answer::Data(Data::Bits(bits)))
+        }
+        Ok(Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words)) => {
+            if words.len() != want {
+                return Ok(Answer::WrongLength { got: words.len() });
+            }
+            Ok(Answer::Data(Data::Words(words)))
+        }
+        // tokio-modbus has already matched the function codes.
+        Ok(_) => Err(LinkError::Protocol(
+            "an answer of another kind than the read asked for".into(),
+        )),
+    }
+}
+
+fn area_name(area: Area) -> &'static str {
+    match area {
+        Area::Coil => "coils",
+        Area::DiscreteInput => "discrete inputs",
+        Area::HoldingRegister => "holding registers",
+        Area::InputRegister => "input registers",
+    }
 }
 
 #[cfg(test)]

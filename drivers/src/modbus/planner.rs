@@ -83,6 +83,69 @@ pub fn plan(items: &[PlanItem], limits: &RequestLimits) -> Vec<ReadRequest> {
     out
 }
 
+/// Split a request the device refused (exception 02/03/04 on a coalesced
+/// read) into two smaller ones, or `None` when it serves one tag only.
+///
+/// A refused coalesced read most often spans registers the device does not
+/// define (the planner bridged a gap), so the cut goes into the widest hole
+/// between the request's tags; a request without holes is cut in the middle
+/// of its tags (the device may allow fewer registers per read than we
+/// assumed). Each part covers exactly its own tags, so repeated splitting
+/// ends at one read per tag.
+pub fn split(req: &ReadRequest, items: &[PlanItem]) -> Option<(ReadRequest, ReadRequest)> {
+    if req.items.len() < 2 {
+        return None;
+    }
+    let mut order = req.items.clone();
+    order.sort_by_key(|&i| (items[i].address, items[i].width));
+    // The hole before each tag: its start minus the furthest end so far.
+    let mut end = 0u32;
+    let mut widest = (0u32, 0usize);
+    for (k, &i) in order.iter().enumerate() {
+        let start = u32::from(items[i].address);
+        if k > 0 {
+            let hole = start.saturating_sub(end);
+            if hole > widest.0 {
+                widest = (hole, k);
+            }
+        }
+        end = end.max(start + u32::from(items[i].width.max(1)));
+    }
+    let cut = if widest.0 > 0 {
+        widest.1
+    } else {
+        // No hole: cut between two distinct addresses near the middle
+        // (tags sharing registers stay together).
+        let mid = order.len() / 2;
+        let at = |k: usize| items[order[k]].address;
+        (mid..order.len())
+            .chain((1..mid).rev())
+            .find(|&k| at(k) != at(k - 1))?
+    };
+    let (a, b) = order.split_at(cut);
+    Some((covering(req.area, a, items), covering(req.area, b, items)))
+}
+
+/// The smallest request covering `part` (non-empty, sorted by address).
+fn covering(area: Area, part: &[usize], items: &[PlanItem]) -> ReadRequest {
+    let start = part
+        .iter()
+        .map(|&i| items[i].address)
+        .min()
+        .unwrap_or_default();
+    let end = part
+        .iter()
+        .map(|&i| u32::from(items[i].address) + u32::from(items[i].width.max(1)))
+        .max()
+        .unwrap_or(u32::from(start) + 1);
+    ReadRequest {
+        area,
+        start,
+        count: u16::try_from(end - u32::from(start)).unwrap_or(u16::MAX),
+        items: part.to_vec(),
+    }
+}
+
 /// The naive plan: one request per tag (for comparison in benchmarks).
 pub fn plan_per_tag(items: &[PlanItem]) -> Vec<ReadRequest> {
     items
@@ -295,6 +358,86 @@ mod tests {
             let p = plan(&items, &l);
             check(&items, &l, &p);
             assert_eq!(p.len(), optimal(&items, &l), "items {items:?} limits {l:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_read_is_split_at_its_widest_hole_down_to_one_tag() {
+        // A meter's datasheet: 0..2 and 3 defined, 4..19 not, 20..23 defined.
+        let items = [
+            item(HoldingRegister, 0, 2),
+            item(HoldingRegister, 20, 2),
+            item(HoldingRegister, 3, 1),
+            item(HoldingRegister, 22, 2),
+        ];
+        let l = limits(125, 2000, 16);
+        let p = plan(&items, &l);
+        assert_eq!(p.len(), 1, "the default gap bridges the hole");
+        let (a, b) = split(&p[0], &items).unwrap();
+        assert_eq!((a.start, a.count, a.items.clone()), (0, 4, vec![0, 2]));
+        assert_eq!((b.start, b.count, b.items.clone()), (20, 4, vec![1, 3]));
+        check(&items, &l, &[a.clone(), b.clone()]);
+        // No hole left: halves, then single tags, then nothing more to split.
+        let (a1, a2) = split(&a, &items).unwrap();
+        assert_eq!((a1.start, a1.count, a2.start, a2.count), (0, 2, 3, 1));
+        assert!(split(&a1, &items).is_none());
+    }
+
+    #[test]
+    fn splitting_keeps_tags_that_share_registers_together() {
+        let items = [
+            item(HoldingRegister, 5, 1),
+            item(HoldingRegister, 5, 2),
+            item(HoldingRegister, 5, 1),
+        ];
+        let p = plan(&items, &limits(125, 2000, 0));
+        assert!(
+            split(&p[0], &items).is_none(),
+            "one address: nothing to split"
+        );
+        let items = [
+            item(HoldingRegister, 5, 1),
+            item(HoldingRegister, 5, 2),
+            item(HoldingRegister, 7, 1),
+        ];
+        let p = plan(&items, &limits(125, 2000, 0));
+        let (a, b) = split(&p[0], &items).unwrap();
+        assert_eq!((a.items.len(), b.items.len()), (2, 1));
+        assert_eq!((a.start, a.count, b.start, b.count), (5, 2, 7, 1));
+    }
+
+    #[test]
+    fn repeated_splitting_always_ends_at_one_read_per_tag() {
+        let mut s: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut rnd = |m: u64| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % m
+        };
+        for _ in 0..200 {
+            let n = 1 + rnd(30) as usize;
+            let items: Vec<_> = (0..n)
+                .map(|_| item(InputRegister, rnd(100) as u16, [1, 2, 4][rnd(3) as usize]))
+                .collect();
+            let l = limits(125, 2000, 16);
+            let mut work = plan(&items, &l);
+            let mut done = Vec::new();
+            while let Some(r) = work.pop() {
+                match split(&r, &items) {
+                    Some((a, b)) => {
+                        assert!(a.count < r.count || b.count < r.count);
+                        work.push(a);
+                        work.push(b);
+                    }
+                    None => done.push(r),
+                }
+            }
+            check(&items, &l, &done);
+            for r in &done {
+                let first = items[r.items[0]].address;
+                assert!(r.items.iter().all(|&i| items[i].address == first));
+            }
         }
     }
 

@@ -13,16 +13,19 @@
 //! After a timeout the port is reopened: a late answer would otherwise sit
 //! in the buffer and be taken for the answer to the next request.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use firmware_config::{EdgeConfig, Parity, SerialLine, Transport};
+use futures::FutureExt;
 use tokio::time::Instant;
 use tokio_modbus::client::Context;
 use tokio_modbus::prelude::*;
 
-use super::LinkError;
 use super::device::ModbusDevice;
+use super::{LinkError, Seen, Watched, exception_name};
 use crate::backoff::{Backoff, Jitter};
 use crate::driver::{
     Driver, DriverContext, DriverStatus, LinkState, UnitStatus, WriteCommand, WriteError,
@@ -33,6 +36,10 @@ struct Unit {
     device: ModbusDevice,
     backoff: Backoff,
     backed_off_until: Option<Instant>,
+    /// The last exception code a poll of this unit got, for its status.
+    last_exception: Option<u8>,
+    /// The state last logged, so changes are logged once.
+    shown: Option<LinkState>,
 }
 
 /// A Modbus RTU serial line and its units.
@@ -52,6 +59,23 @@ impl std::fmt::Debug for RtuLineDriver {
     }
 }
 
+/// A unit that was polled without a link failure: up if it returns data.
+fn unit_state(u: &Unit) -> LinkState {
+    match u.device.answering() {
+        Some(true) => LinkState::Up,
+        Some(false) => LinkState::Refusing {
+            reason: match u.last_exception {
+                Some(c) => format!(
+                    "every read answered with exception {c:02} ({})",
+                    exception_name(c)
+                ),
+                None => "every answer was malformed".to_owned(),
+            },
+        },
+        None => LinkState::Connecting,
+    }
+}
+
 impl RtuLineDriver {
     /// Build the driver for serial line `line` and every `modbus-rtu` device on it.
     pub fn from_config(cfg: &EdgeConfig, line: &SerialLine) -> Self {
@@ -65,6 +89,8 @@ impl RtuLineDriver {
                 device: ModbusDevice::from_config(cfg, d),
                 backoff: Backoff::new(line.unit_backoff),
                 backed_off_until: None,
+                last_exception: None,
+                shown: None,
             })
             .collect();
         Self {
@@ -82,7 +108,8 @@ impl RtuLineDriver {
             .max(self.line.min_inter_frame_delay())
     }
 
-    fn open(&self) -> Result<Context, String> {
+    /// Open the port; `Seen` counts the bytes that arrive on it.
+    fn open(&self) -> Result<(Context, Arc<Seen>), String> {
         let builder = tokio_serial::new(self.line.path.to_string_lossy(), self.line.baud)
             .parity(match self.line.parity {
                 Parity::None => tokio_serial::Parity::None,
@@ -102,7 +129,8 @@ impl RtuLineDriver {
             });
         let port = tokio_serial::SerialStream::open(&builder)
             .map_err(|e| format!("cannot open serial port {}: {e}", self.line.path.display()))?;
-        Ok(rtu::attach(port))
+        let (port, seen) = Watched::new(port);
+        Ok((rtu::attach(port), seen))
     }
 
     fn publish(&self, ctx: &DriverContext, f: impl FnOnce(&mut DriverStatus)) {
@@ -119,7 +147,7 @@ impl RtuLineDriver {
                         retry_in: t - now,
                     },
                     _ if u.backoff.failures() > 0 => LinkState::Connecting,
-                    _ => LinkState::Up,
+                    _ => unit_state(u),
                 },
             })
             .collect();
@@ -173,11 +201,37 @@ impl Driver for RtuLineDriver {
         &self.line.name
     }
 
+    fn tags(&self) -> Vec<crate::TagName> {
+        self.units
+            .iter()
+            .flat_map(|u| u.device.tag_names())
+            .collect()
+    }
+
+    fn respawn(&self) -> Box<dyn Driver> {
+        Box::new(Self {
+            line: self.line.clone(),
+            units: self
+                .units
+                .iter()
+                .map(|u| Unit {
+                    device: u.device.fresh(),
+                    backoff: Backoff::new(self.line.unit_backoff),
+                    backed_off_until: None,
+                    last_exception: None,
+                    shown: None,
+                })
+                .collect(),
+            port_backoff: Backoff::new(firmware_config::Backoff::default()),
+            last_frame_end: Instant::now(),
+        })
+    }
+
     async fn run(mut self: Box<Self>, mut ctx: DriverContext) {
         let mut jitter = Jitter::from_name(&self.line.name);
         let cancel = ctx.cancel.clone();
         'outer: while !cancel.is_cancelled() {
-            let mut conn = match self.open() {
+            let (mut conn, seen) = match self.open() {
                 Ok(c) => c,
                 Err(e) => {
                     let wait = self.port_backoff.fail(jitter.next_unit());
@@ -242,22 +296,59 @@ impl Driver for RtuLineDriver {
                         self.quiet_line().await;
                         conn.set_slave(Slave(self.units[u].device.unit_id));
                         let started = Instant::now();
-                        let result = self.units[u].device.poll(&mut conn, g).await;
+                        let bytes_before = seen.bytes();
+                        // One unit's bug must not silence the others on the
+                        // line: a panic while polling it fails that unit only.
+                        let polled = AssertUnwindSafe(self.units[u].device.poll(&mut conn, g))
+                            .catch_unwind()
+                            .await;
                         self.last_frame_end = Instant::now();
+                        let result = match polled {
+                            Ok(r) => r,
+                            Err(panic) => {
+                                let unit = &mut self.units[u];
+                                let wait = unit.backoff.fail(jitter.next_unit());
+                                let until = Instant::now() + wait;
+                                unit.backed_off_until = Some(until);
+                                unit.device.postpone(until);
+                                tracing::error!(line = %self.line.name, device = %unit.device.name, unit = unit.device.unit_id, panic = %crate::driver::panic_text(&*panic), retry_in = ?wait, "polling this unit panicked; its tags are bad, it is backed off, the rest of the line goes on");
+                                let bad = unit.device.mark_all_bad(&Reason::DriverFailed);
+                                self.publish(&ctx, |s| {
+                                    s.errors += 1;
+                                    s.last_error = Some(format!("unit {}: driver failed", self.units[u].device.unit_id));
+                                });
+                                if !ctx.send(bad).await {
+                                    break 'outer;
+                                }
+                                // The conversation's state is unknown: reopen.
+                                let _ = conn.disconnect().await;
+                                continue 'outer;
+                            }
+                        };
                         let elapsed = started.elapsed();
                         self.units[u].device.reschedule(g, Instant::now());
                         match result {
                             Ok(out) => {
+                                let line = &self.line.name;
                                 let unit = &mut self.units[u];
-                                if unit.backoff.failures() > 0 {
-                                    tracing::info!(line = %self.line.name, device = %unit.device.name, "unit answering again");
-                                }
                                 unit.backoff.reset();
                                 unit.backed_off_until = None;
+                                if out.last_exception.is_some() {
+                                    unit.last_exception = out.last_exception;
+                                }
+                                let state = unit_state(unit);
+                                if unit.shown.as_ref() != Some(&state) {
+                                    match &state {
+                                        LinkState::Refusing { reason } => tracing::warn!(line = %line, device = %unit.device.name, unit = unit.device.unit_id, "modbus rtu unit answers but returns no data: {reason}"),
+                                        LinkState::Up => tracing::info!(line = %line, device = %unit.device.name, unit = unit.device.unit_id, "modbus rtu unit answering"),
+                                        _ => {}
+                                    }
+                                    unit.shown = Some(state);
+                                }
                                 self.publish(&ctx, |s| {
                                     s.cycles += 1;
                                     s.requests += out.requests;
-                                    s.errors += out.exceptions;
+                                    s.errors += out.exceptions + out.malformed;
                                     s.last_cycle = Some(elapsed);
                                 });
                                 if !ctx.send(out.samples).await {
@@ -265,12 +356,23 @@ impl Driver for RtuLineDriver {
                                 }
                             }
                             Err((out, e)) => {
+                                // tokio-modbus drops a frame with a bad CRC and
+                                // waits on: bytes that came but made no answer
+                                // are a garbled answer, not a silent unit.
+                                let e = match e {
+                                    LinkError::Timeout(_) if seen.bytes() > bytes_before => LinkError::Protocol(format!(
+                                        "corrupt answer: {} bytes arrived but no valid frame (bad CRC, wrong length or noise on the line)",
+                                        seen.bytes() - bytes_before
+                                    )),
+                                    e => e,
+                                };
                                 let unit = &mut self.units[u];
                                 let wait = unit.backoff.fail(jitter.next_unit());
                                 let until = Instant::now() + wait;
                                 unit.backed_off_until = Some(until);
                                 unit.device.postpone(until);
-                                tracing::warn!(line = %self.line.name, device = %unit.device.name, unit = unit.device.unit_id, error = %e, retry_in = ?wait, "unit not answering; backing off");
+                                unit.shown = None;
+                                tracing::warn!(line = %self.line.name, device = %unit.device.name, unit = unit.device.unit_id, error = %e, retry_in = ?wait, "line {}, unit {} ({}): {e}; backing the unit off", self.line.name, unit.device.unit_id, unit.device.name);
                                 let mut samples = out.samples;
                                 samples.extend(unit.device.mark_all_bad(&e.reason()));
                                 self.publish(&ctx, |s| {

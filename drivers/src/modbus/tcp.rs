@@ -8,6 +8,7 @@
 //! device only ever delays itself.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +17,8 @@ use tokio::time::Instant;
 use tokio_modbus::client::Context;
 use tokio_modbus::prelude::*;
 
-use super::device::ModbusDevice;
+use super::device::{ModbusDevice, PollOutcome};
+use super::{LinkError, Seen, Watched, exception_name};
 use crate::backoff::{Backoff, Jitter};
 use crate::driver::{Driver, DriverContext, DriverStatus, LinkState, UnitStatus, WriteError};
 use crate::sample::Reason;
@@ -52,7 +54,8 @@ impl TcpDriver {
         })
     }
 
-    async fn connect(&self) -> Result<Context, String> {
+    /// Connect; `Seen` tells when the device closes the connection.
+    async fn connect(&self) -> Result<(Context, Arc<Seen>), String> {
         let attempt = async {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
                 .await
@@ -64,7 +67,8 @@ impl TcpDriver {
                     Ok(stream) => {
                         // Polls are small request/response pairs: Nagle only adds latency.
                         let _ = stream.set_nodelay(true);
-                        return Ok(tcp::attach_slave(stream, Slave(self.device.unit_id)));
+                        let (stream, seen) = Watched::new(stream);
+                        return Ok((tcp::attach_slave(stream, Slave(self.device.unit_id)), seen));
                     }
                     Err(e) => last = format!("cannot connect to {addr}: {e}"),
                 }
@@ -78,6 +82,23 @@ impl TcpDriver {
                 self.host, self.port, self.connect_timeout
             )),
         }
+    }
+}
+
+/// The device's state after a poll that completed: up only if it returned
+/// data; a device that answers every read with an exception is not.
+fn answered_state(dev: &ModbusDevice, out: &PollOutcome) -> LinkState {
+    match dev.answering() {
+        Some(false) => LinkState::Refusing {
+            reason: match out.last_exception {
+                Some(c) => format!(
+                    "every read answered with exception {c:02} ({})",
+                    exception_name(c)
+                ),
+                None => "every answer was malformed".to_owned(),
+            },
+        },
+        _ => LinkState::Up,
     }
 }
 
@@ -104,12 +125,28 @@ impl Driver for TcpDriver {
         &self.device.name
     }
 
+    fn tags(&self) -> Vec<crate::TagName> {
+        self.device.tag_names().collect()
+    }
+
+    fn respawn(&self) -> Box<dyn Driver> {
+        let mut backoff = self.backoff.clone();
+        backoff.reset();
+        Box::new(Self {
+            device: self.device.fresh(),
+            host: self.host.clone(),
+            port: self.port,
+            connect_timeout: self.connect_timeout,
+            backoff,
+        })
+    }
+
     async fn run(mut self: Box<Self>, mut ctx: DriverContext) {
         let mut jitter = Jitter::from_name(&self.device.name);
         let cancel = ctx.cancel.clone();
         'outer: while !cancel.is_cancelled() {
             publish(&ctx, &self.device, LinkState::Connecting, |_| {});
-            let mut conn = match self.connect().await {
+            let (mut conn, seen) = match self.connect().await {
                 Ok(c) => c,
                 Err(e) => {
                     let wait = self.backoff.fail(jitter.next_unit());
@@ -136,9 +173,11 @@ impl Driver for TcpDriver {
                     continue;
                 }
             };
-            tracing::info!(device = %self.device.name, host = %self.host, port = self.port, "modbus tcp connected");
+            tracing::debug!(device = %self.device.name, host = %self.host, port = self.port, "modbus tcp connection open");
             // A TCP connection is not yet a device that answers (a gateway
-            // may accept for a dead slave): stay `Connecting` until a poll succeeds.
+            // may accept for a dead slave): stay `Connecting` until a poll
+            // returns data, and say so once when that changes.
+            let mut shown: Option<LinkState> = None;
             loop {
                 let Some((g, due)) = self.device.next_due() else {
                     // No tags: just serve writes.
@@ -175,10 +214,18 @@ impl Driver for TcpDriver {
                         match result {
                             Ok(out) => {
                                 self.backoff.reset();
-                                publish(&ctx, &self.device, LinkState::Up, |s| {
+                                let state = answered_state(&self.device, &out);
+                                if shown.as_ref() != Some(&state) {
+                                    match &state {
+                                        LinkState::Refusing { reason } => tracing::warn!(device = %self.device.name, host = %self.host, port = self.port, unit = self.device.unit_id, "modbus tcp device answers but returns no data: {reason}"),
+                                        _ => tracing::info!(device = %self.device.name, host = %self.host, port = self.port, unit = self.device.unit_id, "modbus tcp device answering"),
+                                    }
+                                    shown = Some(state.clone());
+                                }
+                                publish(&ctx, &self.device, state, |s| {
                                     s.cycles += 1;
                                     s.requests += out.requests;
-                                    s.errors += out.exceptions;
+                                    s.errors += out.exceptions + out.malformed;
                                     s.last_cycle = Some(elapsed);
                                 });
                                 if !ctx.send(out.samples).await {
@@ -186,8 +233,10 @@ impl Driver for TcpDriver {
                                 }
                             }
                             Err((out, e)) => {
+                                // tokio-modbus reports a closed stream with a stale errno.
+                                let e = if seen.eof() && matches!(e, LinkError::Io(_)) { LinkError::Closed } else { e };
                                 let wait = self.backoff.fail(jitter.next_unit());
-                                tracing::warn!(device = %self.device.name, error = %e, retry_in = ?wait, "modbus tcp poll failed; reconnecting");
+                                tracing::warn!(device = %self.device.name, host = %self.host, port = self.port, unit = self.device.unit_id, error = %e, retry_in = ?wait, "modbus tcp poll failed; reconnecting");
                                 let mut samples = out.samples;
                                 samples.extend(self.device.mark_all_bad(&e.reason()));
                                 publish(

@@ -1,24 +1,30 @@
 //! OPC UA client driver (async-opcua), one task per server.
 //!
-//! The task builds the client once (PKI directory, own certificate created
-//! on first start, server certificates never trusted on first use), then
-//! loops: connect → resolve namespace URIs → create one subscription with a
+//! The task builds the client once (PKI directory with this node's own
+//! certificate, server certificates never trusted on first use), then
+//! loops: open a session ([`connect::open`]: every step under our own
+//! deadline) → resolve namespace URIs → create subscriptions with a
 //! monitored item per subscribed tag → forward data changes as samples,
-//! serve cyclic reads for `mode = "poll"` tags and writes, until the session
-//! is lost; then mark every tag `Bad(ConnectionLost)` (the gap is visible,
-//! never filled) and reconnect with backoff.
+//! serve cyclic reads for `mode = "poll"` tags and writes, until the
+//! session is lost; then mark every tag `Bad(ConnectionLost)` (the gap is
+//! visible, never filled) and open a new session after a backoff.
 //!
 //! Workarounds for async-opcua 0.19 (see `../shared/notes/opcua.md`):
 //! - keep-alive failures must end the session (`max_failed_keep_alive_count`);
-//! - after an automatic reconnect the client sends no Publish until
-//!   `trigger_publish_now()` is called;
-//! - discovery and connect can hang: both run under our own timeout;
+//! - its automatic reconnect can hang forever on a silent server and then
+//!   sends no Publish: we never let it run (see [`connect`]);
+//! - discovery and connect can hang: every step runs under our timeout;
+//! - its server-certificate checks depend on SAN order: we check ourselves
+//!   ([`pki::check_server_certificate`]);
 //! - authentication and certificate errors are not retried like network
-//!   faults (a locked-out account helps nobody): they back off to the maximum.
+//!   faults (a locked-out account helps nobody): they wait the maximum
+//!   backoff at once.
 
 pub mod browse;
+mod connect;
 pub mod limits;
 pub mod pki;
+pub mod value;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,20 +32,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use firmware_config::{
-    DataChangeDeadband, Device, EdgeConfig, Identifier, Identity, Namespace, NodeRef,
-    OpcUaEndpoint, OpcUaMode, SecretSource, SecurityMode, SecurityPolicy, Transport,
+    DataChangeDeadband, Device, EdgeConfig, Identifier, Namespace, NodeRef, OpcUaEndpoint,
+    OpcUaMode, Transport,
 };
-use futures::StreamExt;
-use opcua::client::{
-    ClientBuilder, DataChangeCallback, IdentityToken, MonitoredItem, Session, SessionPollResult,
-};
+use opcua::client::{DataChangeCallback, MonitoredItem, Session, SessionPollResult};
 use opcua::types::{
     AttributeId, ByteString, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType,
-    ExtensionObject, Guid, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NodeId, ReadValueId, StatusCode, TimestampsToReturn, Variant, WriteValue,
+    ExtensionObject, Guid, MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters,
+    NodeId, ReadValueId, StatusCode, TimestampsToReturn, WriteValue,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+pub use connect::ConnectError;
+use connect::status_name;
+pub use value::{coerce, variant_to_value};
 
 use crate::backoff::{Backoff, Jitter};
 use crate::driver::{Driver, DriverContext, LinkState, UnitStatus, WriteError, WriteRequest};
@@ -69,8 +76,8 @@ struct UaTag {
 pub struct OpcUaDriver {
     name: String,
     endpoint: OpcUaEndpoint,
-    /// Application URI of this edge node (also in its certificate).
-    application_uri: String,
+    /// This edge node, as its certificate and sessions name it.
+    identity: pki::OwnIdentity,
     timeout: Duration,
     backoff: Backoff,
     tags: Vec<UaTag>,
@@ -106,7 +113,7 @@ impl OpcUaDriver {
         Some(Self {
             name: device.name.clone(),
             endpoint: endpoint.clone(),
-            application_uri: format!("urn:apos:edge:{}:{}", cfg.node.site_id, cfg.node.node_id),
+            identity: pki::OwnIdentity::of_node(&cfg.node.site_id, &cfg.node.node_id),
             timeout: device.timeout,
             backoff: Backoff::new(device.backoff),
             last_quality: vec![None; tags.len()],
@@ -116,17 +123,21 @@ impl OpcUaDriver {
     }
 
     fn client(&self) -> Result<opcua::client::Client, String> {
-        build_client(&self.endpoint, &self.application_uri, self.timeout)
-    }
-
-    fn identity(&self) -> Result<IdentityToken, String> {
-        identity_token(&self.endpoint)
+        connect::build_client(&self.endpoint, &self.identity, self.timeout)
     }
 
     fn emit(&mut self, i: usize, sample: Sample, out: &mut Vec<Sample>) {
-        // Bad qualities are news only on a change, like the Modbus drivers.
-        if !sample.quality.is_good() && self.last_quality[i].as_ref() == Some(&sample.quality) {
+        let changed = self.last_quality[i].as_ref() != Some(&sample.quality);
+        // Markings without a value are news only on a change, like the
+        // Modbus drivers'; uncertain values are values and always go on.
+        if !changed && !sample.quality.is_good() && sample.value.is_none() {
             return;
+        }
+        if changed
+            && let Some(r @ (Reason::Unsupported(_) | Reason::ClockSkew(_))) =
+                sample.quality.reason()
+        {
+            tracing::warn!(device = %self.name, tag = %self.tags[i].name, node = %self.tags[i].node, "{r}");
         }
         // A new subscription (after a reconnect) starts with the current
         // value, which is often the last one already delivered: same source
@@ -165,227 +176,73 @@ impl OpcUaDriver {
 
     fn sample(&self, i: usize, dv: &DataValue) -> Sample {
         let t = &self.tags[i];
-        // The source timestamp is when the value was true at the device; the
-        // server timestamp is the fallback; our clock the last resort.
-        let ts = dv
-            .source_timestamp
-            .as_ref()
-            .or(dv.server_timestamp.as_ref())
-            .map(|d| Timestamp(d.as_chrono().timestamp_millis()))
-            .unwrap_or_else(Timestamp::now);
+        let (ts, skew) = timestamp(dv, Timestamp::now(), self.endpoint.clock_tolerance);
         let status = dv.status.unwrap_or(StatusCode::Good);
-        let value = dv
-            .value
-            .as_ref()
-            .and_then(variant_to_value)
-            .map(|v| codec::scale(v, t.scale, t.offset));
-        let quality = if status.is_good() {
-            Quality::Good
-        } else if status.is_uncertain() {
-            Quality::Uncertain(Reason::Other(format!("opcua {}", status_name(status))))
-        } else {
-            Quality::Bad(Reason::Other(format!("opcua {}", status_name(status))))
+        let value = match dv.value.as_ref().map(variant_to_value) {
+            Some(Ok(v)) => Ok(codec::scale(v, t.scale, t.offset)),
+            Some(Err(e)) => Err(e.0),
+            None => Err("no value in the notification".to_owned()),
+        };
+        let status_reason = || Reason::Status(format!("opcua {}", status.sub_code().name()));
+        let (value, quality) = match value {
+            _ if status.is_bad() => (None, Quality::Bad(status_reason())),
+            // Never Good (or Uncertain) without a value.
+            Err(e) => (None, Quality::Bad(Reason::Unsupported(e))),
+            Ok(v) if status.is_uncertain() => (Some(v), Quality::Uncertain(status_reason())),
+            Ok(v) => match skew {
+                Some(why) => (Some(v), Quality::Uncertain(Reason::ClockSkew(why))),
+                None => (Some(v), Quality::Good),
+            },
         };
         Sample {
             tag: t.name.clone(),
             ts,
-            value: if quality == Quality::Good || matches!(quality, Quality::Uncertain(_)) {
-                value
-            } else {
-                None
-            },
+            value,
             quality,
         }
     }
 }
 
-/// The async-opcua client for `endpoint`: PKI in `pki_dir` (own certificate
-/// created on first start), no trust on first use, our own retry policy.
-pub(crate) fn build_client(
-    endpoint: &OpcUaEndpoint,
-    application_uri: &str,
-    timeout: Duration,
-) -> Result<opcua::client::Client, String> {
-    ClientBuilder::new()
-        .application_name("APOS edge node")
-        .application_uri(application_uri)
-        .product_uri("urn:apos:edge")
-        .pki_dir(&endpoint.pki_dir)
-        .create_sample_keypair(true)
-        .trust_server_certs(false)
-        .session_retry_limit(0)
-        .session_timeout(u32::try_from(endpoint.session_timeout.as_millis()).unwrap_or(u32::MAX))
-        .keep_alive_interval(endpoint.keep_alive)
-        .max_failed_keep_alive_count(2)
-        .request_timeout(timeout)
-        .client()
-        .map_err(|e| format!("invalid OPC UA client settings: {}", e.join("; ")))
-}
-
-/// The user identity of `endpoint`, reading the password from its source.
-pub(crate) fn identity_token(endpoint: &OpcUaEndpoint) -> Result<IdentityToken, String> {
-    match &endpoint.identity {
-        Identity::Anonymous => Ok(IdentityToken::Anonymous),
-        Identity::UserName { user, password } => {
-            let secret = match password {
-                SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-                    format!("environment variable {var} (the OPC UA password) is not set")
-                })?,
-                SecretSource::File(path) => std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        format!(
-                            "cannot read the OPC UA password file {}: {e}",
-                            path.display()
-                        )
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            };
-            Ok(IdentityToken::UserName(
-                user.clone(),
-                opcua::client::Password::new(secret),
-            ))
-        }
-        Identity::X509 {
-            certificate,
-            private_key,
-        } => IdentityToken::new_x509_path(certificate, private_key).map_err(|e| {
-            format!(
-                "cannot load the OPC UA user certificate {} with key {}: {e} \
-                 (the certificate must be DER or PEM, the key a PEM private key)",
-                certificate.display(),
-                private_key.display()
-            )
-        }),
+/// A notification's time: the source timestamp (when the value was true at
+/// the device), else the server's, else ours. One more than `tolerance`
+/// ahead of our clock is not believed (a value stamped 2100 would
+/// otherwise hold its tag's aggregation windows shut until then): the
+/// server's timestamp replaces it if that one is plausible, else the
+/// receive time, and the reason says so (the sample is then Uncertain).
+/// Timestamps in the past are kept: a value unchanged since yesterday is
+/// delivered with yesterday's time.
+fn timestamp(dv: &DataValue, now: Timestamp, tolerance: Duration) -> (Timestamp, Option<String>) {
+    let ms = |d: &opcua::types::DateTime| Timestamp(d.as_chrono().timestamp_millis());
+    let limit = now
+        .as_millis()
+        .saturating_add(i64::try_from(tolerance.as_millis()).unwrap_or(i64::MAX));
+    let plausible = |t: &Timestamp| t.as_millis() <= limit;
+    let source = dv.source_timestamp.as_ref().map(ms);
+    let server = dv.server_timestamp.as_ref().map(ms);
+    let tol = humantime::format_duration(tolerance);
+    match (source, server) {
+        (Some(s), _) if plausible(&s) => (s, None),
+        (Some(_), Some(v)) if plausible(&v) => (
+            v,
+            Some(format!(
+                "source timestamp more than {tol} ahead of this node's clock; stored at the server timestamp"
+            )),
+        ),
+        (Some(_), _) => (
+            now,
+            Some(format!(
+                "source timestamp more than {tol} ahead of this node's clock; stored at the receive time"
+            )),
+        ),
+        (None, Some(v)) if plausible(&v) => (v, None),
+        (None, Some(_)) => (
+            now,
+            Some(format!(
+                "server timestamp more than {tol} ahead of this node's clock; stored at the receive time"
+            )),
+        ),
+        (None, None) => (now, None),
     }
-}
-
-/// Connect and activate a session, with our own timeout around discovery
-/// and activation (async-opcua's can block for minutes).
-pub(crate) async fn open_session(
-    client: &mut opcua::client::Client,
-    endpoint: &OpcUaEndpoint,
-    timeout: Duration,
-) -> Result<(Arc<Session>, tokio::task::JoinHandle<StatusCode>), (String, bool)> {
-    let identity = identity_token(endpoint).map_err(|e| (e, true))?;
-    let url = endpoint.endpoint_url.as_str();
-    let ep = (
-        url,
-        policy_uri(endpoint.security_policy),
-        mode(endpoint.security_mode),
-    );
-    let (session, event_loop) = match tokio::time::timeout(
-        timeout,
-        client.connect_to_matching_endpoint(ep, identity),
-    )
-    .await
-    {
-        Err(_) => return Err((format!("no answer from {url} within {timeout:?}"), false)),
-        Ok(Err(e)) => return Err((explain(e.status(), url, endpoint), is_permanent(e.status()))),
-        Ok(Ok(s)) => s,
-    };
-    let mut handle = event_loop.spawn();
-    tokio::select! {
-        ok = session.wait_for_connection() => if !ok {
-            return Err((format!("{url}: could not activate a session"), false));
-        },
-        r = &mut handle => {
-            let status = r.unwrap_or(StatusCode::BadUnexpectedError);
-            return Err((explain(status, url, endpoint), is_permanent(status)));
-        }
-        _ = tokio::time::sleep(timeout) => return Err((format!("session with {url} not activated within {timeout:?}"), false)),
-    }
-    Ok((session, handle))
-}
-
-fn status_name(s: StatusCode) -> String {
-    format!("{} ({:#010x})", s.sub_code().name(), s.bits())
-}
-
-fn policy_uri(p: SecurityPolicy) -> &'static str {
-    match p {
-        SecurityPolicy::None => "http://opcfoundation.org/UA/SecurityPolicy#None",
-        SecurityPolicy::Basic256Sha256 => {
-            "http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256"
-        }
-        SecurityPolicy::Aes128Sha256RsaOaep => {
-            "http://opcfoundation.org/UA/SecurityPolicy#Aes128_Sha256_RsaOaep"
-        }
-        SecurityPolicy::Aes256Sha256RsaPss => {
-            "http://opcfoundation.org/UA/SecurityPolicy#Aes256_Sha256_RsaPss"
-        }
-    }
-}
-
-fn mode(m: SecurityMode) -> MessageSecurityMode {
-    match m {
-        SecurityMode::None => MessageSecurityMode::None,
-        SecurityMode::Sign => MessageSecurityMode::Sign,
-        SecurityMode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
-    }
-}
-
-/// OPC UA variant → our value. Arrays and structures are not tag values.
-pub fn variant_to_value(v: &Variant) -> Option<Value> {
-    Some(match v {
-        Variant::Boolean(b) => Value::Bool(*b),
-        Variant::SByte(x) => Value::I64(i64::from(*x)),
-        Variant::Int16(x) => Value::I64(i64::from(*x)),
-        Variant::Int32(x) => Value::I64(i64::from(*x)),
-        Variant::Int64(x) => Value::I64(*x),
-        Variant::Byte(x) => Value::U64(u64::from(*x)),
-        Variant::UInt16(x) => Value::U64(u64::from(*x)),
-        Variant::UInt32(x) => Value::U64(u64::from(*x)),
-        Variant::UInt64(x) => Value::U64(*x),
-        Variant::Float(x) => Value::F64(f64::from(*x)),
-        Variant::Double(x) => Value::F64(*x),
-        Variant::String(s) => Value::String(s.as_ref().to_owned()),
-        Variant::LocalizedText(t) => Value::String(t.text.as_ref().to_owned()),
-        Variant::DateTime(d) => Value::String(d.as_chrono().to_rfc3339()),
-        _ => return None,
-    })
-}
-
-/// Our value → a variant of the same type as `like` (the node's current
-/// value), so a write never changes a node's DataType.
-pub fn coerce(value: &Value, like: &Variant) -> Result<Variant, String> {
-    let f = value.as_f64();
-    let int = |lo: f64, hi: f64| -> Result<i128, String> {
-        let x = f.ok_or("a number is needed")?;
-        if !x.is_finite() || x < lo || x > hi {
-            return Err(format!("{x} does not fit the node's type"));
-        }
-        Ok(x.round() as i128)
-    };
-    Ok(match like {
-        Variant::Boolean(_) => Variant::Boolean(match value {
-            Value::Bool(b) => *b,
-            _ => f.ok_or("a boolean is needed")? != 0.0,
-        }),
-        Variant::SByte(_) => Variant::SByte(int(-128.0, 127.0)? as i8),
-        Variant::Byte(_) => Variant::Byte(int(0.0, 255.0)? as u8),
-        Variant::Int16(_) => Variant::Int16(int(-32768.0, 32767.0)? as i16),
-        Variant::UInt16(_) => Variant::UInt16(int(0.0, 65535.0)? as u16),
-        Variant::Int32(_) => Variant::Int32(int(i32::MIN as f64, i32::MAX as f64)? as i32),
-        Variant::UInt32(_) => Variant::UInt32(int(0.0, u32::MAX as f64)? as u32),
-        Variant::Int64(_) => match value {
-            Value::I64(v) => Variant::Int64(*v),
-            _ => Variant::Int64(int(i64::MIN as f64, i64::MAX as f64)? as i64),
-        },
-        Variant::UInt64(_) => match value {
-            Value::U64(v) => Variant::UInt64(*v),
-            _ => Variant::UInt64(int(0.0, u64::MAX as f64)? as u64),
-        },
-        Variant::Float(_) => Variant::Float(f.ok_or("a number is needed")? as f32),
-        Variant::Double(_) => Variant::Double(f.ok_or("a number is needed")?),
-        Variant::String(_) => Variant::String(value.to_string().trim_matches('"').into()),
-        other => {
-            return Err(format!(
-                "writing to a node of type {:?} is not supported",
-                other.type_id()
-            ));
-        }
-    })
 }
 
 fn to_node_id(node: &NodeRef, session: &Session) -> Option<NodeId> {
@@ -401,23 +258,29 @@ fn to_node_id(node: &NodeRef, session: &Session) -> Option<NodeId> {
     })
 }
 
-/// Errors that retrying will not fix: wait the maximum backoff.
-fn is_permanent(status: StatusCode) -> bool {
-    let name = status.sub_code().name();
-    name.starts_with("BadCertificate")
-        || matches!(
-            name,
-            "BadUserAccessDenied"
-                | "BadIdentityTokenRejected"
-                | "BadIdentityTokenInvalid"
-                | "BadSecurityChecksFailed"
-        )
-}
-
 #[async_trait]
 impl Driver for OpcUaDriver {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn tags(&self) -> Vec<TagName> {
+        self.tags.iter().map(|t| t.name.clone()).collect()
+    }
+
+    fn respawn(&self) -> Box<dyn Driver> {
+        let mut backoff = self.backoff.clone();
+        backoff.reset();
+        Box::new(Self {
+            name: self.name.clone(),
+            endpoint: self.endpoint.clone(),
+            identity: self.identity.clone(),
+            timeout: self.timeout,
+            backoff,
+            tags: self.tags.clone(),
+            last_quality: vec![None; self.tags.len()],
+            last_good: vec![None; self.tags.len()],
+        })
     }
 
     async fn run(mut self: Box<Self>, mut ctx: DriverContext) {
@@ -437,13 +300,27 @@ impl Driver for OpcUaDriver {
                 }
             });
         };
-        let mut client = match self.client() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(device = %self.name, error = %e, "OPC UA driver cannot start");
-                publish(&ctx, &self.name, LinkState::Connecting, Some(e));
-                cancel.cancelled().await;
-                return;
+        let mut client = loop {
+            match self.client() {
+                Ok(c) => break c,
+                Err(e) => {
+                    // The PKI directory cannot be set up (permissions, a
+                    // full disk): nothing connects until it can.
+                    let wait = self.backoff.fail_max(jitter.next_unit());
+                    tracing::error!(device = %self.name, error = %e, retry_in = ?wait, "OPC UA client cannot start");
+                    publish(
+                        &ctx,
+                        &self.name,
+                        LinkState::Down {
+                            failures: self.backoff.failures(),
+                            retry_in: wait,
+                        },
+                        Some(e),
+                    );
+                    if !ctx.wait_disconnected(Instant::now() + wait).await {
+                        return;
+                    }
+                }
             }
         };
         'outer: while !cancel.is_cancelled() {
@@ -456,14 +333,13 @@ impl Driver for OpcUaDriver {
             let (wait, err) = match outcome {
                 SessionEnd::Cancelled => break,
                 SessionEnd::Failed { error, permanent } => {
-                    let mut wait = self.backoff.fail(jitter.next_unit());
-                    if permanent {
-                        // Retrying a rejected password or certificate quickly only
-                        // risks locking the account: wait the longest.
-                        for _ in 0..16 {
-                            wait = self.backoff.fail(jitter.next_unit());
-                        }
-                    }
+                    // Retrying a rejected password or certificate quickly only
+                    // risks locking the account: wait the longest at once.
+                    let wait = if permanent {
+                        self.backoff.fail_max(jitter.next_unit())
+                    } else {
+                        self.backoff.fail(jitter.next_unit())
+                    };
                     (wait, error)
                 }
             };
@@ -498,83 +374,38 @@ impl OpcUaDriver {
         ctx: &mut DriverContext,
     ) -> SessionEnd {
         let fail = |error: String, permanent: bool| SessionEnd::Failed { error, permanent };
-        let identity = match self.identity() {
-            Ok(i) => i,
-            Err(e) => return fail(e, true),
-        };
         let url = self.endpoint.endpoint_url.clone();
-        let endpoint = (
-            url.as_str(),
-            policy_uri(self.endpoint.security_policy),
-            mode(self.endpoint.security_mode),
-        );
         let connect_timeout = self.timeout.max(Duration::from_secs(5));
-        let (session, event_loop) = match tokio::time::timeout(
+        let live = match connect::open(
+            client,
+            &self.endpoint,
+            &self.identity.application_uri,
             connect_timeout,
-            client.connect_to_matching_endpoint(endpoint, identity),
         )
         .await
         {
-            Err(_) => {
-                return fail(
-                    format!("no answer from {url} within {connect_timeout:?}"),
-                    false,
-                );
-            }
-            Ok(Err(e)) => {
-                let status = e.status();
-                return fail(explain(status, &url, &self.endpoint), is_permanent(status));
-            }
-            Ok(Ok(s)) => s,
+            Ok(l) => l,
+            Err(e) => return fail(e.message, e.permanent),
         };
-        // Run the event loop as a stream we poll ourselves, so its events
-        // (connection lost, reconnected) reach this task.
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Result<SessionPollResult, StatusCode>>();
-        // The event loop drives the whole session (every request's answer
-        // comes through it), so it must never wait for this task: only the
-        // rare connection events are forwarded, on an unbounded channel.
-        // (Forwarding every transport event on a bounded channel deadlocked
-        // the session while thousands of items were being created.)
-        let el = tokio::spawn(async move {
-            let stream = event_loop.enter();
-            futures::pin_mut!(stream);
-            while let Some(r) = stream.next().await {
-                let end = r.is_err();
-                let wanted = matches!(
-                    r,
-                    Err(_)
-                        | Ok(SessionPollResult::ConnectionLost(_))
-                        | Ok(SessionPollResult::ReconnectFailed(_))
-                        | Ok(SessionPollResult::Reconnected(_))
-                );
-                if wanted && ev_tx.send(r).is_err() || end {
-                    break;
-                }
-            }
-        });
-        let _abort = AbortOnDrop(el);
-
-        // Wait until the session is active (or the loop reports failure).
-        let connected = async {
-            loop {
-                match ev_rx.recv().await {
-                    Some(Ok(SessionPollResult::Reconnected(_))) => return Ok(()),
-                    Some(Ok(_)) => {}
-                    Some(Err(s)) => return Err(s),
-                    None => return Err(StatusCode::BadConnectionClosed),
-                }
-            }
-        };
-        match tokio::time::timeout(connect_timeout, connected).await {
-            Err(_) => {
-                return fail(
-                    format!("session with {url} not activated within {connect_timeout:?}"),
-                    false,
-                );
-            }
-            Ok(Err(s)) => return fail(explain(s, &url, &self.endpoint), is_permanent(s)),
-            Ok(Ok(())) => {}
+        let mut live = live;
+        let end = self.serve(&mut live, &url, ctx).await;
+        if matches!(end, SessionEnd::Cancelled) {
+            live.close().await;
         }
+        end
+    }
+
+    /// Subscribe, then forward data, serve reads and writes until the
+    /// session ends.
+    async fn serve(
+        &mut self,
+        live: &mut connect::Live,
+        url: &str,
+        ctx: &mut DriverContext,
+    ) -> SessionEnd {
+        let fail = |error: String, permanent: bool| SessionEnd::Failed { error, permanent };
+        let session = live.session.clone();
+        let session = &session;
         if let Err(e) = session.read_namespace_array().await {
             return fail(
                 format!("cannot read the server's namespace array: {e}"),
@@ -582,13 +413,13 @@ impl OpcUaDriver {
             );
         }
 
-        let limits = self.operation_limits(&session).await;
+        let limits = self.operation_limits(session).await;
 
         // Resolve every tag's node.
         let mut node_ids: Vec<Option<NodeId>> = Vec::with_capacity(self.tags.len());
         let mut out = Vec::new();
         for i in 0..self.tags.len() {
-            let id = to_node_id(&self.tags[i].node, &session);
+            let id = to_node_id(&self.tags[i].node, session);
             match &id {
                 Some(_) => {}
                 None => {
@@ -596,7 +427,7 @@ impl OpcUaDriver {
                         tag: self.tags[i].name.clone(),
                         ts: Timestamp::now(),
                         value: None,
-                        quality: Quality::Bad(Reason::Other(format!(
+                        quality: Quality::Bad(Reason::Status(format!(
                             "namespace of {} is not on this server",
                             self.tags[i].node
                         ))),
@@ -702,10 +533,10 @@ impl OpcUaDriver {
                                         tag: self.tags[i].name.clone(),
                                         ts: Timestamp::now(),
                                         value: None,
-                                        quality: Quality::Bad(Reason::Other(format!(
-                                            "cannot monitor {}: opcua {}",
+                                        quality: Quality::Bad(Reason::Status(format!(
+                                            "opcua {} (cannot monitor {})",
+                                            r.result.status_code.sub_code().name(),
                                             self.tags[i].node,
-                                            status_name(r.result.status_code)
                                         ))),
                                     };
                                     self.emit(i, s, &mut out);
@@ -750,26 +581,18 @@ impl OpcUaDriver {
         let mut poll = tokio::time::interval(poll_every);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let cancel = ctx.cancel.clone();
-        let end = loop {
+        loop {
             tokio::select! {
                 _ = cancel.cancelled() => break SessionEnd::Cancelled,
-                ev = ev_rx.recv() => match ev {
+                ev = live.events.recv() => match ev {
+                    // We reconnect ourselves, with a deadline on every step
+                    // (the library's own reconnect can hang): end the session.
                     Some(Ok(SessionPollResult::ConnectionLost(s))) => {
-                        // The client reconnects by itself; meanwhile the gap is visible.
-                        let bad = self.mark_all(Reason::ConnectionLost);
-                        tracing::warn!(device = %self.name, status = %status_name(s), "OPC UA connection lost; reconnecting");
-                        ctx.status.send_modify(|st| st.connected = false);
-                        if !ctx.send(bad).await { break SessionEnd::Cancelled; }
-                    }
-                    Some(Ok(SessionPollResult::Reconnected(mode))) => {
-                        tracing::info!(device = %self.name, ?mode, "OPC UA reconnected");
-                        // async-opcua 0.19 sends no Publish after a reconnect until told to.
-                        session.trigger_publish_now();
-                        ctx.status.send_modify(|st| st.connected = true);
+                        break SessionEnd::Failed { error: format!("{url}: {}", connect::lost(s)), permanent: false };
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(s)) => break SessionEnd::Failed { error: explain(s, &url, &self.endpoint), permanent: is_permanent(s) },
-                    None => break SessionEnd::Failed { error: "session event loop ended".into(), permanent: false },
+                    Some(Err(s)) => break SessionEnd::Failed { error: format!("{url}: the session ended: {}", status_name(s)), permanent: connect::is_permanent(s) },
+                    None => break SessionEnd::Failed { error: format!("{url}: the session ended"), permanent: false },
                 },
                 Some((handle, dv)) = dc_rx.recv() => {
                     let mut batch = Vec::new();
@@ -806,7 +629,7 @@ impl OpcUaDriver {
                     if !batch.is_empty() && !ctx.send(batch).await { break SessionEnd::Cancelled; }
                 }
                 Some(cmd) = ctx.writes.recv() => {
-                    let r = self.write(&session, &node_ids, &cmd.request).await;
+                    let r = self.write(session, &node_ids, &cmd.request).await;
                     match &r {
                         Ok(()) => tracing::info!(device = %self.name, request = ?cmd.request, "write done"),
                         Err(e) => tracing::warn!(device = %self.name, request = ?cmd.request, error = %e, "write failed"),
@@ -814,9 +637,7 @@ impl OpcUaDriver {
                     let _ = cmd.reply.send(r);
                 }
             }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
-        end
+        }
     }
 
     /// The server's operation limits (defaults for what it does not state).
@@ -939,103 +760,57 @@ impl OpcUaDriver {
     }
 }
 
-/// What an operator should do about a connect failure.
-fn explain(status: StatusCode, url: &str, ep: &OpcUaEndpoint) -> String {
-    let name = status.sub_code().name();
-    let hint = match name {
-        "BadUserAccessDenied" | "BadIdentityTokenRejected" | "BadIdentityTokenInvalid" => {
-            match &ep.identity {
-                Identity::X509 { certificate, .. } => format!(
-                    "the server rejected the user certificate {}; ask its administrator to map this certificate to a user",
-                    certificate.display()
-                ),
-                Identity::Anonymous => "the server refuses anonymous sessions; configure `user` + a password source, or `user_certificate` + `user_key`".to_string(),
-                Identity::UserName { .. } => "the server rejected the user name or password; check `user` and the password source".to_string(),
-            }
-        }
-        "BadCertificateUntrusted" | "BadSecurityChecksFailed" => format!(
-            "the server's certificate is not trusted: it was saved in {}; if it is the right server, move it to {}",
-            ep.pki_dir.join("rejected").display(),
-            ep.pki_dir.join("trusted").display()
-        ),
-        "BadCertificateHostNameInvalid" => {
-            "the host name in the endpoint URL is not in the server certificate".to_string()
-        }
-        "BadTcpEndpointUrlInvalid"
-        | "BadConnectionRejected"
-        | "BadNotConnected"
-        | "BadCommunicationError" => "check that the server is running and reachable".to_string(),
-        _ => String::new(),
-    };
-    if hint.is_empty() {
-        format!("{url}: {}", status_name(status))
-    } else {
-        format!("{url}: {}: {hint}", status_name(status))
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn variants_map_to_values() {
-        assert_eq!(variant_to_value(&Variant::Int32(-5)), Some(Value::I64(-5)));
-        assert_eq!(
-            variant_to_value(&Variant::UInt64(u64::MAX)),
-            Some(Value::U64(u64::MAX))
-        );
-        assert_eq!(
-            variant_to_value(&Variant::Float(1.5)),
-            Some(Value::F64(1.5))
-        );
-        assert_eq!(
-            variant_to_value(&Variant::Boolean(true)),
-            Some(Value::Bool(true))
-        );
-        assert_eq!(
-            variant_to_value(&Variant::String("x".into())),
-            Some(Value::String("x".into()))
-        );
-        assert_eq!(variant_to_value(&Variant::Empty), None);
+    fn dv(source: Option<i64>, server: Option<i64>) -> DataValue {
+        let t = |ms: i64| opcua::types::DateTime::from(chrono_from_ms(ms));
+        DataValue {
+            value: Some(opcua::types::Variant::Double(1.0)),
+            status: Some(StatusCode::Good),
+            source_timestamp: source.map(t),
+            server_timestamp: server.map(t),
+            ..Default::default()
+        }
     }
 
-    #[test]
-    fn writes_keep_the_node_type_and_refuse_what_does_not_fit() {
-        assert!(matches!(
-            coerce(&Value::F64(7.6), &Variant::Int16(0)),
-            Ok(Variant::Int16(8))
-        ));
-        assert!(
-            matches!(coerce(&Value::F64(2.5), &Variant::Float(0.0)), Ok(Variant::Float(x)) if x == 2.5)
-        );
-        assert!(matches!(
-            coerce(&Value::I64(1), &Variant::Boolean(false)),
-            Ok(Variant::Boolean(true))
-        ));
-        assert!(matches!(
-            coerce(&Value::U64(u64::MAX), &Variant::UInt64(0)),
-            Ok(Variant::UInt64(u64::MAX))
-        ));
-        assert!(coerce(&Value::F64(70_000.0), &Variant::Int16(0)).is_err());
-        assert!(coerce(&Value::F64(-1.0), &Variant::Byte(0)).is_err());
-        assert!(coerce(&Value::F64(f64::NAN), &Variant::Int32(0)).is_err());
-        assert!(coerce(&Value::String("a".into()), &Variant::Double(0.0)).is_err());
+    fn chrono_from_ms(ms: i64) -> opcua::types::DateTimeUtc {
+        opcua::types::DateTimeUtc::from_timestamp_millis(ms).unwrap()
     }
 
+    /// A value stamped in 2100 must not be believed (it held its tag's
+    /// aggregation windows shut): the server's time or ours replaces it,
+    /// and the sample says so.
     #[test]
-    fn credential_and_certificate_failures_are_not_retried_fast() {
-        assert!(is_permanent(StatusCode::BadUserAccessDenied));
-        assert!(is_permanent(StatusCode::BadCertificateUntrusted));
-        assert!(!is_permanent(StatusCode::BadCommunicationError));
+    fn future_source_timestamps_are_replaced_and_flagged() {
+        let now = Timestamp(1_800_000_000_000);
+        let tol = Duration::from_secs(300);
+        let y2100 = 4_102_444_800_000;
+        // Plausible: kept, even an old one (a value unchanged since yesterday).
+        assert_eq!(
+            timestamp(&dv(Some(now.0 - 5_000), None), now, tol),
+            (Timestamp(now.0 - 5_000), None)
+        );
+        assert_eq!(
+            timestamp(&dv(Some(now.0 - 86_400_000), None), now, tol).0,
+            Timestamp(now.0 - 86_400_000)
+        );
+        assert_eq!(
+            timestamp(&dv(Some(now.0 + 60_000), None), now, tol).1,
+            None,
+            "within tolerance"
+        );
+        // The source clock is wrong, the server's is fine.
+        let (ts, why) = timestamp(&dv(Some(y2100), Some(now.0 - 10)), now, tol);
+        assert_eq!(ts, Timestamp(now.0 - 10));
+        assert!(why.unwrap().contains("server timestamp"));
+        // Both wrong: receive time.
+        let (ts, why) = timestamp(&dv(Some(y2100), Some(y2100)), now, tol);
+        assert_eq!(ts, now);
+        assert!(why.unwrap().contains("receive time"));
+        let (ts, why) = timestamp(&dv(None, None), now, tol);
+        assert_eq!((ts, why), (now, None));
     }
 }

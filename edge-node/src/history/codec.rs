@@ -93,6 +93,11 @@ pub(crate) fn encode_reason(q: &Quality) -> Option<String> {
         Reason::BackedOff => "backed_off".to_owned(),
         Reason::Stale => "stale".to_owned(),
         Reason::Decode(m) => format!("decode:{m}"),
+        Reason::Protocol(m) => format!("protocol:{m}"),
+        Reason::DriverFailed => "driver_failed".to_owned(),
+        Reason::Unsupported(m) => format!("unsupported:{m}"),
+        Reason::Status(m) => format!("status:{m}"),
+        Reason::ClockSkew(m) => format!("clock_skew:{m}"),
         Reason::Other(m) => format!("other:{m}"),
     })
 }
@@ -106,6 +111,7 @@ fn decode_reason(text: Option<&str>) -> Reason {
         "connection_lost" => return Reason::ConnectionLost,
         "backed_off" => return Reason::BackedOff,
         "stale" => return Reason::Stale,
+        "driver_failed" => return Reason::DriverFailed,
         _ => {}
     }
     match text.split_once(':') {
@@ -113,6 +119,10 @@ fn decode_reason(text: Option<&str>) -> Reason {
             .parse()
             .map_or_else(|_| Reason::Other(text.to_owned()), Reason::Exception),
         Some(("decode", m)) => Reason::Decode(m.to_owned()),
+        Some(("protocol", m)) => Reason::Protocol(m.to_owned()),
+        Some(("unsupported", m)) => Reason::Unsupported(m.to_owned()),
+        Some(("status", m)) => Reason::Status(m.to_owned()),
+        Some(("clock_skew", m)) => Reason::ClockSkew(m.to_owned()),
         Some(("other", m)) => Reason::Other(m.to_owned()),
         _ => Reason::Other(text.to_owned()),
     }
@@ -210,6 +220,11 @@ mod tests {
             Reason::BackedOff,
             Reason::Stale,
             Reason::Decode("bad utf-8: 0xff".into()),
+            Reason::Protocol("answer to another request".into()),
+            Reason::DriverFailed,
+            Reason::Unsupported("ExtensionObject".into()),
+            Reason::Status("opcua BadNodeIdUnknown".into()),
+            Reason::ClockSkew("+2h ahead".into()),
             Reason::Other(String::new()),
             Reason::Other("timeout".into()),
         ];

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use drivers::{Sample, TagName};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::codec::{SAMPLE_COLUMNS, sample_from_row};
+use super::codec::{self, SAMPLE_COLUMNS, sample_from_row};
 use super::{HistoryError, schema};
 
 /// One trend bucket: statistics of a tag's numeric samples in
@@ -24,6 +24,12 @@ pub struct Bucket {
     pub samples: u64,
     /// Fraction of `samples` with good quality.
     pub good_fraction: f64,
+    /// The bucket's last text value, for string tags (which have no
+    /// min/avg/max).
+    pub last_text: Option<String>,
+    /// Why the bucket's last sample that was not good was not, when the
+    /// bucket has any: a bucket of only bad samples says what went wrong.
+    pub bad_reason: Option<drivers::Quality>,
 }
 
 /// A read-only view of the history, on its own connection (WAL lets it read
@@ -268,9 +274,58 @@ impl HistoryReader {
                     } else {
                         0.0
                     },
+                    last_text: None,
+                    bad_reason: None,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = rows;
+        // Text values and bad reasons cannot be averaged: look up the last
+        // one of the buckets that need it (few rows, one indexed seek each).
+        for b in &mut rows {
+            if b.count == 0 && b.samples > 0 {
+                b.last_text = self
+                    .last_in(id, b.start_ms, b.end_ms, "kind = 5", |r| {
+                        r.get::<_, Option<String>>(0)
+                    })?
+                    .flatten();
+            }
+            if b.good_fraction < 1.0 && b.samples > 0 {
+                b.bad_reason = self.last_in(id, b.start_ms, b.end_ms, "quality != 0", |r| {
+                    Ok(codec::decode_quality(
+                        r.get(1)?,
+                        r.get::<_, Option<String>>(2)?.as_deref(),
+                    ))
+                })?;
+            }
+        }
         Ok(rows)
+    }
+
+    /// The newest row of tag `id` in `[from, to)` matching `filter`, mapped
+    /// from `(value_text, quality, reason)`.
+    fn last_in<T>(
+        &self,
+        id: i64,
+        from_ms: i64,
+        to_ms: i64,
+        filter: &str,
+        map: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, HistoryError> {
+        let sql = format!(
+            "SELECT value_text, quality, reason, ts_ms FROM (
+                 SELECT * FROM (SELECT value_text, quality, reason, ts_ms, kind FROM samples
+                     WHERE tag_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 AND {filter} ORDER BY ts_ms DESC LIMIT 1)
+                 UNION ALL
+                 SELECT * FROM (SELECT value_text, quality, reason, ts_ms, kind FROM inbox
+                     WHERE tag_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 AND {filter} ORDER BY ts_ms DESC LIMIT 1)
+             ) ORDER BY ts_ms DESC LIMIT 1"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![id, from_ms, to_ms])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(map(r)?)),
+            None => Ok(None),
+        }
     }
 }

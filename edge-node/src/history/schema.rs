@@ -43,9 +43,12 @@
 //!
 //! **Quality:** `quality` is [`drivers::Quality::code`] (0 good,
 //! 1 uncertain, 2 bad) so "fraction good" is plain SQL. `reason` is NULL
-//! for good samples, else a short token: `timeout`, `connection_lost`,
-//! `backed_off`, `stale`, `exception:<code>`, `decode:<text>`,
-//! `other:<text>`. An unknown token reads back as `Reason::Other(token)`.
+//! for good samples, else a short code, with a short text of ours after a
+//! colon for some: `timeout`, `connection_lost`, `backed_off`, `stale`,
+//! `driver_failed`, `exception:<code>`, `decode:<text>`,
+//! `protocol:<text>`, `unsupported:<type>`, `status:<device status>`,
+//! `clock_skew:<text>`, `other:<text>`. An unknown token reads back as
+//! `Reason::Other(token)`.
 //!
 //! # Versioning
 //!
@@ -170,6 +173,7 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connect
         // Best effort: if it fails, opening reports the real problem.
         let _ = std::fs::create_dir_all(dir);
     }
+    restrict_permissions(path);
     let mut conn = Connection::open(path).map_err(|source| HistoryError::Open {
         path: path.to_path_buf(),
         source,
@@ -201,6 +205,42 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connect
         );
     }
     Ok(conn)
+}
+
+/// The history holds plant data: readable by the service's group at most
+/// (0640), whatever the umask. The file is created with that mode before
+/// SQLite opens it (SQLite gives its `-wal` and `-shm` files the database
+/// file's mode); a database an older version left 0644 is tightened.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(path);
+    for p in [
+        path.to_path_buf(),
+        sidecar(path, "wal"),
+        sidecar(path, "shm"),
+    ] {
+        let Ok(m) = std::fs::metadata(&p) else {
+            continue;
+        };
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o137 != 0
+            && let Err(e) =
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o640))
+        {
+            tracing::warn!(path = %p.display(), error = %e, "cannot restrict the history file's permissions to 0640");
+        }
+    }
+}
+
+/// `history.db` → `history.db-wal`: SQLite appends to the whole name.
+fn sidecar(path: &Path, what: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!("-{what}"));
+    name.into()
 }
 
 /// Open an existing database for queries only.

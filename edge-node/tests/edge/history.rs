@@ -166,10 +166,55 @@ fn downsampling_gives_hand_computed_buckets() {
     assert_eq!((b[1].start_ms, b[1].count, b[1].samples), (1000, 0, 1));
     assert!(b[1].avg.is_nan());
     assert_eq!(b[1].good_fraction, 0.0);
+    // ...and says why it is bad.
+    assert_eq!(b[1].bad_reason, Some(Quality::Bad(Reason::Timeout)));
+    assert_eq!(b[0].bad_reason, None);
     // Bad arguments are errors, not panics.
     assert!(r.downsample("t", 0, 100, 0).is_err());
     assert!(r.downsample("t", 100, 100, 4).is_err());
     assert!(r.downsample("unknown", 0, 100, 4).unwrap().is_empty());
+}
+
+/// `apos-edge history` on a text tag and on a bucket of only bad samples:
+/// the text and the reason, not `0 NaN NaN NaN`.
+#[test]
+fn the_history_report_shows_text_values_and_why_a_bucket_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let now = Timestamp::now().as_millis();
+    let text = |ts, t: &str| sample("grade", ts, Some(Value::String(t.into())), Quality::Good);
+    write_all(
+        opts(&db),
+        vec![vec![
+            text(now - 50_000, "A"),
+            text(now - 40_000, "B"),
+            good("flow", now - 50_000, 2.5),
+            sample(
+                "flow",
+                now - 5_000,
+                None,
+                Quality::Bad(Reason::Exception(2)),
+            ),
+        ]],
+    );
+    let cfg = firmware_config::load_str(
+        &dir.path().join("edge.toml"),
+        format!(
+            "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n[storage]\npath = {:?}\n",
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
+    let grade = edge_node::history_report(&cfg, "grade", Duration::from_secs(60), 2).unwrap();
+    assert!(grade.contains("last \"B\""), "{grade}");
+    assert!(!grade.contains("NaN"), "{grade}");
+    let flow = edge_node::history_report(&cfg, "flow", Duration::from_secs(60), 2).unwrap();
+    assert!(!flow.contains("NaN"), "{flow}");
+    assert!(
+        flow.contains("last not good: bad (modbus exception 02 (illegal data address))"),
+        "{flow}"
+    );
+    assert!(flow.contains("2.5000"), "{flow}");
 }
 
 #[test]

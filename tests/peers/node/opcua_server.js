@@ -1,12 +1,21 @@
 #!/usr/bin/env node
 // An independent OPC UA server (node-opcua) for APOS interoperability tests.
 //
-//   node opcua_server.js [--port 0] [--limits]
+//   node opcua_server.js [--port 0] [--limits] [--secure --pki DIR [--strict]]
 //
 // Namespace URI "urn:apos:test:node" with Objects/Plant/{Ramp (Double, +1
 // every 100 ms), Counter (Int32), Setpoint (Double, writable)}; string node
-// ids "Plant.Ramp" etc. Security None, anonymous. Binds 127.0.0.1 only.
-// Prints `READY port=<N>` when serving; SIGTERM stops it.
+// ids "Plant.Ramp" etc. Security None, anonymous. Binds 127.0.0.1 only
+// (node-opcua binds to `host`; `hostname` only names the endpoint).
+// Prints `READY port=<N>` when serving, then `SESSION name=<name>` for
+// every session a client creates; SIGTERM stops it.
+//
+// `--secure` serves Basic256Sha256 SignAndEncrypt only, with node-opcua's
+// own certificate, generated on first start in DIR/own (its SANs come as
+// DNS, IP, URI: the order async-opcua 0.19 mishandles). Client
+// certificates are accepted on first use unless `--strict`, which rejects
+// unknown ones into DIR/rejected (as open62541 with a trust list does);
+// put one in DIR/trusted/certs to accept it.
 //
 // `--limits` states (and enforces) small operation limits, as constrained
 // embedded servers do: 6 monitored items per subscription, 4 per
@@ -14,7 +23,10 @@
 // (Double, Ramp + i) so that a client must batch to read them all.
 "use strict";
 const net = require("net");
-const { OPCUAServer, DataType, Variant, StatusCodes } = require("node-opcua");
+const path = require("path");
+const {
+  OPCUAServer, DataType, Variant, StatusCodes, OPCUACertificateManager, SecurityPolicy, MessageSecurityMode,
+} = require("node-opcua");
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -32,7 +44,26 @@ function freePort() {
   let port = argPort > 0 ? parseInt(process.argv[argPort + 1], 10) : 0;
   if (!port) port = await freePort();
   const limits = process.argv.includes("--limits");
+  const secure = process.argv.includes("--secure");
+  const argPki = process.argv.indexOf("--pki");
+  const pki = argPki > 0 ? path.resolve(process.argv[argPki + 1]) : null;
+  if (secure && !pki) throw new Error("--secure needs --pki DIR");
+  const security = secure
+    ? {
+        securityPolicies: [SecurityPolicy.Basic256Sha256],
+        securityModes: [MessageSecurityMode.SignAndEncrypt],
+        serverCertificateManager: new OPCUACertificateManager({
+          rootFolder: pki,
+          automaticallyAcceptUnknownCertificate: !process.argv.includes("--strict"),
+        }),
+      }
+    : {};
   const server = new OPCUAServer({
+    ...security,
+    host: "127.0.0.1",
+    // Names the generated certificate carries besides the machine's own:
+    // clients here connect to 127.0.0.1.
+    alternateHostname: ["localhost", "127.0.0.1"],
     serverCapabilities: limits
       ? { maxMonitoredItemsPerSubscription: 6, operationLimits: { maxMonitoredItemsPerCall: 4, maxNodesPerRead: 3 } }
       : undefined,
@@ -72,6 +103,8 @@ function freePort() {
     }
   }
   setInterval(() => { ramp += 1; }, 100);
+  // Tests check what clients call their sessions.
+  server.on("create_session", (session) => process.stdout.write(`SESSION name=${session.sessionName}\n`));
   await server.start();
   process.stdout.write(`READY port=${port}\n`);
   const stop = async () => { await server.shutdown(100); process.exit(0); };
