@@ -23,6 +23,10 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 # openssl CLI: the TLS tests make their CA and certificates with it.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# ip (network namespaces) and iptables: the OPC UA partition test drops
+# packets inside a namespace of its own (needs root).
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 if ((${#need_apt[@]})); then
     say "installing ${need_apt[*]} (apt)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

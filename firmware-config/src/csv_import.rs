@@ -102,10 +102,8 @@ fn parse_rows(
     let mut columns: Vec<Option<&'static str>> = Vec::new();
     // The header is the first row that is not a comment: errors about it
     // point at it, not at a comment line above it.
-    let (header_no, header_start) = headers
-        .position()
-        .map(|p| (p.line() as usize, p.byte() as usize))
-        .unwrap_or((1, 0));
+    // (The csv crate gives the header record no position.)
+    let (header_no, header_start) = header_position(&src.text);
     let header_line = src.line_text(header_no).to_string();
     let header_span = header_start..header_start + header_line.len();
     let mut cursor = 0usize;
@@ -283,6 +281,20 @@ fn parse_rows(
             raw: tag,
         });
     }
+}
+
+/// Line number (1-based) and byte offset of the header: the first line
+/// that is neither blank nor a `#` comment, as the reader sees it.
+fn header_position(text: &str) -> (usize, usize) {
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let body = line.trim_end_matches(['\r', '\n']);
+        if !body.trim().is_empty() && !body.starts_with('#') {
+            return (i + 1, offset);
+        }
+        offset += line.len();
+    }
+    (1, 0)
 }
 
 /// Byte range of `needle` in `line`, searching from `*cursor` so that equal

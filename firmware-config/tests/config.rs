@@ -309,7 +309,7 @@ fn csv_header_errors_point_at_the_header_after_comment_lines() {
     let out = load(&main).unwrap_err().to_string();
     // Both header errors (the misspelt column, the missing `address`) are
     // on line 3, the header, and quote it.
-    assert!(out.contains("map.csv:3:19"), "{out}");
+    assert!(out.contains("map.csv:3:11"), "{out}");
     assert!(out.contains("map.csv:3:1"), "{out}");
     assert!(!out.contains("map.csv:1:"), "{out}");
     assert!(out.contains("name,area,adress,type"), "{out}");

@@ -326,7 +326,7 @@ async fn browse_csv_of_every_test_server_imports_into_a_config_that_reads() {
         (
             "plant",
             format!("opc.tcp://127.0.0.1:{}/", plant_ua.port()),
-            "heater.outlet_temp",
+            "plant.heater.outlet_temp",
         ),
     ];
     let pki = dir.path().join("pki");

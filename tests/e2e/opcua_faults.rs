@@ -546,3 +546,79 @@ async fn keys_and_history_are_private_and_a_normal_run_is_quiet() {
         "a normal run logs no errors: {errors:#?}"
     );
 }
+
+/// `browse` and `run` share one PKI directory and one identity: a browse
+/// before the node's first run makes a certificate for itself; the run then
+/// reissues it for the node (keeping the old one) instead of failing with
+/// BadCertificateUriInvalid forever against a strict server; later browses
+/// adopt the node's certificate instead of replacing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_and_run_share_one_pki_without_fighting() {
+    let Some(peer) = NodeOpcUaPeer::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let url = format!("opc.tcp://127.0.0.1:{}/apos/", peer.port);
+    let browse = || {
+        let out = Command::new(bin("apos-edge"))
+            .args([
+                "opcua",
+                "browse",
+                "--security-policy",
+                "None",
+                "--depth",
+                "2",
+            ])
+            .args(["--endpoint", &url, "--pki-dir"])
+            .arg(&pki)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let uri_of = || {
+        drivers::opcua::pki::Sans::of(&std::fs::read(pki.join("own/cert.der")).unwrap())
+            .unwrap()
+            .uris
+    };
+    assert!(browse().contains("Plant/"));
+    assert_eq!(uri_of(), ["urn:apos:edge:browse:cli"]);
+    // The node runs with the same PKI: node-opcua checks the URI in the
+    // certificate against the session's, even with security None.
+    let cfg = config_header()
+        + &format!(
+            "\n[[device]]\nname = \"shared\"\nprotocol = \"opcua\"\nendpoint = \"{url}\"\n\
+             security_policy = \"None\"\npki_dir = {:?}\npublishing_interval = \"100ms\"\ntimeout = \"5s\"\n",
+            pki.display().to_string()
+        )
+        + &ua_tag(
+            "shared_ramp",
+            "shared",
+            "nsu=urn:apos:test:node;s=Plant.Ramp",
+        );
+    let run = DriverRun::start(&cfg);
+    eventually(
+        "the node reads with the shared PKI",
+        Duration::from_secs(30),
+        || run.good_count("shared_ramp") >= 3,
+    )
+    .await;
+    run.stop().await;
+    assert_eq!(uri_of(), ["urn:apos:edge:test:e2e"]);
+    let kept = std::fs::read_dir(pki.join("own"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("cert.der.old-"));
+    assert!(kept, "the browse certificate is kept aside");
+    let warned = log_lines("was made for another application URI");
+    assert!(!warned.is_empty(), "the reissue is logged");
+    // A later browse adopts the node's certificate.
+    let before = std::fs::read(pki.join("own/cert.der")).unwrap();
+    browse();
+    assert_eq!(std::fs::read(pki.join("own/cert.der")).unwrap(), before);
+}
