@@ -428,10 +428,13 @@ async fn reload(s: &mut Supervisor, trigger: reload::Trigger) -> bool {
 async fn log_status(s: &Supervisor) {
     let (seen, stored, filtered) = s.stats.snapshot();
     let drivers = s.drivers.lock().await;
-    let up = drivers.iter().filter(|d| d.status().connected).count();
+    let statuses: Vec<_> = drivers.iter().map(|d| d.status()).collect();
+    let up = statuses.iter().filter(|st| st.connected).count();
+    let restarts: u64 = statuses.iter().map(|st| st.restarts).sum();
     tracing::info!(
         devices_up = up,
         devices = drivers.len(),
+        driver_restarts = restarts,
         samples_seen = seen,
         samples_stored = stored,
         samples_filtered = filtered,
