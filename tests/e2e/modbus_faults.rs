@@ -69,6 +69,13 @@ async fn a_short_answer_marks_its_tags_bad_and_polling_goes_on() {
         "a device that only answers malformed is not up: {after:?}"
     );
     assert!(!after.connected);
+    // Logged once per distinct read (two: holding 10..13, coil 3), not
+    // once per poll.
+    let logged = log_lines("shorty")
+        .into_iter()
+        .filter(|l| l.contains("malformed answer"))
+        .count();
+    assert_eq!(logged, 2, "{:#?}", log_lines("shorty"));
     run.stop().await;
 }
 

@@ -678,60 +678,9 @@ impl SilentProxy {
                     else {
                         return;
                     };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let alive = |e: &Arc<AtomicU64>| e.load(Ordering::SeqCst) == mine;
-                    let up_dir = {
-                        let e = e.clone();
-                        async move {
-                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                            let mut buf = vec![0u8; 65536];
-                            loop {
-                                let n = match tokio::time::timeout(
-                                    Duration::from_millis(50),
-                                    cr.read(&mut buf),
-                                )
-                                .await
-                                {
-                                    Err(_) => 0usize,
-                                    Ok(Ok(0)) | Ok(Err(_)) => break,
-                                    Ok(Ok(n)) => n,
-                                };
-                                if !alive(&e) {
-                                    std::future::pending::<()>().await;
-                                }
-                                if n > 0 && sw.write_all(&buf[..n]).await.is_err() {
-                                    break;
-                                }
-                            }
-                            // Keep both halves open: a vanished peer sends no FIN.
-                            std::future::pending::<()>().await;
-                        }
-                    };
-                    let down_dir = async move {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        let mut buf = vec![0u8; 65536];
-                        loop {
-                            let n = match tokio::time::timeout(
-                                Duration::from_millis(50),
-                                sr.read(&mut buf),
-                            )
-                            .await
-                            {
-                                Err(_) => 0usize,
-                                Ok(Ok(0)) | Ok(Err(_)) => break,
-                                Ok(Ok(n)) => n,
-                            };
-                            if !alive(&e) {
-                                std::future::pending::<()>().await;
-                            }
-                            if n > 0 && cw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                        std::future::pending::<()>().await;
-                    };
-                    tokio::join!(up_dir, down_dir);
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(pump(cr, sw, e.clone(), mine), pump(sr, cw, e, mine));
                 });
             }
         });
@@ -760,6 +709,33 @@ impl SilentProxy {
     pub fn accepted(&self) -> u64 {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Copy `from` to `to` until the proxy's epoch moves past `mine`; then
+/// (or when either side closes) hold both open and carry nothing: a
+/// vanished peer sends no FIN.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    epoch: Arc<std::sync::atomic::AtomicU64>,
+    mine: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 65536];
+    while epoch.load(std::sync::atomic::Ordering::SeqCst) == mine {
+        let n = match tokio::time::timeout(Duration::from_millis(50), from.read(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+        };
+        if epoch.load(std::sync::atomic::Ordering::SeqCst) != mine
+            || to.write_all(&buf[..n]).await.is_err()
+        {
+            break;
+        }
+    }
+    std::future::pending::<()>().await;
+    drop((from, to));
 }
 
 impl Drop for SilentProxy {

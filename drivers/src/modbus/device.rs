@@ -90,7 +90,7 @@ pub struct ModbusDevice {
     last_quality: Vec<Option<Quality>>,
     /// When each (function, address, count, code) exception was last
     /// logged, and how many were not logged since.
-    exception_log: HashMap<(Area, u16, u16, u8), (Instant, u64)>,
+    exception_log: HashMap<(Area, u16, u16, Option<u8>), (Instant, u64)>,
 }
 
 /// An exception answer of the same read is logged at most this often.
@@ -449,38 +449,51 @@ impl ModbusDevice {
             }
             Answer::WrongLength { got } => {
                 out.malformed += 1;
-                tracing::warn!(
-                    device = %self.name,
-                    unit = self.unit_id,
-                    function = function_code(req.area),
-                    address = req.start,
-                    count = req.count,
-                    got,
-                    "malformed answer: asked for {} {}, got {got}; its tags are marked bad",
-                    req.count,
-                    if req.area.is_bit() { "bits" } else { "registers" },
-                );
+                if let Some(suppressed) = self.throttle(req, None) {
+                    tracing::warn!(
+                        device = %self.name,
+                        unit = self.unit_id,
+                        function = function_code(req.area),
+                        address = req.start,
+                        count = req.count,
+                        got,
+                        suppressed,
+                        "malformed answer: asked for {} {}, got {got}; its tags are marked bad",
+                        req.count,
+                        if req.area.is_bit() { "bits" } else { "registers" },
+                    );
+                }
             }
         }
         Ok((answer, ts))
     }
 
-    fn log_exception(&mut self, req: &ReadRequest, code: u8) {
+    /// Whether to log a refused read now: `Some(times not logged since)`
+    /// at most once per [`EXCEPTION_LOG_EVERY`] for the same read and code
+    /// (`None`: a malformed answer), so a device that refuses every poll
+    /// does not flood the log.
+    fn throttle(&mut self, req: &ReadRequest, code: Option<u8>) -> Option<u64> {
         let now = Instant::now();
         let key = (req.area, req.start, req.count, code);
-        let suppressed = match self.exception_log.get_mut(&key) {
+        match self.exception_log.get_mut(&key) {
             Some((last, n)) if now.duration_since(*last) < EXCEPTION_LOG_EVERY => {
                 *n += 1;
-                return;
+                None
             }
             Some((last, n)) => {
                 *last = now;
-                std::mem::take(n)
+                Some(std::mem::take(n))
             }
             None => {
                 self.exception_log.insert(key, (now, 0));
-                0
+                Some(0)
             }
+        }
+    }
+
+    fn log_exception(&mut self, req: &ReadRequest, code: u8) {
+        let Some(suppressed) = self.throttle(req, Some(code)) else {
+            return;
         };
         tracing::warn!(
             device = %self.name,
