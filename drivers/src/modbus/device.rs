@@ -90,8 +90,12 @@ pub struct ModbusDevice {
     last_quality: Vec<Option<Quality>>,
     /// When each (function, address, count, code) exception was last
     /// logged, and how many were not logged since.
-    exception_log: HashMap<(Area, u16, u16, Option<u8>), (Instant, u64)>,
+    exception_log: HashMap<RefusedRead, (Instant, u64)>,
 }
+
+/// A read (area, start, count) and how it was refused: an exception code,
+/// or `None` for a malformed answer.
+type RefusedRead = (Area, u16, u16, Option<u8>);
 
 /// An exception answer of the same read is logged at most this often.
 const EXCEPTION_LOG_EVERY: Duration = Duration::from_secs(600);
