@@ -14,7 +14,8 @@ use tracing_subscriber::EnvFilter;
 ///   peer) that the driver reports as a session failure with a hint.
 /// - `tokio_modbus`: frames dropped for a bad CRC, without line or unit;
 ///   the RTU driver reports the unit's garbled answer instead.
-pub const DEFAULT_FILTER: &str = "info,opcua_client::config=error,opcua_client::session::event_loop=error,opcua_client::transport=off,tokio_modbus=off";
+/// - `rumqttd` (the demo runs a hub): see `hub::LOG_FILTER`.
+pub const DEFAULT_FILTER: &str = "info,opcua_client::config=error,opcua_client::session::event_loop=error,opcua_client::transport=off,tokio_modbus=off,rumqttd=off";
 
 /// Initialise tracing. `RUST_LOG` overrides [`DEFAULT_FILTER`].
 /// `format` is "json" for log shippers, anything else for people.

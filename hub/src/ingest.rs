@@ -77,11 +77,13 @@ pub async fn run(
         .spawn(move || store_loop(store, from_ingest, acks_tx, commit_interval))
         .map_err(IngestError::Thread)?;
 
-    let mut opts = MqttOptions::new(
-        format!("apos-hub-ingest-{}", std::process::id()),
-        &link.host,
-        link.port,
-    );
+    // The client id is the login, as for nodes (a broker that binds ids
+    // to logins then protects the hub's session too).
+    let client_id = link
+        .credentials
+        .as_ref()
+        .map_or_else(|| crate::broker::HUB_USER.to_owned(), |(u, _)| u.clone());
+    let mut opts = MqttOptions::new(client_id, &link.host, link.port);
     opts.set_keep_alive(Duration::from_secs(10));
     // Read somewhat larger messages than we accept, so that an oversized
     // one coming through an external broker is refused and counted here
@@ -220,27 +222,34 @@ fn check(
     Ok((t, msg))
 }
 
+/// Count a refused message exactly; log it at most once a minute per
+/// reason and topic (anyone who can publish could otherwise grow the log
+/// without bound).
 fn refuse(topic: &str, len: usize, r: &Refusal) {
     let topic: String = topic.chars().take(200).collect();
-    match r {
+    let (counter, reason): (&std::sync::atomic::AtomicU64, &'static str) = match r {
+        Refusal::Topic(_) => (&metrics::REJECTED_TOPIC, "bad topic"),
+        Refusal::UnknownNode(..) => (&metrics::REJECTED_UNKNOWN_NODE, "unknown node"),
+        Refusal::Protocol(ProtocolError::BadSignature) => {
+            (&metrics::REJECTED_SIGNATURE, "signature")
+        }
+        Refusal::Protocol(ProtocolError::TooLarge(..)) => {
+            (&metrics::REJECTED_TOO_LARGE, "too large")
+        }
+        Refusal::Protocol(_) => (&metrics::REJECTED_MALFORMED, "malformed"),
+    };
+    bump(counter, 1);
+    metrics::LOG_THROTTLE.allow(reason, &topic, |suppressed| match r {
         Refusal::Topic(e) => {
-            bump(&metrics::REJECTED_TOPIC, 1);
-            tracing::warn!(%topic, bytes = len, error = %e, "message refused: bad topic");
+            tracing::warn!(%topic, bytes = len, error = %e, suppressed, "message refused: bad topic");
         }
         Refusal::UnknownNode(site, node) => {
-            bump(&metrics::REJECTED_UNKNOWN_NODE, 1);
-            tracing::warn!(%topic, %site, %node, "message refused: node not in the hub's configuration");
+            tracing::warn!(%topic, %site, %node, suppressed, "message refused: node not in the hub's configuration");
         }
         Refusal::Protocol(e) => {
-            let c = match e {
-                ProtocolError::BadSignature => &metrics::REJECTED_SIGNATURE,
-                ProtocolError::TooLarge(..) => &metrics::REJECTED_TOO_LARGE,
-                _ => &metrics::REJECTED_MALFORMED,
-            };
-            bump(c, 1);
-            tracing::warn!(%topic, bytes = len, error = %e, "message refused");
+            tracing::warn!(%topic, bytes = len, error = %e, suppressed, "message refused");
         }
-    }
+    });
 }
 
 fn now_ms() -> i64 {

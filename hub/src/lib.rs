@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod gate;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
@@ -23,6 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Broker, HubConfig};
 
+/// The hub's default log filter (`RUST_LOG` overrides it): `info`, without
+/// rumqttd's own lines. rumqttd logs every connection at INFO and ordinary
+/// disconnects at ERROR; the gate logs what matters about connections
+/// (logins, refusals: rate-limited, with the peer), so the broker's lines
+/// would only bury them.
+pub const LOG_FILTER: &str = "info,rumqttd=off";
+
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error(transparent)]
@@ -33,6 +41,8 @@ pub enum HubError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Ingest(#[from] ingest::IngestError),
+    #[error(transparent)]
+    Gate(#[from] gate::GateError),
 }
 
 /// A running hub.
@@ -56,26 +66,35 @@ impl Hub {
             })??;
         let link = match &cfg.broker {
             Broker::Embedded { listen, tls } => {
-                let mut users: HashMap<String, String> = cfg
+                let users: HashMap<String, String> = cfg
                     .nodes
                     .iter()
                     .filter_map(|((site, node), e)| {
-                        e.password.clone().map(|p| (format!("{site}.{node}"), p))
+                        e.password
+                            .clone()
+                            .map(|p| (protocol::node_login(site, node), p))
                     })
                     .collect();
                 let hub_password = random_password();
-                users.insert(broker::HUB_USER.to_string(), hub_password.clone());
-                // The hub's own client uses a plaintext loopback listener
-                // when the public one is TLS.
-                let (internal, tls) = match tls {
-                    Some(t) => (Some(free_loopback_port()?), Some(t.clone())),
-                    None => (None, None),
-                };
-                broker::start(*listen, tls, internal, users, cfg.max_message_size + 1024)?;
-                let port = internal.unwrap_or(listen.port());
+                let ports =
+                    broker::start(users.clone(), hub_password.clone(), cfg.max_message_size)?;
+                // The public listener is ours: see gate.rs.
+                gate::start(
+                    gate::GateSettings {
+                        listen: *listen,
+                        tls: tls.clone(),
+                        upstream: std::net::SocketAddr::from(([127, 0, 0, 1], ports.nodes)),
+                        users: Arc::new(users),
+                        max_packet: cfg.max_message_size + 1024,
+                        handshake_timeout: gate::HANDSHAKE_TIMEOUT,
+                        max_connections: gate::MAX_CONNECTIONS,
+                    },
+                    cancel.clone(),
+                )
+                .await?;
                 ingest::Link {
                     host: "127.0.0.1".into(),
-                    port,
+                    port: ports.hub,
                     tls: false,
                     ca_file: None,
                     credentials: Some((broker::HUB_USER.to_string(), hub_password)),
@@ -137,7 +156,7 @@ impl Hub {
     }
 }
 
-fn random_password() -> String {
+pub(crate) fn random_password() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];
     let from_kernel = std::fs::File::open("/dev/urandom")
@@ -161,12 +180,4 @@ fn random_password() -> String {
         }
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn free_loopback_port() -> Result<u16, HubError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| HubError::Broker(broker::BrokerError::Thread(e)))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| HubError::Broker(broker::BrokerError::Thread(e)))
 }

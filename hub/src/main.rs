@@ -114,7 +114,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
+                        .unwrap_or_else(|_| hub::LOG_FILTER.into()),
                 )
                 .init();
             let cfg = hub::config::load(&config)?;

@@ -1,7 +1,12 @@
 //! Process-wide counters: every refused login and message is counted here
-//! (and logged where it happens); the hub logs them periodically.
+//! (and logged where it happens, through [`LOG_THROTTLE`]); the hub logs
+//! them periodically. Counters are exact; log lines are rate-limited, so
+//! nobody can grow the log without bound by sending garbage.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 pub static REFUSED_LOGINS: AtomicU64 = AtomicU64::new(0);
 pub static REJECTED_TOPIC: AtomicU64 = AtomicU64::new(0);
@@ -16,6 +21,10 @@ pub static FORECASTS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static KPIS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static ACKS_SENT: AtomicU64 = AtomicU64::new(0);
 pub static COMMIT_ERRORS: AtomicU64 = AtomicU64::new(0);
+pub static GATE_HANDSHAKE_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+pub static GATE_PROTOCOL_ERRORS: AtomicU64 = AtomicU64::new(0);
+pub static GATE_CLIENT_ID_REFUSED: AtomicU64 = AtomicU64::new(0);
+pub static GATE_ACL_REFUSED: AtomicU64 = AtomicU64::new(0);
 
 /// A copy of every counter, for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -33,6 +42,10 @@ pub struct Snapshot {
     pub kpis_stored: u64,
     pub acks_sent: u64,
     pub commit_errors: u64,
+    pub gate_handshake_timeouts: u64,
+    pub gate_protocol_errors: u64,
+    pub gate_client_id_refused: u64,
+    pub gate_acl_refused: u64,
 }
 
 pub fn snapshot() -> Snapshot {
@@ -51,6 +64,71 @@ pub fn snapshot() -> Snapshot {
         kpis_stored: l(&KPIS_STORED),
         acks_sent: l(&ACKS_SENT),
         commit_errors: l(&COMMIT_ERRORS),
+        gate_handshake_timeouts: l(&GATE_HANDSHAKE_TIMEOUTS),
+        gate_protocol_errors: l(&GATE_PROTOCOL_ERRORS),
+        gate_client_id_refused: l(&GATE_CLIENT_ID_REFUSED),
+        gate_acl_refused: l(&GATE_ACL_REFUSED),
+    }
+}
+
+/// Warnings about refused input, at most one per [`Throttle::EVERY`] per
+/// reason and source (a peer address, a node): the first is logged at once,
+/// later ones only say how many were not logged meanwhile.
+pub static LOG_THROTTLE: Throttle = Throttle::new();
+
+/// (reason, source) → when last logged, and how many since.
+type Seen = HashMap<(&'static str, String), (Instant, u64)>;
+
+#[derive(Debug)]
+pub struct Throttle {
+    seen: Mutex<Option<Seen>>,
+}
+
+impl Throttle {
+    pub const EVERY: Duration = Duration::from_secs(60);
+    /// Sources remembered at most; beyond, the memory starts over (a flood
+    /// from many addresses still logs at most this many lines a minute).
+    const MAX_SOURCES: usize = 4096;
+
+    pub const fn new() -> Throttle {
+        Throttle {
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// Call `log(suppressed)` if this (reason, source) may log now.
+    pub fn allow(&self, reason: &'static str, source: &str, log: impl FnOnce(u64)) {
+        let now = Instant::now();
+        let suppressed = {
+            let Ok(mut guard) = self.seen.lock() else {
+                return;
+            };
+            let map = guard.get_or_insert_with(HashMap::new);
+            if map.len() >= Self::MAX_SOURCES && !map.contains_key(&(reason, source.to_owned())) {
+                map.clear();
+            }
+            match map.get_mut(&(reason, source.to_owned())) {
+                Some((last, n)) if now.duration_since(*last) < Self::EVERY => {
+                    *n += 1;
+                    return;
+                }
+                Some((last, n)) => {
+                    *last = now;
+                    std::mem::take(n)
+                }
+                None => {
+                    map.insert((reason, source.to_owned()), (now, 0));
+                    0
+                }
+            }
+        };
+        log(suppressed);
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

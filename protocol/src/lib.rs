@@ -21,7 +21,7 @@ pub mod topic;
 pub mod v1;
 
 pub use envelope::{MAC_LEN, MAX_MESSAGE_BYTES, NodeKey};
-pub use topic::{Kind, Topic};
+pub use topic::{Kind, Topic, node_login};
 
 /// Why a topic or payload was refused. Every variant is counted by the
 /// receiver; none of them may panic.

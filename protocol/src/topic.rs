@@ -113,6 +113,14 @@ impl fmt::Display for Topic {
     }
 }
 
+/// A node's MQTT user name on the hub's embedded broker, `{site}.{node}`,
+/// and its client id everywhere: the broker refuses a client id other than
+/// the user name, so no client can take another's session. (`.` cannot
+/// occur in site or node ids, so the name is unambiguous.)
+pub fn node_login(site: &str, node: &str) -> String {
+    format!("{site}.{node}")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -6,6 +6,8 @@
 
 mod demo;
 mod faults;
+#[path = "../common/logs.rs"]
+mod logs;
 mod modbus_faults;
 mod modbus_rtu;
 mod modbus_tcp;
@@ -14,3 +16,5 @@ mod opcua_faults;
 mod plant;
 mod support;
 mod sync;
+#[path = "../common/tls.rs"]
+mod tls;

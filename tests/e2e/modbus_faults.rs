@@ -9,9 +9,7 @@ use std::time::Duration;
 use drivers::{LinkState, Quality, Reason, Value};
 use serde_json::json;
 
-use crate::support::{
-    DriverRun, ModbusPeer, PtyPair, config_header, eventually, log_lines, tag, tcp_device,
-};
+use crate::support::{DriverRun, ModbusPeer, PtyPair, config_header, eventually, tag, tcp_device};
 
 /// A device that answers a read of N registers with N-1 (tokio-modbus's
 /// `Reader` asserted on it and killed the driver task in debug builds):
@@ -71,11 +69,11 @@ async fn a_short_answer_marks_its_tags_bad_and_polling_goes_on() {
     assert!(!after.connected);
     // Logged once per distinct read (two: holding 10..13, coil 3), not
     // once per poll.
-    let logged = log_lines("shorty")
+    let logged = crate::logs::lines("shorty")
         .into_iter()
         .filter(|l| l.contains("malformed answer"))
         .count();
-    assert_eq!(logged, 2, "{:#?}", log_lines("shorty"));
+    assert_eq!(logged, 2, "{:#?}", crate::logs::lines("shorty"));
     run.stop().await;
 }
 
@@ -196,7 +194,7 @@ async fn a_datasheet_register_map_reads_every_tag_by_default() {
     let per_cycle = (b.requests - a.requests) as f64 / (b.cycles - a.cycles) as f64;
     assert_eq!(per_cycle, 4.0, "{a:?} → {b:?}");
     assert_eq!(b.units[0].state, LinkState::Up);
-    let logs = log_lines("meter_ds");
+    let logs = crate::logs::lines("meter_ds");
     let learned: Vec<_> = logs
         .iter()
         .filter(|l| l.contains("smaller requests"))
@@ -240,7 +238,7 @@ async fn a_device_that_only_answers_exceptions_is_not_up_and_says_why() {
         run.latest("ref_a").unwrap().quality,
         Quality::Bad(Reason::Exception(4))
     );
-    let logs = log_lines("refuser");
+    let logs = crate::logs::lines("refuser");
     let exceptions: Vec<_> = logs
         .iter()
         .filter(|l| l.contains("answered exception 04"))
@@ -291,7 +289,7 @@ async fn a_device_that_closes_the_connection_is_reported_as_such() {
         run.latest("closer_a").unwrap().quality,
         Quality::Bad(Reason::ConnectionLost)
     );
-    let logs = log_lines("closer");
+    let logs = crate::logs::lines("closer");
     assert!(
         !logs.iter().any(|l| l.contains("os error")),
         "no pass-through errno text: {logs:#?}"
@@ -326,7 +324,7 @@ async fn a_corrupt_rtu_answer_names_line_and_unit() {
         "{q:?}"
     );
     eventually("logged", Duration::from_secs(5), || {
-        log_lines("garbler")
+        crate::logs::lines("garbler")
             .iter()
             .any(|l| l.contains("line crcline, unit 7 (garbler)"))
     })

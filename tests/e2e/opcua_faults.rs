@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use drivers::{Quality, Reason, Value};
 
 use crate::support::{
-    DriverRun, NodeOpcUaPeer, OpcUaPeer, SilentProxy, bin, config_header, eventually, log_lines,
-    peers_dir, python, require_peer,
+    DriverRun, NodeOpcUaPeer, OpcUaPeer, SilentProxy, bin, config_header, eventually, peers_dir,
+    python, require_peer,
 };
 
 fn ua_device(name: &str, port: u16, pki: &Path, extra: &str) -> String {
@@ -83,7 +83,7 @@ async fn a_server_that_vanishes_silently_is_reconnected_once_it_is_back() {
         || run.good_count("van_ramp") > n,
     )
     .await;
-    let logs = log_lines("vanisher");
+    let logs = crate::logs::lines("vanisher");
     assert!(
         logs.iter().any(|l| l.contains("stopped answering")),
         "{logs:#?}"
@@ -469,7 +469,7 @@ async fn arrays_structures_and_a_clock_from_the_future() {
         );
         assert!(s.value.is_some());
     }
-    let warned = log_lines("shape_future");
+    let warned = crate::logs::lines("shape_future");
     assert_eq!(
         warned
             .iter()
@@ -615,7 +615,7 @@ async fn browse_and_run_share_one_pki_without_fighting() {
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().starts_with("cert.der.old-"));
     assert!(kept, "the browse certificate is kept aside");
-    let warned = log_lines("was made for another application URI");
+    let warned = crate::logs::lines("was made for another application URI");
     assert!(!warned.is_empty(), "the reissue is logged");
     // A later browse adopts the node's certificate.
     let before = std::fs::read(pki.join("own/cert.der")).unwrap();

@@ -333,56 +333,6 @@ pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() ->
     }
 }
 
-/// Every log line of this test process at INFO and above, for tests that
-/// check what an integrator would read (filter by a device name unique to
-/// the test: tests run in parallel in one process).
-static LOGS: Mutex<String> = Mutex::new(String::new());
-
-#[derive(Clone, Copy)]
-struct LogSink;
-
-impl Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap().push_str(&String::from_utf8_lossy(buf));
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Install the test process's log subscriber once: captured lines for
-/// [`log_lines`], plus `RUST_LOG`-filtered output to the test writer
-/// (`RUST_LOG=info cargo test ... -- --nocapture`).
-pub fn init_logs() {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_test_writer()
-                .with_filter(tracing_subscriber::EnvFilter::from_default_env()),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_writer(|| LogSink)
-                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
-        )
-        .try_init();
-}
-
-/// Captured log lines (see [`init_logs`]) that contain `needle`.
-pub fn log_lines(needle: &str) -> Vec<String> {
-    LOGS.lock()
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Drivers started from a configuration text, with every sample collected.
 pub struct DriverRun {
     pub handles: Vec<drivers::DriverHandle>,
@@ -394,7 +344,7 @@ pub struct DriverRun {
 impl DriverRun {
     /// Validate `toml` exactly as the edge node does, then start its drivers.
     pub fn start(toml: &str) -> DriverRun {
-        init_logs();
+        crate::logs::init();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("edge.toml");
         let cfg = firmware_config::load_str(&path, toml.to_owned())

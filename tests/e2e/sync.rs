@@ -413,93 +413,13 @@ async fn a_60_s_mosquitto_outage_loses_nothing_and_duplicates_nothing() {
     drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
 }
 
-/// A test CA and a server certificate for 127.0.0.1 / localhost signed by
-/// it, made with the openssl CLI (Debian package openssl): (ca, cert, key).
-fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (Debian package openssl) is needed for the TLS tests");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=apos-test-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    run(&ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    run(&csr);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    (
-        dir.join("ca.crt"),
-        dir.join("server.crt"),
-        dir.join("server.key"),
-    )
-}
-
 /// MQTT over TLS, both ways the hub can run: the embedded broker's TLS
 /// listener, and an external mosquitto's TLS listener (the hub a TLS client
 /// too). Edges verify the broker against the test CA; every window arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sync_runs_over_tls_with_the_embedded_broker_and_with_mosquitto() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_pki(&dir.path().join("pki"));
+    let (ca, cert, key) = crate::tls::test_pki(&dir.path().join("pki"));
     let extra = format!("ca_file = {:?}\n", ca.display().to_string());
 
     // Embedded rumqttd with TLS.

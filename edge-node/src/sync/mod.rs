@@ -124,11 +124,13 @@ impl SyncSettings {
     }
 
     fn mqtt_options(&self) -> Result<MqttOptions, String> {
-        let mut o = MqttOptions::new(
-            format!("apos-{}-{}", self.site, self.node),
-            &self.host,
-            self.port,
-        );
+        // The client id is the login (the hub's broker refuses any other,
+        // and mosquitto's `use_username_as_clientid` makes it so).
+        let client_id = match &self.credentials {
+            Some((user, _)) => user.clone(),
+            None => protocol::node_login(&self.site, &self.node),
+        };
+        let mut o = MqttOptions::new(client_id, &self.host, self.port);
         o.set_keep_alive(Duration::from_secs(10));
         o.set_max_packet_size(8 << 20, 8 << 20);
         o.set_clean_session(true);

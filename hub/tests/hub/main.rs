@@ -1,4 +1,11 @@
 //! Integration tests of the hub: one harness, one binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod broker;
+#[path = "../../../tests/common/logs.rs"]
+mod logs;
+mod mosquitto;
 mod security;
+mod support;
+#[path = "../../../tests/common/tls.rs"]
+mod tls;

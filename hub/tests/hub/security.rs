@@ -1,104 +1,33 @@
-//! Fault test 5: an unauthorized client, wrong credentials, node A
-//! publishing as node B, malformed and oversized payloads are all refused
-//! and counted; the hub keeps running and every valid batch is stored once.
+//! The embedded broker under attack from outside and from a logged-in
+//! node: logins, client ids, the per-node topic ACL, garbage and forgeries
+//! on a node's own topics, oversized messages, log flooding. Every refusal
+//! is counted; the hub keeps storing valid batches exactly once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use protocol::v1::{Batch, Body, Message, Window, WindowSet};
 use protocol::{Kind, NodeKey, Topic};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{ConnectReturnCode, LastWill, QoS};
 use tokio_util::sync::CancellationToken;
 
-const KEY_A: &str = "key-of-node-a-0123456789";
-const KEY_B: &str = "key-of-node-b-9876543210";
+use crate::support::{
+    KEY_A, KEY_B, Login, batch, connect, connect_with, events_until_closed, free_port, hub_config,
+    options,
+};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn batch(seq: u64) -> Message {
-    Message::Batch(Batch {
-        seq,
-        created_ms: 1,
-        body: Body::Aggregates(vec![WindowSet {
-            width_ms: 1000,
-            start_ms: seq as i64 * 1000,
-            windows: vec![Window {
-                tag: "t".into(),
-                count: 1,
-                good: 1,
-                min: 1.0,
-                max: 1.0,
-                mean: 1.0,
-                twa: 1.0,
-                last: 1.0,
-            }],
-        }]),
-    })
-}
-
-/// Connect; `Ok(client)` once CONNACK arrives, `Err` if the broker closes.
-async fn connect(port: u16, id: &str, creds: Option<(&str, &str)>) -> Result<AsyncClient, String> {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_max_packet_size(16 << 20, 16 << 20);
-    if let Some((u, p)) = creds {
-        o.set_credentials(u, p);
+async fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (client, mut el) = AsyncClient::new(o, 100);
-    let r = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                    return if c.code == rumqttc::ConnectReturnCode::Success {
-                        Ok(())
-                    } else {
-                        Err(format!("{:?}", c.code))
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| Err("timeout".into()));
-    r?;
-    tokio::spawn(async move { while el.poll().await.is_ok() {} });
-    Ok(client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn intruders_and_garbage_are_refused_and_counted_and_valid_data_is_stored() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+async fn the_gate_enforces_logins_client_ids_and_each_nodes_topics() {
+    crate::logs::init();
     let dir = tempfile::tempdir().unwrap();
-    for (f, v) in [
-        ("a.key", KEY_A),
-        ("b.key", KEY_B),
-        ("a.pass", "pa"),
-        ("b.pass", "pb"),
-    ] {
-        std::fs::write(dir.path().join(f), v).unwrap();
-    }
     let port = free_port();
-    let cfg_path = dir.path().join("hub.toml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "schema_version = 1\n[storage]\npath = \"fleet.duckdb\"\n[broker]\nlisten = \"127.0.0.1:{port}\"\n\
-             [ingest]\nmax_message_size = 100000\ncommit_interval = \"50ms\"\n\
-             [[node]]\nsite = \"s\"\nnode = \"a\"\nkey_file = \"a.key\"\npassword_file = \"a.pass\"\n\
-             [[node]]\nsite = \"s\"\nnode = \"b\"\nkey_file = \"b.key\"\npassword_file = \"b.pass\"\n"
-        ),
-    )
-    .unwrap();
-    let cfg = hub::config::load(&cfg_path).unwrap();
+    let cfg = hub::config::load(&hub_config(dir.path(), port, "", 100_000)).unwrap();
     let db = cfg.storage_path.clone();
     let cancel = CancellationToken::new();
     let h = hub::Hub::start(cfg, cancel.clone()).await.unwrap();
@@ -107,32 +36,108 @@ async fn intruders_and_garbage_are_refused_and_counted_and_valid_data_is_stored(
         "hub ingest never subscribed"
     );
     let before = hub::metrics::snapshot();
+    let m = || hub::metrics::snapshot();
 
-    // No credentials, wrong password, unknown user: refused at CONNECT
-    // (rumqttd refuses a CONNECT without login before asking the hub, so
-    // only the last three are counted by the hub).
-    assert!(connect(port, "anon", None).await.is_err());
-    assert!(connect(port, "wrong", Some(("s.a", "nope"))).await.is_err());
-    assert!(connect(port, "who", Some(("s.zz", "pa"))).await.is_err());
-    // rumqttd mishandles '/' in client ids (upstream #1062): refused.
-    assert!(connect(port, "bad/id", Some(("s.a", "pa"))).await.is_err());
+    // Logins: none, a wrong password, an unknown user.
+    let bad_login = Login::Refused(ConnectReturnCode::BadUserNamePassword);
+    assert_eq!(
+        connect(port, "anon", None).await.err(),
+        Some(bad_login.clone())
+    );
+    assert_eq!(
+        connect(port, "s.a", Some(("s.a", "nope"))).await.err(),
+        Some(bad_login.clone())
+    );
+    assert_eq!(
+        connect(port, "s.zz", Some(("s.zz", "pa"))).await.err(),
+        Some(bad_login)
+    );
+    assert!(m().refused_logins - before.refused_logins >= 3, "{:?}", m());
 
-    // Node A, logged in properly, misbehaves in every way it can.
-    let a = connect(port, "node-a", Some(("s.a", "pa"))).await.unwrap();
+    // Client ids: a node's is its user name, nothing else; not the hub's,
+    // not another node's, not one with '/' (a rumqttd bug).
+    let bad_id = Some(Login::Refused(ConnectReturnCode::BadClientId));
+    for id in ["node-a", "apos-hub", "s.b", "bad/id"] {
+        assert_eq!(
+            connect(port, id, Some(("s.a", "pa"))).await.err(),
+            bad_id,
+            "{id}"
+        );
+    }
+    assert_eq!(
+        m().gate_client_id_refused - before.gate_client_id_refused,
+        4
+    );
+
+    // A will message is a publish the broker would send later for the node.
+    let mut o = options(port, "s.a", Some(("s.a", "pa")));
+    o.set_last_will(LastWill::new(
+        "apos/v1/s/b/batch",
+        "x",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    assert!(connect_with(o).await.is_err());
+
     let key_a = NodeKey::new(KEY_A.as_bytes()).unwrap();
     let topic_a = Topic::new("s", "a", Kind::Batch).unwrap();
     let topic_b = Topic::new("s", "b", Kind::Batch).unwrap();
-    // A's batch on B's topic, signed with A's key: refused (signature).
+
+    // Node A, logged in properly, steps outside its topics: each attempt
+    // costs it the connection and never reaches the hub.
+    let acl_before = m().gate_acl_refused;
     let forged = protocol::envelope::seal(&topic_b, &batch(1), &key_a).unwrap();
-    a.publish(topic_b.to_string(), QoS::AtLeastOnce, false, forged)
-        .await
-        .unwrap();
-    // A's own batch re-published on B's topic: refused (signature covers the topic).
-    let real = protocol::envelope::seal(&topic_a, &batch(1), &key_a).unwrap();
-    a.publish(topic_b.to_string(), QoS::AtLeastOnce, false, real.clone())
-        .await
-        .unwrap();
-    // Garbage, a truncated message, an unknown node, a bad topic, too large.
+    for (what, script) in [
+        ("publish on B's topic", 0),
+        ("publish on a topic of its choosing", 1),
+        ("subscribe to every ack", 2),
+        ("retained publish", 3),
+        ("QoS 2", 4),
+    ] {
+        let forged = forged.clone();
+        let ta = topic_a.to_string();
+        let tb = topic_b.to_string();
+        let seen = events_until_closed(
+            options(port, "s.a", Some(("s.a", "pa"))),
+            Duration::from_secs(5),
+            move |c| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let _ = match script {
+                        0 => c.publish(tb, QoS::AtLeastOnce, false, forged).await,
+                        1 => {
+                            c.publish("pin/me/1", QoS::AtLeastOnce, false, vec![0u8; 1000])
+                                .await
+                        }
+                        2 => c.subscribe("apos/v1/+/+/ack", QoS::AtLeastOnce).await,
+                        3 => c.publish(ta, QoS::AtLeastOnce, true, vec![1u8]).await,
+                        _ => c.publish(ta, QoS::ExactlyOnce, false, vec![1u8]).await,
+                    };
+                });
+            },
+        )
+        .await;
+        assert!(
+            seen.last().is_some_and(|l| l.starts_with("closed")),
+            "{what}: {seen:#?}"
+        );
+        assert!(
+            !seen
+                .iter()
+                .any(|l| l.contains("PubAck") || l.contains("SubAck")),
+            "{what} was not accepted: {seen:#?}"
+        );
+    }
+    assert_eq!(m().gate_acl_refused - acl_before, 5, "{:?}", m());
+    assert_eq!(
+        m().rejected_signature,
+        before.rejected_signature,
+        "the forgery never got in"
+    );
+
+    // On its own topics A can still send garbage and forgeries: the ingest
+    // refuses and counts them; valid batches are stored once.
+    let a = connect(port, "s.a", Some(("s.a", "pa"))).await.unwrap();
     a.publish(
         topic_a.to_string(),
         QoS::AtLeastOnce,
@@ -141,113 +146,138 @@ async fn intruders_and_garbage_are_refused_and_counted_and_valid_data_is_stored(
     )
     .await
     .unwrap();
-    a.publish(
-        topic_a.to_string(),
-        QoS::AtLeastOnce,
-        false,
-        real[..real.len() - 5].to_vec(),
-    )
-    .await
-    .unwrap();
-    a.publish(
-        "apos/v1/s/ghost/batch",
-        QoS::AtLeastOnce,
-        false,
-        real.clone(),
-    )
-    .await
-    .unwrap();
-    a.publish("apos/v1/s/a.b/batch", QoS::AtLeastOnce, false, real.clone())
+    // Sealed for B's topic, published on A's: the signature covers the topic.
+    a.publish(topic_a.to_string(), QoS::AtLeastOnce, false, forged.clone())
         .await
         .unwrap();
-    // And valid batches, one of them twice.
+    let key_b = NodeKey::new(KEY_B.as_bytes()).unwrap();
+    let as_b = protocol::envelope::seal(&topic_a, &batch(9), &key_b).unwrap();
+    a.publish(topic_a.to_string(), QoS::AtLeastOnce, false, as_b)
+        .await
+        .unwrap();
     for seq in [1, 2, 2, 3] {
-        let m = protocol::envelope::seal(&topic_a, &batch(seq), &key_a).unwrap();
-        a.publish(topic_a.to_string(), QoS::AtLeastOnce, false, m)
+        let msg = protocol::envelope::seal(&topic_a, &batch(seq), &key_a).unwrap();
+        a.publish(topic_a.to_string(), QoS::AtLeastOnce, false, msg)
             .await
             .unwrap();
     }
+    wait_for(
+        "refusals and batches counted",
+        Duration::from_secs(20),
+        || {
+            let m = m();
+            m.batches_new - before.batches_new >= 3
+                && m.rejected_signature - before.rejected_signature >= 2
+                && m.rejected_malformed - before.rejected_malformed >= 1
+        },
+    )
+    .await;
+    assert_eq!(m().batches_duplicate - before.batches_duplicate, 1);
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let m = hub::metrics::snapshot();
-        if m.batches_new - before.batches_new >= 3
-            && m.rejected_signature - before.rejected_signature >= 3
-            && m.rejected_malformed - before.rejected_malformed >= 1
-            && m.rejected_unknown_node - before.rejected_unknown_node >= 1
-            && m.rejected_topic - before.rejected_topic >= 1
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "counters: {m:?} (before {before:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let m = hub::metrics::snapshot();
-    assert!(m.refused_logins - before.refused_logins >= 3, "{m:?}");
-    assert_eq!(m.batches_duplicate - before.batches_duplicate, 1, "{m:?}");
-    assert_eq!(m.batches_new - before.batches_new, 3, "{m:?}");
-
-    // Oversized: the embedded broker enforces the size limit itself and
-    // closes the sender's connection; the hub never sees the message.
-    let big = {
-        let (c, mut el) = AsyncClient::new(
-            {
-                let mut o = MqttOptions::new("node-a-big", "127.0.0.1", port);
-                o.set_credentials("s.a", "pa");
-                o.set_max_packet_size(16 << 20, 16 << 20);
-                o
-            },
-            10,
-        );
-        c.publish(
-            topic_a.to_string(),
-            QoS::AtLeastOnce,
-            false,
-            vec![0u8; 200_000],
-        )
-        .await
-        .unwrap();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => return "acknowledged",
-                    Ok(_) => {}
-                    Err(_) => return "closed",
-                }
-            }
-        })
-        .await
-        .unwrap_or("timeout")
-    };
+    // B cannot take A's session over (same client id, B's login)...
     assert_eq!(
-        big, "closed",
-        "an oversized publish must cost the sender its connection"
+        connect(port, "s.a", Some(("s.b", "pb"))).await.err(),
+        Some(Login::Refused(ConnectReturnCode::BadClientId))
     );
-    // The hub still works: node B delivers normally afterwards.
-    let b = connect(port, "node-b", Some(("s.b", "pb"))).await.unwrap();
-    let key_b = NodeKey::new(KEY_B.as_bytes()).unwrap();
-    let m = protocol::envelope::seal(&topic_b, &batch(1), &key_b).unwrap();
-    b.publish(topic_b.to_string(), QoS::AtLeastOnce, false, m)
+    // ...and A's connection is still there.
+    let msg = protocol::envelope::seal(&topic_a, &batch(4), &key_a).unwrap();
+    a.publish(topic_a.to_string(), QoS::AtLeastOnce, false, msg)
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while hub::metrics::snapshot().batches_new - before.batches_new < 4 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("A still delivers", Duration::from_secs(10), || {
+        m().batches_new - before.batches_new >= 4
+    })
+    .await;
+
+    // Oversized: closed at the gate before it is read whole.
+    let seen = events_until_closed(
+        options(port, "s.a", Some(("s.a", "pa"))),
+        Duration::from_secs(10),
+        |c| {
+            let c = c.clone();
+            let t = topic_a.to_string();
+            tokio::spawn(async move {
+                let _ = c
+                    .publish(t, QoS::AtLeastOnce, false, vec![0u8; 200_000])
+                    .await;
+            });
+        },
+    )
+    .await;
+    assert!(
+        seen.last().is_some_and(|l| l.starts_with("closed")),
+        "{seen:#?}"
+    );
+    assert!(!seen.iter().any(|l| l.contains("PubAck")), "{seen:#?}");
+
+    // The hub still works: node B delivers normally afterwards.
+    let b = connect(port, "s.b", Some(("s.b", "pb"))).await.unwrap();
+    let msg = protocol::envelope::seal(&topic_b, &batch(1), &key_b).unwrap();
+    b.publish(topic_b.to_string(), QoS::AtLeastOnce, false, msg)
+        .await
+        .unwrap();
+    wait_for("B's batch stored", Duration::from_secs(20), || {
+        m().batches_new - before.batches_new >= 5
+    })
+    .await;
     cancel.cancel();
     h.join().await.unwrap();
 
     let store = hub::store::Store::open(&db).unwrap();
     let nodes = store.nodes().unwrap();
     let batches: Vec<(String, u64)> = nodes.iter().map(|n| (n.node.clone(), n.batches)).collect();
-    assert_eq!(batches, vec![("a".to_string(), 3), ("b".to_string(), 1)]);
+    assert_eq!(batches, vec![("a".to_string(), 4), ("b".to_string(), 1)]);
     assert_eq!(
         store.windows("s", "a").unwrap(),
-        3,
+        4,
         "each valid window once"
     );
+}
+
+/// 300 refused logins from one address: every one counted, a handful of
+/// log lines (at most one per reason and source a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_exactly_and_logged_sparingly() {
+    crate::logs::init();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = hub::config::load(&hub_config(dir.path(), port, "", 100_000)).unwrap();
+    let cancel = CancellationToken::new();
+    let h = hub::Hub::start(cfg, cancel.clone()).await.unwrap();
+    assert!(h.wait_ready(Duration::from_secs(10)).await);
+    let before = hub::metrics::snapshot();
+    let lines_before = crate::logs::lines("MQTT connection refused").len();
+    for i in 0..300 {
+        let user = format!("flood.user{i}");
+        let r = connect(port, &user, Some((&user, "x"))).await;
+        assert!(r.is_err());
+    }
+    let after = hub::metrics::snapshot();
+    assert!(
+        after.refused_logins - before.refused_logins >= 300,
+        "{after:?}"
+    );
+    let logged = crate::logs::lines("MQTT connection refused").len() - lines_before;
+    assert!(logged <= 3, "{logged} lines for 300 refusals");
+    // The same for 300 refused messages of a logged-in node.
+    let refused_before = crate::logs::lines("message refused").len();
+    let a = connect(port, "s.a", Some(("s.a", "pa"))).await.unwrap();
+    for _ in 0..300 {
+        a.publish(
+            "apos/v1/s/a/batch",
+            QoS::AtLeastOnce,
+            false,
+            b"junk".to_vec(),
+        )
+        .await
+        .unwrap();
+    }
+    wait_for("300 messages refused", Duration::from_secs(20), || {
+        hub::metrics::snapshot().rejected_malformed - before.rejected_malformed >= 300
+    })
+    .await;
+    let logged = crate::logs::lines("message refused").len() - refused_before;
+    assert!(logged <= 3, "{logged} lines for 300 refused messages");
+    cancel.cancel();
+    h.join().await.unwrap();
 }
