@@ -664,13 +664,9 @@ mod tests {
         let mut c = connect("s1.n1", Some(("s1.n1", "pw")));
         c.keep_alive = 30;
         Packet::Connect(c).write(&mut bytes, 1 << 20).unwrap();
-        Packet::Publish(Publish::new(
-            "apos/v1/s1/n1/batch",
-            QoS::AtLeastOnce,
-            vec![7u8; 5000],
-        ))
-        .write(&mut bytes, 1 << 20)
-        .unwrap();
+        let mut p = Publish::new("apos/v1/s1/n1/batch", QoS::AtLeastOnce, vec![7u8; 5000]);
+        p.pkid = 1;
+        Packet::Publish(p).write(&mut bytes, 1 << 20).unwrap();
         let wire = bytes.to_vec();
         // One byte at a time.
         let (mut tx, mut rx) = tokio::io::duplex(1);
@@ -698,9 +694,9 @@ mod tests {
         );
         // Oversized: refused before it is read.
         let mut big = BytesMut::new();
-        Packet::Publish(Publish::new("t", QoS::AtLeastOnce, vec![0u8; 3000]))
-            .write(&mut big, 1 << 20)
-            .unwrap();
+        let mut p = Publish::new("t", QoS::AtLeastOnce, vec![0u8; 3000]);
+        p.pkid = 2;
+        Packet::Publish(p).write(&mut big, 1 << 20).unwrap();
         let (mut tx, mut rx) = tokio::io::duplex(1 << 16);
         tx.write_all(&big).await.unwrap();
         let mut buf = BytesMut::new();

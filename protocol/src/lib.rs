@@ -16,6 +16,7 @@
 //! node's secret, so the hub knows which node sent a batch whatever the
 //! broker does (rumqttd has no topic ACL; see `../shared/notes/mqtt.md`).
 
+pub mod check;
 pub mod envelope;
 pub mod topic;
 pub mod v1;
