@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{self, bump};
-use crate::store::{Incoming, Store};
+use crate::store::{Incoming, Quarantined, StatusOutcome, Store};
 
 /// Batches waiting for the store thread; when full, the ingest task stops
 /// reading the broker (rumqttd may then drop messages for us after PUBACK:
@@ -53,6 +53,8 @@ pub struct Link {
 
 enum ToStore {
     Batch(Incoming),
+    /// Signed, but with values no store can hold (see `protocol::check`).
+    Quarantine(Quarantined),
     Status {
         site: String,
         node: String,
@@ -158,13 +160,27 @@ pub async fn run(
                     let received_ms = now_ms();
                     match check(&p.topic, &p.payload, &keys, max_message) {
                         Ok((topic, Message::Batch(batch))) => {
-                            let item = ToStore::Batch(Incoming { site: topic.site, node: topic.node, batch, received_ms });
+                            let item = match protocol::check::batch(&batch) {
+                                Ok(()) => ToStore::Batch(Incoming { site: topic.site, node: topic.node, batch, received_ms, raw: p.payload.clone() }),
+                                Err(e) => ToStore::Quarantine(Quarantined {
+                                    site: topic.site,
+                                    node: topic.node,
+                                    seq: batch.seq,
+                                    received_ms,
+                                    reason: format!("value out of range: {e}"),
+                                    payload: p.payload.to_vec(),
+                                }),
+                            };
                             if to_store.send(item).await.is_err() {
                                 tracing::error!("the store thread stopped");
                                 break;
                             }
                         }
                         Ok((topic, Message::Status(status))) => {
+                            if let Err(e) = protocol::check::status(&status) {
+                                refuse(&p.topic, p.payload.len(), &Refusal::Invalid(e));
+                                continue;
+                            }
                             let _ = to_store.send(ToStore::Status { site: topic.site, node: topic.node, status }).await;
                         }
                         Ok((topic, Message::Ack(_))) => {
@@ -200,6 +216,9 @@ pub enum Refusal {
     Topic(ProtocolError),
     UnknownNode(String, String),
     Protocol(ProtocolError),
+    /// Signed and decodable, with values out of range (statuses; batches
+    /// are quarantined instead).
+    Invalid(protocol::check::Invalid),
 }
 
 fn check(
@@ -237,6 +256,7 @@ fn refuse(topic: &str, len: usize, r: &Refusal) {
             (&metrics::REJECTED_TOO_LARGE, "too large")
         }
         Refusal::Protocol(_) => (&metrics::REJECTED_MALFORMED, "malformed"),
+        Refusal::Invalid(_) => (&metrics::REJECTED_INVALID, "out of range"),
     };
     bump(counter, 1);
     metrics::LOG_THROTTLE.allow(reason, &topic, |suppressed| match r {
@@ -248,6 +268,9 @@ fn refuse(topic: &str, len: usize, r: &Refusal) {
         }
         Refusal::Protocol(e) => {
             tracing::warn!(%topic, bytes = len, error = %e, suppressed, "message refused");
+        }
+        Refusal::Invalid(e) => {
+            tracing::warn!(%topic, bytes = len, error = %e, suppressed, "message refused: value out of range");
         }
     });
 }
@@ -264,7 +287,7 @@ fn now_ms() -> i64 {
 fn store_loop(
     mut store: Store,
     mut rx: mpsc::Receiver<ToStore>,
-    acks: mpsc::UnboundedSender<BTreeMap<(String, String), Vec<u64>>>,
+    acks: Acks,
     commit_interval: Duration,
 ) {
     let mut pending: Vec<Incoming> = Vec::new();
@@ -280,7 +303,7 @@ fn store_loop(
                 rx.try_recv().ok()
             };
             match first {
-                Some(m) => pending_windows += accept(&mut store, m, &mut pending),
+                Some(m) => pending_windows += accept(&mut store, m, &mut pending, &acks),
                 None if pending.is_empty() => open = false,
                 None => {}
             }
@@ -292,7 +315,7 @@ fn store_loop(
                 && Instant::now() < deadline
             {
                 match rx.try_recv() {
-                    Ok(m) => pending_windows += accept(&mut store, m, &mut pending),
+                    Ok(m) => pending_windows += accept(&mut store, m, &mut pending, &acks),
                     Err(mpsc::error::TryRecvError::Empty) => {
                         std::thread::sleep(Duration::from_millis(2).min(commit_interval))
                     }
@@ -305,15 +328,12 @@ fn store_loop(
         }
         match store.ingest(&pending) {
             Ok(r) => {
-                bump(&metrics::BATCHES_NEW, r.new_batches);
-                bump(&metrics::BATCHES_DUPLICATE, r.duplicates);
-                bump(&metrics::WINDOWS_STORED, r.windows);
-                bump(&metrics::FORECASTS_STORED, r.forecasts);
-                bump(&metrics::KPIS_STORED, r.kpis);
+                counted(&r);
                 pending.clear();
                 pending_windows = 0;
+                let kpis = r.kpis;
                 let _ = acks.send(r.committed);
-                if r.kpis > 0 && compacted.elapsed() >= KPI_COMPACT_EVERY {
+                if kpis > 0 && compacted.elapsed() >= KPI_COMPACT_EVERY {
                     compacted = Instant::now();
                     match store.compact_kpis() {
                         Ok(n) => tracing::debug!(rows = n, "superseded KPI values compacted"),
@@ -323,27 +343,135 @@ fn store_loop(
             }
             Err(e) => {
                 bump(&metrics::COMMIT_ERRORS, 1);
-                tracing::error!(error = %e, batches = pending.len(), "DuckDB commit failed; reopening the database and retrying (nothing acknowledged)");
+                tracing::error!(error = %e, batches = pending.len(), "DuckDB commit failed; reopening the database and storing the batches one by one");
                 std::thread::sleep(Duration::from_secs(1));
                 if let Err(e) = store.reopen() {
                     tracing::error!(error = %e, "cannot reopen the DuckDB database");
+                }
+                isolate(&mut store, &mut pending, &acks);
+                pending_windows = pending.iter().map(|i| i.batch.windows()).sum();
+                if !pending.is_empty() {
+                    // The database itself refuses writes: wait, then retry.
+                    std::thread::sleep(Duration::from_secs(5));
                 }
             }
         }
     }
 }
 
-/// Queue a batch (returns its rows) or record a status at once (0).
-fn accept(store: &mut Store, m: ToStore, pending: &mut Vec<Incoming>) -> usize {
+fn counted(r: &crate::store::IngestReport) {
+    bump(&metrics::BATCHES_NEW, r.new_batches);
+    bump(&metrics::BATCHES_DUPLICATE, r.duplicates);
+    bump(&metrics::WINDOWS_STORED, r.windows);
+    bump(&metrics::FORECASTS_STORED, r.forecasts);
+    bump(&metrics::KPIS_STORED, r.kpis);
+}
+
+type Acks = mpsc::UnboundedSender<BTreeMap<(String, String), Vec<u64>>>;
+
+/// After a failed commit: store the batches one at a time. A batch that
+/// fails alone twice while the database takes other writes cannot be
+/// stored as it is: it goes to quarantine (acknowledged, see
+/// [`quarantine`]) so that the others are not held up by it forever. If
+/// the database takes no writes at all, everything stays pending.
+fn isolate(store: &mut Store, pending: &mut Vec<Incoming>, acks: &Acks) {
+    let mut failed = Vec::new();
+    let mut works = false;
+    for it in pending.drain(..) {
+        match store.ingest(std::slice::from_ref(&it)) {
+            Ok(r) => {
+                works = true;
+                counted(&r);
+                let _ = acks.send(r.committed);
+            }
+            Err(_) => {
+                let _ = store.reopen();
+                match store.ingest(std::slice::from_ref(&it)) {
+                    Ok(r) => {
+                        works = true;
+                        counted(&r);
+                        let _ = acks.send(r.committed);
+                    }
+                    Err(e) => failed.push((it, e.to_string())),
+                }
+            }
+        }
+    }
+    if failed.is_empty() {
+        return;
+    }
+    works = works || store.probe_write().is_ok();
+    for (it, error) in failed {
+        if !works {
+            pending.push(it);
+            continue;
+        }
+        let q = Quarantined {
+            site: it.site.clone(),
+            node: it.node.clone(),
+            seq: it.batch.seq,
+            received_ms: it.received_ms,
+            reason: format!("the store refused it: {error}"),
+            payload: it.raw.to_vec(),
+        };
+        if !quarantine(store, q, acks) {
+            pending.push(it);
+        }
+    }
+}
+
+/// Keep a batch that cannot be stored, count it, log it (an alarm: its
+/// data is not in the fleet tables), and acknowledge it: kept whole with
+/// its reason, it is not lost, and the edge's outbox moves on instead of
+/// resending it forever (docs/hub.md, "Quarantine"). A batch whose own
+/// sequence number is out of range is kept but not acknowledged (there is
+/// no valid number to acknowledge). False if it could not be kept.
+fn quarantine(store: &mut Store, q: Quarantined, acks: &Acks) -> bool {
+    match store.quarantine(&q) {
+        Ok(new) => {
+            if new {
+                bump(&metrics::BATCHES_QUARANTINED, 1);
+                metrics::LOG_THROTTLE.allow("quarantine", &format!("{}/{}", q.site, q.node), |suppressed| {
+                    tracing::error!(site = %q.site, node = %q.node, seq = q.seq, reason = %q.reason, suppressed,
+                        "ALARM: batch quarantined: signed by the node but not storable; kept in the quarantine table and acknowledged");
+                });
+            }
+            if (1..=protocol::check::MAX_SEQ).contains(&q.seq) {
+                let _ = acks.send(BTreeMap::from([((q.site, q.node), vec![q.seq])]));
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(site = %q.site, node = %q.node, seq = q.seq, error = %e, "cannot quarantine a batch");
+            false
+        }
+    }
+}
+
+/// Queue a batch (returns its rows), or record a status or a quarantined
+/// batch at once (0).
+fn accept(store: &mut Store, m: ToStore, pending: &mut Vec<Incoming>, acks: &Acks) -> usize {
     match m {
         ToStore::Batch(b) => {
             let n = b.batch.windows();
             pending.push(b);
             n
         }
+        ToStore::Quarantine(q) => {
+            quarantine(store, q, acks);
+            0
+        }
         ToStore::Status { site, node, status } => {
-            if let Err(e) = store.status(&site, &node, &status, now_ms()) {
-                tracing::warn!(%site, %node, error = %e, "cannot record a node status");
+            match store.status(&site, &node, &status, now_ms()) {
+                Ok(StatusOutcome::Recorded) => {}
+                Ok(StatusOutcome::Stale { last_ts_ms }) => {
+                    bump(&metrics::STATUS_STALE, 1);
+                    metrics::LOG_THROTTLE.allow("stale status", &format!("{site}/{node}"), |suppressed| {
+                        tracing::warn!(%site, %node, ts_ms = status.ts_ms, last_ts_ms, suppressed,
+                            "status refused: not newer than the last one recorded (a replay, or the node's clock went back)");
+                    });
+                }
+                Err(e) => tracing::warn!(%site, %node, error = %e, "cannot record a node status"),
             }
             0
         }
@@ -354,6 +482,79 @@ fn accept(store: &mut Store, m: ToStore, pending: &mut Vec<Incoming>) -> usize {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use protocol::v1::{Batch, Body, Window, WindowSet};
+
+    fn item(node: &str, seq: u64, width_ms: u32) -> Incoming {
+        Incoming {
+            site: "s".into(),
+            node: node.into(),
+            received_ms: 1000,
+            raw: bytes::Bytes::from_static(b"signed bytes"),
+            batch: Batch {
+                seq,
+                created_ms: 1,
+                body: Body::Aggregates(vec![WindowSet {
+                    width_ms,
+                    start_ms: 0,
+                    windows: vec![Window {
+                        tag: "t".into(),
+                        count: 1,
+                        good: 1,
+                        min: 1.0,
+                        max: 1.0,
+                        mean: 1.0,
+                        twa: 1.0,
+                        last: 1.0,
+                    }],
+                }]),
+            },
+        }
+    }
+
+    /// One batch the store cannot take (a width the column cannot hold: it
+    /// failed every commit and stopped all storage) no longer holds up the
+    /// others: they are stored and acknowledged, it is quarantined and
+    /// acknowledged.
+    #[test]
+    fn a_batch_the_store_cannot_take_is_quarantined_and_the_rest_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("fleet.duckdb")).unwrap();
+        let mut pending = vec![
+            item("a", 1, 1000),
+            item("a", 2, 3_000_000_000),
+            item("b", 1, 1000),
+        ];
+        assert!(
+            store.ingest(&pending).is_err(),
+            "the poison batch fails the commit"
+        );
+        store.reopen().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        isolate(&mut store, &mut pending, &tx);
+        assert!(pending.is_empty(), "nothing left pending");
+        let mut acked: Vec<(String, u64)> = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            for ((_, node), seqs) in m {
+                acked.extend(seqs.into_iter().map(|s| (node.clone(), s)));
+            }
+        }
+        acked.sort();
+        assert_eq!(acked, [("a".into(), 1), ("a".into(), 2), ("b".into(), 1)]);
+        let q = store.quarantined("s", "a").unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].0, 2);
+        assert!(q[0].2.contains("the store refused it"), "{}", q[0].2);
+        assert_eq!(store.windows("s", "a").unwrap(), 1);
+        assert_eq!(store.windows("s", "b").unwrap(), 1);
+        // The quarantined seq is not a gap.
+        let a = store
+            .nodes()
+            .unwrap()
+            .into_iter()
+            .find(|n| n.node == "a")
+            .unwrap();
+        assert_eq!((a.batches, a.quarantined, a.missing), (1, 1, 0));
+    }
 
     #[test]
     fn refusals_are_classified() {

@@ -173,12 +173,30 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                         format!(
                             " (first: {})",
                             gaps.iter()
-                                .map(u64::to_string)
+                                .map(|g| if g.first == g.last {
+                                    g.first.to_string()
+                                } else {
+                                    format!("{}–{}", g.first, g.last)
+                                })
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         )
                     }
                 );
+                if n.quarantined > 0 {
+                    println!(
+                        "  quarantine    {} batches kept but not stored (signed, with values no store can hold):",
+                        n.quarantined
+                    );
+                    for (seq, received, reason) in
+                        store.quarantined(&n.site, &n.node)?.iter().take(10)
+                    {
+                        println!(
+                            "                seq {seq}, received {}: {reason}",
+                            utc(*received)
+                        );
+                    }
+                }
                 let (forecasts, newest) = store.forecasts(&n.site, &n.node)?;
                 match newest {
                     Some((model, origin, values)) => println!(
@@ -259,12 +277,15 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// A timestamp for people; one that RFC 3339 cannot write (before 1970 or
+/// from the year 10,000: humantime panics there) as plain milliseconds.
 fn utc(ms: i64) -> String {
+    const YEAR_10000_MS: u64 = 253_402_300_800_000;
     match u64::try_from(ms) {
-        Ok(ms) => humantime::format_rfc3339_millis(
+        Ok(ms) if ms < YEAR_10000_MS => humantime::format_rfc3339_millis(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
         )
         .to_string(),
-        Err(_) => format!("{ms} ms"),
+        _ => format!("{ms} ms since 1970"),
     }
 }

@@ -21,6 +21,9 @@ pub static FORECASTS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static KPIS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static ACKS_SENT: AtomicU64 = AtomicU64::new(0);
 pub static COMMIT_ERRORS: AtomicU64 = AtomicU64::new(0);
+pub static REJECTED_INVALID: AtomicU64 = AtomicU64::new(0);
+pub static BATCHES_QUARANTINED: AtomicU64 = AtomicU64::new(0);
+pub static STATUS_STALE: AtomicU64 = AtomicU64::new(0);
 pub static GATE_HANDSHAKE_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 pub static GATE_PROTOCOL_ERRORS: AtomicU64 = AtomicU64::new(0);
 pub static GATE_CLIENT_ID_REFUSED: AtomicU64 = AtomicU64::new(0);
@@ -42,6 +45,9 @@ pub struct Snapshot {
     pub kpis_stored: u64,
     pub acks_sent: u64,
     pub commit_errors: u64,
+    pub rejected_invalid: u64,
+    pub batches_quarantined: u64,
+    pub status_stale: u64,
     pub gate_handshake_timeouts: u64,
     pub gate_protocol_errors: u64,
     pub gate_client_id_refused: u64,
@@ -64,6 +70,9 @@ pub fn snapshot() -> Snapshot {
         kpis_stored: l(&KPIS_STORED),
         acks_sent: l(&ACKS_SENT),
         commit_errors: l(&COMMIT_ERRORS),
+        rejected_invalid: l(&REJECTED_INVALID),
+        batches_quarantined: l(&BATCHES_QUARANTINED),
+        status_stale: l(&STATUS_STALE),
         gate_handshake_timeouts: l(&GATE_HANDSHAKE_TIMEOUTS),
         gate_protocol_errors: l(&GATE_PROTOCOL_ERRORS),
         gate_client_id_refused: l(&GATE_CLIENT_ID_REFUSED),

@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use duckdb::{Connection, OptionalExt, params};
-use protocol::v1::{Batch, Body, Checksum, Status, Window, window_digest};
+use protocol::v1::{Batch, Body, Checksum, Window, window_digest};
+
+mod registry;
+pub use registry::{Gap, NodeRecord, StatusOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -95,6 +98,21 @@ CREATE TABLE IF NOT EXISTS nodes (
     dropped_batches   UBIGINT,
     PRIMARY KEY (site, node)
 );
+-- The edge's own time of the newest status accepted: an older (replayed)
+-- one is refused, so a dead node cannot be made to look alive.
+ALTER TABLE nodes ADD COLUMN IF NOT EXISTS status_ts_ms BIGINT;
+-- One row at most, briefly: proves the database takes writes.
+CREATE TABLE IF NOT EXISTS probe (x INTEGER);
+-- Signed batches that cannot be stored as they are: kept whole, with why.
+CREATE TABLE IF NOT EXISTS quarantine (
+    site        VARCHAR NOT NULL,
+    node        VARCHAR NOT NULL,
+    seq         UBIGINT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    reason      VARCHAR NOT NULL,
+    payload     BLOB NOT NULL,
+    PRIMARY KEY (site, node, seq)
+);
 ";
 
 /// One batch to ingest, already verified.
@@ -104,6 +122,20 @@ pub struct Incoming {
     pub node: String,
     pub batch: Batch,
     pub received_ms: i64,
+    /// The signed message as received: what quarantine keeps if the batch
+    /// cannot be stored.
+    pub raw: bytes::Bytes,
+}
+
+/// A signed batch that cannot be stored as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    pub site: String,
+    pub node: String,
+    pub seq: u64,
+    pub received_ms: i64,
+    pub reason: String,
+    pub payload: Vec<u8>,
 }
 
 /// What one ingest did, per batch: committed now, or already there.
@@ -118,24 +150,6 @@ pub struct IngestReport {
     /// KPI values stored (in new batches).
     pub kpis: u64,
     pub windows: u64,
-}
-
-/// A node as the registry sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeRecord {
-    pub site: String,
-    pub node: String,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    pub software_version: Option<String>,
-    pub outbox_batches: Option<u64>,
-    pub oldest_unacked_ms: Option<i64>,
-    pub dropped_batches: Option<u64>,
-    /// Batches stored, the highest seq stored, and the seqs below it that
-    /// are missing (not yet received, or dropped at the edge).
-    pub batches: u64,
-    pub max_seq: u64,
-    pub missing: u64,
 }
 
 /// Most windows per DuckDB transaction: below one row group (122,880 rows),
@@ -357,91 +371,54 @@ impl Store {
             kpis.flush()?;
             batches.flush()?;
         }
-        for (site, node) in report.committed.keys() {
-            let now = items
-                .iter()
-                .filter(|i| &i.site == site && &i.node == node)
-                .map(|i| i.received_ms)
-                .max()
-                .unwrap_or(0);
-            touch(&tx, site, node, now)?;
+        // Last seen moves for new batches only: a replayed one proves
+        // nothing about the node being alive.
+        let mut seen: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for it in &fresh {
+            let t = seen.entry((&it.site, &it.node)).or_insert(it.received_ms);
+            *t = (*t).max(it.received_ms);
+        }
+        for ((site, node), now) in seen {
+            registry::touch(&tx, site, node, now)?;
         }
         tx.commit()?;
         Ok(report)
     }
 
-    /// Record a node's status report in the registry.
-    pub fn status(
-        &mut self,
-        site: &str,
-        node: &str,
-        s: &Status,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        touch(&self.conn, site, node, now_ms)?;
-        self.conn.execute(
-            "UPDATE nodes SET software_version = ?, outbox_batches = ?, outbox_bytes = ?,
-             oldest_unacked_ms = ?, last_seq = ?, dropped_batches = ? WHERE site = ? AND node = ?",
-            params![
-                s.software_version,
-                s.outbox_batches,
-                s.outbox_bytes,
-                s.oldest_unacked_ms,
-                s.last_seq,
-                s.dropped_batches,
-                site,
-                node
-            ],
-        )?;
+    /// Whether the database takes a write at all (a row in and out of the
+    /// `probe` table, committed).
+    pub fn probe_write(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN; INSERT INTO probe VALUES (1); DELETE FROM probe; COMMIT;")?;
         Ok(())
     }
 
-    /// The fleet registry with gaps.
-    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let mut st = self.conn.prepare(
-            "SELECT n.site, n.node, n.first_seen_ms, n.last_seen_ms, n.software_version,
-                    n.outbox_batches, n.oldest_unacked_ms, n.dropped_batches,
-                    count(b.seq)::BIGINT, coalesce(max(b.seq), 0)::BIGINT
-             FROM nodes n LEFT JOIN batches b ON b.site = n.site AND b.node = n.node
-             GROUP BY ALL ORDER BY n.site, n.node",
+    /// Keep a batch that cannot be stored, with the reason. Returns whether
+    /// it is new (a replay of a quarantined batch is not).
+    pub fn quarantine(&mut self, q: &Quarantined) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            params![q.site, q.node, q.seq, q.received_ms, q.reason, q.payload],
         )?;
-        let rows = st.query_map([], |r| {
-            let batches = r.get::<_, i64>(8)? as u64;
-            let max_seq = r.get::<_, i64>(9)? as u64;
-            Ok(NodeRecord {
-                site: r.get(0)?,
-                node: r.get(1)?,
-                first_seen_ms: r.get(2)?,
-                last_seen_ms: r.get(3)?,
-                software_version: r.get(4)?,
-                outbox_batches: r.get(5)?,
-                oldest_unacked_ms: r.get(6)?,
-                dropped_batches: r.get(7)?,
-                batches,
-                max_seq,
-                missing: max_seq.saturating_sub(batches),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        if n > 0 {
+            registry::touch(&self.conn, &q.site, &q.node, q.received_ms)?;
+        }
+        Ok(n > 0)
     }
 
-    /// The missing sequence numbers of one node below its highest (capped).
-    pub fn gaps(&self, site: &str, node: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
-        let max: i64 = self.conn.query_row(
-            "SELECT coalesce(max(seq), 0)::BIGINT FROM batches WHERE site = ? AND node = ?",
-            params![site, node],
-            |r| r.get(0),
-        )?;
+    /// The quarantined batches of a node: (seq, received_ms, reason).
+    pub fn quarantined(
+        &self,
+        site: &str,
+        node: &str,
+    ) -> Result<Vec<(u64, i64, String)>, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT s FROM range(1, ?) t(s)
-             WHERE s NOT IN (SELECT seq FROM batches WHERE site = ? AND node = ?)
-             ORDER BY s LIMIT ?",
+            "SELECT seq, received_ms, reason FROM quarantine WHERE site = ? AND node = ? ORDER BY seq",
         )?;
-        let rows = st.query_map(params![max, site, node, limit as i64], |r| {
-            r.get::<_, i64>(0)
+        let rows = st.query_map(params![site, node], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
-        rows.map(|r| r.map(|v| v as u64).map_err(StoreError::from))
-            .collect()
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Checksum of every stored window of one node (see
@@ -551,26 +528,18 @@ impl Store {
     }
 }
 
-fn touch(conn: &Connection, site: &str, node: &str, now_ms: i64) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO nodes (site, node, first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?)
-         ON CONFLICT (site, node) DO UPDATE SET last_seen_ms = greatest(nodes.last_seen_ms, excluded.last_seen_ms)",
-        params![site, node, now_ms, now_ms],
-    )?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use protocol::v1::WindowSet;
 
-    fn incoming(node: &str, seq: u64, tags: usize) -> Incoming {
+    pub(super) fn incoming(node: &str, seq: u64, tags: usize) -> Incoming {
         Incoming {
             site: "s".into(),
             node: node.into(),
-            received_ms: 1000 + seq as i64,
+            raw: bytes::Bytes::new(),
+            received_ms: 1000_i64.saturating_add(seq.min(1 << 53) as i64),
             batch: Batch {
                 seq,
                 created_ms: seq as i64,
@@ -611,7 +580,10 @@ mod tests {
             .ingest(&[incoming("a", 5, 3), incoming("a", 1, 3)])
             .unwrap();
         assert_eq!((r.new_batches, r.duplicates), (1, 1));
-        assert_eq!(s.gaps("s", "a", 10).unwrap(), vec![3, 4]);
+        assert_eq!(
+            s.gaps("s", "a", 10).unwrap(),
+            vec![Gap { first: 3, last: 4 }]
+        );
         let n = &s.nodes().unwrap()[0];
         assert_eq!((n.batches, n.max_seq, n.missing), (3, 5, 2));
         s.ingest(&[incoming("a", 4, 3), incoming("a", 3, 3)])
@@ -644,7 +616,7 @@ mod tests {
         let mut s = Store::open(&dir.path().join("fleet.duckdb")).unwrap();
         let items: Vec<Incoming> = (1..=60).map(|seq| incoming("a", seq, 5000)).collect();
         s.ingest(&items[..1]).unwrap();
-        let status = Status {
+        let status = protocol::v1::Status {
             ts_ms: 1,
             software_version: "x".into(),
             started_ms: 0,
@@ -714,6 +686,7 @@ mod forecast_tests {
             unit: None,
         };
         let batch = |seq: u64, list| Incoming {
+            raw: bytes::Bytes::new(),
             site: "s".into(),
             node: "a".into(),
             received_ms: 1,
@@ -783,6 +756,7 @@ mod forecast_tests {
             values: vec![1.5, f64::NAN, 2.5],
         };
         let item = Incoming {
+            raw: bytes::Bytes::new(),
             site: "s".into(),
             node: "a".into(),
             received_ms: 1,
