@@ -100,11 +100,17 @@ impl Store {
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let mut st = self.conn.prepare(
             "WITH b AS (SELECT site, node, count(*) AS n, max(seq) AS top FROM batches GROUP BY ALL),
-                  q AS (SELECT site, node, count(*) AS n, max(seq) AS top FROM quarantine GROUP BY ALL)
+                  q AS (SELECT site, node, count(*) AS n,
+                               -- A quarantined number out of range is no
+                               -- place in the sequence.
+                               max(seq) FILTER (WHERE seq BETWEEN 1 AND 9007199254740992) AS top,
+                               count(*) FILTER (WHERE seq BETWEEN 1 AND 9007199254740992) AS in_seq
+                        FROM quarantine GROUP BY ALL)
              SELECT n.site, n.node, n.first_seen_ms, n.last_seen_ms, n.software_version,
                     n.outbox_batches, n.oldest_unacked_ms, n.dropped_batches,
                     coalesce(b.n, 0)::UBIGINT, coalesce(q.n, 0)::UBIGINT,
-                    greatest(coalesce(b.top, 0), coalesce(q.top, 0))::UBIGINT
+                    greatest(coalesce(b.top, 0), coalesce(q.top, 0))::UBIGINT,
+                    coalesce(q.in_seq, 0)::UBIGINT
              FROM nodes n
              LEFT JOIN b ON b.site = n.site AND b.node = n.node
              LEFT JOIN q ON q.site = n.site AND q.node = n.node
@@ -114,6 +120,7 @@ impl Store {
             let batches: u64 = r.get(8)?;
             let quarantined: u64 = r.get(9)?;
             let max_seq: u64 = r.get(10)?;
+            let in_sequence: u64 = r.get(11)?;
             Ok(NodeRecord {
                 site: r.get(0)?,
                 node: r.get(1)?,
@@ -125,7 +132,7 @@ impl Store {
                 dropped_batches: r.get(7)?,
                 batches,
                 max_seq,
-                missing: max_seq.saturating_sub(batches.saturating_add(quarantined)),
+                missing: max_seq.saturating_sub(batches.saturating_add(in_sequence)),
                 quarantined,
             })
         })?;
@@ -141,7 +148,8 @@ impl Store {
             "SELECT prev + 1, seq - 1 FROM (
                  SELECT seq, lag(seq, 1, 0::UBIGINT) OVER (ORDER BY seq) AS prev FROM (
                      SELECT seq FROM batches WHERE site = ? AND node = ?
-                     UNION SELECT seq FROM quarantine WHERE site = ? AND node = ?))
+                     UNION SELECT seq FROM quarantine WHERE site = ? AND node = ?
+                         AND seq BETWEEN 1 AND 9007199254740992))
              WHERE seq > prev + 1 ORDER BY seq LIMIT ?",
         )?;
         let rows = st.query_map(params![site, node, site, node, limit as i64], |r| {

@@ -210,9 +210,12 @@ async fn a_node_cannot_pin_the_brokers_memory() {
 
 /// rumqttd 0.20 panics (and poisons a lock every later login needs) when a
 /// client id logs in again while its previous link is still being set up
-/// or has broken during set-up. A node that reconnects in a tight loop,
-/// closing each connection right after its CONNECT, must not take the
-/// broker down for anyone: afterwards both nodes log in and deliver.
+/// or has broken during set-up (seen here when the start-up probe and the
+/// ingest shared a client id). The gate hands a node's sessions over one
+/// at a time; this storm of logins closed right after their CONNECT must
+/// leave the broker serving everyone. (The race itself is rare: this test
+/// did not reproduce it with the hand-over switched off, so it guards the
+/// outcome, not the mechanism.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_storms_do_not_break_the_broker() {
     use std::io::Write;
@@ -233,6 +236,9 @@ async fn reconnect_storms_do_not_break_the_broker() {
         }
         drop(s);
     }
+    // The storm's logins are still being handed over one to the next (the
+    // newest to arrive wins): let them settle, then log in as everyone would.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for (user, pass) in [("s.a", "pa"), ("s.b", "pb")] {
         let c = connect_with(options(port, user, Some((user, pass)))).await;
         assert!(c.is_ok(), "{user} after the storm: {:?}", c.err());

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker;
+mod ingest;
 #[path = "../../../tests/common/logs.rs"]
 mod logs;
 mod mosquitto;

@@ -17,14 +17,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A batch of one window.
+/// A batch of one window (in 2027).
 pub fn batch(seq: u64) -> Message {
+    const T0: i64 = 1_800_000_000_000;
     Message::Batch(Batch {
         seq,
-        created_ms: 1,
+        created_ms: T0,
         body: Body::Aggregates(vec![WindowSet {
             width_ms: 1000,
-            start_ms: seq as i64 * 1000,
+            start_ms: T0 + seq as i64 * 1000,
             windows: vec![Window {
                 tag: "t".into(),
                 count: 1,
