@@ -66,6 +66,7 @@ pub fn start(
     users: HashMap<String, String>,
     hub_password: String,
     max_message: usize,
+    failed: tokio::sync::mpsc::UnboundedSender<String>,
 ) -> Result<Ports, BrokerError> {
     let ports = Ports {
         nodes: free_loopback_port()?,
@@ -148,9 +149,13 @@ pub fn start(
         .name("mqtt-broker".into())
         .spawn(move || {
             let mut broker = Broker::new(config);
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "embedded MQTT broker stopped");
-            }
+            // It never returns while it works: any return is a failure.
+            let why = match broker.start() {
+                Ok(()) => "the embedded MQTT broker stopped".to_owned(),
+                Err(e) => format!("the embedded MQTT broker stopped: {e}"),
+            };
+            tracing::error!("{why}");
+            let _ = failed.send(why);
         })
         .map_err(BrokerError::Thread)?;
     let deadline = Instant::now() + Duration::from_secs(10);

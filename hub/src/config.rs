@@ -60,26 +60,9 @@ struct RawBroker {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIngest {
-    max_message_size: Option<Spanned<u64>>,
-    #[serde(default, with = "opt_duration")]
-    commit_interval: Option<Duration>,
+    max_message_size: Option<Spanned<i64>>,
+    commit_interval: Option<Spanned<String>>,
     status_log_interval: Option<Spanned<String>>,
-}
-
-mod opt_duration {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s = Option::<String>::deserialize(d)?;
-        s.map(|s| {
-            humantime::parse_duration(&s).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?} ({e}); write it like \"200ms\" or \"1s\""
-                ))
-            })
-        })
-        .transpose()
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,7 +120,50 @@ struct Ctx<'a> {
     errors: Vec<String>,
 }
 
+/// `[ingest] max_message_size` bounds: below 1 KiB no batch fits; above
+/// 256 MiB MQTT cannot carry it.
+const MIN_MESSAGE: usize = 1 << 10;
+const MAX_MESSAGE: usize = 256 << 20;
+
 impl Ctx<'_> {
+    /// A duration within `range`, or an error located at its value.
+    fn duration(
+        &mut self,
+        field: &str,
+        raw: Option<&Spanned<String>>,
+        default: Duration,
+        (min, max): (Duration, Duration),
+        help: &str,
+    ) -> Duration {
+        let Some(s) = raw else { return default };
+        let range = format!(
+            "between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        );
+        match humantime::parse_duration(s.get_ref()) {
+            Ok(d) if (min..=max).contains(&d) => d,
+            Ok(_) => {
+                self.err(
+                    s.span(),
+                    field,
+                    &format!("{:?} is not {range}", s.get_ref()),
+                    help,
+                );
+                default
+            }
+            Err(e) => {
+                self.err(
+                    s.span(),
+                    field,
+                    &format!("{:?} is not a duration ({e})", s.get_ref()),
+                    help,
+                );
+                default
+            }
+        }
+    }
+
     fn err(&mut self, span: std::ops::Range<usize>, field: &str, msg: &str, help: &str) {
         let (line, col) = line_col(self.text, span.start);
         self.errors.push(format!(
@@ -214,8 +240,17 @@ pub fn load(path: &Path) -> Result<HubConfig, ConfigError> {
 pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
     let raw: RawHub = toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        // Name the key the error is on when it is a `key = value` line.
+        let key = text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && !k.starts_with('['))
+            .map(|k| format!("{k}: "))
+            .unwrap_or_default();
         ConfigError::Invalid(format!(
-            "error: {}\n  --> {}:{line}:{col}\n   = help: see docs/hub.md for every key",
+            "error: {key}{}\n  --> {}:{line}:{col}\n   = help: see docs/hub.md for every key",
             e.message().trim(),
             path.display()
         ))
@@ -370,28 +405,37 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         }
     };
 
-    let max_message_size = raw
-        .ingest
-        .max_message_size
-        .as_ref()
-        .map(|m| *m.get_ref() as usize)
-        .unwrap_or(protocol::MAX_MESSAGE_BYTES);
-    let commit_interval = raw
-        .ingest
-        .commit_interval
-        .unwrap_or(Duration::from_millis(200));
-    let status_log_interval = match &raw.ingest.status_log_interval {
-        None => Duration::from_secs(30),
-        Some(s) => humantime::parse_duration(s.get_ref()).unwrap_or_else(|e| {
-            c.err(
-                s.span(),
-                "ingest › status_log_interval",
-                &e.to_string(),
-                "write it like \"30s\"",
-            );
-            Duration::from_secs(30)
-        }),
+    // Every size and duration has a range: a value outside it is an error
+    // here, not an overflow or a busy loop at run time.
+    let max_message_size = match &raw.ingest.max_message_size {
+        None => protocol::MAX_MESSAGE_BYTES,
+        Some(m) => match usize::try_from(*m.get_ref()) {
+            Ok(v) if (MIN_MESSAGE..=MAX_MESSAGE).contains(&v) => v,
+            _ => {
+                c.err(
+                    m.span(),
+                    "ingest › max_message_size",
+                    &format!("{} is not between 1 KiB and 256 MiB", m.get_ref()),
+                    "the largest batch an edge sends plus headroom; MQTT carries at most 256 MiB; the default is 4 MiB (4194304)",
+                );
+                protocol::MAX_MESSAGE_BYTES
+            }
+        },
     };
+    let commit_interval = c.duration(
+        "ingest › commit_interval",
+        raw.ingest.commit_interval.as_ref(),
+        Duration::from_millis(200),
+        (Duration::from_millis(1), Duration::from_secs(60)),
+        "how long batches gather before one commit, e.g. \"200ms\"",
+    );
+    let status_log_interval = c.duration(
+        "ingest › status_log_interval",
+        raw.ingest.status_log_interval.as_ref(),
+        Duration::from_secs(30),
+        (Duration::from_secs(1), Duration::from_secs(86_400)),
+        "how often the counters are logged, e.g. \"30s\"",
+    );
 
     let mut nodes = BTreeMap::new();
     for n in &raw.nodes {
@@ -544,5 +588,38 @@ mod tests {
             .to_string();
         assert!(err.contains("unknown field `brokr`"), "{err}");
         assert!(err.contains("hub.toml:2:"), "{err}");
+    }
+
+    /// Values that panicked or hollowed out a running hub while `validate`
+    /// said OK: each is now refused at its line.
+    #[test]
+    fn sizes_and_durations_out_of_range_are_refused_where_they_are_written() {
+        let base = "schema_version = 1\n[storage]\npath = \"f.duckdb\"\n[ingest]\n";
+        for (line, field) in [
+            (
+                "max_message_size = 18446744073709551615",
+                "max_message_size",
+            ),
+            ("max_message_size = 4611686018427387904", "max_message_size"),
+            ("max_message_size = 0", "max_message_size"),
+            ("max_message_size = -5", "max_message_size"),
+            ("status_log_interval = \"0s\"", "status_log_interval"),
+            ("commit_interval = \"500000000000y\"", "commit_interval"),
+            ("commit_interval = \"0s\"", "commit_interval"),
+            ("commit_interval = \"2h\"", "commit_interval"),
+        ] {
+            let err = parse(Path::new("hub.toml"), &format!("{base}{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("hub.toml:5:"), "{line}: {err}");
+            assert!(err.contains(field), "{line}: {err}");
+        }
+        let ok = parse(
+            Path::new("hub.toml"),
+            &format!("{base}max_message_size = 1048576\ncommit_interval = \"50ms\"\nstatus_log_interval = \"1m\"\n"),
+        )
+        .unwrap();
+        assert_eq!(ok.max_message_size, 1 << 20);
+        assert_eq!(ok.commit_interval, Duration::from_millis(50));
     }
 }

@@ -89,7 +89,11 @@ pub enum GateError {
 
 /// Bind the public listener and serve it until `cancel`. Binding errors
 /// (a port in use, unreadable TLS files) are returned at once.
-pub async fn start(s: GateSettings, cancel: CancellationToken) -> Result<SocketAddr, GateError> {
+pub async fn start(
+    s: GateSettings,
+    cancel: CancellationToken,
+    failed: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<SocketAddr, GateError> {
     let tls = s.tls.as_ref().map(|(c, k)| acceptor(c, k)).transpose()?;
     let listener = TcpListener::bind(s.listen)
         .await
@@ -131,6 +135,9 @@ pub async fn start(s: GateSettings, cancel: CancellationToken) -> Result<SocketA
                     _ = serve(tcp, peer, &s, &sessions, tls.as_ref()) => {}
                 }
             });
+        }
+        if !cancel.is_cancelled() {
+            let _ = failed.send("the MQTT gate stopped accepting connections".to_owned());
         }
     });
     Ok(local)

@@ -37,6 +37,8 @@ const KPI_COMPACT_EVERY: Duration = Duration::from_secs(600);
 pub enum IngestError {
     #[error("cannot start the DuckDB thread: {0}")]
     Thread(std::io::Error),
+    #[error("the DuckDB thread stopped")]
+    StoreStopped,
     #[error("cannot read the broker's CA file {0}: {1}")]
     CaFile(std::path::PathBuf, std::io::Error),
 }
@@ -116,12 +118,18 @@ pub async fn run(
     let mut last_err: Option<Instant> = None;
     // SUBACKs still expected after the last CONNACK.
     let mut awaiting_suback = 0usize;
+    // The store thread went away (a panic, a fatal error): nothing more
+    // can be stored, so the hub must not carry on as if it could.
+    let mut stopped = false;
 
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             acks = acks_rx.recv() => {
-                let Some(acks) = acks else { break };
+                let Some(acks) = acks else {
+                    stopped = !cancel.is_cancelled();
+                    break;
+                };
                 for ((site, node), seqs) in acks {
                     let Some(key) = keys.get(&(site.clone(), node.clone())) else { continue };
                     let Ok(topic) = Topic::new(&site, &node, Kind::Ack) else { continue };
@@ -172,7 +180,7 @@ pub async fn run(
                                 }),
                             };
                             if to_store.send(item).await.is_err() {
-                                tracing::error!("the store thread stopped");
+                                stopped = true;
                                 break;
                             }
                         }
@@ -206,7 +214,10 @@ pub async fn run(
         }
     }
     drop(to_store);
-    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    let joined = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    if stopped || matches!(joined, Ok(Err(_))) {
+        return Err(IngestError::StoreStopped);
+    }
     Ok(())
 }
 

@@ -50,11 +50,18 @@ pub enum HubError {
 pub struct Hub {
     ingest: JoinHandle<Result<(), ingest::IngestError>>,
     ready: tokio::sync::watch::Receiver<bool>,
+    /// Why a part of the hub stopped by itself (the broker thread, the
+    /// gate), first come; the ingest is watched through its handle.
+    failures: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Kept so that `failures` only ends with the hub.
+    _failure_tx: tokio::sync::mpsc::UnboundedSender<String>,
+    cancel: CancellationToken,
 }
 
 impl Hub {
     /// Open the store, start the broker (embedded mode) and the ingest.
     pub async fn start(cfg: HubConfig, cancel: CancellationToken) -> Result<Hub, HubError> {
+        let (failure_tx, failures) = tokio::sync::mpsc::unbounded_channel();
         let path = cfg.storage_path.clone();
         let store = tokio::task::spawn_blocking(move || store::Store::open(&path))
             .await
@@ -76,8 +83,12 @@ impl Hub {
                     })
                     .collect();
                 let hub_password = random_password();
-                let ports =
-                    broker::start(users.clone(), hub_password.clone(), cfg.max_message_size)?;
+                let ports = broker::start(
+                    users.clone(),
+                    hub_password.clone(),
+                    cfg.max_message_size,
+                    failure_tx.clone(),
+                )?;
                 // The public listener is ours: see gate.rs.
                 gate::start(
                     gate::GateSettings {
@@ -90,6 +101,7 @@ impl Hub {
                         max_connections: gate::MAX_CONNECTIONS,
                     },
                     cancel.clone(),
+                    failure_tx.clone(),
                 )
                 .await?;
                 ingest::Link {
@@ -127,9 +139,36 @@ impl Hub {
             cfg.max_message_size,
             cfg.commit_interval,
             ready_tx,
-            cancel,
+            cancel.clone(),
         ));
-        Ok(Hub { ingest, ready })
+        Ok(Hub {
+            ingest,
+            ready,
+            failures,
+            _failure_tx: failure_tx,
+            cancel,
+        })
+    }
+
+    /// Wait until a part of the hub stops by itself (returns why): the hub
+    /// then cannot do its work, and the process should end so that the
+    /// service manager restarts it, rather than run on hollow.
+    pub async fn failed(&mut self) -> String {
+        tokio::select! {
+            why = self.failures.recv() => why.unwrap_or_else(|| "unknown".to_owned()),
+            r = &mut self.ingest => {
+                // The ingest ended: if nobody asked it to, that is a failure.
+                let why = match r {
+                    Ok(Ok(())) if self.cancel.is_cancelled() => "stopped".to_owned(),
+                    Ok(Ok(())) => "the ingest ended by itself".to_owned(),
+                    Ok(Err(e)) => format!("the ingest failed: {e}"),
+                    Err(e) => format!("the ingest task failed: {e}"),
+                };
+                // Keep `join` working after this.
+                self.ingest = tokio::spawn(async { Ok(()) });
+                why
+            }
+        }
     }
 
     /// Wait until the ingest is connected to the broker and subscribed, at

@@ -138,11 +138,23 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                         }
                     }
                 });
-                shutdown_signal().await;
-                tracing::info!("shutting down");
+                let mut hub = hub;
+                let failure = tokio::select! {
+                    () = shutdown_signal() => None,
+                    why = hub.failed() => Some(why),
+                };
+                match &failure {
+                    None => tracing::info!("shutting down"),
+                    Some(why) => tracing::error!(
+                        "{why}: the hub cannot do its work; stopping so that the service manager restarts it"
+                    ),
+                }
                 cancel.cancel();
                 let _ = tokio::time::timeout(Duration::from_secs(10), hub.join()).await;
-                anyhow::Ok(())
+                match failure {
+                    None => anyhow::Ok(()),
+                    Some(why) => Err(anyhow::anyhow!(why)),
+                }
             })
         }
         Command::Nodes { db } => {
