@@ -55,17 +55,12 @@ pub(crate) fn import(
         return;
     };
     let path = resolve(&parent.path, file.get_ref());
-    let text = match std::fs::read_to_string(&path) {
+    let text = match models::text::read_text(&path) {
         Ok(t) => t,
         Err(e) => {
             diags.push(
-                Diagnostic::at(
-                    parent,
-                    file.span(),
-                    "import › file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-                .help("paths are relative to the file that imports them"),
+                Diagnostic::at(parent, file.span(), "import › file", e.to_string())
+                    .help("paths are relative to the file that imports them"),
             );
             return;
         }
@@ -114,6 +109,10 @@ fn parse_rows(
             Some(c) => columns.push(Some(c)),
             None => {
                 columns.push(None);
+                if diags.is_full() {
+                    diags.count_more();
+                    continue;
+                }
                 let mut d = Diagnostic::at(src, span, format!("column {h:?}"), "unknown column");
                 d = match did_you_mean(&lower, COLUMNS.iter().copied()) {
                     Some(s) => d.help(format!(

@@ -19,8 +19,14 @@ pub struct SourceFile {
 impl SourceFile {
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
         let text = text.into();
+        // Lines end in LF, CRLF or a lone CR (old Mac-style files, which
+        // some spreadsheet exports still write).
+        let bytes = text.as_bytes();
         let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        line_starts.extend(bytes.iter().enumerate().filter_map(|(i, &b)| {
+            let lone_cr = b == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+            (b == b'\n' || lone_cr).then_some(i + 1)
+        }));
         Self {
             path: path.into(),
             text,
@@ -61,15 +67,25 @@ impl SourceFile {
     }
 }
 
+/// Longest source excerpt shown under an error, in characters: a CSV row
+/// can be megabytes long, and thousands of errors each copying it took a
+/// gigabyte.
+pub const SNIPPET_CHARS: usize = 120;
+
+/// Problems kept (and shown) at most; the rest are counted.
+pub const MAX_REPORTED: usize = 100;
+
 /// Where a problem is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     pub file: PathBuf,
     pub line: usize,
     pub column: usize,
-    /// The offending source line and how many characters to underline,
-    /// for a caret snippet. Empty when not available.
+    /// The offending source line (an excerpt of at most [`SNIPPET_CHARS`]
+    /// around the column), where the caret goes in it (0-based) and how
+    /// many characters to underline. Empty when not available.
     pub snippet: String,
+    pub caret: usize,
     pub underline: usize,
 }
 
@@ -93,20 +109,46 @@ impl Diagnostic {
         message: impl Into<String>,
     ) -> Self {
         let (line, column) = src.locate(span.start);
-        let snippet = src.line_text(line).to_string();
+        let full = src.line_text(line);
         // Underline only what sits on the first line of the span.
-        let line_rest = snippet.chars().count().saturating_sub(column - 1);
         let span_chars = src
             .text
             .get(span.clone())
-            .map(|s| s.lines().next().unwrap_or("").chars().count())
+            .map(|s| {
+                s.lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(SNIPPET_CHARS)
+                    .count()
+            })
             .unwrap_or(1);
+        // The whole line if it is short, else an excerpt around the
+        // column: a little before, more after.
+        let long = full.chars().nth(SNIPPET_CHARS).is_some();
+        let first = if long {
+            (column - 1).saturating_sub(SNIPPET_CHARS / 3)
+        } else {
+            0
+        };
+        let mut snippet: String = full.chars().skip(first).take(SNIPPET_CHARS).collect();
+        let mut caret = column - 1 - first;
+        if first > 0 {
+            snippet.insert(0, '…');
+            caret += 1;
+        }
+        let shown = snippet.chars().count();
+        if full.chars().count() > first + SNIPPET_CHARS {
+            snippet.push('…');
+        }
+        let line_rest = shown.saturating_sub(caret);
         Self {
             location: Location {
                 file: src.path.clone(),
                 line,
                 column,
                 snippet,
+                caret,
                 underline: span_chars.clamp(1, line_rest.max(1)),
             },
             field: field.into(),
@@ -123,6 +165,7 @@ impl Diagnostic {
                 line: 1,
                 column: 1,
                 snippet: String::new(),
+                caret: 0,
                 underline: 0,
             },
             field: field.into(),
@@ -157,7 +200,7 @@ impl fmt::Display for Diagnostic {
                 f,
                 "{:gutter$} | {}{}",
                 "",
-                " ".repeat(l.column - 1),
+                " ".repeat(l.caret),
                 "^".repeat(l.underline)
             )?;
         }
@@ -173,19 +216,34 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Every problem found in one load, in file order.
+/// Every problem found in one load, in file order: the first
+/// [`MAX_REPORTED`] in full, the rest counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
+pub struct Diagnostics(Vec<Diagnostic>, usize);
 
 impl Diagnostics {
     pub fn push(&mut self, d: Diagnostic) {
-        self.0.push(d);
+        if self.0.len() < MAX_REPORTED {
+            self.0.push(d);
+        } else {
+            self.1 += 1;
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// Every problem found, shown or not.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.len() + self.1
+    }
+    /// Whether further problems are only counted: callers with thousands
+    /// of them (a CSV map) then skip building each one.
+    pub fn is_full(&self) -> bool {
+        self.0.len() >= MAX_REPORTED
+    }
+    /// Count a problem not worth building (see [`Self::is_full`]).
+    pub fn count_more(&mut self) {
+        self.1 += 1;
     }
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
         self.0.iter()
@@ -206,7 +264,15 @@ impl fmt::Display for Diagnostics {
         for d in &self.0 {
             writeln!(f, "{d}")?;
         }
-        let n = self.0.len();
+        if self.1 > 0 {
+            writeln!(
+                f,
+                "… and {} more problem{} not shown (fix these first).",
+                self.1,
+                if self.1 == 1 { "" } else { "s" }
+            )?;
+        }
+        let n = self.len();
         write!(
             f,
             "{n} problem{} found; the configuration was not applied.",

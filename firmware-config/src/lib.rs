@@ -21,12 +21,8 @@ pub use model::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read configuration {path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read the configuration: {0}")]
+    Io(#[from] models::text::TextError),
     #[error("{0}")]
     Invalid(Diagnostics),
 }
@@ -36,17 +32,14 @@ impl ConfigError {
     pub fn diagnostics(&self) -> Option<&Diagnostics> {
         match self {
             ConfigError::Invalid(d) => Some(d),
-            ConfigError::Io { .. } => None,
+            ConfigError::Io(_) => None,
         }
     }
 }
 
 /// Load and validate an edge configuration file.
 pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = models::text::read_text(path)?;
     load_str(path, text)
 }
 

@@ -206,7 +206,7 @@ fn read_toml(
                         );
                         continue;
                     }
-                    match std::fs::read_to_string(&path) {
+                    match models::text::read_text(&path) {
                         Ok(text) => {
                             out.sources.push(path.clone());
                             read_toml(
@@ -218,13 +218,8 @@ fn read_toml(
                             );
                         }
                         Err(e) => diags.push(
-                            Diagnostic::at(
-                                &src,
-                                f.span(),
-                                "include",
-                                format!("cannot read {}: {e}", path.display()),
-                            )
-                            .help("paths are relative to the file that includes them"),
+                            Diagnostic::at(&src, f.span(), "include", e.to_string())
+                                .help("paths are relative to the file that includes them"),
                         ),
                     }
                 }

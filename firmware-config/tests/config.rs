@@ -692,3 +692,103 @@ expr = "flue.o2.maen * 2"
     };
     insta::assert_snapshot!(out);
 }
+
+/// Multi-byte characters where a weekday is parsed panicked `validate`
+/// (a byte slice inside a character).
+#[test]
+fn non_ascii_weekdays_are_errors_not_panics() {
+    let text = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n\
+                [calendar]\ntime_zone = \"UTC\"\nweek_starts = \"ab€\"\n\
+                shifts = [{ name = \"day\", start = \"06:00\" }]\n\
+                planned_stops = [{ name = \"x\", from = \"12:00\", to = \"12:30\", days = [\"mo€\", \"€€€\", \"é\"] }]\n";
+    let err = load_str(Path::new("cal.toml"), text)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("week_starts"), "{err}");
+    assert!(err.contains("cal.toml:7:"), "{err}");
+    assert!(err.contains("mo€"), "{err}");
+}
+
+/// A CSV map with CR-only line endings and an error on every row: the
+/// errors point at the right lines, each shows a bounded excerpt, and
+/// only the first 100 are shown (the rest counted). The same for a header
+/// of 100,000 unknown columns (an allocation failure before).
+#[test]
+fn huge_csv_mistakes_are_bounded_and_cr_lines_are_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let filler = "x".repeat(400);
+    let rows: String = (0..2000)
+        .map(|i| format!("t{i},holding,{i},bogus{i},{filler}\r"))
+        .collect();
+    std::fs::write(
+        dir.path().join("map.csv"),
+        format!("name,area,address,type,description\r{rows}"),
+    )
+    .unwrap();
+    let main = dir.path().join("edge.toml");
+    let text = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n\n[[device]]\nname = \"plc\"\nprotocol = \"modbus-tcp\"\nhost = \"127.0.0.1\"\n\n[[import]]\nfile = \"map.csv\"\ndevice = \"plc\"\n";
+    std::fs::write(&main, text).unwrap();
+    let out = load(&main).unwrap_err().to_string();
+    // Row 3 (t1) is on line 3, with CR line endings.
+    assert!(
+        out.contains("map.csv:3:"),
+        "{}",
+        &out[..2000.min(out.len())]
+    );
+    assert!(out.contains("bogus1"), "{}", &out[..2000.min(out.len())]);
+    assert!(
+        out.contains("and 1900 more problems not shown"),
+        "{}",
+        &out[out.len().saturating_sub(500)..]
+    );
+    assert!(out.contains("2000 problems found"));
+    assert!(out.len() < 200_000, "{} bytes of errors", out.len());
+    for l in out.lines() {
+        assert!(
+            l.chars().count() < 600,
+            "a line of {} characters",
+            l.chars().count()
+        );
+    }
+
+    let header: Vec<String> = (0..100_000).map(|i| format!("col{i}")).collect();
+    std::fs::write(
+        dir.path().join("map.csv"),
+        format!(
+            "name,area,address,type,{}\nt,holding,1,u16\n",
+            header.join(",")
+        ),
+    )
+    .unwrap();
+    let out = load(&main).unwrap_err().to_string();
+    assert!(
+        out.contains("100000 problems found"),
+        "{}",
+        &out[out.len().saturating_sub(300)..]
+    );
+    assert!(out.len() < 200_000, "{} bytes of errors", out.len());
+}
+
+/// Invalid UTF-8 is located; a device or a directory is refused before a
+/// byte is read (`include = ["/dev/zero"]` read until memory ran out).
+#[test]
+fn unreadable_files_are_located_and_devices_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("edge.toml");
+    std::fs::write(&main, b"schema_version = 1\n[node]\nsite_id = \"s\xff\"\n").unwrap();
+    let out = load(&main).unwrap_err().to_string();
+    assert!(out.contains("edge.toml:3:13"), "{out}");
+    assert!(out.contains("not valid UTF-8"), "{out}");
+    std::fs::write(&main, "schema_version = 1\ninclude = [\"/dev/zero\", \"sub\", \"bad.toml\"]\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("bad.toml"), b"[[tag]]\nname = \"\xe9\"\n").unwrap();
+    let out = load(&main).unwrap_err().to_string();
+    assert!(out.contains("/dev/zero is not a regular file"), "{out}");
+    assert!(out.contains("sub is not a regular file"), "{out}");
+    assert!(out.contains("bad.toml:2:9"), "{out}");
+    let csv = dir.path().join("m.csv");
+    std::fs::write(&csv, b"name,area,address,type\nt\xfe,holding,1,u16\n").unwrap();
+    std::fs::write(&main, "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n[[device]]\nname = \"plc\"\nprotocol = \"modbus-tcp\"\nhost = \"h\"\n[[import]]\nfile = \"m.csv\"\ndevice = \"plc\"\n").unwrap();
+    let out = load(&main).unwrap_err().to_string();
+    assert!(out.contains("m.csv:2:2"), "{out}");
+}

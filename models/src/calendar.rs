@@ -254,7 +254,8 @@ pub fn parse_weekday(s: &str) -> Option<u8> {
     let s = s.trim().to_ascii_lowercase();
     ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
         .iter()
-        .position(|d| s.len() >= 3 && d.starts_with(&s[..3]) && is_day_name(&s))
+        // `get`, not `[..3]`: the third byte may be inside a character.
+        .position(|d| s.get(..3).is_some_and(|p| d.starts_with(p)) && is_day_name(&s))
         .map(|i| i as u8)
 }
 

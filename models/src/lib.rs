@@ -17,6 +17,7 @@ pub mod features;
 pub mod forecast;
 pub mod kpi;
 pub mod manifest;
+pub mod text;
 
 pub use features::{FeatureError, FeatureSpec};
 pub use forecast::{Explanation, Forecaster, ModelError};

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// Largest `[storage] max_size`: 16 TiB (a bound, so no size arithmetic
+/// can overflow).
+const MAX_HISTORY_BYTES: u64 = 16 << 40;
+
 impl Validator<'_> {
     pub(super) fn storage(&mut self, raw: &RawConfig) -> Option<Storage> {
         let Some(item) = &raw.storage else {
@@ -47,6 +51,17 @@ impl Validator<'_> {
                         ),
                     )
                     .help("use at least \"1MiB\"; typical values are \"512MiB\" to \"16GiB\""),
+                );
+                1 << 30
+            }
+            Some(s) if s.get_ref().0 > MAX_HISTORY_BYTES => {
+                self.push(
+                    item.diag(
+                        s.span(),
+                        "storage › max_size",
+                        format!("{} bytes is more than 16 TiB", s.get_ref().0),
+                    )
+                    .help("a gateway's history is gigabytes: typical values are \"512MiB\" to \"16GiB\""),
                 );
                 1 << 30
             }

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Largest `[sync] outbox_max_size`: 1 TiB.
+const MAX_OUTBOX_BYTES: u64 = 1 << 40;
+
 impl Validator<'_> {
     /// `Some(None)`: no `[sync]`; `None`: invalid (already reported).
     pub(super) fn sync(&mut self, raw: &RawConfig) -> Option<Option<Sync>> {
@@ -161,6 +164,14 @@ impl Validator<'_> {
                 self.push(
                     item.diag(s.span(), "sync › outbox_max_size", format!("{} bytes is too small for an outbox", s.get_ref().0))
                         .help("use at least \"64KiB\"; size it for the longest outage to ride out, e.g. \"256MiB\""),
+                );
+                ok = false;
+                0
+            }
+            Some(s) if s.get_ref().0 > MAX_OUTBOX_BYTES => {
+                self.push(
+                    item.diag(s.span(), "sync › outbox_max_size", format!("{} bytes is more than 1 TiB", s.get_ref().0))
+                        .help("size it for the longest outage to ride out, e.g. \"256MiB\"; it must fit on the gateway's disk"),
                 );
                 ok = false;
                 0
