@@ -49,6 +49,7 @@ fn humantime_arg(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    edge_node::files::private_files();
     edge_node::logging::init("text");
     let cancel = CancellationToken::new();
     // The plant outlives the edge at shutdown, so the edge's sessions close
@@ -93,7 +94,15 @@ async fn main() -> anyhow::Result<()> {
     let secret = |name: &str| -> anyhow::Result<PathBuf> {
         let p = std::path::absolute(args.dir.join(name)).context("resolving a key path")?;
         if !p.exists() {
-            std::fs::write(&p, random_secret())
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // 0600 from the start: a secret is never readable by others.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+                .and_then(|mut f| f.write_all(random_secret().as_bytes()))
                 .with_context(|| format!("writing {}", p.display()))?;
         }
         Ok(p)

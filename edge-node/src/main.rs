@@ -151,6 +151,7 @@ enum OpcuaCommand {
 
 fn main() -> ExitCode {
     edge_node::memory::limit_malloc_arenas(2);
+    edge_node::files::private_files();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => validate(&config),

@@ -293,10 +293,20 @@ where
         .map_err(|_| {
             Refusal::Handshake(format!("no MQTT CONNECT within {:?}", s.handshake_timeout))
         })??;
-    let Some((connect_raw, Packet::Connect(connect))) = first else {
-        return Err(Refusal::Protocol(
-            "the first packet was not a CONNECT".to_owned(),
-        ));
+    let (connect_raw, connect) = match first {
+        Some((raw, Packet::Connect(c))) => (raw, c),
+        // Closed without a word: a port probe or a health check, not an attack.
+        None if buf.is_empty() => return Ok(()),
+        None => {
+            return Err(Refusal::Protocol(
+                "closed in the middle of its first packet".to_owned(),
+            ));
+        }
+        Some(_) => {
+            return Err(Refusal::Protocol(
+                "the first packet was not a CONNECT".to_owned(),
+            ));
+        }
     };
     let user = match check_connect(&connect, &s.users) {
         Ok(u) => u,

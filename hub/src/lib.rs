@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod files;
 pub mod gate;
 pub mod ingest;
 pub mod metrics;

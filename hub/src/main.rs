@@ -111,6 +111,7 @@ fn main() -> ExitCode {
 fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Run { config } => {
+            hub::files::private_files();
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()

@@ -152,6 +152,17 @@ fn write(r: &'static Register, shared: &Mutex<Shared>, dv: &DataValue) -> Status
     status
 }
 
+fn restrict_private_key(pki_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let private = pki_dir.join("private");
+    let _ = std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = std::fs::read_dir(&private) {
+        for e in entries.flatten() {
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
 /// Serve until `cancel` fires. `pki_dir` holds the server's own certificate.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -177,6 +188,9 @@ pub async fn serve(
             "plant",
         ))
         .build()?;
+    // async-opcua writes the sample key with the umask's mode: keys are
+    // 0600 in 0700 folders here as everywhere.
+    restrict_private_key(pki_dir);
     let manager = handle
         .node_managers()
         .get_of_type::<SimpleNodeManager>()

@@ -11,7 +11,11 @@ use crate::support::{bin, free_port};
 fn the_demo_computes_oee_and_forecasts_live_and_they_reach_the_hub() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("demo.log");
-    let mut child = Command::new(bin("apos-demo"))
+    // Started from a shell with `umask 000`, as a careless one would: every
+    // file the demo creates must still be private (checked at the end).
+    let mut child = Command::new("sh")
+        .args(["-c", "umask 000; exec \"$0\" \"$@\""])
+        .arg(bin("apos-demo"))
         .args(["--dir"])
         .arg(dir.path().join("demo"))
         .args(["--modbus", &format!("127.0.0.1:{}", free_port())])
@@ -117,4 +121,48 @@ fn the_demo_computes_oee_and_forecasts_live_and_they_reach_the_hub() {
         forecasts.contains("plant-heater-fuel"),
         "no forecast at the hub:\n{nodes}"
     );
+    files_are_private(&dir.path().join("demo"));
+}
+
+/// Every file under `dir`: keys, passwords and private keys 0600 at most,
+/// databases 0640 at most, nothing writable by others (certificates are
+/// public and may be readable).
+fn files_are_private(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let mode = std::fs::symlink_metadata(&p).unwrap().permissions().mode() & 0o777;
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                stack.push(p.clone());
+                assert_eq!(
+                    mode & 0o002,
+                    0,
+                    "{} is writable by others ({mode:o})",
+                    p.display()
+                );
+                continue;
+            }
+            seen += 1;
+            assert_eq!(
+                mode & 0o002,
+                0,
+                "{} is writable by others ({mode:o})",
+                p.display()
+            );
+            let secret = name.ends_with(".key")
+                || name.ends_with(".pass")
+                || p.components().any(|c| c.as_os_str() == "private");
+            if secret {
+                assert_eq!(mode & 0o077, 0, "secret {} is {mode:o}", p.display());
+            }
+            if name.contains(".db") || name.contains(".duckdb") {
+                assert_eq!(mode & 0o137, 0, "database {} is {mode:o}", p.display());
+            }
+        }
+    }
+    assert!(seen >= 8, "only {seen} files under {}", dir.display());
 }

@@ -191,6 +191,7 @@ impl Store {
         }
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
+        crate::files::restrict(path);
         Ok(Store {
             conn,
             path: Some(path.to_path_buf()),
