@@ -54,7 +54,24 @@ pub struct Explanation {
 impl Forecaster {
     /// Load `dir/manifest.toml` and `dir/model.onnx` and check that the graph
     /// takes `[batch, features]` f32 and returns `[batch, horizon]`.
+    ///
+    /// tract panics on some damaged files (4 of 1,000 mutated models did):
+    /// a panic while loading is caught and the model refused like any other
+    /// bad model, never unwound through the caller.
     pub fn load(dir: &Path) -> Result<Forecaster, ModelError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::load_checked(dir)))
+            .unwrap_or_else(|panic| {
+                Err(ModelError::Load {
+                    path: dir.join("model.onnx"),
+                    message: format!(
+                        "the ONNX loader failed on this file ({}): it is damaged, or not a model this build can run",
+                        panic_text(&*panic)
+                    ),
+                })
+            })
+    }
+
+    fn load_checked(dir: &Path) -> Result<Forecaster, ModelError> {
         let manifest = Manifest::load(&dir.join("manifest.toml"))?;
         let path = dir.join("model.onnx");
         let n_features = manifest.features.names().len();
@@ -141,10 +158,17 @@ impl Forecaster {
             message: e.to_string(),
         };
         let input = Tensor::from_shape(&[rows, self.n_features], features).map_err(|e| run(&e))?;
-        let out = self
-            .plan
-            .run(tvec!(input.into()))
-            .map_err(|e| run(&format!("{e:#}")))?;
+        // A graph that loaded can still panic inside tract at run time.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.plan.run(tvec!(input.into()))
+        }))
+        .map_err(|p| {
+            run(&format!(
+                "the model failed inside tract: {}",
+                panic_text(&*p)
+            ))
+        })?
+        .map_err(|e| run(&format!("{e:#}")))?;
         let view = out
             .first()
             .ok_or_else(|| run(&"no output"))?
@@ -257,5 +281,16 @@ mod tests {
         let g = group(10, 3);
         assert_eq!(g, vec![0..3, 3..6, 6..10]);
         assert_eq!(group(3, 10), vec![0..1, 1..2, 2..3]);
+    }
+}
+
+/// The text of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "no message".to_owned()
     }
 }
