@@ -272,6 +272,17 @@ fn group(n: usize, max: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// The text of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "no message".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,16 +292,5 @@ mod tests {
         let g = group(10, 3);
         assert_eq!(g, vec![0..3, 3..6, 6..10]);
         assert_eq!(group(3, 10), vec![0..1, 1..2, 2..3]);
-    }
-}
-
-/// The text of a panic payload.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "no message".to_owned()
     }
 }
