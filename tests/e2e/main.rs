@@ -4,6 +4,7 @@
 //! One harness, one binary: every module below is a group of tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod chaos;
 mod demo;
 mod faults;
 #[path = "../common/logs.rs"]
@@ -14,6 +15,7 @@ mod modbus_tcp;
 mod opcua;
 mod opcua_faults;
 mod plant;
+mod process;
 mod support;
 mod sync;
 #[path = "../common/tls.rs"]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use drivers::{Quality, Reason, Value};
 
+use crate::process::Netns;
 use crate::support::{
     DriverRun, NodeOpcUaPeer, OpcUaPeer, SilentProxy, bin, config_header, eventually, peers_dir,
     python, require_peer,
@@ -207,65 +208,6 @@ async fn a_dropped_packet_partition_heals_within_the_backoff_schedule() {
     let _ = server.kill();
     let _ = server.wait();
     eprintln!("partition healed; values back {took:?} after");
-}
-
-/// A network namespace with its loopback up, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create() -> Option<Netns> {
-        let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
-        if !ok(Command::new("iptables")
-            .arg("--version")
-            .stdout(Stdio::null()))
-        {
-            return None;
-        }
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let name = format!(
-            "apos-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        );
-        if !ok(Command::new("ip")
-            .args(["netns", "add", &name])
-            .stderr(Stdio::null()))
-        {
-            return None;
-        }
-        let ns = Netns { name };
-        ok(Command::new("ip").args(["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]))
-            .then_some(ns)
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
-    }
-
-    /// Drop (or stop dropping) every TCP packet to or from `port`.
-    fn drop_port(&self, port: u16, on: bool) {
-        for dir in ["--dport", "--sport"] {
-            let status = Command::new("ip")
-                .args(["netns", "exec", &self.name, "iptables"])
-                .arg(if on { "-I" } else { "-D" })
-                .args(["INPUT", "-p", "tcp", dir, &port.to_string(), "-j", "DROP"])
-                .status()
-                .unwrap();
-            assert!(status.success(), "iptables {dir} {port} {on}");
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
 }
 
 /// node-opcua with its own generated certificate (SANs DNS, IP, URI: the

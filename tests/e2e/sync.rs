@@ -3,80 +3,21 @@
 //! mosquitto), faults by kill -9 and broker outages, and at the end a
 //! checksum of every window the edge produced against what DuckDB stored.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use apos::plant;
 use protocol::v1::{Checksum, Window, window_digest};
 use tokio_util::sync::CancellationToken;
 
+use crate::process::{Proc, which};
 use crate::support::{bin, eventually, free_port, require_peer};
 
 const SITE: &str = "demo-refinery";
 const NODE: &str = "cdu-edge-1";
 const KEY: &str = "e2e-node-key-0123456789";
 const PASSWORD: &str = "e2e-node-password";
-
-/// A child process whose output lines are kept.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for l in BufReader::new(out).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push(l);
-                }
-            });
-        }
-        Proc { child, log }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait (graceful: flush and close).
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.kill9();
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// The hub's files: config, keys, database.
 struct HubSetup {
@@ -152,13 +93,13 @@ fn start_edge(config: &Path) -> Proc {
     Proc::spawn(cmd)
 }
 
-fn edge_db(dir: &Path) -> rusqlite::Connection {
+pub(crate) fn edge_db(dir: &Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(dir.join("history.db")).unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
     c
 }
 
-fn outbox_depth(dir: &Path) -> i64 {
+pub(crate) fn outbox_depth(dir: &Path) -> i64 {
     edge_db(dir)
         .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
         .unwrap_or(-1)
@@ -170,7 +111,7 @@ fn acknowledged(dir: &Path) -> i64 {
     if depth < 0 { 0 } else { sealed(dir) - depth }
 }
 
-fn sealed(dir: &Path) -> i64 {
+pub(crate) fn sealed(dir: &Path) -> i64 {
     edge_db(dir)
         .query_row("SELECT last_seq FROM outbox_state", [], |r| r.get(0))
         .unwrap_or(0)
@@ -178,6 +119,11 @@ fn sealed(dir: &Path) -> i64 {
 
 /// Checksum of every window the edge queued for the hub.
 fn edge_checksum(dir: &Path) -> Checksum {
+    edge_checksum_of(dir, SITE, NODE)
+}
+
+/// Checksum of every window the edge `site`/`node` in `dir` queued.
+pub(crate) fn edge_checksum_of(dir: &Path, site: &str, node: &str) -> Checksum {
     let c = edge_db(dir);
     let mut st = c
         .prepare(
@@ -209,7 +155,7 @@ fn edge_checksum(dir: &Path) -> Checksum {
         .unwrap();
     for r in rows {
         let (width, start, w) = r.unwrap();
-        sum.add(window_digest(SITE, NODE, width, start, &w));
+        sum.add(window_digest(site, node, width, start, &w));
     }
     sum
 }
@@ -217,9 +163,14 @@ fn edge_checksum(dir: &Path) -> Checksum {
 /// The hub's checksum, read with `apos-hub checksum` (the hub must be stopped:
 /// DuckDB admits one process per file).
 fn hub_checksum(h: &HubSetup) -> Checksum {
+    hub_checksum_of(&h.db, SITE, NODE)
+}
+
+/// The checksum of `site`/`node` in the hub database `db` (hub stopped).
+pub(crate) fn hub_checksum_of(db: &Path, site: &str, node: &str) -> Checksum {
     let out = Command::new(bin("apos-hub"))
-        .args(["checksum", "--site", SITE, "--node", NODE, "--db"])
-        .arg(&h.db)
+        .args(["checksum", "--site", site, "--node", node, "--db"])
+        .arg(db)
         .output()
         .unwrap();
     assert!(
@@ -499,14 +450,4 @@ async fn the_sync_runs_over_tls_with_the_embedded_broker_and_with_mosquitto() {
     )
     .await;
     drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    None
 }
