@@ -6,7 +6,7 @@
 //! a hub's DuckDB files in the demo), with the process's umask: an
 //! integrator's shell with `umask 000` would make them world-writable. So
 //! the binaries set a umask of 027 first thing: group may read, others
-//! nothing. (systemd units set `UMask=0027` as well.)
+//! nothing.
 
 /// Set the process umask to 027 (owner all, group read, others nothing).
 pub fn private_files() {

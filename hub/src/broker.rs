@@ -17,8 +17,10 @@
 //! Memory: rumqttd keeps a log of `max_segment_count` segments of
 //! `max_segment_size` per topic. With every node confined to its own
 //! `batch` and `status` topics (and the hub writing its `ack` topic), the
-//! router holds at most [`segment_size`] × [`SEGMENTS`] per topic, about
-//! 3 × 2 × the largest message per node, however much a node sends.
+//! router holds at most [`SEGMENTS`] segments per topic, each closed once
+//! it passes [`segment_size`] (so at most 3 × the largest message): 6 ×
+//! the largest message per topic, three topics per node, however much a
+//! node sends.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

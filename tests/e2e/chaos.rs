@@ -7,7 +7,8 @@
 //! node's sequence numbers are all there with none twice.
 //!
 //! `APOS_CHAOS_SECONDS` (default 75 per broker) and `APOS_CHAOS_SEED` set
-//! the length and the schedule; docs/sync.md gives the long-run command.
+//! the length and the schedule; docs/hub.md ("Fault and chaos tests")
+//! gives the long-run command.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -135,7 +136,12 @@ fn chaos(broker: Broker) {
         // Every kind once per round, in a seeded order: a short run still
         // covers each fault.
         if bag.is_empty() {
-            bag = vec![Fault::KillEdge, Fault::KillHub, Fault::StopHub, Fault::Partition];
+            bag = vec![
+                Fault::KillEdge,
+                Fault::KillHub,
+                Fault::StopHub,
+                Fault::Partition,
+            ];
             if broker == Broker::Mosquitto {
                 bag.push(Fault::StopBroker);
             }
@@ -151,14 +157,28 @@ fn chaos(broker: Broker) {
     }
     done.sort();
     eprintln!("chaos {broker:?}: faults {done:?}");
-    for f in [Fault::KillEdge, Fault::KillHub, Fault::StopHub, Fault::Partition] {
-        assert!(done.contains(&f), "the run covered {f:?} (APOS_CHAOS_SECONDS too short?)");
+    for f in [
+        Fault::KillEdge,
+        Fault::KillHub,
+        Fault::StopHub,
+        Fault::Partition,
+    ] {
+        assert!(
+            done.contains(&f),
+            "the run covered {f:?} (APOS_CHAOS_SECONDS too short?)"
+        );
     }
     rig.drain_and_compare();
 }
 
 impl Rig {
-    fn start(ns: Netns, dir: &Path, broker: Broker, mosquitto_bin: Option<PathBuf>, py: &Path) -> Rig {
+    fn start(
+        ns: Netns,
+        dir: &Path,
+        broker: Broker,
+        mosquitto_bin: Option<PathBuf>,
+        py: &Path,
+    ) -> Rig {
         // The independent peer: pymodbus, one unit, a few typed values.
         let spec = serde_json::json!({
             "transport": "tcp", "host": "127.0.0.1", "port": 0,
@@ -169,7 +189,8 @@ impl Rig {
         let spec_file = dir.join("modbus.json");
         std::fs::write(&spec_file, serde_json::to_vec(&spec).unwrap()).unwrap();
         let mut cmd = ns.command(py);
-        cmd.arg(peers_dir().join("modbus_server.py")).arg(&spec_file);
+        cmd.arg(peers_dir().join("modbus_server.py"))
+            .arg(&spec_file);
         let mut peer = Proc::spawn(cmd);
         let ready = peer.wait_line("READY port=", Duration::from_secs(30));
         let modbus_port: u16 = ready["READY port=".len()..].trim().parse().unwrap();
@@ -177,8 +198,12 @@ impl Rig {
         let hub_dir = dir.join("hub");
         std::fs::create_dir_all(&hub_dir).unwrap();
         let broker_section = match broker {
-            Broker::Embedded => format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{EDGE_PORT}\"\n"),
-            Broker::Mosquitto => format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{HUB_PORT}\"\n"),
+            Broker::Embedded => {
+                format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{EDGE_PORT}\"\n")
+            }
+            Broker::Mosquitto => {
+                format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{HUB_PORT}\"\n")
+            }
         };
         let db = hub_dir.join("fleet.duckdb");
         let mut hub_text = format!(
@@ -395,25 +420,36 @@ impl Rig {
             .output()
             .unwrap();
         let nodes = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{nodes}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{nodes}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for (i, node) in NODES.iter().enumerate() {
             let produced = edge_checksum_of(&self.edge_dirs[i], SITE, node);
             let stored = hub_checksum_of(&self.db, SITE, node);
             let seqs = sealed(&self.edge_dirs[i]);
             eprintln!("{node}: {} windows in {seqs} batches", produced.windows);
-            assert!(produced.windows > 100, "{node} produced windows: {produced:?}");
+            assert!(
+                produced.windows > 100,
+                "{node} produced windows: {produced:?}"
+            );
             assert_eq!(
                 stored, produced,
                 "every window {node} produced is in DuckDB exactly once"
             );
             // Each sequence number 1..=last once: as many stored as the
             // highest, none missing.
-            let expect = format!("batches       {seqs} stored, highest seq {seqs}, 0 missing below it");
+            let expect =
+                format!("batches       {seqs} stored, highest seq {seqs}, 0 missing below it");
             let section = nodes
                 .split(&format!("{SITE}/{node}\n"))
                 .nth(1)
                 .unwrap_or_default();
-            let line = section.lines().find(|l| l.contains("batches")).unwrap_or_default();
+            let line = section
+                .lines()
+                .find(|l| l.contains("batches"))
+                .unwrap_or_default();
             assert_eq!(line.trim(), expect, "{node}'s sequence numbers:\n{nodes}");
         }
     }

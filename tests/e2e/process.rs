@@ -101,14 +101,21 @@ impl Proc {
 
     pub fn log(&self) -> String {
         let log = self.log.lock().unwrap();
-        log.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+        log.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The last `n` lines, for failure messages of long runs.
     pub fn tail(&self, n: usize) -> String {
         let log = self.log.lock().unwrap();
         let skip = log.len().saturating_sub(n);
-        log.iter().skip(skip).map(String::as_str).collect::<Vec<_>>().join("\n")
+        log.iter()
+            .skip(skip)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
