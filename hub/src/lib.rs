@@ -221,3 +221,65 @@ pub(crate) fn random_password() -> String {
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A hub whose ingest is `ingest`, with the failure channel's sender.
+    fn hub_with(
+        ingest: JoinHandle<Result<(), ingest::IngestError>>,
+    ) -> (Hub, tokio::sync::mpsc::UnboundedSender<String>) {
+        let (tx, failures) = tokio::sync::mpsc::unbounded_channel();
+        let (_, ready) = tokio::sync::watch::channel(false);
+        let hub = Hub {
+            ingest,
+            ready,
+            failures,
+            _failure_tx: tx.clone(),
+            cancel: CancellationToken::new(),
+        };
+        (hub, tx)
+    }
+
+    /// What `apos-hub run` waits on: the first part that stops by itself
+    /// is reported (and `run` then exits with an error).
+    #[tokio::test]
+    async fn a_part_that_stops_by_itself_is_reported() {
+        // The store thread died: the ingest ends with an error.
+        let (mut hub, _tx) = hub_with(tokio::spawn(async {
+            Err(ingest::IngestError::StoreStopped)
+        }));
+        let why = hub.failed().await;
+        assert_eq!(why, "the ingest failed: the DuckDB thread stopped");
+        // `join` still works after the report.
+        assert!(hub.join().await.is_ok());
+
+        // The ingest ended without an error and without being asked to.
+        let (mut hub, _tx) = hub_with(tokio::spawn(async { Ok(()) }));
+        assert_eq!(hub.failed().await, "the ingest ended by itself");
+
+        // The ingest task panicked.
+        let (mut hub, _tx) = hub_with(tokio::spawn(async { panic!("boom") }));
+        assert!(hub.failed().await.starts_with("the ingest task failed"));
+
+        // The broker thread or the gate reported its end.
+        let (mut hub, tx) = hub_with(tokio::spawn(std::future::pending()));
+        tx.send("the embedded broker stopped".into()).unwrap();
+        assert_eq!(hub.failed().await, "the embedded broker stopped");
+
+        // Asked to stop: not a failure.
+        let (mut hub, _tx) = hub_with(tokio::spawn(async { Ok(()) }));
+        hub.cancel.cancel();
+        assert_eq!(hub.failed().await, "stopped");
+    }
+
+    /// A part that keeps working is no failure: `failed` stays pending.
+    #[tokio::test]
+    async fn a_working_hub_reports_nothing() {
+        let (mut hub, _tx) = hub_with(tokio::spawn(std::future::pending()));
+        let r = tokio::time::timeout(std::time::Duration::from_millis(200), hub.failed()).await;
+        assert!(r.is_err(), "{r:?}");
+    }
+}
