@@ -156,7 +156,14 @@ fn chaos(broker: Broker) {
         std::thread::sleep(rng.millis(500, 4000));
     }
     done.sort();
-    eprintln!("chaos {broker:?}: faults {done:?}");
+    let mut tally: Vec<(Fault, usize)> = Vec::new();
+    for f in &done {
+        match tally.last_mut() {
+            Some((g, n)) if g == f => *n += 1,
+            _ => tally.push((*f, 1)),
+        }
+    }
+    eprintln!("chaos {broker:?}: {} faults {tally:?}", done.len());
     for f in [
         Fault::KillEdge,
         Fault::KillHub,
