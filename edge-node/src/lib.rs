@@ -456,6 +456,7 @@ async fn log_status(s: &Supervisor) {
             oldest_unacked_s = y.oldest_unacked_ms.load(Relaxed) / 1000,
             outbox_dropped = h.outbox_dropped,
             acks_refused = y.acks_refused.load(Relaxed),
+            outbox_delete_errors = y.delete_errors.load(Relaxed),
             "sync"
         );
     }

@@ -703,10 +703,18 @@ pub enum WhenFull {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Storage {
     pub path: PathBuf,
-    /// Samples older than this are deleted.
+    /// Samples, KPI values and forecasts older than this are deleted.
     pub retention_age: Duration,
-    /// When the database grows beyond this, the oldest samples are deleted.
+    /// Windows the hub acknowledged are kept this long.
+    pub aggregates_retention: Duration,
+    /// When the database grows beyond this, retention deletes acknowledged
+    /// windows, KPI values, forecasts, then raw samples, oldest first.
     pub retention_bytes: u64,
+    /// Raw samples this recent are never deleted to make room.
+    pub min_raw_span: Duration,
+    /// Disk space held in reserve next to the database, released when the
+    /// disk fills so the outbox and history can still be written (0: none).
+    pub reserve_bytes: u64,
     /// Max samples per insert transaction.
     pub batch_size: usize,
     /// A partial batch is committed after at most this long.

@@ -86,7 +86,10 @@ pub struct RawNode {
 pub struct RawStorage {
     pub path: Option<S<String>>,
     pub retention: Option<S<Dur>>,
+    pub aggregates_retention: Option<S<Dur>>,
     pub max_size: Option<S<Size>>,
+    pub min_raw_span: Option<S<Dur>>,
+    pub reserve: Option<S<Size>>,
     pub batch_size: Option<S<i64>>,
     pub flush_interval: Option<S<Dur>>,
 }

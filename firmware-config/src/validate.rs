@@ -44,7 +44,10 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
     v.schema_version(&raw);
     let poll_groups = v.poll_groups(&raw);
     let storage = v.storage(&raw);
-    let sync = v.sync(&raw);
+    let mut sync = v.sync(&raw);
+    if let (Some(st), Some(Some(sy))) = (&storage, &mut sync) {
+        v.outbox_within_history(&raw, st, sy);
+    }
     let forecast = v.forecast(&raw);
     let serial_lines = v.serial_lines(&raw);
     let devices = v.devices(&raw, &serial_lines);

@@ -108,10 +108,14 @@ pub enum Durability {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryOptions {
     pub path: PathBuf,
-    /// Samples older than this are deleted.
+    /// Samples, KPI values and forecasts older than this are deleted.
     pub retention_age: Duration,
+    /// Windows the hub acknowledged are deleted after this long.
+    pub aggregates_age: Duration,
+    /// Size retention never deletes raw samples newer than this.
+    pub min_raw_span: Duration,
     /// Upper bound of the main database file (`page_count * page_size`);
-    /// the oldest samples are deleted above it. The WAL comes on top and is
+    /// above it retention deletes in a fixed order (docs/configuration.md). The WAL comes on top and is
     /// truncated to at most [`schema::JOURNAL_SIZE_LIMIT`] after checkpoints.
     pub retention_bytes: u64,
     /// Max samples per insert transaction.
@@ -139,6 +143,8 @@ impl HistoryOptions {
         Self {
             path: path.into(),
             retention_age: Duration::from_secs(30 * 86_400),
+            aggregates_age: Duration::from_secs(7 * 86_400),
+            min_raw_span: Duration::from_secs(86_400),
             retention_bytes: 1 << 30,
             batch_size: 5000,
             flush_interval: Duration::from_secs(1),
@@ -156,6 +162,8 @@ impl From<&Storage> for HistoryOptions {
     fn from(s: &Storage) -> Self {
         Self {
             retention_age: s.retention_age,
+            aggregates_age: s.aggregates_retention,
+            min_raw_span: s.min_raw_span,
             retention_bytes: s.retention_bytes,
             batch_size: s.batch_size,
             flush_interval: s.flush_interval,

@@ -150,6 +150,24 @@ pub const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (kpi, win, start_ms)
      );
      CREATE INDEX kpis_by_time ON kpis (computed_ms);",
+    // 6: storage under pressure (issue 14). Retention deletes every table
+    // oldest first (hence the time indexes). Every batch the outbox's bound
+    // cost has a row (so an ack that names one after all is not a loss);
+    // `window_marks` remembers how far each window width was sealed, so a
+    // restart can tell the hub which windows were never recorded.
+    "CREATE TABLE outbox_dropped (
+         seq        INTEGER PRIMARY KEY,
+         dropped_ms INTEGER NOT NULL,
+         bytes      INTEGER NOT NULL,
+         delivered  INTEGER NOT NULL DEFAULT 0
+     );
+     ALTER TABLE outbox_state ADD COLUMN dropped_delivered INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE window_marks (
+         width_ms        INTEGER PRIMARY KEY,
+         sealed_until_ms INTEGER NOT NULL
+     );
+     CREATE INDEX aggregates_by_start ON aggregates (start_ms);
+     CREATE INDEX forecasts_by_made ON forecasts (made_ms);",
 ];
 
 /// The schema version this build writes and understands.

@@ -224,10 +224,7 @@ impl HistoryStore {
         let mut total = RetentionReport::default();
         loop {
             let r = self.retention_step(now_ms, Duration::from_secs(3600))?;
-            total.deleted_by_age += r.deleted_by_age;
-            total.deleted_by_size += r.deleted_by_size;
-            total.size_bytes = r.size_bytes;
-            total.done = r.done;
+            total.add(&r);
             if r.done {
                 return Ok(total);
             }
@@ -326,8 +323,13 @@ pub(crate) fn queue(
     while *bytes + size > i64::try_from(policy.max_bytes).unwrap_or(i64::MAX) {
         match policy.when_full {
             WhenFull::RejectNew => {
+                // The refused batch still takes its sequence number, so the
+                // hub sees the hole where it would have been.
+                record_dropped(tx, seq, now_ms, size)?;
+                *last_seq = seq as i64;
                 report.dropped += 1;
                 report.dropped_bytes += size as u64;
+                report.dropped_seqs.push(seq);
                 return Ok(None);
             }
             WhenFull::DropOldest => {
@@ -340,14 +342,19 @@ pub(crate) fn queue(
                     .optional()?;
                 let Some((old, len)) = oldest else {
                     // One batch larger than the whole bound.
+                    record_dropped(tx, seq, now_ms, size)?;
+                    *last_seq = seq as i64;
                     report.dropped += 1;
                     report.dropped_bytes += size as u64;
+                    report.dropped_seqs.push(seq);
                     return Ok(None);
                 };
                 tx.execute("DELETE FROM outbox WHERE seq = ?1", [old])?;
+                record_dropped(tx, u64::try_from(old).unwrap_or(0), now_ms, len)?;
                 *bytes -= len;
                 report.dropped += 1;
                 report.dropped_bytes += len as u64;
+                report.dropped_seqs.push(u64::try_from(old).unwrap_or(0));
             }
         }
     }
@@ -357,6 +364,21 @@ pub(crate) fn queue(
     *bytes += size;
     report.sealed.push(seq);
     Ok(Some(seq as i64))
+}
+
+/// Remember a batch the outbox's bound cost: an ack that names it later
+/// (it was delivered just before being dropped) takes it off the losses.
+fn record_dropped(
+    tx: &rusqlite::Transaction<'_>,
+    seq: u64,
+    now_ms: i64,
+    bytes: i64,
+) -> Result<(), HistoryError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO outbox_dropped (seq, dropped_ms, bytes) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![seq as i64, now_ms, bytes])?;
+    Ok(())
 }
 
 /// Queue one `body` as a batch inside the caller's transaction: the

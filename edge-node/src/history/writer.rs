@@ -41,6 +41,8 @@ pub struct OutboxInput {
 
 /// Stop reading new samples above this many batches pending.
 pub const MAX_PENDING_BATCHES: usize = 4;
+/// Repeated alarms and errors are logged at most this often (counters stay exact).
+const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Commit attempts at shutdown before giving up.
 const FINAL_ATTEMPTS: u32 = 5;
 
@@ -55,6 +57,8 @@ pub struct WriterStats {
     pending: AtomicU64,
     last_commit_us: AtomicU64,
     retention_deleted: AtomicU64,
+    retention_other: AtomicU64,
+    over_limit: AtomicU64,
     merged: AtomicU64,
     batches_sealed: AtomicU64,
     outbox_dropped: AtomicU64,
@@ -71,6 +75,10 @@ pub struct WriterStatsSnapshot {
     pub pending: u64,
     pub last_commit_us: u64,
     pub retention_deleted: u64,
+    /// Windows, KPI values and forecasts deleted by retention.
+    pub retention_other: u64,
+    /// 1 while the database is over max_size with only protected data.
+    pub over_limit: u64,
     /// Samples moved from the inbox to the main table.
     pub merged: u64,
     /// Outbox batches sealed, and lost to the outbox's size bound.
@@ -95,6 +103,8 @@ impl WriterStats {
             pending: l(&self.pending),
             last_commit_us: l(&self.last_commit_us),
             retention_deleted: l(&self.retention_deleted),
+            retention_other: l(&self.retention_other),
+            over_limit: l(&self.over_limit),
             merged: l(&self.merged),
             batches_sealed: l(&self.batches_sealed),
             outbox_dropped: l(&self.outbox_dropped),
@@ -175,6 +185,8 @@ fn run(
     let mut next_retention = Instant::now();
     let mut next_merge = Instant::now() + opts.merge_interval;
     let mut retention_unfinished = false;
+    let mut last_over_limit_log: Option<Instant> = None;
+    let mut full_log = Tally::default();
     let mut open = true;
 
     while open || !pending.is_empty() || !windows.is_empty() {
@@ -191,13 +203,17 @@ fn run(
                         .fetch_add(r.sealed.len() as u64, Ordering::Relaxed);
                     if r.dropped > 0 {
                         stats.outbox_dropped.fetch_add(r.dropped, Ordering::Relaxed);
-                        tracing::error!(
-                            dropped_batches = r.dropped,
-                            dropped_bytes = r.dropped_bytes,
-                            policy = ?ob.policy.when_full,
-                            max_bytes = ob.policy.max_bytes,
-                            "ALARM outbox full: batches for the hub were dropped"
-                        );
+                        full_log.add(r.dropped, r.dropped_bytes);
+                        if let Some((batches, bytes)) = full_log.due() {
+                            tracing::error!(
+                                dropped_batches = batches,
+                                dropped_bytes = bytes,
+                                dropped_total = stats.outbox_dropped.load(Ordering::Relaxed),
+                                policy = ?ob.policy.when_full,
+                                max_bytes = ob.policy.max_bytes,
+                                "ALARM outbox full: batches for the hub were dropped (counts since the last such line; at most one a minute)"
+                            );
+                        }
                     }
                     if let (Some(tx), Some(&last)) = (&ob.sealed, r.sealed.last()) {
                         let _ = tx.send(last);
@@ -274,12 +290,33 @@ fn run(
                     stats
                         .retention_deleted
                         .fetch_add(r.deleted_by_age + r.deleted_by_size, Ordering::Relaxed);
-                    if r.deleted_by_age + r.deleted_by_size > 0 {
+                    stats.retention_other.fetch_add(
+                        r.total() - r.deleted_by_age - r.deleted_by_size,
+                        Ordering::Relaxed,
+                    );
+                    stats
+                        .over_limit
+                        .store(u64::from(r.over_limit), Ordering::Relaxed);
+                    if r.total() > 0 {
                         tracing::info!(
-                            by_age = r.deleted_by_age,
-                            by_size = r.deleted_by_size,
+                            samples_by_age = r.deleted_by_age,
+                            samples_by_size = r.deleted_by_size,
+                            windows = r.aggregates_deleted,
+                            kpi_values = r.kpis_deleted,
+                            forecasts = r.forecasts_deleted,
                             size_bytes = r.size_bytes,
-                            "history retention"
+                            "history retention deleted"
+                        );
+                    }
+                    if r.over_limit
+                        && last_over_limit_log.is_none_or(|t: Instant| t.elapsed() >= LOG_EVERY)
+                    {
+                        last_over_limit_log = Some(Instant::now());
+                        tracing::error!(
+                            size_bytes = r.size_bytes,
+                            max_size = opts.retention_bytes,
+                            min_raw_span = ?opts.min_raw_span,
+                            "ALARM history over max_size with only protected data left (raw samples within min_raw_span, windows not acknowledged by the hub); raise max_size or lower min_raw_span"
                         );
                     }
                     retention_unfinished = !r.done;
@@ -359,6 +396,34 @@ fn run(
     }
     stats.pending.store(0, Ordering::Relaxed);
     store.close()
+}
+
+/// Counts of a repeated event, logged at most once per [`LOG_EVERY`]: the
+/// first at once, later lines with everything since the previous line.
+#[derive(Debug, Default)]
+struct Tally {
+    last: Option<Instant>,
+    count: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, count: u64, bytes: u64) {
+        self.count += count;
+        self.bytes += bytes;
+    }
+
+    /// The counts to log now, if a line is due.
+    fn due(&mut self) -> Option<(u64, u64)> {
+        if self.count == 0 || self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some((
+            std::mem::take(&mut self.count),
+            std::mem::take(&mut self.bytes),
+        ))
+    }
 }
 
 fn accept(

@@ -62,6 +62,8 @@ pub struct SyncStats {
     pub resent: AtomicU64,
     pub acked: AtomicU64,
     pub acks_refused: AtomicU64,
+    /// Failed deletes of acknowledged batches (full disk, I/O error).
+    pub delete_errors: AtomicU64,
     pub depth: AtomicU64,
     pub oldest_unacked_ms: AtomicU64,
 }
@@ -154,6 +156,72 @@ impl SyncSettings {
     }
 }
 
+/// When to try again to delete acknowledged batches after a failure.
+#[derive(Debug, Default)]
+struct Retry {
+    at: Option<Instant>,
+    delay: Duration,
+    failures: u64,
+    last_log: Option<Instant>,
+}
+
+impl Retry {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn due(&self) -> bool {
+        self.at.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+/// Delete what the hub acknowledged. A failure (a full disk) leaves the
+/// batches acknowledged in the machine, so they are never sent again, and
+/// the delete is retried with backoff; the log says so at most once a minute.
+async fn delete_acked(
+    outbox: &Arc<Mutex<Outbox>>,
+    machine: &mut SendMachine,
+    retry: &mut Retry,
+    stats: &SyncStats,
+) {
+    let seqs = machine.undeleted();
+    if seqs.is_empty() {
+        retry.at = None;
+        return;
+    }
+    let list = seqs.clone();
+    match blocking(outbox, move |o| o.delete(&list)).await {
+        Ok(_) => {
+            machine.on_deleted(seqs);
+            if retry.failures > 0 {
+                tracing::info!(
+                    failures = retry.failures,
+                    "acknowledged batches deleted from the outbox again"
+                );
+            }
+            *retry = Retry::default();
+        }
+        Err(e) => {
+            retry.failures += 1;
+            stats.delete_errors.fetch_add(1, Ordering::Relaxed);
+            retry.delay = (retry.delay * 2).clamp(Retry::FIRST, Retry::MAX);
+            retry.at = Some(Instant::now() + retry.delay);
+            if retry
+                .last_log
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                retry.last_log = Some(Instant::now());
+                tracing::error!(
+                    error = %e,
+                    batches = seqs.len(),
+                    failures = retry.failures,
+                    retry_in = ?retry.delay,
+                    "cannot delete acknowledged batches from the outbox; they are not sent again, retrying the delete"
+                );
+            }
+        }
+    }
+}
+
 /// Run until `cancel`: publish the outbox, delete what the hub acknowledges.
 /// `sealed` wakes the task when the writer queues a batch.
 pub async fn run(
@@ -188,6 +256,7 @@ pub async fn run(
     let mut status_tick = tokio::time::interval(settings.status_interval);
     let mut backoff = Duration::from_millis(500);
     let mut last_error_log: Option<Instant> = None;
+    let mut delete_retry = Retry::default();
 
     loop {
         let mut send_now = false;
@@ -209,13 +278,9 @@ pub async fn run(
                     match protocol::envelope::open(&ack_topic, &p.payload, &settings.key, protocol::MAX_MESSAGE_BYTES) {
                         Ok(Message::Ack(ack)) => {
                             let seqs: Vec<u64> = ack.seqs().collect();
+                            stats.acked.fetch_add(seqs.len() as u64, Ordering::Relaxed);
                             machine.on_acked(seqs.iter().copied());
-                            let n = seqs.len() as u64;
-                            let r = blocking(&outbox, move |o| o.delete(&seqs)).await;
-                            match r {
-                                Ok(_) => { stats.acked.fetch_add(n, Ordering::Relaxed); }
-                                Err(e) => tracing::error!(error = %e, "cannot delete acknowledged batches; they will be resent and deduplicated by the hub"),
-                            }
+                            delete_acked(&outbox, &mut machine, &mut delete_retry, &stats).await;
                             send_now = true;
                         }
                         Ok(_) | Err(_) => {
@@ -260,7 +325,7 @@ pub async fn run(
                         outbox_bytes: st.bytes,
                         oldest_unacked_ms: st.oldest_created_ms,
                         last_seq: st.last_seq,
-                        dropped_batches: st.dropped,
+                        dropped_batches: st.lost(),
                     });
                     if connected && let Ok(bytes) = protocol::envelope::seal(&status_topic, &msg, &settings.key) {
                         let _ = client.try_publish(status_topic.to_string(), QoS::AtMostOnce, false, bytes);
@@ -268,10 +333,14 @@ pub async fn run(
                 }
             }
         }
+        if delete_retry.due() {
+            delete_acked(&outbox, &mut machine, &mut delete_retry, &stats).await;
+        }
         if !(send_now && connected) {
             continue;
         }
-        let limit = settings.max_in_flight * 2;
+        // Acknowledged batches not deleted yet are listed too; skip past them.
+        let limit = settings.max_in_flight * 2 + machine.undeleted().len();
         let unacked = match blocking(&outbox, move |o| o.unacked(limit)).await {
             Ok(v) => v,
             Err(e) => {

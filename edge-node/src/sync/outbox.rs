@@ -42,6 +42,8 @@ pub struct SealReport {
     /// rejected), and their bytes.
     pub dropped: u64,
     pub dropped_bytes: u64,
+    /// Their sequence numbers (a rejected batch takes one too).
+    pub dropped_seqs: Vec<u64>,
 }
 
 /// The outbox's totals, for metrics and the hub's fleet registry.
@@ -51,7 +53,20 @@ pub struct OutboxState {
     pub bytes: u64,
     pub oldest_created_ms: Option<i64>,
     pub last_seq: u64,
+    /// Batches the outbox's bound dropped or refused...
     pub dropped: u64,
+    /// ...of which the hub acknowledged this many after all (sent just
+    /// before they were dropped).
+    pub dropped_delivered: u64,
+}
+
+impl OutboxState {
+    /// Batches lost as far as this edge knows: dropped and never
+    /// acknowledged. The hub's list of missing sequence numbers is exact;
+    /// this count is higher only if an ack for a dropped batch was lost.
+    pub fn lost(&self) -> u64 {
+        self.dropped.saturating_sub(self.dropped_delivered)
+    }
 }
 
 /// The sync task's connection to the outbox.
@@ -110,9 +125,13 @@ impl Outbox {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut deleted = 0u64;
         let mut freed = 0i64;
+        let mut late = 0i64;
         {
             let mut len = tx.prepare_cached("SELECT length(payload) FROM outbox WHERE seq = ?1")?;
             let mut del = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+            let mut delivered_late = tx.prepare_cached(
+                "UPDATE outbox_dropped SET delivered = 1 WHERE seq = ?1 AND delivered = 0",
+            )?;
             for &s in seqs {
                 if let Some(l) = len
                     .query_row([s as i64], |r| r.get::<_, i64>(0))
@@ -121,12 +140,15 @@ impl Outbox {
                     del.execute([s as i64])?;
                     deleted += 1;
                     freed += l;
+                } else {
+                    late += delivered_late.execute([s as i64])? as i64;
                 }
             }
         }
         tx.execute(
-            "UPDATE outbox_state SET bytes = max(0, bytes - ?1) WHERE id = 1",
-            params![freed],
+            "UPDATE outbox_state SET bytes = max(0, bytes - ?1),
+             dropped_delivered = dropped_delivered + ?2 WHERE id = 1",
+            params![freed, late],
         )?;
         tx.commit()?;
         Ok(deleted)
@@ -138,10 +160,10 @@ impl Outbox {
                 .query_row("SELECT count(*), min(created_ms) FROM outbox", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })?;
-        let (last_seq, bytes, dropped): (i64, i64, i64) = self.conn.query_row(
-            "SELECT last_seq, bytes, dropped FROM outbox_state WHERE id = 1",
+        let (last_seq, bytes, dropped, delivered): (i64, i64, i64, i64) = self.conn.query_row(
+            "SELECT last_seq, bytes, dropped, dropped_delivered FROM outbox_state WHERE id = 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
         let u = |v: i64| u64::try_from(v).unwrap_or(0);
         Ok(OutboxState {
@@ -150,6 +172,7 @@ impl Outbox {
             oldest_created_ms: oldest,
             last_seq: u(last_seq),
             dropped: u(dropped),
+            dropped_delivered: u(delivered),
         })
     }
 }

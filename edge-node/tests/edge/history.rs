@@ -252,6 +252,8 @@ fn retention_by_size_keeps_the_file_bounded_and_the_newest_data() {
     let mut o = opts(&db);
     o.retention_bytes = 2 << 20; // 2 MiB
     o.retention_age = Duration::from_secs(10 * 365 * 86_400);
+    // All samples are within the last 17 minutes: protect none of them.
+    o.min_raw_span = Duration::ZERO;
     let mut store = HistoryStore::open(&o).unwrap();
     let now = Timestamp::now().as_millis();
     // About 8 MiB of samples over 40 tags, oldest first, enforcing as the writer does.

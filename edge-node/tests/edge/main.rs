@@ -9,3 +9,4 @@ mod history;
 mod kpi;
 mod node;
 mod outbox;
+mod retention;

@@ -94,11 +94,13 @@ fn a_full_outbox_drops_the_oldest_or_rejects_the_newest_and_counts_it() {
         // Room for two batches of this size.
         let bound = policy(size * 2 + size / 2, when_full);
         let mut dropped = 0;
+        let mut dropped_seqs = Vec::new();
         for k in 1..5 {
             let r = store
                 .seal_windows(&sets(k * 10_000, 40), &bound, 1)
                 .unwrap();
             dropped += r.dropped;
+            dropped_seqs.extend(r.dropped_seqs);
         }
         let st = outbox.state().unwrap();
         assert_eq!(st.batches, 2, "{when_full:?}");
@@ -110,6 +112,15 @@ fn a_full_outbox_drops_the_oldest_or_rejects_the_newest_and_counts_it() {
             WhenFull::DropOldest => assert_eq!(kept, vec![4, 5]),
             WhenFull::RejectNew => assert_eq!(kept, vec![1, 2]),
         }
+        // Issue 14: a refused batch took no sequence number, so the hub saw
+        // no gap for it. Now every lost batch has one, and the next batch
+        // that fits comes after them.
+        match when_full {
+            WhenFull::DropOldest => assert_eq!(dropped_seqs, vec![1, 2, 3]),
+            WhenFull::RejectNew => assert_eq!(dropped_seqs, vec![3, 4, 5]),
+        }
+        assert_eq!(st.last_seq, 5, "{when_full:?}");
+        assert_eq!(st.lost(), 3);
         // Either way every window is kept in the local aggregates.
         let conn = rusqlite::Connection::open(&path).unwrap();
         let n: i64 = conn
@@ -117,4 +128,36 @@ fn a_full_outbox_drops_the_oldest_or_rejects_the_newest_and_counts_it() {
             .unwrap();
         assert_eq!(n, 200);
     }
+}
+
+/// Issue 14: under drop_oldest a batch published and stored by the hub was
+/// dropped before its ack arrived, and counted as lost although the hub had
+/// it (52 counted, 51 missing). An ack naming a dropped batch now takes it
+/// off the losses; under reject_new the refused batch's seq stays a hole.
+#[test]
+fn a_dropped_batch_the_hub_acknowledges_after_all_is_not_counted_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.db");
+    let mut store = HistoryStore::open(&HistoryOptions::new(&path)).unwrap();
+    store
+        .seal_windows(&sets(0, 40), &policy(1 << 20, WhenFull::DropOldest), 1)
+        .unwrap();
+    let mut outbox = Outbox::open(&path).unwrap();
+    let size = outbox.state().unwrap().bytes;
+    let bound = policy(size * 2 + size / 2, WhenFull::DropOldest);
+    for k in 1..5 {
+        store
+            .seal_windows(&sets(k * 10_000, 40), &bound, 1)
+            .unwrap();
+    }
+    // 1, 2, 3 were dropped; 1 and 2 had reached the hub, whose ack arrives now
+    // together with 4's.
+    assert_eq!(outbox.unacked(10).unwrap(), vec![4, 5]);
+    let still_queued = outbox.delete(&[1, 2, 4]).unwrap();
+    assert_eq!(still_queued, 1);
+    let st = outbox.state().unwrap();
+    assert_eq!((st.dropped, st.dropped_delivered, st.lost()), (3, 2, 1));
+    // An ack repeated (the hub acks duplicates too) is not counted twice.
+    outbox.delete(&[1, 2]).unwrap();
+    assert_eq!(outbox.state().unwrap().lost(), 1);
 }

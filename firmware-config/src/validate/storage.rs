@@ -5,6 +5,9 @@ use super::*;
 /// Largest `[storage] max_size`: 16 TiB (a bound, so no size arithmetic
 /// can overflow).
 const MAX_HISTORY_BYTES: u64 = 16 << 40;
+/// `[storage] reserve` by default: enough for minutes of outbox and
+/// history on a typical gateway once the disk is full.
+const DEFAULT_RESERVE: u64 = 32 << 20;
 
 impl Validator<'_> {
     pub(super) fn storage(&mut self, raw: &RawConfig) -> Option<Storage> {
@@ -12,7 +15,10 @@ impl Validator<'_> {
             return Some(Storage {
                 path: PathBuf::from("/var/lib/apos-edge/history.db"),
                 retention_age: Duration::from_secs(30 * 86_400),
+                aggregates_retention: Duration::from_secs(7 * 86_400),
                 retention_bytes: 1 << 30,
+                min_raw_span: Duration::from_secs(86_400),
+                reserve_bytes: DEFAULT_RESERVE,
                 batch_size: 5000,
                 flush_interval: Duration::from_secs(1),
             });
@@ -68,6 +74,53 @@ impl Validator<'_> {
             Some(s) => s.get_ref().0,
             None => 1 << 30,
         };
+        let aggregates_retention = self.duration(
+            item,
+            "storage › aggregates_retention",
+            &r.aggregates_retention,
+            Duration::from_secs(7 * 86_400),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(100 * 365 * 86_400),
+            ),
+        );
+        let min_raw_span = self.duration(
+            item,
+            "storage › min_raw_span",
+            &r.min_raw_span,
+            Duration::from_secs(86_400).min(retention_age),
+            (Duration::ZERO, Duration::from_secs(100 * 365 * 86_400)),
+        );
+        if let Some(m) = &r.min_raw_span
+            && min_raw_span > retention_age
+        {
+            self.push(
+                item.diag(
+                    m.span(),
+                    "storage › min_raw_span",
+                    "min_raw_span is longer than retention",
+                )
+                .help("raw samples are deleted at `retention` whatever the size; make min_raw_span shorter (e.g. \"1d\")"),
+            );
+        }
+        let reserve_bytes = match &r.reserve {
+            Some(s) if s.get_ref().0 > retention_bytes => {
+                self.push(
+                    item.diag(
+                        s.span(),
+                        "storage › reserve",
+                        format!(
+                            "a reserve of {} bytes is more than max_size ({retention_bytes} bytes)",
+                            s.get_ref().0
+                        ),
+                    )
+                    .help("a reserve of a few percent of max_size is enough, e.g. \"32MiB\"; \"0\" turns it off"),
+                );
+                0
+            }
+            Some(s) => s.get_ref().0,
+            None => DEFAULT_RESERVE.min(retention_bytes / 8),
+        };
         let batch_size = self.int(
             item,
             "storage › batch_size",
@@ -86,7 +139,10 @@ impl Validator<'_> {
         Some(Storage {
             path,
             retention_age,
+            aggregates_retention,
             retention_bytes,
+            min_raw_span,
+            reserve_bytes,
             batch_size: batch_size as usize,
             flush_interval,
         })

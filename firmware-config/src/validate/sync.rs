@@ -7,6 +7,40 @@ const MAX_OUTBOX_BYTES: u64 = 1 << 40;
 
 impl Validator<'_> {
     /// `Some(None)`: no `[sync]`; `None`: invalid (already reported).
+    /// The outbox lives in the history database and retention never
+    /// deletes it, so it may take at most half of `[storage] max_size`: by
+    /// default it is capped there, a larger explicit bound is an error.
+    pub(super) fn outbox_within_history(
+        &mut self,
+        raw: &RawConfig,
+        storage: &Storage,
+        sync: &mut Sync,
+    ) {
+        let half = storage.retention_bytes / 2;
+        if sync.outbox_max_bytes <= half {
+            return;
+        }
+        let explicit = raw
+            .sync
+            .as_ref()
+            .and_then(|item| item.raw.outbox_max_size.as_ref().map(|s| (item, s)));
+        match explicit {
+            Some((item, s)) => self.push(
+                item.diag(
+                    s.span(),
+                    "sync › outbox_max_size",
+                    format!(
+                        "{} bytes is more than half of [storage] max_size ({} bytes)",
+                        s.get_ref().0,
+                        storage.retention_bytes
+                    ),
+                )
+                .help("the outbox lives in the history database and is never deleted by retention: lower outbox_max_size or raise [storage] max_size"),
+            ),
+            None => sync.outbox_max_bytes = half.max(64 << 10),
+        }
+    }
+
     pub(super) fn sync(&mut self, raw: &RawConfig) -> Option<Option<Sync>> {
         let Some(item) = &raw.sync else {
             return Some(None);
