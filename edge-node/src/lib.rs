@@ -440,6 +440,9 @@ async fn log_status(s: &Supervisor) {
         samples_stored = stored,
         samples_filtered = filtered,
         history_committed = s.history_stats.samples_written(),
+        history_write_failures = s.history_stats.snapshot().store_failures,
+        history_failing = s.history_stats.snapshot().store_failing == 1,
+        history_over_limit = s.history_stats.snapshot().over_limit == 1,
         "status"
     );
     if s.sync_enabled {

@@ -376,6 +376,7 @@ fn counted(r: &crate::store::IngestReport) {
     bump(&metrics::WINDOWS_STORED, r.windows);
     bump(&metrics::FORECASTS_STORED, r.forecasts);
     bump(&metrics::KPIS_STORED, r.kpis);
+    bump(&metrics::LOST_SPANS_STORED, r.lost_spans);
 }
 
 type Acks = mpsc::UnboundedSender<BTreeMap<(String, String), Vec<u64>>>;

@@ -196,6 +196,25 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                         )
                     }
                 );
+                let (lost, spans) = store.lost_spans(&n.site, &n.node, 10)?;
+                if lost > 0 {
+                    println!(
+                        "  lost windows  {lost} spans the edge reports it never recorded (newest first):"
+                    );
+                    for (width, from, to, reason) in spans {
+                        println!(
+                            "                {} windows {} – {} ({}): {reason}",
+                            humantime::format_duration(std::time::Duration::from_millis(
+                                u64::from(width)
+                            )),
+                            utc(from),
+                            utc(to),
+                            humantime::format_duration(std::time::Duration::from_millis(
+                                u64::try_from(to - from).unwrap_or(0)
+                            )),
+                        );
+                    }
+                }
                 if n.quarantined > 0 {
                     println!(
                         "  quarantine    {} batches kept but not stored (signed, with values no store can hold):",

@@ -19,6 +19,8 @@ pub static BATCHES_DUPLICATE: AtomicU64 = AtomicU64::new(0);
 pub static WINDOWS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static FORECASTS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static KPIS_STORED: AtomicU64 = AtomicU64::new(0);
+/// Spans of windows edges reported they never recorded.
+pub static LOST_SPANS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static ACKS_SENT: AtomicU64 = AtomicU64::new(0);
 pub static COMMIT_ERRORS: AtomicU64 = AtomicU64::new(0);
 pub static REJECTED_INVALID: AtomicU64 = AtomicU64::new(0);
@@ -43,6 +45,7 @@ pub struct Snapshot {
     pub windows_stored: u64,
     pub forecasts_stored: u64,
     pub kpis_stored: u64,
+    pub lost_spans_stored: u64,
     pub acks_sent: u64,
     pub commit_errors: u64,
     pub rejected_invalid: u64,
@@ -68,6 +71,7 @@ pub fn snapshot() -> Snapshot {
         windows_stored: l(&WINDOWS_STORED),
         forecasts_stored: l(&FORECASTS_STORED),
         kpis_stored: l(&KPIS_STORED),
+        lost_spans_stored: l(&LOST_SPANS_STORED),
         acks_sent: l(&ACKS_SENT),
         commit_errors: l(&COMMIT_ERRORS),
         rejected_invalid: l(&REJECTED_INVALID),

@@ -7,7 +7,7 @@
 //!
 //! Pure: no I/O, no clock.
 
-use crate::v1::{Ack, Batch, Body, Forecast, KpiResult, Message, Status, WindowSet};
+use crate::v1::{Ack, Batch, Body, Forecast, KpiResult, LostSpan, Message, Status, WindowSet};
 
 /// Earliest timestamp accepted: 2000-01-01T00:00:00Z.
 pub const MIN_TS_MS: i64 = 946_684_800_000;
@@ -110,7 +110,29 @@ pub fn batch(b: &Batch) -> Result<(), Invalid> {
             .iter()
             .enumerate()
             .try_for_each(|(i, k)| kpi(&format!("kpis[{i}]"), k)),
+        Body::Lost(list) => list
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, l)| lost(&format!("lost[{i}]"), l)),
     }
+}
+
+fn lost(at: &str, l: &LostSpan) -> Result<(), Invalid> {
+    if l.width_ms == 0 || l.width_ms > MAX_WIDTH_MS {
+        return Err(bad(
+            format!("{at}.width_ms"),
+            format!("{} is not between 1 ms and 7 days", l.width_ms),
+        ));
+    }
+    ts(&format!("{at}.from_ms"), l.from_ms)?;
+    ts(&format!("{at}.to_ms"), l.to_ms)?;
+    if l.to_ms <= l.from_ms {
+        return Err(bad(
+            format!("{at}.to_ms"),
+            format!("{} is not after from_ms {}", l.to_ms, l.from_ms),
+        ));
+    }
+    text(&format!("{at}.reason"), &l.reason, false)
 }
 
 fn window_set(at: &str, s: &WindowSet) -> Result<(), Invalid> {

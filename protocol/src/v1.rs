@@ -26,6 +26,7 @@ impl Batch {
             Body::Aggregates(sets) => sets.iter().map(|s| s.windows.len()).sum(),
             Body::Forecasts(f) => f.len(),
             Body::Kpis(k) => k.len(),
+            Body::Lost(l) => l.len(),
         }
     }
 }
@@ -42,6 +43,21 @@ pub enum Body {
     Forecasts(Vec<Forecast>),
     /// KPI values computed on the edge (third variant).
     Kpis(Vec<KpiResult>),
+    /// Windows the edge knows it never recorded (fourth variant): so the
+    /// hub shows the hole instead of nothing.
+    Lost(Vec<LostSpan>),
+}
+
+/// A stretch with no windows of one width: every window starting in
+/// `from_ms .. to_ms` was never sealed (the edge was stopped, or killed
+/// while it could not store them). Found when the edge seals its first
+/// windows after a start; `reason` says which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostSpan {
+    pub width_ms: u32,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub reason: String,
 }
 
 /// One KPI over one window. The edge re-sends a window's value as it

@@ -29,6 +29,7 @@
 //! are encoded.
 
 mod codec;
+mod pressure;
 mod query;
 mod retention;
 pub mod schema;
@@ -131,6 +132,9 @@ pub struct HistoryOptions {
     /// Max time one retention step may take before ingest resumes; an
     /// unfinished step continues after the next batch.
     pub retention_budget: Duration,
+    /// Disk space kept in a file beside the database, released when the
+    /// disk fills (0: none).
+    pub reserve_bytes: u64,
     /// The inbox is merged into the main table at least this often...
     pub merge_interval: Duration,
     /// ...or as soon as it holds this many samples (see [`schema`]).
@@ -146,6 +150,7 @@ impl HistoryOptions {
             aggregates_age: Duration::from_secs(7 * 86_400),
             min_raw_span: Duration::from_secs(86_400),
             retention_bytes: 1 << 30,
+            reserve_bytes: 0,
             batch_size: 5000,
             flush_interval: Duration::from_secs(1),
             durability: Durability::default(),
@@ -165,6 +170,7 @@ impl From<&Storage> for HistoryOptions {
             aggregates_age: s.aggregates_retention,
             min_raw_span: s.min_raw_span,
             retention_bytes: s.retention_bytes,
+            reserve_bytes: s.reserve_bytes,
             batch_size: s.batch_size,
             flush_interval: s.flush_interval,
             ..Self::new(&s.path)

@@ -154,7 +154,8 @@ pub const MIGRATIONS: &[&str] = &[
     // oldest first (hence the time indexes). Every batch the outbox's bound
     // cost has a row (so an ack that names one after all is not a loss);
     // `window_marks` remembers how far each window width was sealed, so a
-    // restart can tell the hub which windows were never recorded.
+    // restart can tell the hub which windows were never recorded; `meta`
+    // holds `clean_exit` (1 after a clean close, 0 while the writer runs).
     "CREATE TABLE outbox_dropped (
          seq        INTEGER PRIMARY KEY,
          dropped_ms INTEGER NOT NULL,
@@ -165,6 +166,10 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE TABLE window_marks (
          width_ms        INTEGER PRIMARY KEY,
          sealed_until_ms INTEGER NOT NULL
+     );
+     CREATE TABLE meta (
+         key   TEXT PRIMARY KEY,
+         value INTEGER NOT NULL
      );
      CREATE INDEX aggregates_by_start ON aggregates (start_ms);
      CREATE INDEX forecasts_by_made ON forecasts (made_ms);",

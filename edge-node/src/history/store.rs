@@ -1,10 +1,10 @@
 //! The synchronous write side: one connection, batched inserts, retention.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use drivers::{Sample, TagName};
-use protocol::v1::{Batch, Body, WindowSet};
+use protocol::v1::{Batch, Body, LostSpan, WindowSet};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 pub use crate::sync::outbox::{OutboxPolicy, SealReport};
@@ -36,6 +36,12 @@ pub struct HistoryStore {
     tag_ids: HashMap<TagName, i64>,
     /// Samples in the inbox (not yet merged).
     inbox_rows: u64,
+    /// Whether the previous writer closed the database cleanly.
+    clean_start: bool,
+    /// Window widths already checked for windows lost before this start.
+    lost_checked: HashSet<u32>,
+    /// Size limit while the disk is full (below `opts.retention_bytes`).
+    limit_override: Option<u64>,
 }
 
 impl HistoryStore {
@@ -43,11 +49,24 @@ impl HistoryStore {
     pub fn open(opts: &HistoryOptions) -> Result<Self, HistoryError> {
         let conn = schema::open_writer(&opts.path, opts.durability)?;
         let inbox_rows: i64 = conn.query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))?;
+        let clean: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'clean_exit'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('clean_exit', 0)",
+            [],
+        )?;
         Ok(Self {
             conn,
             opts: opts.clone(),
             tag_ids: HashMap::new(),
             inbox_rows: u64::try_from(inbox_rows).unwrap_or(0),
+            // A database without the mark is new: nothing was lost before it.
+            clean_start: clean.is_none_or(|v| v == 1),
+            lost_checked: HashSet::new(),
+            limit_override: None,
         })
     }
 
@@ -158,6 +177,39 @@ impl HistoryStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (mut last_seq, mut bytes) = start_queue(&tx)?;
+        let lost = lost_before(&tx, sets, &self.lost_checked, self.clean_start)?;
+        if !lost.is_empty() {
+            for l in &lost {
+                tracing::warn!(
+                    width_ms = l.width_ms,
+                    from_ms = l.from_ms,
+                    to_ms = l.to_ms,
+                    reason = %l.reason,
+                    "windows never recorded; reported to the hub"
+                );
+            }
+            report.lost = lost.clone();
+            queue(
+                &tx,
+                &Body::Lost(lost),
+                policy,
+                now_ms,
+                &mut last_seq,
+                &mut bytes,
+                &mut report,
+            )?;
+        }
+        for set in sets {
+            tx.prepare_cached(
+                "INSERT INTO window_marks (width_ms, sealed_until_ms) VALUES (?1, ?2)
+                 ON CONFLICT (width_ms) DO UPDATE
+                 SET sealed_until_ms = max(sealed_until_ms, excluded.sealed_until_ms)",
+            )?
+            .execute(params![
+                set.width_ms,
+                set.start_ms + i64::from(set.width_ms)
+            ])?;
+        }
         for chunk in split(sets, policy.max_batch_windows.max(1)) {
             let body = Body::Aggregates(chunk);
             let stored_seq = queue(
@@ -199,6 +251,7 @@ impl HistoryStore {
         }
         finish_queue(&tx, last_seq, bytes, &report)?;
         tx.commit()?;
+        self.lost_checked.extend(sets.iter().map(|s| s.width_ms));
         Ok(report)
     }
 
@@ -215,7 +268,20 @@ impl HistoryStore {
         if self.inbox_rows > 0 {
             self.merge()?;
         }
-        retention::step(&self.conn, &self.opts, now_ms, deadline)
+        match self.limit_override {
+            Some(limit) if limit < self.opts.retention_bytes => {
+                let mut opts = self.opts.clone();
+                opts.retention_bytes = limit;
+                retention::step(&self.conn, &opts, now_ms, deadline)
+            }
+            _ => retention::step(&self.conn, &self.opts, now_ms, deadline),
+        }
+    }
+
+    /// Hold the database below `limit` instead of `max_size` (while the disk
+    /// is full), or go back to `max_size` with `None`.
+    pub fn set_size_limit_override(&mut self, limit: Option<u64>) {
+        self.limit_override = limit;
     }
 
     /// Run retention to completion (tools and tests; the writer uses
@@ -248,8 +314,49 @@ impl HistoryStore {
         if self.inbox_rows > 0 {
             self.merge()?;
         }
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('clean_exit', 1)",
+            [],
+        )?;
         self.conn.close().map_err(|(_, e)| HistoryError::Sqlite(e))
     }
+}
+
+/// Windows of each width in `sets` not yet checked since this start that
+/// were never sealed: from where that width was sealed up to (before) the
+/// first window now sealed.
+fn lost_before(
+    tx: &rusqlite::Transaction<'_>,
+    sets: &[WindowSet],
+    checked: &HashSet<u32>,
+    clean_start: bool,
+) -> Result<Vec<LostSpan>, HistoryError> {
+    let mut first: HashMap<u32, i64> = HashMap::new();
+    for s in sets.iter().filter(|s| !checked.contains(&s.width_ms)) {
+        let f = first.entry(s.width_ms).or_insert(s.start_ms);
+        *f = (*f).min(s.start_ms);
+    }
+    let mut out = Vec::new();
+    let mut mark =
+        tx.prepare_cached("SELECT sealed_until_ms FROM window_marks WHERE width_ms = ?1")?;
+    let mut widths: Vec<_> = first.into_iter().collect();
+    widths.sort_unstable();
+    for (width, start) in widths {
+        let sealed: Option<i64> = mark.query_row([width], |r| r.get(0)).optional()?;
+        if let Some(until) = sealed.filter(|u| *u < start) {
+            out.push(LostSpan {
+                width_ms: width,
+                from_ms: until,
+                to_ms: start,
+                reason: if clean_start {
+                    "the edge was stopped".into()
+                } else {
+                    "the edge stopped without a clean shutdown (killed, crashed or lost power); windows it held in memory are lost".into()
+                },
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Split window sets into chunks of at most `max` windows, keeping each

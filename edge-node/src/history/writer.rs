@@ -27,6 +27,7 @@ use firmware_config::Storage;
 use protocol::v1::WindowSet;
 use tokio::sync::mpsc;
 
+use super::pressure::Pressure;
 use super::{HistoryError, HistoryOptions, HistoryStore};
 use crate::sync::outbox::OutboxPolicy;
 
@@ -56,8 +57,11 @@ pub struct WriterStats {
     dropped: AtomicU64,
     pending: AtomicU64,
     last_commit_us: AtomicU64,
-    retention_deleted: AtomicU64,
+    pub(crate) retention_deleted: AtomicU64,
     retention_other: AtomicU64,
+    pub(crate) store_failures: AtomicU64,
+    pub(crate) store_failing: AtomicU64,
+    memory_windows: AtomicU64,
     over_limit: AtomicU64,
     merged: AtomicU64,
     batches_sealed: AtomicU64,
@@ -79,6 +83,12 @@ pub struct WriterStatsSnapshot {
     pub retention_other: u64,
     /// 1 while the database is over max_size with only protected data.
     pub over_limit: u64,
+    /// Failed commits and seals (full disk, I/O error), and 1 while the
+    /// last one failed: samples and windows then exist in memory only.
+    pub store_failures: u64,
+    pub store_failing: u64,
+    /// Windows waiting to be sealed (in memory only).
+    pub memory_windows: u64,
     /// Samples moved from the inbox to the main table.
     pub merged: u64,
     /// Outbox batches sealed, and lost to the outbox's size bound.
@@ -105,6 +115,9 @@ impl WriterStats {
             retention_deleted: l(&self.retention_deleted),
             retention_other: l(&self.retention_other),
             over_limit: l(&self.over_limit),
+            store_failures: l(&self.store_failures),
+            store_failing: l(&self.store_failing),
+            memory_windows: l(&self.memory_windows),
             merged: l(&self.merged),
             batches_sealed: l(&self.batches_sealed),
             outbox_dropped: l(&self.outbox_dropped),
@@ -187,6 +200,7 @@ fn run(
     let mut retention_unfinished = false;
     let mut last_over_limit_log: Option<Instant> = None;
     let mut full_log = Tally::default();
+    let mut pressure = Pressure::new(&opts.path, opts.reserve_bytes);
     let mut open = true;
 
     while open || !pending.is_empty() || !windows.is_empty() {
@@ -198,6 +212,10 @@ fn run(
             match store.seal_windows(&windows, &ob.policy, Timestamp::now().as_millis()) {
                 Ok(r) => {
                     windows.clear();
+                    stats.memory_windows.store(0, Ordering::Relaxed);
+                    pressure.succeeded(stats);
+                    retry_at = None;
+                    retry_delay = Duration::from_millis(100);
                     stats
                         .batches_sealed
                         .fetch_add(r.sealed.len() as u64, Ordering::Relaxed);
@@ -221,7 +239,16 @@ fn run(
                 }
                 Err(e) => {
                     stats.commit_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "sealing windows into the outbox failed; retrying");
+                    let n: usize = windows.iter().map(|s| s.windows.len()).sum();
+                    stats.memory_windows.store(n as u64, Ordering::Relaxed);
+                    pressure.failed(
+                        &e,
+                        &mut store,
+                        stats,
+                        pending.len(),
+                        n,
+                        Timestamp::now().as_millis(),
+                    );
                     retry_at = Some(now + retry_delay);
                     retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
                     if !open {
@@ -244,10 +271,19 @@ fn run(
                     oldest_pending = None;
                     retry_at = None;
                     retry_delay = Duration::from_millis(100);
+                    pressure.succeeded(stats);
                 }
                 Err(e) => {
                     stats.commit_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, pending = pending.len(), retry_in = ?retry_delay, "history commit failed; samples kept and retried");
+                    let n: usize = windows.iter().map(|s| s.windows.len()).sum();
+                    pressure.failed(
+                        &e,
+                        &mut store,
+                        stats,
+                        pending.len(),
+                        n,
+                        Timestamp::now().as_millis(),
+                    );
                     if !open
                         && stats.commit_errors.load(Ordering::Relaxed) >= u64::from(FINAL_ATTEMPTS)
                     {
@@ -285,6 +321,7 @@ fn run(
             continue;
         }
         if (retention_unfinished || now >= next_retention) && retry_at.is_none() {
+            pressure.tick(&mut store);
             match store.retention_step(Timestamp::now().as_millis(), opts.retention_budget) {
                 Ok(r) => {
                     stats

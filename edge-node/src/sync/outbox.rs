@@ -44,6 +44,8 @@ pub struct SealReport {
     pub dropped_bytes: u64,
     /// Their sequence numbers (a rejected batch takes one too).
     pub dropped_seqs: Vec<u64>,
+    /// Windows found never recorded before this start, queued for the hub.
+    pub lost: Vec<protocol::v1::LostSpan>,
 }
 
 /// The outbox's totals, for metrics and the hub's fleet registry.

@@ -161,3 +161,60 @@ fn a_dropped_batch_the_hub_acknowledges_after_all_is_not_counted_as_lost() {
     outbox.delete(&[1, 2]).unwrap();
     assert_eq!(outbox.state().unwrap().lost(), 1);
 }
+
+/// Issue 14: windows the edge held in memory when it was killed (the disk
+/// was full) were lost and the hub saw no gap. Now the first seal after a
+/// start reports every width's unsealed stretch as a `Body::Lost` batch,
+/// saying whether the edge had stopped cleanly.
+#[test]
+fn windows_never_sealed_before_a_restart_are_reported_to_the_hub() {
+    use protocol::v1::LostSpan;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.db");
+    let p = policy(1 << 20, WhenFull::DropOldest);
+    let mut store = HistoryStore::open(&HistoryOptions::new(&path)).unwrap();
+    let first = store.seal_windows(&sets(0, 3), &p, 1).unwrap();
+    assert!(first.lost.is_empty(), "a new database lost nothing");
+    store.seal_windows(&sets(10_000, 3), &p, 2).unwrap();
+    store.close().unwrap();
+
+    // A clean stop; the edge comes back 50 s later.
+    let mut store = HistoryStore::open(&HistoryOptions::new(&path)).unwrap();
+    let r = store.seal_windows(&sets(70_000, 3), &p, 3).unwrap();
+    assert_eq!(
+        r.lost,
+        vec![LostSpan {
+            width_ms: 10_000,
+            from_ms: 20_000,
+            to_ms: 70_000,
+            reason: "the edge was stopped".into()
+        }]
+    );
+    // Reported once per start, and contiguous windows lose nothing.
+    let r = store.seal_windows(&sets(80_000, 3), &p, 4).unwrap();
+    assert!(r.lost.is_empty());
+    // Killed (no clean close): the reason says so.
+    drop(store);
+    let mut store = HistoryStore::open(&HistoryOptions::new(&path)).unwrap();
+    let r = store.seal_windows(&sets(150_000, 3), &p, 5).unwrap();
+    assert_eq!(r.lost.len(), 1);
+    assert_eq!((r.lost[0].from_ms, r.lost[0].to_ms), (90_000, 150_000));
+    assert!(
+        r.lost[0].reason.contains("without a clean shutdown"),
+        "{}",
+        r.lost[0].reason
+    );
+    // The report is a batch of its own in the outbox, ahead of the windows.
+    let outbox = Outbox::open(&path).unwrap();
+    let seqs = outbox.unacked(100).unwrap();
+    let bodies: Vec<Body> = seqs
+        .iter()
+        .map(|s| outbox.load(*s).unwrap().unwrap().body)
+        .collect();
+    let lost: Vec<&Body> = bodies
+        .iter()
+        .filter(|b| matches!(b, Body::Lost(_)))
+        .collect();
+    assert_eq!(lost.len(), 2);
+    assert!(matches!(bodies[bodies.len() - 2], Body::Lost(_)));
+}

@@ -101,6 +101,16 @@ CREATE TABLE IF NOT EXISTS nodes (
 -- The edge's own time of the newest status accepted: an older (replayed)
 -- one is refused, so a dead node cannot be made to look alive.
 ALTER TABLE nodes ADD COLUMN IF NOT EXISTS status_ts_ms BIGINT;
+-- Windows an edge reports it never recorded (protocol Body::Lost).
+CREATE TABLE IF NOT EXISTS lost (
+    site     VARCHAR NOT NULL,
+    node     VARCHAR NOT NULL,
+    width_ms INTEGER NOT NULL,
+    from_ms  BIGINT NOT NULL,
+    to_ms    BIGINT NOT NULL,
+    reason   VARCHAR NOT NULL,
+    seq      UBIGINT NOT NULL
+);
 -- One row at most, briefly: proves the database takes writes.
 CREATE TABLE IF NOT EXISTS probe (x INTEGER);
 -- Signed batches that cannot be stored as they are: kept whole, with why.
@@ -114,6 +124,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
     PRIMARY KEY (site, node, seq)
 );
 ";
+
+/// A reported lost span: (width_ms, from_ms, to_ms, reason).
+pub type LostRow = (u32, i64, i64, String);
 
 /// One batch to ingest, already verified.
 #[derive(Debug, Clone)]
@@ -149,6 +162,8 @@ pub struct IngestReport {
     pub forecasts: u64,
     /// KPI values stored (in new batches).
     pub kpis: u64,
+    /// Spans of windows the edges reported they never recorded.
+    pub lost_spans: u64,
     pub windows: u64,
 }
 
@@ -283,6 +298,7 @@ impl Store {
             let mut aggs = tx.appender("aggregates")?;
             let mut fcs = tx.appender("forecasts")?;
             let mut kpis = tx.appender("kpis")?;
+            let mut lost = tx.appender("lost")?;
             for it in &fresh {
                 let mut n = 0i32;
                 let mut n_other = 0i32;
@@ -334,6 +350,23 @@ impl Store {
                         n_other = list.len() as i32;
                         &[]
                     }
+                    Body::Lost(list) => {
+                        for l in list {
+                            lost.append_row(params![
+                                it.site,
+                                it.node,
+                                l.width_ms,
+                                l.from_ms,
+                                l.to_ms,
+                                l.reason,
+                                it.batch.seq
+                            ])?;
+                            n += 1;
+                        }
+                        report.lost_spans += list.len() as u64;
+                        n_other = list.len() as i32;
+                        &[]
+                    }
                 };
                 for set in sets {
                     for w in &set.windows {
@@ -370,6 +403,7 @@ impl Store {
             aggs.flush()?;
             fcs.flush()?;
             kpis.flush()?;
+            lost.flush()?;
             batches.flush()?;
         }
         // Last seen moves for new batches only: a replayed one proves
@@ -384,6 +418,29 @@ impl Store {
         }
         tx.commit()?;
         Ok(report)
+    }
+
+    /// The newest `limit` spans a node reported it never recorded, newest
+    /// first, and how many there are: (width_ms, from_ms, to_ms, reason).
+    pub fn lost_spans(
+        &self,
+        site: &str,
+        node: &str,
+        limit: usize,
+    ) -> Result<(u64, Vec<LostRow>), StoreError> {
+        let total: u64 = self.conn.query_row(
+            "SELECT count(*) FROM lost WHERE site = ? AND node = ?",
+            params![site, node],
+            |r| r.get(0),
+        )?;
+        let mut st = self.conn.prepare(
+            "SELECT width_ms, from_ms, to_ms, reason FROM lost WHERE site = ? AND node = ?
+             ORDER BY from_ms DESC, width_ms LIMIT ?",
+        )?;
+        let rows = st.query_map(params![site, node, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        Ok((total, rows.collect::<Result<_, _>>()?))
     }
 
     /// Whether the database takes a write at all (a row in and out of the
