@@ -6,6 +6,7 @@
 
 mod chaos;
 mod demo;
+mod disk_full;
 mod faults;
 #[path = "../common/logs.rs"]
 mod logs;

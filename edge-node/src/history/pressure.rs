@@ -98,6 +98,8 @@ pub(crate) struct Pressure {
     failing_since: Option<Instant>,
     failures: u64,
     last_log: Option<Instant>,
+    /// The alarm line of the current episode was logged.
+    announced: bool,
     /// The size limit is lowered because the disk filled.
     disk_full: bool,
     next_reserve_check: Instant,
@@ -125,6 +127,7 @@ impl Pressure {
             failing_since: None,
             failures: 0,
             last_log: None,
+            announced: false,
             disk_full: false,
             next_reserve_check: Instant::now() + RESERVE_CHECK,
         }
@@ -147,6 +150,7 @@ impl Pressure {
         let since = *self.failing_since.get_or_insert_with(Instant::now);
         if self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             self.last_log = Some(Instant::now());
+            self.announced = true;
             tracing::error!(
                 error = %e,
                 samples_in_memory = samples,
@@ -178,7 +182,13 @@ impl Pressure {
                 stats
                     .retention_deleted
                     .fetch_add(r.deleted_by_age + r.deleted_by_size, Ordering::Relaxed);
-                tracing::info!(
+                stats.retention_other.fetch_add(
+                    r.aggregates_deleted + r.kpis_deleted + r.forecasts_deleted,
+                    Ordering::Relaxed,
+                );
+                // Counted in the writer's stats; at debug level because a
+                // flapping disk would repeat it many times a minute.
+                tracing::debug!(
                     samples = r.deleted_by_age + r.deleted_by_size,
                     windows = r.aggregates_deleted,
                     kpi_values = r.kpis_deleted,
@@ -194,13 +204,16 @@ impl Pressure {
     /// A write worked.
     pub(crate) fn succeeded(&mut self, stats: &WriterStats) {
         if let Some(since) = self.failing_since.take() {
-            tracing::warn!(
-                failed_writes = self.failures,
-                after = ?since.elapsed(),
-                "history is written again; nothing held in memory was lost"
-            );
+            // Paired with the alarm line, so a disk that flaps between full
+            // and not still logs at most two lines a minute.
+            if std::mem::take(&mut self.announced) {
+                tracing::warn!(
+                    failed_writes = self.failures,
+                    after = ?since.elapsed(),
+                    "history is written again; nothing held in memory was lost"
+                );
+            }
             self.failures = 0;
-            self.last_log = None;
             stats.store_failing.store(0, Ordering::Relaxed);
         }
     }

@@ -58,7 +58,7 @@ pub struct WriterStats {
     pending: AtomicU64,
     last_commit_us: AtomicU64,
     pub(crate) retention_deleted: AtomicU64,
-    retention_other: AtomicU64,
+    pub(crate) retention_other: AtomicU64,
     pub(crate) store_failures: AtomicU64,
     pub(crate) store_failing: AtomicU64,
     memory_windows: AtomicU64,

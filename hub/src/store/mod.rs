@@ -443,6 +443,22 @@ impl Store {
         Ok((total, rows.collect::<Result<_, _>>()?))
     }
 
+    /// The distinct start times of a node's windows of one width, ascending:
+    /// where they are not `width_ms` apart, nothing was stored.
+    pub fn window_starts(
+        &self,
+        site: &str,
+        node: &str,
+        width_ms: u32,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT DISTINCT start_ms FROM aggregates
+             WHERE site = ? AND node = ? AND width_ms = ? ORDER BY start_ms",
+        )?;
+        let rows = st.query_map(params![site, node, width_ms], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Whether the database takes a write at all (a row in and out of the
     /// `probe` table, committed).
     pub fn probe_write(&mut self) -> Result<(), StoreError> {
