@@ -32,6 +32,38 @@ pub use config::{Broker, HubConfig};
 /// would only bury them.
 pub const LOG_FILTER: &str = "info,rumqttd=off";
 
+/// The filter the hub runs with: [`LOG_FILTER`] with `RUST_LOG` on top.
+pub fn log_filter() -> String {
+    merge_filter(LOG_FILTER, &std::env::var("RUST_LOG").unwrap_or_default())
+}
+
+/// `defaults` with `user` (the `RUST_LOG` text) on top. `RUST_LOG` adds to
+/// the defaults rather than replacing them: `RUST_LOG=info` must not bring
+/// back a library's per-connection noise (one ERROR line per timed-out
+/// reconnect, say). A default for a target the user names, or the default
+/// level when the user gives one, gives way to the user's.
+fn merge_filter(defaults: &str, user: &str) -> String {
+    let target = |d: &str| -> Option<String> {
+        let head = d.split('=').next().unwrap_or("").trim();
+        let bare_level = !d.contains('=')
+            && ["trace", "debug", "info", "warn", "error", "off"]
+                .contains(&head.to_ascii_lowercase().as_str());
+        (!bare_level).then(|| head.split('[').next().unwrap_or("").to_owned())
+    };
+    let user: Vec<&str> = user
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let named: Vec<Option<String>> = user.iter().map(|d| target(d)).collect();
+    let mut out: Vec<&str> = defaults
+        .split(',')
+        .filter(|d| !named.contains(&target(d)))
+        .collect();
+    out.extend(user);
+    out.join(",")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error(transparent)]

@@ -113,10 +113,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Run { config } => {
             hub::files::private_files();
             tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| hub::LOG_FILTER.into()),
-                )
+                .with_env_filter(tracing_subscriber::EnvFilter::new(hub::log_filter()))
                 .init();
             let cfg = hub::config::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
