@@ -47,6 +47,10 @@ fn example_config_parses_with_includes_and_csv_import() {
     );
     assert_eq!(sync.outbox_max_bytes, 256 << 20);
     assert_eq!(sync.when_full, firmware_config::WhenFull::DropOldest);
+    assert_eq!(cfg.storage.retention_bytes, 2 << 30);
+    assert_eq!(cfg.storage.aggregates_retention, Duration::from_secs(7 * 86_400));
+    assert_eq!(cfg.storage.min_raw_span, Duration::from_secs(86_400));
+    assert_eq!(cfg.storage.reserve_bytes, 32 << 20);
     assert_eq!(
         sync.key,
         SecretSource::File(PathBuf::from("/etc/apos-edge/node.key"))
@@ -626,6 +630,32 @@ key_file = \"k\"\n\
 key_env = \"K\"\n";
     let out = errors("sync.toml", text);
     insta::assert_snapshot!(out);
+}
+
+/// Issue 14: the storage bounds that cannot work together are refused with
+/// their place; defaults that would not fit are capped instead.
+#[test]
+fn storage_bounds_that_contradict_each_other_are_located() {
+    let base = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n";
+    let text = format!(
+        "{base}[storage]\nretention = \"2h\"\nmax_size = \"4MiB\"\nmin_raw_span = \"1d\"\nreserve = \"8MiB\"\n\
+         [sync]\nbroker = \"mqtt://hub\"\nkey_env = \"K\"\noutbox_max_size = \"3MiB\"\n"
+    );
+    let out = errors("storage.toml", &text);
+    assert!(out.contains("storage › min_raw_span"), "{out}");
+    assert!(out.contains("min_raw_span is longer than retention"), "{out}");
+    assert!(out.contains("storage › reserve"), "{out}");
+    assert!(out.contains("sync › outbox_max_size"), "{out}");
+    assert!(out.contains("more than half of [storage] max_size"), "{out}");
+    assert!(out.contains("storage.toml:"), "located: {out}");
+    // Left to their defaults, the outbox, the reserve and the raw span fit.
+    let ok = format!(
+        "{base}[storage]\nretention = \"2h\"\nmax_size = \"4MiB\"\n[sync]\nbroker = \"mqtt://hub\"\nkey_env = \"K\"\n"
+    );
+    let cfg = load_str(Path::new("ok.toml"), &ok).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.sync.unwrap().outbox_max_bytes, 2 << 20);
+    assert_eq!(cfg.storage.reserve_bytes, 512 << 10);
+    assert_eq!(cfg.storage.min_raw_span, Duration::from_secs(7200));
 }
 
 #[test]
