@@ -48,7 +48,10 @@ fn example_config_parses_with_includes_and_csv_import() {
     assert_eq!(sync.outbox_max_bytes, 256 << 20);
     assert_eq!(sync.when_full, firmware_config::WhenFull::DropOldest);
     assert_eq!(cfg.storage.retention_bytes, 2 << 30);
-    assert_eq!(cfg.storage.aggregates_retention, Duration::from_secs(7 * 86_400));
+    assert_eq!(
+        cfg.storage.aggregates_retention,
+        Duration::from_secs(7 * 86_400)
+    );
     assert_eq!(cfg.storage.min_raw_span, Duration::from_secs(86_400));
     assert_eq!(cfg.storage.reserve_bytes, 32 << 20);
     assert_eq!(
@@ -643,10 +646,16 @@ fn storage_bounds_that_contradict_each_other_are_located() {
     );
     let out = errors("storage.toml", &text);
     assert!(out.contains("storage › min_raw_span"), "{out}");
-    assert!(out.contains("min_raw_span is longer than retention"), "{out}");
+    assert!(
+        out.contains("min_raw_span is longer than retention"),
+        "{out}"
+    );
     assert!(out.contains("storage › reserve"), "{out}");
     assert!(out.contains("sync › outbox_max_size"), "{out}");
-    assert!(out.contains("more than half of [storage] max_size"), "{out}");
+    assert!(
+        out.contains("more than half of [storage] max_size"),
+        "{out}"
+    );
     assert!(out.contains("storage.toml:"), "located: {out}");
     // Left to their defaults, the outbox, the reserve and the raw span fit.
     let ok = format!(

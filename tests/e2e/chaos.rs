@@ -415,9 +415,15 @@ impl Rig {
             // ERROR for every timed-out reconnect; the gate's throttled
             // lines say what matters.
             let broker_lines = log.lines().filter(|l| l.contains("rumqttd")).count();
-            assert_eq!(broker_lines, 0, "rumqttd's own lines in a log run with RUST_LOG=info");
+            assert_eq!(
+                broker_lines, 0,
+                "rumqttd's own lines in a log run with RUST_LOG=info"
+            );
             let errors = log.lines().filter(|l| l.contains("ERROR")).count();
-            eprintln!("a log of the chaos run: {} lines, {errors} ERROR", log.lines().count());
+            eprintln!(
+                "a log of the chaos run: {} lines, {errors} ERROR",
+                log.lines().count()
+            );
             assert!(
                 !log.contains("panicked"),
                 "no process panicked:\n{}",

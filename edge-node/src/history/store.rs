@@ -264,9 +264,16 @@ impl HistoryStore {
         budget: Duration,
     ) -> Result<RetentionReport, HistoryError> {
         let deadline = Instant::now() + budget;
-        // Retention works on the main table: bring the inbox in first.
-        if self.inbox_rows > 0 {
-            self.merge()?;
+        // Retention works on the main table: bring the inbox in first. On a
+        // full disk the merge may fail; the inbox holds only the newest
+        // samples, so retention goes on without it.
+        if self.inbox_rows > 0
+            && let Err(e) = self.merge()
+        {
+            if self.limit_override.is_none() {
+                return Err(e);
+            }
+            tracing::debug!(error = %e, "inbox merge failed on a full disk; retention goes on");
         }
         match self.limit_override {
             Some(limit) if limit < self.opts.retention_bytes => {

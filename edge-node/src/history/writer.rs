@@ -427,7 +427,31 @@ fn run(
                     }
                 }
             }
-            Ok(None) => open = false,
+            Ok(None) => {
+                open = false;
+                // Windows still queued, or about to be (the aggregator's
+                // sender goes with the pipeline), are sealed before the end:
+                // dropping the channel here lost up to its capacity in sets.
+                if windows_open && let Some(ob) = outbox.as_mut() {
+                    rt.block_on(async {
+                        let deadline = tokio::time::sleep(Duration::from_secs(5));
+                        tokio::pin!(deadline);
+                        loop {
+                            tokio::select! {
+                                w = ob.windows.recv() => match w {
+                                    Some(w) => windows.extend(w),
+                                    None => break,
+                                },
+                                () = &mut deadline => {
+                                    tracing::warn!("the aggregator did not close its channel at shutdown; sealing what arrived");
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    windows_open = false;
+                }
+            }
             Err(_) => {}
         }
     }

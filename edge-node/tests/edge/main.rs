@@ -7,6 +7,8 @@
 mod forecast;
 mod history;
 mod kpi;
+#[path = "../../../tests/common/logs.rs"]
+mod logs;
 mod node;
 mod outbox;
 mod retention;

@@ -218,3 +218,41 @@ fn windows_never_sealed_before_a_restart_are_reported_to_the_hub() {
     assert_eq!(lost.len(), 2);
     assert!(matches!(bodies[bodies.len() - 2], Body::Lost(_)));
 }
+
+/// Issue 14: `ALARM outbox full` was one ERROR line per dropped batch
+/// (about one a second through an overflow). Now at most one a minute,
+/// with the count since the last line, while the counters stay exact.
+#[test]
+fn an_overflowing_outbox_alarms_at_most_once_a_minute_with_exact_counts() {
+    use edge_node::history::{HistoryWriter, OutboxInput};
+    crate::logs::init();
+    let before = crate::logs::lines("ALARM outbox full").len();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.db");
+    let (_samples_tx, samples_rx) = tokio::sync::mpsc::channel(4);
+    let (windows_tx, windows_rx) = tokio::sync::mpsc::channel(4);
+    let writer = HistoryWriter::spawn_with_outbox(
+        HistoryOptions::new(&path),
+        samples_rx,
+        Some(OutboxInput {
+            windows: windows_rx,
+            policy: policy(64 << 10, WhenFull::RejectNew),
+            sealed: None,
+        }),
+    )
+    .unwrap();
+    let stats = writer.stats();
+    for k in 0..300 {
+        windows_tx.blocking_send(sets(k * 10_000, 40)).unwrap();
+    }
+    drop(windows_tx);
+    drop(_samples_tx);
+    writer.join().unwrap();
+    let st = Outbox::open(&path).unwrap().state().unwrap();
+    assert!(st.dropped > 200, "{st:?}");
+    assert_eq!(stats.snapshot().outbox_dropped, st.dropped);
+    assert_eq!(st.last_seq, 300, "every batch has a seq, sealed or refused");
+    assert_eq!(st.batches + st.dropped, 300);
+    let alarms = crate::logs::lines("ALARM outbox full");
+    assert_eq!(alarms.len() - before, 1, "{alarms:#?}");
+}
