@@ -357,8 +357,21 @@ impl Engine {
                         *slot = Some((cw.clone(), Part::default(), complete));
                     }
                 }
-                if let Some((_, sum, _)) = slot {
+                let mut finished = false;
+                if let Some((open, sum, complete)) = slot.as_mut() {
                     sum.add(&parts[ki]);
+                    // The window's last slice: its final value is ready
+                    // now, not when the next window's first slice comes
+                    // (a whole slice later, an hour with `slice = "1h"`).
+                    if start + self.slice_ms >= open.end_ms {
+                        if *complete {
+                            out.push(result(k, w, open, sum, open.end_ms, true, now_ms));
+                        }
+                        finished = true;
+                    }
+                }
+                if finished {
+                    *slot = None;
                 }
             }
         }

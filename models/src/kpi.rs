@@ -240,6 +240,11 @@ pub struct Oee {
     /// Fraction of planned busy time whose state is known (1 when PBT is 0).
     pub coverage: f64,
     pub quality: KpiQuality,
+    /// Run time credited to unknown stretches the counter bridged (see
+    /// [`credited_run_ms`]).
+    pub run_in_gaps_ms: f64,
+    /// Performance above 100 %: flagged, never a plain figure.
+    pub above_nameplate: bool,
 }
 
 /// Coverage below which a KPI is `Bad`, not `Uncertain`.
@@ -270,13 +275,16 @@ pub fn oee_with_credit(
         1.0
     };
     let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
-    // Availability over the time whose state is known.
-    let availability = ratio(t.apt_ms as f64, known_pbt as f64);
-    // The counters count through unknown stretches too: credit those with
-    // run time at the known availability, so what was made then does not
-    // inflate performance (A × P = PRI × produced / PBT either way).
     let credit = credit_ms.clamp(0, t.unknown_ms) as f64;
-    let run_ms = availability.map_or(0.0, |a| t.apt_ms as f64 + a * credit);
+    let run_ms = credited_run_ms(t, produced.count, pri_ms, credit);
+    // Availability over the time whose state is known, plus the credited
+    // stretch with its estimated run time (the same as over the known time
+    // alone, unless the nameplate bound below raised the estimate).
+    let availability = if known_pbt > 0 {
+        ratio(run_ms, known_pbt as f64 + credit)
+    } else {
+        None
+    };
     let effectiveness = ratio(pri_ms * produced.count, run_ms);
     let quality_ratio = ratio(good.count, produced.count);
     let oee = match (availability, effectiveness, quality_ratio) {
@@ -291,9 +299,12 @@ pub fn oee_with_credit(
     let mtbf_ms = ratio(t.apt_ms as f64, failures);
     let mttr_ms = ratio(t.adot_ms as f64, failures);
     let counters_gappy = produced.gaps + good.gaps > 0;
+    // Faster than nameplate: a wrong ideal rate or counter, or production
+    // the unknown stretch cannot explain. Never a plain figure.
+    let above_nameplate = effectiveness.is_some_and(|e| e > 1.0 + 1e-9);
     let quality = if oee.is_none() || coverage < MIN_COVERAGE {
         KpiQuality::Bad
-    } else if coverage < 1.0 || counters_gappy {
+    } else if coverage < 1.0 || counters_gappy || above_nameplate {
         KpiQuality::Uncertain
     } else {
         KpiQuality::Good
@@ -307,6 +318,39 @@ pub fn oee_with_credit(
         mttr_ms,
         coverage,
         quality,
+        run_in_gaps_ms: run_ms - t.apt_ms as f64,
+        above_nameplate,
+    }
+}
+
+/// Run time over the known state time plus the `credit_ms` of unknown
+/// state time the counter bridged (what was made then is counted when the
+/// counter is read again).
+///
+/// The credited stretch gets run time at the known availability, so that
+/// A × P = PRI × produced / (known PBT + credit): OEE needs no guess about
+/// the unknown stretch. The split between A and P does: if the machine ran
+/// more during the gap than before it, the estimate is too low and
+/// performance would show above 100 %. So, with a nameplate (`pri_ms` > 0),
+/// the estimate is raised to the least run time that explains the count at
+/// nameplate, up to the whole stretch: performance stays at or below 100 %
+/// unless even that cannot explain the count.
+pub fn credited_run_ms(t: &TimeAccount, produced: f64, pri_ms: f64, credit_ms: f64) -> f64 {
+    let known_pbt = (t.pbt_ms - t.unknown_ms) as f64;
+    let apt = t.apt_ms as f64;
+    if credit_ms <= 0.0 {
+        return apt;
+    }
+    let a = if known_pbt > 0.0 {
+        apt / known_pbt
+    } else {
+        0.0
+    };
+    let estimate = apt + a * credit_ms;
+    if pri_ms > 0.0 && known_pbt > 0.0 {
+        estimate.max((pri_ms * produced).min(apt + credit_ms))
+    } else {
+        estimate
     }
 }
 
@@ -450,6 +494,9 @@ pub enum GoodCount {
     Good(String),
     /// A counter of rejects (good = produced − rejects).
     Reject(String),
+    /// A counter of rejects, with the KPI's `total` holding the good
+    /// counter: produced = good + rejects (a PLC without a total counter).
+    GoodPlusReject(String),
 }
 
 /// The machine-state input of a KPI.
@@ -479,6 +526,10 @@ pub enum KpiKind {
         total: String,
         modulus: Option<f64>,
         state: Option<StateInput>,
+        /// Planned run time per item (ms) when a nameplate rate is given:
+        /// bounds the run time credited to unknown stretches and flags a
+        /// rate above it.
+        pri_ms: Option<f64>,
     },
     /// Energy used per unit of product (ISO 50001 SEC), from an energy
     /// counter and a product counter.
@@ -490,7 +541,11 @@ pub enum KpiKind {
     /// Availability, MTBF, MTTR and failures from a state tag alone.
     Reliability { state: StateInput },
     /// A custom expression over `<tag>.<aggregate>` names and `window_h`.
-    Expression { expr: crate::expr::KpiExpr },
+    /// `modulus` is where the counters whose `delta` it uses wrap.
+    Expression {
+        expr: crate::expr::KpiExpr,
+        modulus: Option<f64>,
+    },
 }
 
 /// The aggregates an expression may use, per tag: `<tag>.<aggregate>`.
@@ -521,7 +576,7 @@ impl KpiKind {
                 ..
             } => {
                 let g = match good {
-                    GoodCount::Good(t) | GoodCount::Reject(t) => t,
+                    GoodCount::Good(t) | GoodCount::Reject(t) | GoodCount::GoodPlusReject(t) => t,
                 };
                 vec![(total, *modulus), (g, *modulus)]
             }
@@ -532,11 +587,11 @@ impl KpiKind {
                 modulus,
             } => vec![(energy, None), (total, *modulus)],
             KpiKind::Reliability { .. } => vec![],
-            KpiKind::Expression { expr } => {
+            KpiKind::Expression { expr, modulus } => {
                 let mut tags: Vec<(&str, Option<f64>)> = expr
                     .variables()
                     .iter()
-                    .filter_map(|v| v.rsplit_once('.').map(|(t, _)| (t, None)))
+                    .filter_map(|v| v.rsplit_once('.').map(|(t, _)| (t, *modulus)))
                     .collect();
                 tags.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 tags.dedup_by(|a, b| a.0 == b.0);
@@ -733,15 +788,30 @@ pub fn evaluate(kind: &KpiKind, p: &Part) -> KpiValue {
         KpiKind::Oee { good, pri_ms, .. } => {
             let produced = p.tags.first().map(|t| t.delta).unwrap_or_default();
             let other = p.tags.get(1).map(|t| t.delta).unwrap_or_default();
-            let good_delta = match good {
-                GoodCount::Good(_) => other,
-                GoodCount::Reject(_) => CounterDelta {
-                    count: (produced.count - other.count).max(0.0),
-                    ..other
-                },
+            let (produced, good_delta) = match good {
+                GoodCount::Good(_) => (produced, other),
+                GoodCount::Reject(_) => (
+                    produced,
+                    CounterDelta {
+                        count: (produced.count - other.count).max(0.0),
+                        ..other
+                    },
+                ),
+                // The first counter is the good one: produced = good + rejects.
+                GoodCount::GoodPlusReject(_) => (
+                    CounterDelta {
+                        count: produced.count + other.count,
+                        gaps: produced.gaps + other.gaps,
+                        resets: produced.resets + other.resets,
+                        rollovers: produced.rollovers + other.rollovers,
+                        dips: produced.dips + other.dips,
+                    },
+                    produced,
+                ),
             };
             let bridged = p.tags.first().map_or(0, |t| t.bridged_ms);
             let o = oee_with_credit(&acc, &produced, &good_delta, *pri_ms, bridged);
+
             let coverage = o.coverage.min(min_cov(&p.tags));
             let quality = grade(
                 o.oee,
@@ -762,18 +832,37 @@ pub fn evaluate(kind: &KpiKind, p: &Part) -> KpiValue {
                     ("planned_busy_s".into(), Some(acc.pbt_ms as f64 / 1000.0)),
                     ("run_s".into(), Some(acc.apt_ms as f64 / 1000.0)),
                     ("down_s".into(), Some(acc.adot_ms as f64 / 1000.0)),
+                    ("run_in_gaps_s".into(), Some(o.run_in_gaps_ms / 1000.0)),
+                    (
+                        "above_nameplate".into(),
+                        Some(f64::from(u8::from(o.above_nameplate))),
+                    ),
+                    ("state_coverage".into(), Some(o.coverage)),
+                    ("counter_coverage".into(), Some(min_cov(&p.tags))),
                 ],
                 coverage,
                 quality,
             }
         }
-        KpiKind::Throughput { state, .. } => {
+        KpiKind::Throughput { state, pri_ms, .. } => {
             let t = p.tags.first().copied().unwrap_or_default();
             let per_h = Some(t.delta.count / hours(span));
-            let per_run_h = (acc.apt_ms > 0).then(|| t.delta.count / hours(acc.apt_ms as f64));
-            let mut coverage = tag_cov(&t);
-            if state.is_some() && acc.pbt_ms > 0 {
-                coverage = coverage.min((acc.pbt_ms - acc.unknown_ms) as f64 / acc.pbt_ms as f64);
+            // Production the counter bridged across unknown state time is
+            // divided by run time credited the same way as OEE's (see
+            // [`credited_run_ms`]), not by the known run time alone.
+            let credit = t.bridged_ms.clamp(0, acc.unknown_ms) as f64;
+            let run_ms = credited_run_ms(&acc, t.delta.count, pri_ms.unwrap_or(0.0), credit);
+            let per_run_h = (run_ms > 0.0).then(|| t.delta.count / hours(run_ms));
+            let above_nameplate = match (per_run_h, pri_ms) {
+                (Some(r), Some(pri)) if *pri > 0.0 => r > 3_600_000.0 / pri * (1.0 + 1e-9),
+                _ => false,
+            };
+            let counter_coverage = tag_cov(&t);
+            let mut coverage = counter_coverage;
+            let state_coverage = (state.is_some() && acc.pbt_ms > 0)
+                .then(|| (acc.pbt_ms - acc.unknown_ms) as f64 / acc.pbt_ms as f64);
+            if let Some(c) = state_coverage {
+                coverage = coverage.min(c);
             }
             let mut values = vec![
                 ("per_hour".into(), per_h),
@@ -781,9 +870,21 @@ pub fn evaluate(kind: &KpiKind, p: &Part) -> KpiValue {
             ];
             if state.is_some() {
                 values.push(("per_run_hour".into(), per_run_h));
+                values.push((
+                    "run_in_gaps_s".into(),
+                    Some((run_ms - acc.apt_ms as f64) / 1000.0),
+                ));
+                values.push(("state_coverage".into(), state_coverage));
+                values.push(("counter_coverage".into(), Some(counter_coverage)));
+                if pri_ms.is_some() {
+                    values.push((
+                        "above_nameplate".into(),
+                        Some(f64::from(u8::from(above_nameplate))),
+                    ));
+                }
             }
             KpiValue {
-                quality: grade(per_h, coverage, gappy(&p.tags)),
+                quality: grade(per_h, coverage, gappy(&p.tags) || above_nameplate),
                 values,
                 coverage,
             }
@@ -822,7 +923,7 @@ pub fn evaluate(kind: &KpiKind, p: &Part) -> KpiValue {
                 coverage,
             }
         }
-        KpiKind::Expression { expr } => {
+        KpiKind::Expression { expr, .. } => {
             let tags = kind.tags();
             let mut vars = std::collections::HashMap::new();
             vars.insert("window_h".to_string(), hours(span));
@@ -1056,6 +1157,7 @@ mod tests {
             total: "c".into(),
             modulus: None,
             state: None,
+            pri_ms: None,
         };
         let series = |_: &str| -> &Series { &s };
         let mut carry = Vec::new();
@@ -1277,6 +1379,7 @@ mod tests {
             total: "p".into(),
             modulus: Some(65536.0),
             state: None,
+            pri_ms: None,
         };
         let v = evaluate(&t, &Part::compute(&t, 0, 3_600_000, &series, &[]));
         assert!(close(v.headline().unwrap(), 100.0 + 100.0 - 100.0));
@@ -1289,7 +1392,10 @@ mod tests {
             .to_vec();
         let expr = crate::expr::KpiExpr::compile("a.mean * 2 + a.max + b.delta / window_h", &known)
             .unwrap();
-        let kind = KpiKind::Expression { expr };
+        let kind = KpiKind::Expression {
+            expr,
+            modulus: None,
+        };
         let a = [(0, Some(1.0)), (1_800_000, Some(3.0))];
         let b = [(0, Some(10.0)), (1_800_000, Some(40.0))];
         let series = |t: &str| -> &Series { if t == "a" { &a } else { &b } };

@@ -86,7 +86,10 @@ fn setup(tags: usize, slice: Duration) -> anyhow::Result<(KpiSetup, Vec<String>)
         names.push(a);
         kpis.push(KpiDef {
             name: format!("a{i}.kpi"),
-            kind: KpiKind::Expression { expr: e },
+            kind: KpiKind::Expression {
+                expr: e,
+                modulus: None,
+            },
             windows: windows.clone(),
             unit: None,
             description: None,

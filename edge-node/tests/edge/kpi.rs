@@ -70,6 +70,12 @@ device = "plc"
 area = "input"
 address = 2
 type = "u16"
+[[tag]]
+name = "good"
+device = "plc"
+area = "input"
+address = 3
+type = "u16"
 [[kpi]]
 name = "line.oee"
 type = "oee"
@@ -86,6 +92,35 @@ name = "line.rate"
 type = "expression"
 windows = ["shift"]
 expr = "made.count / window_h"
+# The same OEE from a PLC without a total counter (issue 15).
+[[kpi]]
+name = "line.oee_gr"
+type = "oee"
+windows = ["shift"]
+state_tag = "state"
+running = [2]
+fault = [3]
+good_counter = "good"
+reject_counter = "scrap"
+counter_modulus = 65536
+ideal_rate = 360.0
+[[kpi]]
+name = "line.output"
+type = "throughput"
+windows = ["shift"]
+state_tag = "state"
+running = [2]
+fault = [3]
+total_counter = "made"
+counter_modulus = 65536
+ideal_rate = 360.0
+# Wrapping counters in an expression (issue 15).
+[[kpi]]
+name = "line.made"
+type = "expression"
+windows = ["shift"]
+expr = "made.delta"
+counter_modulus = 65536
 {extra}
 "#,
         dir.join("history.db").display()
@@ -111,15 +146,15 @@ struct Expected {
 /// one item per sample while running outside the break, every 20th scrap.
 fn write_shift(db: &Path, s: i64, hole: std::ops::Range<i64>) -> Expected {
     let mut store = HistoryStore::open(&HistoryOptions::new(db)).unwrap();
-    let (state, made, scrap): (TagName, TagName, TagName) =
-        ("state".into(), "made".into(), "scrap".into());
+    let (state, made, scrap, good): (TagName, TagName, TagName, TagName) =
+        ("state".into(), "made".into(), "scrap".into(), "good".into());
     let sample = |tag: &TagName, ts: i64, v: u16| Sample {
         tag: tag.clone(),
         ts: Timestamp(ts),
         value: Some(Value::U64(u64::from(v))),
         quality: Quality::Good,
     };
-    let (mut c, mut r) = (65_000u16, 7u16);
+    let (mut c, mut r, mut g) = (65_000u16, 7u16, 65_300u16);
     let mut exp = Expected {
         produced: 0.0,
         good: 0.0,
@@ -129,6 +164,7 @@ fn write_shift(db: &Path, s: i64, hole: std::ops::Range<i64>) -> Expected {
         sample(&state, s - STEP, 2),
         sample(&made, s - STEP, c),
         sample(&scrap, s - STEP, r),
+        sample(&good, s - STEP, g),
     ];
     for k in 0..(8 * 60 * MIN / STEP) {
         let ts = s + k * STEP;
@@ -141,6 +177,7 @@ fn write_shift(db: &Path, s: i64, hole: std::ops::Range<i64>) -> Expected {
                 r += 1;
             } else {
                 exp.good += 1.0;
+                g = g.wrapping_add(1);
             }
         }
         if hole.contains(&m) {
@@ -149,6 +186,7 @@ fn write_shift(db: &Path, s: i64, hole: std::ops::Range<i64>) -> Expected {
         samples.push(sample(&state, ts, st));
         samples.push(sample(&made, ts, c));
         samples.push(sample(&scrap, ts, r));
+        samples.push(sample(&good, ts, g));
     }
     store.insert(&samples).unwrap();
     store.close().unwrap();
@@ -356,12 +394,66 @@ fn an_outage_lowers_coverage_and_flags_the_value() {
         write_shift(&d2.path().join("history.db"), shift.start_ms, 0..0).produced
     };
     assert_eq!(value(r, "produced"), Some(full));
-    // Availability is over the known time only.
-    let known_pbt = 450.0 * 60.0 - unknown_s;
+    // The machine ran at nameplate through the hole, more than in the
+    // known time (which had faults). Issue 15: performance came out above
+    // 100 % (the hole was credited with run time at the known
+    // availability, too little for what it made) and per-run-hour
+    // throughput divided the hole's production by the known run time
+    // alone. Now the credited run time is the least that explains the
+    // count at nameplate: every factor is the truth.
+    let (pbt, apt) = (450.0 * 60.0, 390.0 * 60.0);
+    assert!(close(value(r, "performance").unwrap(), 1.0), "{r:#?}");
+    assert!(
+        close(value(r, "availability").unwrap(), apt / pbt),
+        "{r:#?}"
+    );
     assert!(close(
-        value(r, "availability").unwrap(),
-        value(r, "run_s").unwrap() / known_pbt
+        value(r, "run_s").unwrap() + value(r, "run_in_gaps_s").unwrap(),
+        apt
     ));
+    assert_eq!(value(r, "above_nameplate"), Some(0.0));
+    let q = full.round() as i64;
+    assert!(q > 0);
+    let t = closed_shift(&results, "line.output", shift.start_ms);
+    assert!(close(value(t, "per_run_hour").unwrap(), 360.0), "{t:#?}");
+    assert!(close(value(t, "produced").unwrap(), full));
+    // Coverage states both denominators.
+    assert!(close(value(r, "state_coverage").unwrap(), coverage));
+    assert!(value(r, "counter_coverage").unwrap() < 1.0);
+}
+
+/// Issue 15: a PLC with good and reject counters but no total gives the
+/// same OEE as total and rejects; `delta` in an expression wraps at the
+/// KPI's `counter_modulus` instead of losing the counts as a reset.
+#[test]
+fn good_and_reject_counters_and_wrapping_expression_counters() {
+    let Computed {
+        shift,
+        expected,
+        results,
+        ..
+    } = compute_previous_shift(0..0);
+    let a = closed_shift(&results, "line.oee", shift.start_ms);
+    let b = closed_shift(&results, "line.oee_gr", shift.start_ms);
+    for name in [
+        "oee",
+        "availability",
+        "performance",
+        "quality",
+        "produced",
+        "good",
+    ] {
+        assert!(
+            close(value(a, name).unwrap(), value(b, name).unwrap()),
+            "{name}: {a:#?} vs {b:#?}"
+        );
+    }
+    assert_eq!(value(b, "produced"), Some(expected.produced));
+    assert_eq!(b.quality, KpiQuality::Good);
+    // `made` wrapped past 65535 during the shift.
+    let e = closed_shift(&results, "line.made", shift.start_ms);
+    assert_eq!(e.values[0].1, Some(expected.produced), "{e:#?}");
+    assert_eq!(e.quality, KpiQuality::Good);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,4 +634,45 @@ fn after_a_long_outage_every_window_that_ended_is_closed() {
     let r1 = closed_shift(&results, "line.oee", previous.start_ms);
     assert_eq!(r1.quality, KpiQuality::Bad);
     assert!(r1.coverage < 0.02, "{}", r1.coverage);
+}
+
+/// Issue 15: a shift's final value was ready at its last slice, but the
+/// window was marked closed only when the next window's first slice was
+/// added (65 s late with 1-minute slices, an hour late with `slice =
+/// "1h"`). Advanced exactly to the shift's end, the engine closes it.
+#[test]
+fn a_shift_closes_with_its_last_slice_not_one_slice_later() {
+    for slice in ["1m", "1h"] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("history.db");
+        let (_, shift) = kpi_setup(dir.path());
+        let setup = config_with(dir.path(), slice, "").kpi.unwrap();
+        write_shift(&db, shift.start_ms, 0..0);
+        let mut engine = Engine::new(setup).unwrap();
+        let reader = HistoryReader::open(&db).unwrap();
+        let stats = KpiStats::default();
+        let results = engine
+            .advance(&reader, shift.start_ms, shift.end_ms, now_ms(), &stats)
+            .unwrap()
+            .unwrap();
+        let r = closed_shift(&results, "line.oee", shift.start_ms);
+        assert_eq!(r.until_ms, shift.end_ms, "slice {slice}");
+        // Closed once: the next slice does not close it again.
+        let later = engine
+            .advance(
+                &reader,
+                shift.start_ms,
+                shift.end_ms + 3_600_000,
+                now_ms(),
+                &stats,
+            )
+            .unwrap()
+            .unwrap();
+        assert!(
+            !later
+                .iter()
+                .any(|r| r.closed && r.window == "shift" && r.start_ms == shift.start_ms),
+            "slice {slice}: closed twice"
+        );
+    }
 }

@@ -47,10 +47,11 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
             "planned_stop_states",
             "total_counter",
             "counter_modulus",
+            "ideal_rate",
         ],
         "specific_energy" => &["energy_counter", "total_counter", "counter_modulus"],
         "reliability" => &STATE,
-        "expression" => &["expr"],
+        "expression" => &["expr", "counter_modulus"],
         _ => &[],
     }
 }
@@ -480,32 +481,50 @@ impl Validator<'_> {
         let kind = match kind_name.as_str() {
             "oee" => {
                 let state = self.state_input(item, &label, tags, true);
-                let total =
-                    self.tag_ref(item, &label, "total_counter", &r.total_counter, tags, true);
-                let good = match (&r.good_counter, &r.reject_counter) {
-                    (Some(_), Some(rj)) => {
+                // Two of total, good and reject counters say what was made
+                // and what was good; all three could disagree, one is not
+                // enough.
+                let (total, good) = match (&r.total_counter, &r.good_counter, &r.reject_counter) {
+                    (Some(_), Some(_), Some(rj)) => {
                         self.push(
-                            item.diag(rj.span(), format!("{label} › reject_counter"), "both `good_counter` and `reject_counter` are set")
-                                .help("count good items with one of them: good = good_counter, or good = total − reject_counter"),
+                            item.diag(rj.span(), format!("{label} › reject_counter"), "`total_counter`, `good_counter` and `reject_counter` are all set")
+                                .help("name two of them: total + good, total + rejects (good = total − rejects), or good + rejects (total = good + rejects)"),
                         );
-                        None
+                        (None, None)
                     }
-                    (Some(_), None) => self
-                        .tag_ref(item, &label, "good_counter", &r.good_counter, tags, true)
-                        .map(GoodCount::Good),
-                    (None, Some(_)) => self
-                        .tag_ref(
-                            item,
-                            &label,
-                            "reject_counter",
-                            &r.reject_counter,
-                            tags,
-                            true,
-                        )
-                        .map(GoodCount::Reject),
-                    (None, None) => {
-                        self.missing(item, &label, "good_counter", "name the counter of good items (`good_counter`) or of rejects (`reject_counter`)");
-                        None
+                    (_, Some(_), Some(_)) => {
+                        let good =
+                            self.tag_ref(item, &label, "good_counter", &r.good_counter, tags, true);
+                        let rej = self
+                            .tag_ref(
+                                item,
+                                &label,
+                                "reject_counter",
+                                &r.reject_counter,
+                                tags,
+                                true,
+                            )
+                            .map(GoodCount::GoodPlusReject);
+                        (good, rej)
+                    }
+                    (t, g, rj) => {
+                        let total = self.tag_ref(item, &label, "total_counter", t, tags, false);
+                        if t.is_none() {
+                            self.missing(item, &label, "total_counter", "name the counter of everything produced (`total_counter`), or give both `good_counter` and `reject_counter` (total = good + rejects)");
+                        }
+                        let good = match (g, rj) {
+                            (Some(_), _) => self
+                                .tag_ref(item, &label, "good_counter", g, tags, true)
+                                .map(GoodCount::Good),
+                            (None, Some(_)) => self
+                                .tag_ref(item, &label, "reject_counter", rj, tags, true)
+                                .map(GoodCount::Reject),
+                            (None, None) => {
+                                self.missing(item, &label, "good_counter", "name the counter of good items (`good_counter`) or of rejects (`reject_counter`)");
+                                None
+                            }
+                        };
+                        (total, good)
                     }
                 };
                 let modulus = self.modulus(item, &label);
@@ -541,12 +560,28 @@ impl Validator<'_> {
                 let total =
                     self.tag_ref(item, &label, "total_counter", &r.total_counter, tags, true);
                 let modulus = self.modulus(item, &label);
-                match (state, total, modulus) {
-                    (Some(state), Some(total), Some(modulus)) => Some(KpiKind::Throughput {
-                        total,
-                        modulus,
-                        state,
-                    }),
+                let rate = match &r.ideal_rate {
+                    None => Some(None),
+                    Some(v) if *v.get_ref() > 0.0 && v.get_ref().is_finite() => {
+                        Some(Some(*v.get_ref()))
+                    }
+                    Some(v) => {
+                        self.push(
+                            item.diag(v.span(), format!("{label} › ideal_rate"), format!("{} is not a rate", v.get_ref()))
+                                .help("the ideal (nameplate) rate in counter units per hour, greater than 0; leave it out if there is none"),
+                        );
+                        None
+                    }
+                };
+                match (state, total, modulus, rate) {
+                    (Some(state), Some(total), Some(modulus), Some(rate)) => {
+                        Some(KpiKind::Throughput {
+                            total,
+                            modulus,
+                            state,
+                            pri_ms: rate.map(|r| 3_600_000.0 / r),
+                        })
+                    }
                     _ => None,
                 }
             }
@@ -580,9 +615,13 @@ impl Validator<'_> {
                     self.missing(item, &label, "expr", "write the KPI as an expression over <tag>.<aggregate>, e.g. expr = \"heater.duty.mean / column.feed_rate.mean\"");
                     None
                 }
-                Some(e) => match KpiExpr::compile(e.get_ref(), known_vars) {
-                    Ok(expr) => Some(KpiKind::Expression { expr }),
-                    Err(err) => {
+                Some(e) => match (
+                    KpiExpr::compile(e.get_ref(), known_vars),
+                    self.modulus(item, &label),
+                ) {
+                    (Ok(expr), Some(modulus)) => Some(KpiKind::Expression { expr, modulus }),
+                    (Ok(_), None) => None,
+                    (Err(err), _) => {
                         let help = match &err {
                             ExprError::Unknown { .. } => format!(
                                 "names are <tag>.<aggregate> with aggregate one of {}, or window_h (the window's length in hours)",
