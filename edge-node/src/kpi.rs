@@ -502,41 +502,49 @@ pub fn ran_before(conn: &Connection) -> Result<bool, rusqlite::Error> {
 }
 
 /// The stored value of one window, for `apos-edge kpi` and tests:
-/// (kpi, window, label, start, closed, quality, coverage, value, figures).
-pub type StoredKpi = (
-    String,
-    String,
-    String,
-    i64,
-    bool,
-    String,
-    f64,
-    Option<f64>,
-    String,
-);
+/// One stored KPI window, for `apos-edge kpi` and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredKpi {
+    pub kpi: String,
+    pub window: String,
+    /// The calendar label (`2026-12-01 early`); empty for rolling windows.
+    pub label: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// How far the value is computed (the end, once closed).
+    pub until_ms: i64,
+    pub closed: bool,
+    pub quality: String,
+    pub coverage: f64,
+    pub value: Option<f64>,
+    /// Every figure, as JSON.
+    pub figures: String,
+}
 
 /// Stored windows, newest first: each KPI's current windows and the last
 /// `closed` closed ones.
 pub fn stored(conn: &Connection, closed: usize) -> Result<Vec<StoredKpi>, rusqlite::Error> {
     let mut st = conn.prepare(
-        "SELECT kpi, win, label, start_ms, closed, quality, coverage, value, figures FROM (
+        "SELECT kpi, win, label, start_ms, end_ms, until_ms, closed, quality, coverage, value, figures FROM (
              SELECT *, row_number() OVER (PARTITION BY kpi, win, closed ORDER BY start_ms DESC) AS k
              FROM kpis)
          WHERE closed = 1 AND k <= ?1 OR closed = 0 AND k = 1
          ORDER BY kpi, win, start_ms DESC",
     )?;
     st.query_map([closed as i64], |r| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-            r.get(7)?,
-            r.get(8)?,
-        ))
+        Ok(StoredKpi {
+            kpi: r.get(0)?,
+            window: r.get(1)?,
+            label: r.get(2)?,
+            start_ms: r.get(3)?,
+            end_ms: r.get(4)?,
+            until_ms: r.get(5)?,
+            closed: r.get(6)?,
+            quality: r.get(7)?,
+            coverage: r.get(8)?,
+            value: r.get(9)?,
+            figures: r.get(10)?,
+        })
     })?
     .collect()
 }

@@ -257,15 +257,47 @@ fn kpi(config: &std::path::Path, closed: usize) -> anyhow::Result<()> {
     if rows.is_empty() {
         println!("no KPI values stored yet");
     }
-    for (kpi, win, label, _start, is_closed, quality, coverage, value, figures) in rows {
+    for r in rows {
+        // A Bad value (too little known, or no number) is not a figure to
+        // read at a glance: say so instead of printing it.
+        let value = match r.value {
+            _ if r.quality == "bad" => "no reliable value".to_string(),
+            None => "—".to_string(),
+            Some(v) => format!("{v:.4}"),
+        };
+        let span = format!(
+            "{} – {}",
+            utc(r.start_ms),
+            utc(if r.closed { r.end_ms } else { r.until_ms })
+        );
         println!(
-            "{kpi:<24} {win:<6} {label:<22} {:>12}  {quality:<9} coverage {:>5.1} %{}\n    {figures}",
-            value.map_or("—".into(), |v| format!("{v:.4}")),
-            coverage * 100.0,
-            if is_closed { "  closed" } else { "  (current)" },
+            "{:<24} {:<6} {:<22} {value:>17}  {:<9} coverage {:>5.1} %{}\n    {span}\n    {}",
+            r.kpi,
+            r.window,
+            if r.label.is_empty() {
+                "(rolling)"
+            } else {
+                &r.label
+            },
+            r.quality,
+            r.coverage * 100.0,
+            if r.closed {
+                "  closed"
+            } else {
+                "  (current, so far)"
+            },
+            r.figures,
         );
     }
     Ok(())
+}
+
+/// Unix ms as UTC, to the second.
+fn utc(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+    )
+    .to_string()
 }
 
 fn forecast(cmd: ForecastCommand) -> anyhow::Result<()> {

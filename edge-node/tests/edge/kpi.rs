@@ -361,9 +361,9 @@ fn a_shift_of_history_gives_the_oee_computed_by_hand() {
     let stored = kpi::stored(&conn, 5).unwrap();
     let row = stored
         .iter()
-        .find(|s| s.0 == "line.oee" && s.1 == "shift" && s.4)
+        .find(|s| s.kpi == "line.oee" && s.window == "shift" && s.closed)
         .unwrap();
-    assert!(close(row.7.unwrap(), value(r, "oee").unwrap()));
+    assert!(close(row.value.unwrap(), value(r, "oee").unwrap()));
 
     // A restart closes the same shift again, to the same value.
     drop(engine);
@@ -505,7 +505,7 @@ async fn the_task_ticks_every_slice_and_picks_up_a_reloaded_kpi() {
         kpi::stored(&conn, 1)
             .unwrap()
             .into_iter()
-            .find(|s| s.0 == "line.oee" && s.1 == "shift" && s.4)
+            .find(|s| s.kpi == "line.oee" && s.window == "shift" && s.closed)
     };
     assert!(closed(&db).is_none());
     // A reload adds a KPI; the task rebuilds its engine.
@@ -528,12 +528,12 @@ fault = [3]
     assert!(after > before, "{before} → {after}");
     // The rebuilt engine ran before on this database: it recomputes the
     // previous shift from history, whole, and closes it.
-    let (_, _, label, start, _, quality, coverage, value, _) = closed(&db).unwrap();
+    let row = closed(&db).unwrap();
     assert_eq!(
-        (start, quality.as_str(), coverage),
+        (row.start_ms, row.quality.as_str(), row.coverage),
         (shift.start_ms, "good", 1.0)
     );
-    assert!(value.is_some() && label == shift.label, "{label}");
+    assert!(row.value.is_some() && row.label == shift.label, "{row:?}");
     cancel.cancel();
     task.await.unwrap();
 }
@@ -603,7 +603,38 @@ fn apos_edge_kpi_lists_current_and_closed_windows() {
         .find(|l| l.starts_with("line.oee") && l.contains(&shift.label) && l.contains("closed"))
         .unwrap_or_else(|| panic!("no closed shift listed:\n{stdout}"));
     assert!(line.contains(&format!("{oee:.4}")), "{line}");
-    assert!(stdout.contains("(current)"), "{stdout}");
+    assert!(stdout.contains("(current, so far)"), "{stdout}");
+    // Issue 15: every row says what span it covers, rolling ones included.
+    let span = |ms: i64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64))
+            .to_string()
+    };
+    assert!(
+        stdout.contains(&format!(
+            "{} – {}",
+            span(shift.start_ms),
+            span(shift.end_ms)
+        )),
+        "{stdout}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let rolling = lines
+        .iter()
+        .position(|l| l.starts_with("line.oee ") && l.contains("(rolling)"))
+        .unwrap_or_else(|| panic!("no rolling row:\n{stdout}"));
+    assert!(
+        lines[rolling + 1].contains("Z – "),
+        "{}",
+        lines[rolling + 1]
+    );
+    // The current shift has no samples: its Bad value is not printed as a number.
+    let current = stdout
+        .lines()
+        .find(|l| l.starts_with("line.oee ") && l.contains("shift") && l.contains("(current"))
+        .unwrap_or_else(|| panic!("no current shift row:\n{stdout}"));
+    if current.contains("bad") {
+        assert!(current.contains("no reliable value"), "{current}");
+    }
 }
 
 #[test]
