@@ -396,17 +396,42 @@ def main() -> None:
     }
     ts, series = read_csv(args.data, tags)
     t0 = time.time()
+    # The manifest names the data it was given, whatever the mode.
+    dataset = os.path.splitext(os.path.basename(args.data))[0]
+    inputs = "univariate" if tags == [args.target] else f"inputs {', '.join(tags)}"
     if args.mode == "etth1":
         if len(ts) < 14400:
-            sys.exit(f"{args.data}: {len(ts)} rows; the ETTh1 protocol needs 14,400")
+            sys.exit(f"{args.data}: {len(ts)} rows; the ETT 12/4/4-month protocol needs 14,400")
+        if not dataset.upper().startswith("ETT"):
+            print(f"note: {dataset} is not an ETT dataset; its rows are split as ETT's 12/4/4 months", file=sys.stderr)
         # 12/4/4 months of 30 days: rows [0, 8640), [8640, 11520), [11520, 14400).
-        args.description = args.description or "ETTh1 oil temperature (OT), univariate, 336 h → 96 h"
-        train(args, spec, ts, series, (8640, 11520, 14400), "ETTh1 S, L=336 H=96, 12/4/4 months, z-norm on train")
+        args.description = args.description or (
+            f"{dataset} {args.target}, {inputs}, {args.lookback} × {args.step} → {args.horizon} × {args.step}"
+        )
+        train(
+            args,
+            spec,
+            ts,
+            series,
+            (8640, 11520, 14400),
+            f"{dataset} {args.target} ({inputs}), L={args.lookback} H={args.horizon}, "
+            "12/4/4 months of 30 days, z-norm on train",
+        )
     else:
         fr = [float(x) for x in args.split.split(",")]
         n = len(ts)
         split = (int(n * fr[0]), int(n * (fr[0] + fr[1])), n)
-        train(args, spec, ts, series, split, f"chronological {args.split} split")
+        args.description = args.description or (
+            f"{args.target} from {dataset} ({inputs}), {args.lookback} × {args.step} → {args.horizon} × {args.step}"
+        )
+        train(
+            args,
+            spec,
+            ts,
+            series,
+            split,
+            f"{dataset} {args.target} ({inputs}), L={args.lookback} H={args.horizon}, chronological {args.split} split",
+        )
     print(f"({time.time() - t0:.1f} s)", file=sys.stderr)
 
 

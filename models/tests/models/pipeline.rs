@@ -68,6 +68,14 @@ fn rust_features_equal_the_training_scripts_and_tract_equals_onnxruntime() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Issue 15: the manifest named ETTh1 whatever data it was given.
+    let manifest = std::fs::read_to_string(model_dir.join("manifest.toml")).unwrap();
+    assert!(!manifest.contains("ETTh1"), "{manifest}");
+    assert!(
+        manifest.contains("protocol = \"history a (inputs a, b), L=30 H=10, chronological"),
+        "{manifest}"
+    );
+    assert!(manifest.contains("a from history (inputs a, b)"), "{manifest}");
     let f = Forecaster::load(&model_dir).unwrap();
     let spec = &f.manifest.features;
     assert_eq!(spec.history(), 60);
