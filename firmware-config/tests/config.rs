@@ -667,6 +667,60 @@ fn storage_bounds_that_contradict_each_other_are_located() {
     assert_eq!(cfg.storage.min_raw_span, Duration::from_secs(7200));
 }
 
+/// Issue 15: OEE from good + reject counters needs no total; one counter
+/// alone says too little, and the error says which to add.
+#[test]
+fn oee_takes_two_of_total_good_and_reject_counters() {
+    let base = std::fs::read_to_string(example()).unwrap();
+    let at = base
+        .find("# ---------------------------------------------------------------- devices")
+        .unwrap();
+    let with = |kpi: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{}{kpi}\n{}", &base[..at], &base[at..]);
+        let path = dir.path().join("edge.toml");
+        std::fs::write(&path, text).unwrap();
+        std::fs::create_dir_all(dir.path().join("tags")).unwrap();
+        std::fs::create_dir_all(dir.path().join("registers")).unwrap();
+        for f in ["tags/column.toml", "registers/column-plc.csv"] {
+            std::fs::copy(example().parent().unwrap().join(f), dir.path().join(f)).unwrap();
+        }
+        load(&path).map_err(|e| e.to_string())
+    };
+    let oee = |counters: &str| {
+        format!(
+            "[[kpi]]\nname = \"x\"\ntype = \"oee\"\nstate_tag = \"unit.state\"\nrunning = [2]\n{counters}\nideal_rate = 10.0\n"
+        )
+    };
+    let cfg = with(&oee(
+        "good_counter = \"unit.product_counter\"\nreject_counter = \"unit.offspec_counter\"",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let x = cfg
+        .kpi
+        .unwrap()
+        .kpis
+        .into_iter()
+        .find(|k| k.name == "x")
+        .unwrap();
+    assert!(
+        matches!(&x.kind, models::kpi::KpiKind::Oee { total, good: models::kpi::GoodCount::GoodPlusReject(r), .. }
+            if total == "unit.product_counter" && r == "unit.offspec_counter"),
+        "{:?}",
+        x.kind
+    );
+    let e = with(&oee("total_counter = \"unit.product_counter\"")).unwrap_err();
+    assert!(
+        e.contains("kpi \"x\" › good_counter") && e.contains("reject_counter"),
+        "{e}"
+    );
+    let e = with(&oee("good_counter = \"unit.product_counter\"")).unwrap_err();
+    assert!(
+        e.contains("kpi \"x\" › total_counter") && e.contains("good_counter` and `reject_counter"),
+        "{e}"
+    );
+}
+
 #[test]
 fn kpi_mistakes_are_located_and_explained() {
     let base = std::fs::read_to_string(example()).unwrap();

@@ -1054,6 +1054,39 @@ mod tests {
         assert_eq!(o.quality, KpiQuality::Uncertain);
     }
 
+    /// Issue 15: 11 of 60 minutes unknown; the known 49 had 10 minutes of
+    /// fault (availability 39/49), the gap ran flat out. Credited at the
+    /// known availability, the gap got 8.76 min of run time for 11 min of
+    /// production: performance 1.046. Now the least run time that explains
+    /// the count at nameplate: performance 1, availability the truth.
+    #[test]
+    fn the_gap_gets_the_run_time_its_count_needs_at_nameplate() {
+        let s = [
+            (-MIN, Some(2)),
+            (10 * MIN, Some(3)),
+            (20 * MIN, Some(2)),
+            (30 * MIN, None),
+            (41 * MIN, Some(2)),
+        ];
+        let t = account(&s, 0, 60 * MIN, &map(), &[]);
+        assert_eq!((t.apt_ms, t.unknown_ms), (39 * MIN, 11 * MIN));
+        // One item a second whenever running: 50 minutes of it.
+        let made = counter_delta(&[(0, Some(0.0)), (60 * MIN, Some(3000.0))], None);
+        let o = oee(&t, &made, &made, 1000.0);
+        assert!(close(o.effectiveness.unwrap(), 1.0), "{o:?}");
+        assert!(close(o.availability.unwrap(), 50.0 / 60.0), "{o:?}");
+        assert!(close(o.oee.unwrap(), 50.0 / 60.0));
+        assert!(close(o.run_in_gaps_ms, 11.0 * MIN as f64));
+        assert!(!o.above_nameplate);
+        // More than even the whole gap could make: shown, but flagged.
+        let too_many = counter_delta(&[(0, Some(0.0)), (60 * MIN, Some(4000.0))], None);
+        let o = oee(&t, &too_many, &too_many, 1000.0);
+        assert!(o.effectiveness.unwrap() > 1.0 && o.above_nameplate);
+        assert_ne!(o.quality, KpiQuality::Good);
+        // OEE = PRI × good / PBT either way: the split needs no guess.
+        assert!(close(o.oee.unwrap(), 4000.0 / 3600.0));
+    }
+
     #[test]
     fn a_start_up_without_history_does_not_deflate_performance() {
         // Data begins 30 min into the hour: running at the ideal rate (one

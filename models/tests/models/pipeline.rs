@@ -75,7 +75,10 @@ fn rust_features_equal_the_training_scripts_and_tract_equals_onnxruntime() {
         manifest.contains("protocol = \"history a (inputs a, b), L=30 H=10, chronological"),
         "{manifest}"
     );
-    assert!(manifest.contains("a from history (inputs a, b)"), "{manifest}");
+    assert!(
+        manifest.contains("a from history (inputs a, b)"),
+        "{manifest}"
+    );
     let f = Forecaster::load(&model_dir).unwrap();
     let spec = &f.manifest.features;
     assert_eq!(spec.history(), 60);
