@@ -6,7 +6,6 @@
 //! Reloads replace the drivers only; everything downstream keeps running,
 //! so no buffered sample is lost.
 
-pub mod alarm;
 pub mod files;
 pub mod forecast;
 pub mod history;

@@ -1,5 +1,6 @@
 //! Edge intelligence that runs without the hub: forecasting models, the KPI
-//! engine's arithmetic ([`kpi`], [`expr`], [`calendar`]).
+//! engine's arithmetic ([`kpi`], [`expr`], [`calendar`]), and the alarm
+//! state machine and alarm-system health ([`alarm`]).
 //!
 //! A model is a directory with `model.onnx` and `manifest.toml`
 //! (`docs/models.md`). [`manifest`] reads and validates the manifest with
@@ -11,6 +12,7 @@
 //! Everything here is synchronous and CPU-bound: callers run it off the
 //! async runtime.
 
+pub mod alarm;
 pub mod calendar;
 pub mod expr;
 pub mod features;
