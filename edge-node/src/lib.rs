@@ -92,6 +92,9 @@ pub fn summary(cfg: &EdgeConfig) -> String {
             k.calendar.time_zone
         ),
         None => String::new(),
+    } + &match cfg.alarms.len() {
+        0 => String::new(),
+        n => format!(", {n} alarm{}", plural(n)),
     }
 }
 

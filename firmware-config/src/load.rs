@@ -12,7 +12,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostic, Diagnostics, SourceFile, did_you_mean};
 use crate::raw::{
-    Dur, RawCalendar, RawDevice, RawForecast, RawImport, RawKpi, RawKpiEngine, RawNode,
+    Dur, RawAlarm, RawCalendar, RawDevice, RawForecast, RawImport, RawKpi, RawKpiEngine, RawNode,
     RawSerialLine, RawStorage, RawSync, RawTag, S, field_names,
 };
 
@@ -46,6 +46,7 @@ pub(crate) struct RawConfig {
     pub calendar: Option<Item<RawCalendar>>,
     pub kpi_engine: Option<Item<RawKpiEngine>>,
     pub kpis: Vec<Item<RawKpi>>,
+    pub alarms: Vec<Item<RawAlarm>>,
     pub poll_groups: Vec<Item<(S<String>, S<Dur>)>>,
     pub serial_lines: Vec<Item<RawSerialLine>>,
     pub devices: Vec<Item<RawDevice>>,
@@ -68,11 +69,12 @@ const MAIN_KEYS: &[&str] = &[
     "calendar",
     "kpi_engine",
     "kpi",
+    "alarm",
     "serial_line",
     "device",
     "tag",
 ];
-const INCLUDE_KEYS: &[&str] = &["import", "serial_line", "device", "tag"];
+const INCLUDE_KEYS: &[&str] = &["import", "serial_line", "device", "tag", "alarm"];
 
 pub(crate) fn read_main(path: &Path, text: String, out: &mut RawConfig, diags: &mut Diagnostics) {
     let src = Arc::new(SourceFile::new(path, text));
@@ -181,6 +183,15 @@ fn read_toml(
             ("kpi", true) => {
                 for (raw, span) in de_array::<RawKpi>(&src, value, "kpi", diags) {
                     out.kpis.push(Item {
+                        src: src.clone(),
+                        span,
+                        raw,
+                    });
+                }
+            }
+            ("alarm", true) => {
+                for (raw, span) in de_array::<RawAlarm>(&src, value, "alarm", diags) {
+                    out.alarms.push(Item {
                         src: src.clone(),
                         span,
                         raw,

@@ -25,6 +25,8 @@ pub struct EdgeConfig {
     pub forecast: Option<Forecast>,
     /// The KPI engine; `None` when the files define no `[[kpi]]`.
     pub kpi: Option<KpiSetup>,
+    /// `[[alarm]]`s, in file order.
+    pub alarms: Vec<AlarmDef>,
     /// Files this config was assembled from (the main file first), for
     /// hot-reload watching.
     pub sources: Vec<PathBuf>,
@@ -719,4 +721,24 @@ pub struct Storage {
     pub batch_size: usize,
     /// A partial batch is committed after at most this long.
     pub flush_interval: Duration,
+}
+
+/// One configured alarm (`[[alarm]]`, docs/configuration.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmDef {
+    /// Unique; names the alarm on the HMI, in the journal and at the hub.
+    pub name: String,
+    /// The input: a tag, or for a predictive alarm the forecast of this tag.
+    pub tag: String,
+    /// `hi`, `hihi`, `lo`, `lolo`, `rate`, `discrete`, `quality`, `predictive`.
+    pub kind: String,
+    pub spec: models::alarm::machine::AlarmSpec,
+    /// Predictive alarms: the forecasting model whose output is watched.
+    pub model: Option<String>,
+    /// The input counts as stale when it has not updated for this long.
+    pub stale_after: Option<Duration>,
+    /// Suppression by design: the alarm does not apply while this tag
+    /// equals this value (a stopped pump cannot have low flow).
+    pub suppress_when: Option<(String, f64)>,
+    pub message: Option<String>,
 }

@@ -185,6 +185,33 @@ pub struct RawKpi {
     pub expr: Option<S<String>>,
 }
 
+/// `[[alarm]]`: one alarm. One flat struct for every type; the validator
+/// checks which keys the type takes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlarm {
+    pub name: Option<S<String>>,
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub tag: Option<S<String>>,
+    pub message: Option<S<String>>,
+    pub priority: Option<S<String>>,
+    pub limit: Option<S<f64>>,
+    pub deadband: Option<S<f64>>,
+    pub deadband_percent: Option<S<f64>>,
+    pub max_rate: Option<S<f64>>,
+    pub equals: Option<S<f64>>,
+    pub model: Option<S<String>>,
+    pub side: Option<S<String>>,
+    pub on_delay: Option<S<Dur>>,
+    pub off_delay: Option<S<Dur>>,
+    pub latched: Option<S<bool>>,
+    pub realarm: Option<S<Dur>>,
+    pub stale_after: Option<S<Dur>>,
+    pub suppress_when: Option<S<String>>,
+    pub suppress_equals: Option<S<f64>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSerialLine {

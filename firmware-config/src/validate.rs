@@ -15,6 +15,7 @@ use crate::raw::{
     TAG_MODBUS_ONLY, TAG_OPCUA_ONLY, TCP_ONLY,
 };
 
+mod alarm;
 mod device;
 mod kpi;
 mod serial;
@@ -53,6 +54,7 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
     let devices = v.devices(&raw, &serial_lines);
     let tags = v.tags(&raw, &devices, &poll_groups);
     let kpi = v.kpi_setup(&raw, &tags);
+    let alarms = v.alarms(&raw, &tags, matches!(forecast, Some(Some(_))));
     if !v.diags.is_empty() {
         return None;
     }
@@ -75,6 +77,7 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
         sync: sync?,
         forecast: forecast?,
         kpi: kpi?,
+        alarms: alarms?,
         sources: raw.sources,
     })
 }

@@ -54,6 +54,33 @@ fn example_config_parses_with_includes_and_csv_import() {
     );
     assert_eq!(cfg.storage.min_raw_span, Duration::from_secs(86_400));
     assert_eq!(cfg.storage.reserve_bytes, 32 << 20);
+    // Alarms, validated into the state machine's types.
+    use models::alarm::machine::{Deadband, Detector, Priority, Side};
+    assert_eq!(cfg.alarms.len(), 3);
+    let hi = &cfg.alarms[0];
+    assert_eq!(
+        (hi.name.as_str(), hi.tag.as_str()),
+        ("heater.outlet.hi", "heater.outlet_temp")
+    );
+    assert_eq!(
+        hi.spec.detector,
+        Detector::Limit {
+            side: Side::Above,
+            limit: 365.0,
+            deadband: Deadband::Absolute(2.0)
+        }
+    );
+    assert_eq!(
+        (hi.spec.on_delay_ms, hi.spec.priority),
+        (10_000, Priority::High)
+    );
+    let flame = &cfg.alarms[1];
+    assert!(flame.spec.latched);
+    assert_eq!(
+        flame.suppress_when,
+        Some(("heater.burner_on".to_string(), 0.0))
+    );
+    assert_eq!(cfg.alarms[2].model.as_deref(), Some("heater-outlet"));
     assert_eq!(
         sync.key,
         SecretSource::File(PathBuf::from("/etc/apos-edge/node.key"))
@@ -665,6 +692,71 @@ fn storage_bounds_that_contradict_each_other_are_located() {
     assert_eq!(cfg.sync.unwrap().outbox_max_bytes, 2 << 20);
     assert_eq!(cfg.storage.reserve_bytes, 512 << 10);
     assert_eq!(cfg.storage.min_raw_span, Duration::from_secs(7200));
+}
+
+/// `[[alarm]]` mistakes, each located with its fix (issue 16).
+#[test]
+fn alarm_mistakes_are_located_and_explained() {
+    let base = std::fs::read_to_string(example()).unwrap();
+    let at = base
+        .find("# ---------------------------------------------------------------- devices")
+        .unwrap();
+    let bad = r#"[[alarm]]
+name = "a1"
+type = "hii"
+tag = "heater.outlet_temp"
+
+[[alarm]]
+name = "a2"
+type = "hi"
+tag = "heater.outlet_tmp"
+limit = 10.0
+deadband = 1.0
+deadband_percent = 5.0
+priority = "critical"
+
+[[alarm]]
+name = "a3"
+type = "lo"
+tag = "heater.outlet_temp"
+equals = 3
+
+[[alarm]]
+name = "a4"
+type = "rate"
+tag = "heater.outlet_temp"
+max_rate = -1.0
+on_delay = "3d"
+
+[[alarm]]
+name = "a4"
+type = "predictive"
+tag = "heater.outlet_temp"
+limit = 1.0
+side = "up"
+
+[[alarm]]
+name = "a6"
+type = "discrete"
+tag = "heater.flame_fault"
+suppress_equals = 1
+"#;
+    let text = format!("{}{bad}\n{}", &base[..at], &base[at..]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, &text).unwrap();
+    std::fs::create_dir_all(dir.path().join("tags")).unwrap();
+    std::fs::create_dir_all(dir.path().join("registers")).unwrap();
+    for f in ["tags/column.toml", "registers/column-plc.csv"] {
+        std::fs::copy(example().parent().unwrap().join(f), dir.path().join(f)).unwrap();
+    }
+    let out = match load(&path) {
+        Ok(_) => panic!("should not validate"),
+        Err(e) => e
+            .to_string()
+            .replace(&dir.path().display().to_string(), "<dir>"),
+    };
+    insta::assert_snapshot!(out);
 }
 
 /// Issue 15: OEE from good + reject counters needs no total; one counter

@@ -38,7 +38,9 @@ fn validate_accepts_the_shipped_example() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("20 tags") && stdout.contains("5 KPIs (Europe/Berlin time)"),
+        stdout.contains("20 tags")
+            && stdout.contains("5 KPIs (Europe/Berlin time)")
+            && stdout.contains("3 alarms"),
         "summary should count the example's tags: {stdout}"
     );
 }
