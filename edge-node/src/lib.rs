@@ -6,6 +6,7 @@
 //! Reloads replace the drivers only; everything downstream keeps running,
 //! so no buffered sample is lost.
 
+pub mod alarm;
 pub mod files;
 pub mod forecast;
 pub mod history;
@@ -39,6 +40,8 @@ pub const STORE_CHANNEL_BATCHES: usize = 8;
 /// Capacity of the aggregator → history writer channel (closed windows, one
 /// message per second at most). Blocks when full.
 pub const WINDOW_CHANNEL_BATCHES: usize = 4;
+/// Filter → alarm task: sample batches of alarm inputs (blocks when full).
+pub const ALARM_CHANNEL_BATCHES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -132,6 +135,7 @@ pub struct Edge {
     sync_task: Option<JoinHandle<()>>,
     forecast_task: Option<JoinHandle<()>>,
     kpi_task: JoinHandle<()>,
+    alarm_task: JoinHandle<()>,
     config: watch::Receiver<Arc<EdgeConfig>>,
     drivers: Arc<Mutex<Vec<DriverHandle>>>,
     reloads: Arc<std::sync::atomic::AtomicU64>,
@@ -219,6 +223,7 @@ impl Edge {
             watch::channel(Arc::new(FilterSettings::from_config(&cfg)));
         let live = LiveTable::default();
         let stats = Arc::new(PipelineStats::default());
+        let (alarm_tx, alarm_rx) = mpsc::channel::<Vec<Sample>>(ALARM_CHANNEL_BATCHES);
         let filter = tokio::spawn(pipeline::run_filter(
             sample_rx,
             store_tx,
@@ -226,6 +231,7 @@ impl Edge {
             live.clone(),
             stats.clone(),
             aggregate,
+            Some(alarm_tx),
         ));
 
         let driver_cancel = cancel.child_token();
@@ -246,6 +252,21 @@ impl Edge {
             kpi_stats.clone(),
             cancel.clone(),
         ));
+
+        // Always running: a reload may add the first alarm.
+        let alarm_task = tokio::spawn({
+            let (cfg_rx, db, policy, c) = (
+                config_rx.clone(),
+                cfg.storage.path.clone(),
+                cfg.sync.as_ref().map(sync::outbox::OutboxPolicy::from),
+                cancel.clone(),
+            );
+            async move {
+                if let Err(e) = alarm::run(cfg_rx, alarm_rx, db, policy, c).await {
+                    tracing::error!(error = %e, "the alarm task stopped");
+                }
+            }
+        });
 
         let supervisor = tokio::spawn(supervise(Supervisor {
             config_path,
@@ -274,6 +295,7 @@ impl Edge {
             sync_task,
             forecast_task,
             kpi_task,
+            alarm_task,
             config: config_rx,
             drivers,
             reloads,
@@ -318,6 +340,7 @@ impl Edge {
                 let _ = t.await;
             }
             let _ = self.kpi_task.await;
+            let _ = self.alarm_task.await;
         };
         if tokio::time::timeout(timeout, work).await.is_err() {
             tracing::error!(

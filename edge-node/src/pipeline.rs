@@ -65,6 +65,9 @@ impl AggregateStage {
 pub struct FilterSettings {
     deadband: HashMap<String, f64>,
     stale_after: HashMap<String, Duration>,
+    /// Tags an alarm reads (input or suppression condition): their samples
+    /// go to the alarm task.
+    alarm_tags: std::collections::HashSet<String>,
 }
 
 impl FilterSettings {
@@ -90,6 +93,14 @@ impl FilterSettings {
                         t.name.clone(),
                         (cfg.poll_interval_of(t) * STALE_INTERVALS).max(STALE_MIN),
                     )
+                })
+                .collect(),
+            alarm_tags: cfg
+                .alarms
+                .iter()
+                .flat_map(|a| {
+                    std::iter::once(a.tag.clone())
+                        .chain(a.suppress_when.as_ref().map(|s| s.0.clone()))
                 })
                 .collect(),
         }
@@ -196,6 +207,7 @@ pub async fn run_filter(
     live: LiveTable,
     stats: Arc<PipelineStats>,
     mut aggregate: Option<AggregateStage>,
+    mut alarms: Option<mpsc::Sender<Vec<Sample>>>,
 ) {
     let mut last: HashMap<TagName, LastStored> = HashMap::new();
     let mut current = settings.borrow_and_update().clone();
@@ -232,6 +244,7 @@ pub async fn run_filter(
         stats.batches_in.fetch_add(1, Ordering::Relaxed);
         stats.samples_in.fetch_add(n, Ordering::Relaxed);
         let mut keep = Vec::with_capacity(batch.len());
+        let mut to_alarms: Vec<Sample> = Vec::new();
         let mut batch = batch;
         {
             let mut live = live.write().await;
@@ -248,6 +261,14 @@ pub async fn run_filter(
                 }
                 a.pending.extend(closed);
             }
+            if !current.alarm_tags.is_empty() {
+                to_alarms.extend(
+                    batch
+                        .iter()
+                        .filter(|s| current.alarm_tags.contains(&*s.tag))
+                        .cloned(),
+                );
+            }
             for s in batch {
                 let db = current.deadband.get(&*s.tag).copied().unwrap_or(0.0);
                 if should_store(last.get(&s.tag), &s, db) {
@@ -259,6 +280,16 @@ pub async fn run_filter(
         stats
             .samples_filtered
             .fetch_add(n - keep.len() as u64, Ordering::Relaxed);
+        // Every sample an alarm reads, not only the stored ones (a spike
+        // inside the deadband of the history is still a spike). Blocks when
+        // the alarm task is behind: alarm inputs are never dropped.
+        if !to_alarms.is_empty()
+            && let Some(tx) = &alarms
+            && tx.send(to_alarms).await.is_err()
+        {
+            tracing::error!("the alarm task stopped; alarms are not evaluated any more");
+            alarms = None;
+        }
         if let Some(a) = aggregate.as_mut()
             && !a.pending.is_empty()
         {
@@ -412,6 +443,7 @@ mod tests {
             LiveTable::default(),
             Arc::new(PipelineStats::default()),
             None,
+            None,
         ));
         let bad = |ts| Sample {
             tag: Arc::from("t"),
@@ -474,6 +506,7 @@ mod tests {
             set_rx,
             live.clone(),
             stats.clone(),
+            None,
             None,
         ));
         tx_in

@@ -377,6 +377,7 @@ fn counted(r: &crate::store::IngestReport) {
     bump(&metrics::FORECASTS_STORED, r.forecasts);
     bump(&metrics::KPIS_STORED, r.kpis);
     bump(&metrics::LOST_SPANS_STORED, r.lost_spans);
+    bump(&metrics::ALARM_EVENTS_STORED, r.alarm_events);
 }
 
 type Acks = mpsc::UnboundedSender<BTreeMap<(String, String), Vec<u64>>>;

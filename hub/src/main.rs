@@ -193,6 +193,20 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                         )
                     }
                 );
+                let (events, active) = store.alarms(&n.site, &n.node)?;
+                if events > 0 {
+                    println!(
+                        "  alarms        {events} journal entries; {} not normal{}",
+                        active.len(),
+                        if active.is_empty() { "" } else { ":" }
+                    );
+                    for (alarm, state, priority, since) in active.iter().take(20) {
+                        println!(
+                            "                P{priority} {alarm}: {state} since {}",
+                            utc(*since)
+                        );
+                    }
+                }
                 let (lost, spans) = store.lost_spans(&n.site, &n.node, 10)?;
                 if lost > 0 {
                     println!(

@@ -21,6 +21,8 @@ pub static FORECASTS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static KPIS_STORED: AtomicU64 = AtomicU64::new(0);
 /// Spans of windows edges reported they never recorded.
 pub static LOST_SPANS_STORED: AtomicU64 = AtomicU64::new(0);
+/// Alarm journal entries stored.
+pub static ALARM_EVENTS_STORED: AtomicU64 = AtomicU64::new(0);
 pub static ACKS_SENT: AtomicU64 = AtomicU64::new(0);
 pub static COMMIT_ERRORS: AtomicU64 = AtomicU64::new(0);
 pub static REJECTED_INVALID: AtomicU64 = AtomicU64::new(0);
@@ -46,6 +48,7 @@ pub struct Snapshot {
     pub forecasts_stored: u64,
     pub kpis_stored: u64,
     pub lost_spans_stored: u64,
+    pub alarm_events_stored: u64,
     pub acks_sent: u64,
     pub commit_errors: u64,
     pub rejected_invalid: u64,
@@ -72,6 +75,7 @@ pub fn snapshot() -> Snapshot {
         forecasts_stored: l(&FORECASTS_STORED),
         kpis_stored: l(&KPIS_STORED),
         lost_spans_stored: l(&LOST_SPANS_STORED),
+        alarm_events_stored: l(&ALARM_EVENTS_STORED),
         acks_sent: l(&ACKS_SENT),
         commit_errors: l(&COMMIT_ERRORS),
         rejected_invalid: l(&REJECTED_INVALID),

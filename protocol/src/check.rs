@@ -7,7 +7,9 @@
 //!
 //! Pure: no I/O, no clock.
 
-use crate::v1::{Ack, Batch, Body, Forecast, KpiResult, LostSpan, Message, Status, WindowSet};
+use crate::v1::{
+    Ack, AlarmEvent, Batch, Body, Forecast, KpiResult, LostSpan, Message, Status, WindowSet,
+};
 
 /// Earliest timestamp accepted: 2000-01-01T00:00:00Z.
 pub const MIN_TS_MS: i64 = 946_684_800_000;
@@ -114,7 +116,32 @@ pub fn batch(b: &Batch) -> Result<(), Invalid> {
             .iter()
             .enumerate()
             .try_for_each(|(i, l)| lost(&format!("lost[{i}]"), l)),
+        Body::Alarms(list) => list
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, a)| alarm(&format!("alarms[{i}]"), a)),
     }
+}
+
+fn alarm(at: &str, a: &AlarmEvent) -> Result<(), Invalid> {
+    text(&format!("{at}.alarm"), &a.alarm, false)?;
+    seq(&format!("{at}.seq"), a.seq)?;
+    ts(&format!("{at}.ts_ms"), a.ts_ms)?;
+    text(&format!("{at}.change"), &a.change, false)?;
+    text(&format!("{at}.state"), &a.state, false)?;
+    if !(1..=4).contains(&a.priority) {
+        return Err(bad(
+            format!("{at}.priority"),
+            format!("{} is not 1–4", a.priority),
+        ));
+    }
+    if let Some(b) = &a.by {
+        text(&format!("{at}.by"), b, false)?;
+    }
+    if let Some(c) = &a.comment {
+        text(&format!("{at}.comment"), c, true)?;
+    }
+    Ok(())
 }
 
 fn lost(at: &str, l: &LostSpan) -> Result<(), Invalid> {

@@ -27,6 +27,7 @@ impl Batch {
             Body::Forecasts(f) => f.len(),
             Body::Kpis(k) => k.len(),
             Body::Lost(l) => l.len(),
+            Body::Alarms(a) => a.len(),
         }
     }
 }
@@ -46,6 +47,32 @@ pub enum Body {
     /// Windows the edge knows it never recorded (fourth variant): so the
     /// hub shows the hole instead of nothing.
     Lost(Vec<LostSpan>),
+    /// Alarm journal entries (fifth variant): every change of an alarm's
+    /// state, in the order the edge journaled them.
+    Alarms(Vec<AlarmEvent>),
+}
+
+/// One change of one alarm (ISA-18.2 / OPC UA Part 9 flags; docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmEvent {
+    pub alarm: String,
+    /// The alarm's journal sequence number: 1, 2, 3, … per alarm, kept
+    /// across restarts.
+    pub seq: u64,
+    pub ts_ms: i64,
+    /// What changed: `activated`, `cleared`, `realarmed`, `acknowledged`,
+    /// `unlatched`, `shelved`, `unshelved`, `suppressed`, `unsuppressed`,
+    /// `out_of_service`, `in_service`.
+    pub change: String,
+    /// The ISA state after it: `normal`, `unacknowledged`, `acknowledged`,
+    /// `returned_unacknowledged`, `shelved`, `suppressed`, `out_of_service`.
+    pub state: String,
+    /// 1 (low) … 4 (urgent).
+    pub priority: u8,
+    pub value: Option<f64>,
+    /// Who did it (acknowledge, shelve …); none for the process's own changes.
+    pub by: Option<String>,
+    pub comment: Option<String>,
 }
 
 /// A stretch with no windows of one width: every window starting in

@@ -317,6 +317,10 @@ pub(crate) fn step(
     }
     conn.prepare_cached("DELETE FROM outbox_dropped WHERE dropped_ms < ?1")?
         .execute([now_ms.saturating_sub(age)])?;
+    // The alarm journal is small (a row per change) and is kept by age:
+    // its rows are also at the hub.
+    conn.prepare_cached("DELETE FROM alarm_journal WHERE ts_ms < ?1")?
+        .execute([now_ms.saturating_sub(age)])?;
 
     let mut used = used_bytes(conn)?;
     // Raw samples newer than this are never deleted by size.

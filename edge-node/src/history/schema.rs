@@ -173,6 +173,21 @@ pub const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX aggregates_by_start ON aggregates (start_ms);
      CREATE INDEX forecasts_by_made ON forecasts (made_ms);",
+    // 7: the alarm journal (issue 16): one row per change of an alarm's
+    // state, sealed into the outbox in the same transaction.
+    "CREATE TABLE alarm_journal (
+         alarm    TEXT NOT NULL,
+         seq      INTEGER NOT NULL,
+         ts_ms    INTEGER NOT NULL,
+         change   TEXT NOT NULL,
+         state    TEXT NOT NULL,
+         priority INTEGER NOT NULL,
+         value    REAL,
+         by_user  TEXT,
+         comment  TEXT,
+         PRIMARY KEY (alarm, seq)
+     );
+     CREATE INDEX alarm_journal_by_time ON alarm_journal (ts_ms);",
 ];
 
 /// The schema version this build writes and understands.

@@ -4,6 +4,7 @@
 //! One harness, one binary: every module below is a group of tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alarm;
 mod forecast;
 mod history;
 mod kpi;

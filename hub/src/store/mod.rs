@@ -111,6 +111,21 @@ CREATE TABLE IF NOT EXISTS lost (
     reason   VARCHAR NOT NULL,
     seq      UBIGINT NOT NULL
 );
+-- Alarm journal entries from the edges (protocol Body::Alarms).
+CREATE TABLE IF NOT EXISTS alarms (
+    site     VARCHAR NOT NULL,
+    node     VARCHAR NOT NULL,
+    alarm    VARCHAR NOT NULL,
+    aseq     UBIGINT NOT NULL,
+    ts_ms    BIGINT NOT NULL,
+    change   VARCHAR NOT NULL,
+    state    VARCHAR NOT NULL,
+    priority UTINYINT NOT NULL,
+    value    DOUBLE,
+    by_user  VARCHAR,
+    comment  VARCHAR,
+    seq      UBIGINT NOT NULL
+);
 -- One row at most, briefly: proves the database takes writes.
 CREATE TABLE IF NOT EXISTS probe (x INTEGER);
 -- Signed batches that cannot be stored as they are: kept whole, with why.
@@ -124,6 +139,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
     PRIMARY KEY (site, node, seq)
 );
 ";
+
+/// An alarm's latest state at the hub: (alarm, state, priority, since).
+pub type AlarmRow = (String, String, u8, i64);
 
 /// A reported lost span: (width_ms, from_ms, to_ms, reason).
 pub type LostRow = (u32, i64, i64, String);
@@ -164,6 +182,8 @@ pub struct IngestReport {
     pub kpis: u64,
     /// Spans of windows the edges reported they never recorded.
     pub lost_spans: u64,
+    /// Alarm journal entries stored.
+    pub alarm_events: u64,
     pub windows: u64,
 }
 
@@ -299,6 +319,7 @@ impl Store {
             let mut fcs = tx.appender("forecasts")?;
             let mut kpis = tx.appender("kpis")?;
             let mut lost = tx.appender("lost")?;
+            let mut alarms = tx.appender("alarms")?;
             for it in &fresh {
                 let mut n = 0i32;
                 let mut n_other = 0i32;
@@ -367,6 +388,28 @@ impl Store {
                         n_other = list.len() as i32;
                         &[]
                     }
+                    Body::Alarms(list) => {
+                        for a in list {
+                            alarms.append_row(params![
+                                it.site,
+                                it.node,
+                                a.alarm,
+                                a.seq,
+                                a.ts_ms,
+                                a.change,
+                                a.state,
+                                a.priority,
+                                a.value,
+                                a.by,
+                                a.comment,
+                                it.batch.seq
+                            ])?;
+                            n += 1;
+                        }
+                        report.alarm_events += list.len() as u64;
+                        n_other = list.len() as i32;
+                        &[]
+                    }
                 };
                 for set in sets {
                     for w in &set.windows {
@@ -404,6 +447,7 @@ impl Store {
             fcs.flush()?;
             kpis.flush()?;
             lost.flush()?;
+            alarms.flush()?;
             batches.flush()?;
         }
         // Last seen moves for new batches only: a replayed one proves
@@ -441,6 +485,27 @@ impl Store {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
         Ok((total, rows.collect::<Result<_, _>>()?))
+    }
+
+    /// A node's alarms as the hub last heard of them: (alarm, state,
+    /// priority, since) for every alarm whose newest entry is not `normal`,
+    /// most urgent first; and the number of journal entries stored.
+    pub fn alarms(&self, site: &str, node: &str) -> Result<(u64, Vec<AlarmRow>), StoreError> {
+        let total: u64 = self.conn.query_row(
+            "SELECT count(*) FROM alarms WHERE site = ? AND node = ?",
+            params![site, node],
+            |r| r.get(0),
+        )?;
+        let mut st = self.conn.prepare(
+            "SELECT alarm, state, priority, ts_ms FROM alarms WHERE site = ? AND node = ?
+             QUALIFY row_number() OVER (PARTITION BY alarm ORDER BY aseq DESC) = 1
+             ORDER BY priority DESC, ts_ms",
+        )?;
+        let rows = st.query_map(params![site, node], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        let all: Vec<AlarmRow> = rows.collect::<Result<_, _>>()?;
+        Ok((total, all.into_iter().filter(|a| a.1 != "normal").collect()))
     }
 
     /// The distinct start times of a node's windows of one width, ascending:

@@ -1,0 +1,359 @@
+//! The alarm engine (issue 16, in progress): every `[[alarm]]` of the
+//! configuration, run on the samples the pipeline sees.
+//!
+//! ```text
+//! filter ──[samples: bounded 16, BLOCKS]──▶ alarm task ── AlarmEngine (no I/O)
+//!                                             │ every 250 ms: Tick (delays, staleness, shelves)
+//!                                             ▼
+//!              SQLite alarm_journal + outbox row (Body::Alarms), one transaction
+//! ```
+//!
+//! [`AlarmEngine`] owns one `models::alarm::machine` state per alarm and turns
+//! samples, time and operator actions into journal entries; [`store`] writes
+//! them with their outbox batch. Each alarm's journal sequence continues
+//! across restarts. Predictive alarms are configured but not fed yet (the
+//! forecast task's output comes with the HMI work).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drivers::Sample;
+use firmware_config::{AlarmDef, EdgeConfig};
+use models::alarm::machine::{self, AlarmState, Change, Event, IsaState};
+use protocol::v1::{AlarmEvent, Body};
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::history::{HistoryError, queue_one};
+use crate::sync::outbox::{OutboxPolicy, SealReport};
+
+/// How often time-driven changes are checked.
+pub const TICK: Duration = Duration::from_millis(250);
+
+fn change_name(c: Change) -> &'static str {
+    match c {
+        Change::Activated => "activated",
+        Change::Cleared => "cleared",
+        Change::Realarmed => "realarmed",
+        Change::Acknowledged => "acknowledged",
+        Change::Unlatched => "unlatched",
+        Change::Shelved => "shelved",
+        Change::Unshelved => "unshelved",
+        Change::Suppressed => "suppressed",
+        Change::Unsuppressed => "unsuppressed",
+        Change::OutOfService => "out_of_service",
+        Change::InService => "in_service",
+    }
+}
+
+pub fn state_name(s: IsaState) -> &'static str {
+    match s {
+        IsaState::Normal => "normal",
+        IsaState::Unacknowledged => "unacknowledged",
+        IsaState::Acknowledged => "acknowledged",
+        IsaState::ReturnedUnacknowledged => "returned_unacknowledged",
+        IsaState::Shelved => "shelved",
+        IsaState::SuppressedByDesign => "suppressed",
+        IsaState::OutOfService => "out_of_service",
+    }
+}
+
+/// Every configured alarm and its state (pure: the caller passes the time).
+#[derive(Debug)]
+pub struct AlarmEngine {
+    defs: Vec<AlarmDef>,
+    states: Vec<AlarmState>,
+    /// tag → alarms reading it, and alarms suppressed by it.
+    inputs: HashMap<String, Vec<usize>>,
+    suppressors: HashMap<String, Vec<usize>>,
+    /// When each alarm's input last updated, for staleness.
+    updated_ms: Vec<Option<i64>>,
+    stale: Vec<bool>,
+}
+
+impl AlarmEngine {
+    /// `seqs`: each alarm's last journal sequence number (from the journal).
+    pub fn new(defs: Vec<AlarmDef>, seqs: &HashMap<String, u64>, now_ms: i64) -> AlarmEngine {
+        let mut inputs: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut suppressors: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, d) in defs.iter().enumerate() {
+            // Predictive alarms watch a forecast, not the samples.
+            if d.model.is_none() {
+                inputs.entry(d.tag.clone()).or_default().push(i);
+            }
+            if let Some((t, _)) = &d.suppress_when {
+                suppressors.entry(t.clone()).or_default().push(i);
+            }
+        }
+        let states = defs
+            .iter()
+            .map(|d| AlarmState {
+                seq: seqs.get(&d.name).copied().unwrap_or(0),
+                ..AlarmState::new(now_ms)
+            })
+            .collect();
+        let n = defs.len();
+        AlarmEngine {
+            defs,
+            states,
+            inputs,
+            suppressors,
+            updated_ms: vec![None; n],
+            stale: vec![false; n],
+        }
+    }
+
+    fn apply(&mut self, i: usize, ev: &Event, now_ms: i64, out: &mut Vec<AlarmEvent>) {
+        let d = &self.defs[i];
+        for j in machine::step(&d.spec, &mut self.states[i], ev, now_ms) {
+            out.push(AlarmEvent {
+                alarm: d.name.clone(),
+                seq: j.seq,
+                ts_ms: j.ts_ms,
+                change: change_name(j.change).into(),
+                state: state_name(j.state).into(),
+                priority: d.spec.priority as u8,
+                value: j.value.filter(|v| v.is_finite()),
+                by: j.by,
+                comment: j.comment,
+            });
+        }
+    }
+
+    /// Samples from the pipeline.
+    pub fn on_samples(&mut self, samples: &[Sample], now_ms: i64) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        for s in samples {
+            let value = s
+                .value
+                .as_ref()
+                .and_then(|v| v.as_f64())
+                .filter(|_| s.quality.is_good());
+            if let Some(list) = self.inputs.get(&*s.tag).cloned() {
+                for i in list {
+                    self.updated_ms[i] = Some(s.ts.as_millis());
+                    self.stale[i] = false;
+                    let ev = Event::Input {
+                        ts_ms: s.ts.as_millis(),
+                        value,
+                        stale: false,
+                    };
+                    self.apply(i, &ev, now_ms, &mut out);
+                }
+            }
+            if let Some(list) = self.suppressors.get(&*s.tag).cloned() {
+                for i in list {
+                    let Some((_, equals)) = self.defs[i].suppress_when else {
+                        continue;
+                    };
+                    // An unknown condition does not suppress: better an
+                    // alarm too many than one hidden by a dead signal.
+                    let on = value.is_some_and(|v| v == equals);
+                    self.apply(i, &Event::Suppress(on), now_ms, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// Time passes: delays, shelves, re-alarms, and inputs going stale.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        for i in 0..self.defs.len() {
+            if let (Some(after), Some(at)) = (self.defs[i].stale_after, self.updated_ms[i])
+                && !self.stale[i]
+                && now_ms - at > i64::try_from(after.as_millis()).unwrap_or(i64::MAX)
+            {
+                self.stale[i] = true;
+                let ev = Event::Input {
+                    ts_ms: now_ms,
+                    value: None,
+                    stale: true,
+                };
+                self.apply(i, &ev, now_ms, &mut out);
+            }
+            self.apply(i, &Event::Tick, now_ms, &mut out);
+        }
+        out
+    }
+
+    /// An operator's action (acknowledge, shelve …) on the alarm `name`.
+    pub fn act(&mut self, name: &str, ev: &Event, now_ms: i64) -> Option<Vec<AlarmEvent>> {
+        let i = self.defs.iter().position(|d| d.name == name)?;
+        let mut out = Vec::new();
+        self.apply(i, ev, now_ms, &mut out);
+        Some(out)
+    }
+
+    /// Every alarm with its definition and state.
+    pub fn alarms(&self) -> impl Iterator<Item = (&AlarmDef, &AlarmState)> {
+        self.defs.iter().zip(&self.states)
+    }
+}
+
+/// Each alarm's last journal sequence number.
+pub fn last_seqs(conn: &Connection) -> Result<HashMap<String, u64>, rusqlite::Error> {
+    let mut st = conn.prepare("SELECT alarm, max(seq) FROM alarm_journal GROUP BY alarm")?;
+    st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+        ))
+    })?
+    .collect()
+}
+
+/// Journal `events` and, with sync, seal them into the outbox, in one
+/// transaction.
+pub fn store(
+    conn: &mut Connection,
+    events: &[AlarmEvent],
+    outbox: Option<&OutboxPolicy>,
+    now_ms: i64,
+) -> Result<Option<SealReport>, HistoryError> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT OR REPLACE INTO alarm_journal
+             (alarm, seq, ts_ms, change, state, priority, value, by_user, comment)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for e in events {
+            ins.execute(params![
+                e.alarm,
+                e.seq as i64,
+                e.ts_ms,
+                e.change,
+                e.state,
+                e.priority,
+                e.value,
+                e.by,
+                e.comment
+            ])?;
+        }
+    }
+    let report = match outbox {
+        Some(policy) => Some(queue_one(
+            &tx,
+            &Body::Alarms(events.to_vec()),
+            policy,
+            now_ms,
+        )?),
+        None => None,
+    };
+    tx.commit()?;
+    Ok(report)
+}
+
+fn now_ms() -> i64 {
+    drivers::Timestamp::now().as_millis()
+}
+
+/// Run the configured alarms on `samples` until `cancel` (or the samples
+/// end). A reload that changes the alarms rebuilds the engine; each alarm's
+/// journal sequence continues.
+pub async fn run(
+    mut config: watch::Receiver<Arc<EdgeConfig>>,
+    mut samples: mpsc::Receiver<Vec<Sample>>,
+    db: PathBuf,
+    outbox: Option<OutboxPolicy>,
+    cancel: CancellationToken,
+) -> Result<(), HistoryError> {
+    let conn = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            let c =
+                Connection::open(&db).map_err(|source| HistoryError::Open { path: db, source })?;
+            c.busy_timeout(Duration::from_secs(5))?;
+            Ok::<_, HistoryError>(c)
+        })
+        .await
+        .map_err(|e| HistoryError::Task(e.to_string()))??
+    };
+    let conn = Arc::new(std::sync::Mutex::new(conn));
+    let seqs = {
+        let conn = conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = conn
+                .lock()
+                .map_err(|_| HistoryError::Task("alarm connection poisoned".into()))?;
+            Ok::<_, HistoryError>(last_seqs(&c)?)
+        })
+        .await
+        .map_err(|e| HistoryError::Task(e.to_string()))??
+    };
+    let mut defs = config.borrow_and_update().alarms.clone();
+    let mut engine = AlarmEngine::new(defs.clone(), &seqs, now_ms());
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    // Entries not stored yet (the database refused): kept and retried.
+    let mut pending: Vec<AlarmEvent> = Vec::new();
+    loop {
+        let events = tokio::select! {
+            _ = cancel.cancelled() => break,
+            s = samples.recv() => match s {
+                Some(batch) => engine.on_samples(&batch, now_ms()),
+                None => break,
+            },
+            _ = tick.tick() => engine.tick(now_ms()),
+            changed = config.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let new = config.borrow_and_update().alarms.clone();
+                if new != defs {
+                    let seqs: HashMap<String, u64> = engine.alarms().map(|(d, s)| (d.name.clone(), s.seq)).collect();
+                    tracing::info!(alarms = new.len(), "alarm configuration changed; alarm states start over");
+                    defs = new;
+                    engine = AlarmEngine::new(defs.clone(), &seqs, now_ms());
+                }
+                continue;
+            }
+        };
+        for e in &events {
+            tracing::info!(alarm = %e.alarm, change = %e.change, state = %e.state, priority = e.priority, value = ?e.value, "alarm");
+        }
+        pending.extend(events);
+        if pending.is_empty() {
+            continue;
+        }
+        let batch = std::mem::take(&mut pending);
+        let conn2 = conn.clone();
+        let policy = outbox;
+        let result = tokio::task::spawn_blocking(move || {
+            let stored = match conn2.lock() {
+                Ok(mut c) => store(&mut c, &batch, policy.as_ref(), now_ms()).map(|_| ()),
+                Err(_) => Err(HistoryError::Task("alarm connection poisoned".into())),
+            };
+            stored.map_err(|e| (e, batch))
+        })
+        .await
+        .map_err(|e| HistoryError::Task(e.to_string()));
+        match result {
+            Ok(Ok(())) => {
+                if failing {
+                    tracing::warn!("the alarm journal is written again");
+                    failing = false;
+                }
+            }
+            Ok(Err((e, batch))) => {
+                // Kept, in order, ahead of anything newer.
+                let newer = std::mem::replace(&mut pending, batch);
+                pending.extend(newer);
+                if !failing {
+                    tracing::error!(error = %e, kept = pending.len(), "ALARM the alarm journal cannot be written; entries are kept in memory and retried");
+                    failing = true;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

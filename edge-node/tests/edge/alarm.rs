@@ -1,0 +1,235 @@
+//! The alarm engine over configured `[[alarm]]`s (issue 16, first parts):
+//! samples in, every change journaled in SQLite and sealed for the hub in
+//! the same transaction, sequence numbers kept across a restart.
+
+use std::collections::HashMap;
+
+use drivers::{Quality, Reason, Sample, TagName, Timestamp, Value};
+use edge_node::alarm::{self, AlarmEngine};
+use edge_node::history::{HistoryOptions, HistoryStore};
+use firmware_config::WhenFull;
+use models::alarm::machine::Event;
+use protocol::v1::{AlarmEvent, Body};
+
+const T0: i64 = 1_796_000_000_000; // 2026-12
+
+fn config(dir: &std::path::Path) -> firmware_config::EdgeConfig {
+    let text = format!(
+        r#"schema_version = 1
+[node]
+site_id = "s"
+node_id = "n"
+[storage]
+path = "{}"
+[[device]]
+name = "plc"
+protocol = "modbus-tcp"
+host = "127.0.0.1"
+port = 1502
+[[tag]]
+name = "temp"
+device = "plc"
+area = "input"
+address = 0
+type = "u16"
+[[tag]]
+name = "pump"
+device = "plc"
+area = "input"
+address = 1
+type = "u16"
+[[alarm]]
+name = "temp.hi"
+type = "hi"
+tag = "temp"
+limit = 100.0
+deadband = 5.0
+on_delay = "10s"
+priority = "high"
+stale_after = "1m"
+[[alarm]]
+name = "temp.bad"
+type = "quality"
+tag = "temp"
+priority = "low"
+[[alarm]]
+name = "flow.lo"
+type = "lo"
+tag = "temp"
+limit = 20.0
+suppress_when = "pump"
+suppress_equals = 0
+"#,
+        dir.join("history.db").display()
+    );
+    firmware_config::load_str(&dir.join("edge.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn sample(tag: &str, ts: i64, v: Option<f64>) -> Sample {
+    Sample {
+        tag: TagName::from(tag),
+        ts: Timestamp(ts),
+        value: v.map(Value::F64),
+        quality: if v.is_some() {
+            Quality::Good
+        } else {
+            Quality::Bad(Reason::Timeout)
+        },
+    }
+}
+
+fn names(events: &[AlarmEvent]) -> Vec<(String, String, String)> {
+    events
+        .iter()
+        .map(|e| (e.alarm.clone(), e.change.clone(), e.state.clone()))
+        .collect()
+}
+
+#[test]
+fn alarms_journal_every_change_seal_it_for_the_hub_and_keep_counting_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let db = dir.path().join("history.db");
+    HistoryStore::open(&HistoryOptions::new(&db))
+        .unwrap()
+        .close()
+        .unwrap();
+    let mut conn = rusqlite::Connection::open(&db).unwrap();
+    let policy = edge_node::sync::outbox::OutboxPolicy {
+        max_bytes: 1 << 20,
+        when_full: WhenFull::DropOldest,
+        max_batch_windows: 5000,
+    };
+    let mut engine = AlarmEngine::new(cfg.alarms.clone(), &alarm::last_seqs(&conn).unwrap(), T0);
+    let mut all = Vec::new();
+    // The pump runs; the temperature rises past 100 for 10 s.
+    all.extend(engine.on_samples(
+        &[
+            sample("pump", T0, Some(1.0)),
+            sample("temp", T0, Some(50.0)),
+        ],
+        T0,
+    ));
+    all.extend(engine.on_samples(&[sample("temp", T0 + 1_000, Some(104.0))], T0 + 1_000));
+    assert!(engine.tick(T0 + 10_000).is_empty(), "on-delay not over");
+    let on = engine.tick(T0 + 11_000);
+    assert_eq!(
+        names(&on),
+        vec![(
+            "temp.hi".into(),
+            "activated".into(),
+            "unacknowledged".into()
+        )]
+    );
+    assert_eq!((on[0].priority, on[0].value), (3, Some(104.0)));
+    all.extend(on);
+    // An operator acknowledges.
+    let ack = engine
+        .act(
+            "temp.hi",
+            &Event::Ack {
+                by: "op".into(),
+                comment: Some("on it".into()),
+            },
+            T0 + 12_000,
+        )
+        .unwrap();
+    assert_eq!(
+        names(&ack),
+        vec![(
+            "temp.hi".into(),
+            "acknowledged".into(),
+            "acknowledged".into()
+        )]
+    );
+    assert_eq!(ack[0].by.as_deref(), Some("op"));
+    all.extend(ack);
+    // Inside the deadband it stays; below it clears at once (no off-delay).
+    assert!(
+        engine
+            .on_samples(&[sample("temp", T0 + 13_000, Some(97.0))], T0 + 13_000)
+            .is_empty()
+    );
+    let off = engine.on_samples(&[sample("temp", T0 + 14_000, Some(90.0))], T0 + 14_000);
+    assert_eq!(
+        names(&off),
+        vec![("temp.hi".into(), "cleared".into(), "normal".into())]
+    );
+    all.extend(off);
+    // Bad quality raises the quality alarm; the limit alarm keeps its state.
+    let bad = engine.on_samples(&[sample("temp", T0 + 15_000, None)], T0 + 15_000);
+    assert_eq!(
+        names(&bad),
+        vec![(
+            "temp.bad".into(),
+            "activated".into(),
+            "unacknowledged".into()
+        )]
+    );
+    all.extend(bad);
+    // The pump stops: low flow is suppressed by design, still evaluated.
+    let sup = engine.on_samples(
+        &[
+            sample("pump", T0 + 16_000, Some(0.0)),
+            sample("temp", T0 + 16_000, Some(10.0)),
+        ],
+        T0 + 16_000,
+    );
+    assert_eq!(
+        names(&sup),
+        vec![
+            ("flow.lo".into(), "suppressed".into(), "suppressed".into()),
+            (
+                "temp.bad".into(),
+                "cleared".into(),
+                "returned_unacknowledged".into()
+            ),
+            ("flow.lo".into(), "activated".into(), "suppressed".into()),
+        ]
+    );
+    all.extend(sup);
+    // No sample for over a minute: stale input for the limit alarm.
+    let stale = engine.tick(T0 + 80_000);
+    assert!(
+        stale.is_empty(),
+        "a stale input keeps the last known condition: {stale:?}"
+    );
+
+    // Journaled and sealed together; what the hub gets passes its checks.
+    let rep = alarm::store(&mut conn, &all, Some(&policy), T0 + 80_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(rep.sealed.len(), 1);
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM alarm_journal", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows as usize, all.len());
+    let payload: Vec<u8> = conn
+        .query_row("SELECT payload FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    let batch: protocol::v1::Batch = postcard::from_bytes(&payload).unwrap();
+    protocol::check::batch(&batch).unwrap();
+    let Body::Alarms(sent) = batch.body else {
+        panic!("an alarm batch")
+    };
+    assert_eq!(sent, all);
+    // Per alarm, sequence numbers 1, 2, 3 … without gaps.
+    let mut per: HashMap<String, Vec<u64>> = HashMap::new();
+    for e in &all {
+        per.entry(e.alarm.clone()).or_default().push(e.seq);
+    }
+    for (a, seqs) in &per {
+        assert_eq!(*seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{a}");
+    }
+
+    // A restart continues each alarm's sequence.
+    let mut again = AlarmEngine::new(
+        cfg.alarms.clone(),
+        &alarm::last_seqs(&conn).unwrap(),
+        T0 + 90_000,
+    );
+    again.on_samples(&[sample("temp", T0 + 90_000, Some(120.0))], T0 + 90_000);
+    let on = again.tick(T0 + 101_000);
+    assert_eq!(on[0].alarm, "temp.hi");
+    assert_eq!(on[0].seq, per["temp.hi"].len() as u64 + 1);
+}
