@@ -133,7 +133,8 @@ pub fn edge_config_mixed(
 
 /// The demo's KPIs (docs/kpi.md): OEE of the crude unit, its throughput,
 /// specific energy and the heater's efficiency, over a rolling 5 minutes
-/// and the current shift. The plant runs `time_scale` times faster than
+/// and the current shift; and its alarms (a trip, outlet temperature high
+/// and off its setpoint, the outlet reading lost). The plant runs `time_scale` times faster than
 /// the wall clock, so its nameplate rate (300 m³/h of light products) is
 /// scaled to wall-clock hours.
 pub fn kpi_config(time_scale: f64) -> String {
@@ -186,6 +187,44 @@ type = "expression"
 windows = ["5m"]
 expr = "heater.duty.mean / max(heater.fuel_gas_flow.mean * 47 / 3600, 0.001)"
 description = "Absorbed duty over fuel heat input (LHV 47 MJ/kg)"
+
+# Alarms on the plant's trips and upsets (docs/configuration.md, [[alarm]]).
+[[alarm]]
+name = "unit.trip"
+type = "discrete"
+tag = "unit.faulted"
+equals = 1
+latched = true
+priority = "urgent"
+message = "Crude unit tripped: see unit.fault_code"
+
+[[alarm]]
+name = "heater.outlet.hi"
+type = "hi"
+tag = "heater.outlet_temp"
+limit = 375.0
+deadband = 3.0
+on_delay = "5s"
+priority = "high"
+message = "Heater outlet temperature high"
+
+[[alarm]]
+name = "heater.outlet.deviation"
+type = "hi"
+tag = "heater.outlet_temp_dev"
+limit = 4.0
+deadband = 1.0
+on_delay = "10s"
+priority = "medium"
+message = "Heater outlet more than 4 °C above its setpoint"
+
+[[alarm]]
+name = "heater.outlet.bad"
+type = "quality"
+tag = "heater.outlet_temp"
+stale_after = "30s"
+priority = "low"
+message = "Heater outlet temperature not read"
 "#,
         ideal = 300.0 * time_scale
     )

@@ -3,7 +3,8 @@
 //! ```text
 //! drivers ──[samples: bounded, BLOCKS when full]──▶ filter ──[stored: bounded, BLOCKS]──▶ history writer
 //!                                                     │
-//!                                                     └──▶ live table (latest value per tag, for HMI/logs)
+//!                                                     ├──▶ live table (latest value per tag, for HMI/logs)
+//!                                                     └──[alarm inputs: bounded, BLOCKS]──▶ alarm task
 //! ```
 //!
 //! Both channels block rather than drop: if storage stalls, back-pressure
