@@ -379,10 +379,14 @@ impl Rig {
         while !cond(self) {
             assert!(
                 Instant::now() < deadline,
-                "{what} within {seconds} s\nhub:\n{}\n{}:\n{}",
+                "{what} within {seconds} s\nhub:\n{}\n{}",
                 self.hub.tail(60),
-                NODES[0],
-                self.edges[0].tail(60)
+                NODES
+                    .iter()
+                    .zip(&self.edges)
+                    .map(|(n, e)| format!("{n}:\n{}", e.tail(40)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
             std::thread::sleep(Duration::from_millis(250));
         }

@@ -116,11 +116,24 @@ impl Pressure {
         };
         if reserve.bytes == 0 {
             let _ = std::fs::remove_file(&reserve.path);
-        } else if !reserve.present()
-            && let Err(e) = reserve.create()
-        {
-            tracing::warn!(path = %reserve.path.display(), bytes = reserve.bytes, error = %e,
-                "cannot write the storage reserve; a full disk will stop the history sooner");
+        } else if !reserve.present() {
+            // On a thread of its own: tens of MiB and an fsync must not
+            // delay the writer's first commits.
+            let r = Reserve {
+                path: reserve.path.clone(),
+                bytes: reserve.bytes,
+            };
+            let spawned = std::thread::Builder::new()
+                .name("history-reserve".into())
+                .spawn(move || {
+                    if let Err(e) = r.create() {
+                        tracing::warn!(path = %r.path.display(), bytes = r.bytes, error = %e,
+                            "cannot write the storage reserve; a full disk will stop the history sooner");
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start writing the storage reserve");
+            }
         }
         Pressure {
             reserve,
