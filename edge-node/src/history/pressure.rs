@@ -9,7 +9,8 @@
 //!   Such a loss is reported to the hub after the restart
 //!   (`protocol::v1::Body::Lost`, see `HistoryStore::seal_windows`).
 //! - **Reserve.** A file of `[storage] reserve` bytes of zeros next to the
-//!   database (`history.db.reserve`), written at start. When a write fails
+//!   database (`history.db.reserve`), written in the background at start
+//!   (so it never delays the first commits). When a write fails
 //!   because the disk is full, the file is deleted: that space lets SQLite
 //!   grow its WAL and run the deletes below.
 //! - **Room inside the file.** On a full disk the size limit drops to 90 %
@@ -55,6 +56,22 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Reserve `bytes` of disk blocks for `f` without writing them.
+fn allocate(f: &std::fs::File, bytes: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let len =
+        libc::off_t::try_from(bytes).map_err(|_| std::io::Error::other("reserve too large"))?;
+    // SAFETY: a valid open file descriptor, offset 0 and a positive length;
+    // posix_fallocate only allocates blocks for it.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
+    }
+}
+
 /// The reserve file beside the database.
 #[derive(Debug)]
 struct Reserve {
@@ -67,10 +84,15 @@ impl Reserve {
         self.bytes > 0 && self.path.metadata().is_ok_and(|m| m.len() >= self.bytes)
     }
 
-    /// Write the reserve as real blocks (zeros, not a sparse file).
+    /// Allocate the reserve as real blocks, not a sparse file: with
+    /// `posix_fallocate` where the file system has it (no data is written,
+    /// so a start costs no I/O), else by writing zeros.
     fn create(&self) -> std::io::Result<()> {
         let result = (|| {
             let mut f = std::fs::File::create(&self.path)?;
+            if allocate(&f, self.bytes).is_ok() {
+                return Ok(());
+            }
             let chunk = vec![0u8; 1 << 20];
             let mut left = self.bytes;
             while left > 0 {
