@@ -270,12 +270,7 @@ async fn kill_9_of_hub_and_edge(dir: &Path, external: Option<u16>) {
     let cfg = edge_config(p.addr, &edge_dir, h.port);
     let mut hub = start_hub(&h);
     let mut edge = start_edge(&cfg);
-    eventually(
-        "first batches acknowledged",
-        Duration::from_secs(60),
-        || acknowledged(&edge_dir) >= 3,
-    )
-    .await;
+    first_acks(&edge_dir, &edge, &hub).await;
     // The hub dies mid-ingest; the edge keeps collecting into its outbox.
     hub.kill9();
     let before = sealed(&edge_dir);
@@ -294,6 +289,23 @@ async fn kill_9_of_hub_and_edge(dir: &Path, external: Option<u16>) {
         edge = start_edge(&cfg);
     }
     drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
+}
+
+/// Wait up to 60 s for the first 3 batches to be acknowledged; on timeout
+/// fail with both logs and the outbox's state.
+async fn first_acks(edge_dir: &Path, edge: &Proc, hub: &Proc) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acknowledged(edge_dir) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first batches acknowledged within 60 s: sealed {}, outbox {}\nedge:\n{}\nhub:\n{}",
+            sealed(edge_dir),
+            outbox_depth(edge_dir),
+            edge.tail(60),
+            hub.tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Fail loudly, with the broker's log, if nothing listens on `port` soon.
@@ -343,12 +355,7 @@ async fn a_60_s_mosquitto_outage_loses_nothing_and_duplicates_nothing() {
     let cfg = edge_config(p.addr, &edge_dir, mport);
     let hub = start_hub(&h);
     let edge = start_edge(&cfg);
-    eventually(
-        "first batches acknowledged",
-        Duration::from_secs(60),
-        || acknowledged(&edge_dir) >= 3,
-    )
-    .await;
+    first_acks(&edge_dir, &edge, &hub).await;
     broker.kill9();
     let before = sealed(&edge_dir);
     tokio::time::sleep(Duration::from_secs(60)).await;
