@@ -10,7 +10,8 @@
 //!
 //! [`AlarmEngine`] owns one `models::alarm::machine` state per alarm and turns
 //! samples, time and operator actions into journal entries; [`store`] writes
-//! them with their outbox batch. Each alarm's journal sequence continues
+//! them with their outbox batch; `models::alarm::health` watches for floods
+//! (logged as `ALARM FLOOD` and its end). Each alarm's journal sequence continues
 //! across restarts. Predictive alarms are configured but not fed yet (the
 //! forecast task's output comes with the HMI work).
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use drivers::Sample;
 use firmware_config::{AlarmDef, EdgeConfig};
+use models::alarm::health::{FLOOD_BEGINS, FLOOD_ENDS, Flood, Health};
 use models::alarm::machine::{self, AlarmState, Change, Event, IsaState};
 use protocol::v1::{AlarmEvent, Body};
 use rusqlite::{Connection, params};
@@ -251,6 +253,21 @@ pub fn store(
     Ok(report)
 }
 
+/// A flood beginning or ending is an event an operator must hear of.
+fn log_flood(f: Option<Flood>) {
+    match f {
+        Some(Flood::Began { new_alarms }) => tracing::warn!(
+            new_alarms,
+            "ALARM FLOOD: more than {FLOOD_BEGINS} new alarms in 10 minutes"
+        ),
+        Some(Flood::Ended { lasted_ms }) => tracing::warn!(
+            lasted_s = lasted_ms / 1000,
+            "alarm flood over: fewer than {FLOOD_ENDS} new alarms in 10 minutes"
+        ),
+        None => {}
+    }
+}
+
 fn now_ms() -> i64 {
     drivers::Timestamp::now().as_millis()
 }
@@ -293,6 +310,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut health = Health::new(now_ms());
     // Entries not stored yet (the database refused): kept and retried.
     let mut pending: Vec<AlarmEvent> = Vec::new();
     loop {
@@ -317,8 +335,15 @@ pub async fn run(
                 continue;
             }
         };
+        let now = now_ms();
         for e in &events {
             tracing::info!(alarm = %e.alarm, change = %e.change, state = %e.state, priority = e.priority, value = ?e.value, "alarm");
+            if e.change == "activated" {
+                log_flood(health.activated(&e.alarm, now));
+            }
+        }
+        if events.is_empty() {
+            log_flood(health.tick(now));
         }
         pending.extend(events);
         if pending.is_empty() {

@@ -233,3 +233,60 @@ fn alarms_journal_every_change_seal_it_for_the_hub_and_keep_counting_after_a_res
     assert_eq!(on[0].alarm, "temp.hi");
     assert_eq!(on[0].seq, per["temp.hi"].len() as u64 + 1);
 }
+
+/// The task end to end: samples in through its channel, the journal
+/// written by it, and a flood (more than 10 new alarms in 10 minutes)
+/// announced in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alarm_task_journals_what_it_sees_and_announces_a_flood() {
+    crate::logs::init();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let mut text = format!(
+        "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"flood\"\n[storage]\npath = \"{}\"\n\
+         [[device]]\nname = \"plc\"\nprotocol = \"modbus-tcp\"\nhost = \"127.0.0.1\"\nport = 1502\n",
+        db.display()
+    );
+    for k in 0..12 {
+        text += &format!(
+            "[[tag]]\nname = \"flood{k}\"\ndevice = \"plc\"\narea = \"input\"\naddress = {k}\ntype = \"u16\"\n\
+             [[alarm]]\nname = \"flood{k}.bad\"\ntype = \"quality\"\ntag = \"flood{k}\"\n"
+        );
+    }
+    let cfg = firmware_config::load_str(&dir.path().join("edge.toml"), &text)
+        .unwrap_or_else(|e| panic!("{e}"));
+    HistoryStore::open(&HistoryOptions::new(&db))
+        .unwrap()
+        .close()
+        .unwrap();
+    let before = crate::logs::lines("ALARM FLOOD").len();
+    let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(std::sync::Arc::new(cfg));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(alarm::run(cfg_rx, rx, db.clone(), None, cancel.clone()));
+    let now = drivers::Timestamp::now().as_millis();
+    let bad: Vec<Sample> = (0..12)
+        .map(|k| sample(&format!("flood{k}"), now, None))
+        .collect();
+    tx.send(bad).await.unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut rows = 0i64;
+    for _ in 0..100 {
+        rows = conn
+            .query_row(
+                "SELECT count(*) FROM alarm_journal WHERE change = 'activated'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if rows == 12 && crate::logs::lines("ALARM FLOOD").len() > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows, 12);
+    assert_eq!(crate::logs::lines("ALARM FLOOD").len() - before, 1);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    drop(cfg_tx);
+}
