@@ -237,7 +237,11 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(opts, settings.max_in_flight * 2 + 16);
     let mut net = eventloop.network_options();
     net.set_tcp_nodelay(true);
-    net.set_connection_timeout(5);
+    // Longer than the hub's gate may hold a login while it hands the node's
+    // previous session over (up to 5 s, plus the broker's CONNACK): a
+    // shorter timeout gave up on logins the gate was about to accept, and
+    // under load that became a reconnect loop.
+    net.set_connection_timeout(15);
     eventloop.set_network_options(net);
 
     let batch_topic =
