@@ -14,6 +14,20 @@ fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config/edge.example.toml")
 }
 
+/// `text` (the example, changed) written as `edge.toml` in a fresh
+/// directory beside the files the example includes.
+fn example_dir_with(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::create_dir_all(dir.path().join("tags")).unwrap();
+    std::fs::create_dir_all(dir.path().join("registers")).unwrap();
+    for f in ["tags/column.toml", "registers/column-plc.csv"] {
+        std::fs::copy(example().parent().unwrap().join(f), dir.path().join(f)).unwrap();
+    }
+    (dir, path)
+}
+
 fn errors(name: &str, text: &str) -> String {
     match load_str(Path::new(name), text) {
         Ok(_) => panic!("{name} should not validate"),
@@ -742,14 +756,7 @@ tag = "heater.flame_fault"
 suppress_equals = 1
 "#;
     let text = format!("{}{bad}\n{}", &base[..at], &base[at..]);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("edge.toml");
-    std::fs::write(&path, &text).unwrap();
-    std::fs::create_dir_all(dir.path().join("tags")).unwrap();
-    std::fs::create_dir_all(dir.path().join("registers")).unwrap();
-    for f in ["tags/column.toml", "registers/column-plc.csv"] {
-        std::fs::copy(example().parent().unwrap().join(f), dir.path().join(f)).unwrap();
-    }
+    let (dir, path) = example_dir_with(&text);
     let out = match load(&path) {
         Ok(_) => panic!("should not validate"),
         Err(e) => e
@@ -768,15 +775,7 @@ fn oee_takes_two_of_total_good_and_reject_counters() {
         .find("# ---------------------------------------------------------------- devices")
         .unwrap();
     let with = |kpi: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!("{}{kpi}\n{}", &base[..at], &base[at..]);
-        let path = dir.path().join("edge.toml");
-        std::fs::write(&path, text).unwrap();
-        std::fs::create_dir_all(dir.path().join("tags")).unwrap();
-        std::fs::create_dir_all(dir.path().join("registers")).unwrap();
-        for f in ["tags/column.toml", "registers/column-plc.csv"] {
-            std::fs::copy(example().parent().unwrap().join(f), dir.path().join(f)).unwrap();
-        }
+        let (_dir, path) = example_dir_with(&format!("{}{kpi}\n{}", &base[..at], &base[at..]));
         load(&path).map_err(|e| e.to_string())
     };
     let oee = |counters: &str| {
@@ -861,14 +860,7 @@ type = "expression"
 expr = "flue.o2.maen * 2"
 "#;
     let text = format!("{}{bad}\n{}", &base[..start], &base[end..]);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("edge.toml");
-    std::fs::write(&path, &text).unwrap();
-    std::fs::create_dir_all(dir.path().join("tags")).unwrap();
-    std::fs::create_dir_all(dir.path().join("registers")).unwrap();
-    for f in ["tags/column.toml", "registers/column-plc.csv"] {
-        std::fs::copy(example().parent().unwrap().join(f), dir.path().join(f)).unwrap();
-    }
+    let (dir, path) = example_dir_with(&text);
     let out = match load(&path) {
         Ok(_) => panic!("should not validate"),
         Err(e) => e
