@@ -109,24 +109,21 @@ impl AlarmEngine {
     }
 
     fn apply(&mut self, i: usize, ev: &Event, now_ms: i64, out: &mut Vec<AlarmEvent>) {
-        let d = &self.defs[i];
-        for j in machine::step(&d.spec, &mut self.states[i], ev, now_ms) {
-            out.push(AlarmEvent {
-                alarm: d.name.clone(),
-                seq: j.seq,
-                ts_ms: j.ts_ms,
-                change: change_name(j.change).into(),
-                state: state_name(j.state).into(),
-                priority: d.spec.priority as u8,
-                value: j.value.filter(|v| v.is_finite()),
-                by: j.by,
-                comment: j.comment,
-            });
-        }
+        step_one(&self.defs, &mut self.states, i, ev, now_ms, out);
     }
 
     /// Samples from the pipeline.
     pub fn on_samples(&mut self, samples: &[Sample], now_ms: i64) -> Vec<AlarmEvent> {
+        // Disjoint borrows: the tag index is read while states change, with
+        // no copy of it per sample.
+        let AlarmEngine {
+            defs,
+            states,
+            inputs,
+            suppressors,
+            updated_ms,
+            stale,
+        } = self;
         let mut out = Vec::new();
         for s in samples {
             let value = s
@@ -134,28 +131,24 @@ impl AlarmEngine {
                 .as_ref()
                 .and_then(|v| v.as_f64())
                 .filter(|_| s.quality.is_good());
-            if let Some(list) = self.inputs.get(&*s.tag).cloned() {
-                for i in list {
-                    self.updated_ms[i] = Some(s.ts.as_millis());
-                    self.stale[i] = false;
-                    let ev = Event::Input {
-                        ts_ms: s.ts.as_millis(),
-                        value,
-                        stale: false,
-                    };
-                    self.apply(i, &ev, now_ms, &mut out);
-                }
+            for &i in inputs.get(&*s.tag).map_or(&[][..], Vec::as_slice) {
+                updated_ms[i] = Some(s.ts.as_millis());
+                stale[i] = false;
+                let ev = Event::Input {
+                    ts_ms: s.ts.as_millis(),
+                    value,
+                    stale: false,
+                };
+                step_one(defs, states, i, &ev, now_ms, &mut out);
             }
-            if let Some(list) = self.suppressors.get(&*s.tag).cloned() {
-                for i in list {
-                    let Some((_, equals)) = self.defs[i].suppress_when else {
-                        continue;
-                    };
-                    // An unknown condition does not suppress: better an
-                    // alarm too many than one hidden by a dead signal.
-                    let on = value.is_some_and(|v| v == equals);
-                    self.apply(i, &Event::Suppress(on), now_ms, &mut out);
-                }
+            for &i in suppressors.get(&*s.tag).map_or(&[][..], Vec::as_slice) {
+                let Some((_, equals)) = defs[i].suppress_when else {
+                    continue;
+                };
+                // An unknown condition does not suppress: better an alarm
+                // too many than one hidden by a dead signal.
+                let on = value.is_some_and(|v| v == equals);
+                step_one(defs, states, i, &Event::Suppress(on), now_ms, &mut out);
             }
         }
         out
@@ -193,6 +186,31 @@ impl AlarmEngine {
     /// Every alarm with its definition and state.
     pub fn alarms(&self) -> impl Iterator<Item = (&AlarmDef, &AlarmState)> {
         self.defs.iter().zip(&self.states)
+    }
+}
+
+/// Step alarm `i` with `ev` and turn its journal entries into events.
+fn step_one(
+    defs: &[AlarmDef],
+    states: &mut [AlarmState],
+    i: usize,
+    ev: &Event,
+    now_ms: i64,
+    out: &mut Vec<AlarmEvent>,
+) {
+    let d = &defs[i];
+    for j in machine::step(&d.spec, &mut states[i], ev, now_ms) {
+        out.push(AlarmEvent {
+            alarm: d.name.clone(),
+            seq: j.seq,
+            ts_ms: j.ts_ms,
+            change: change_name(j.change).into(),
+            state: state_name(j.state).into(),
+            priority: d.spec.priority as u8,
+            value: j.value.filter(|v| v.is_finite()),
+            by: j.by,
+            comment: j.comment,
+        });
     }
 }
 
