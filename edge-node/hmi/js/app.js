@@ -173,7 +173,8 @@ const alarmsEl = document.getElementById('hdr-alarms');
 function renderHub() {
   const hub = live.status && live.status.hub;
   clear(hubEl);
-  if (!hub) { hubEl.append('Hub: —'); return; }
+  if (!hub || (!live.up && live.reason !== 'no-data')) { hubEl.append('Hub: —'); hubEl.title = 'unknown while the link is lost'; return; }
+  hubEl.removeAttribute('title');
   if (!hub.enabled) { hubEl.append('Hub: not used'); return; }
   hubEl.append('Hub: ');
   if (hub.connected) hubEl.append(h('span', { class: 'state-ok', text: 'connected' }));
@@ -222,6 +223,9 @@ function renderLink() {
     setText(llTitle, reason === 'no-data' ? 'NO DATA FROM THE PLANT — values are not live'
       : reason === 'connecting' ? 'CONNECTING — values are not live yet'
         : 'LINK LOST — values are not live');
+    setText(document.getElementById('ll-retry'), reason === 'no-data'
+      ? 'The node is up but no sample has reached it for 5 s: check the devices.'
+      : 'Reconnecting…');
     renderSince();
   }
   applyWrites(document);
@@ -263,7 +267,7 @@ function onSession(s) {
   route();
 }
 
-live.addEventListener('link', renderLink);
+live.addEventListener('link', () => { renderLink(); renderHub(); });
 live.addEventListener('status', () => { renderHub(); alarmsDirty = true; });
 live.addEventListener('snapshot', () => { alarmsDirty = true; renderHeaderAlarms(); });
 live.addEventListener('alarm', () => { alarmsDirty = true; });

@@ -65,6 +65,11 @@ export function liveValue() {
   };
 }
 
+/** A wide table in a horizontally scrollable, keyboard-focusable region. */
+export function scrollWrap(tableEl, label) {
+  return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': label }, tableEl);
+}
+
 /** A plain outlined-when-bad status word: ok → "connected", else "NOT CONNECTED". */
 export function statusWord(ok, good, bad) {
   return h('span', { class: ok ? 'state-ok' : 'state-bad', text: ok ? good : bad });

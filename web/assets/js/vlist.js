@@ -42,15 +42,24 @@ export class VTable {
     this.raf = 0;
     this.onScroll = () => this.schedule();
     this.scroller.addEventListener('scroll', this.onScroll, { passive: true });
-    this.ro = new ResizeObserver(() => this.schedule());
+    this.headH = 0;
+    this.viewH = 0;
+    this.ro = new ResizeObserver(() => { this.measure(); this.schedule(); });
     this.ro.observe(this.scroller);
+  }
+
+  /** Sizes read only on resize (no forced layout while scrolling). */
+  measure() {
+    this.headH = this.thead.offsetHeight || this.rowH;
+    this.viewH = this.scroller.clientHeight || 600;
   }
 
   setItems(items) {
     this.items = items;
     this.table.setAttribute('aria-rowcount', String(items.length + 1));
     this.emptyEl.hidden = items.length > 0;
-    const maxTop = Math.max(0, items.length * this.rowH - this.scroller.clientHeight + this.thead.offsetHeight);
+    this.measure();
+    const maxTop = Math.max(0, items.length * this.rowH - this.viewH + this.headH);
     if (this.scroller.scrollTop > maxTop) this.scroller.scrollTop = maxTop;
     this.render(true);
   }
@@ -71,8 +80,9 @@ export class VTable {
 
   render(force) {
     const n = this.items.length;
-    const headH = this.thead.offsetHeight || this.rowH;
-    const viewH = this.scroller.clientHeight || 600;
+    if (!this.viewH) this.measure();
+    const headH = this.headH;
+    const viewH = this.viewH;
     const top = Math.max(0, this.scroller.scrollTop - headH);
     let first = Math.max(0, Math.floor(top / this.rowH) - OVERSCAN);
     const count = Math.min(n - first, Math.ceil(viewH / this.rowH) + 2 * OVERSCAN);

@@ -3,7 +3,7 @@
 import { h, clear, setText } from '/common/js/dom.js';
 import { api } from '/common/js/api.js';
 import { fmtStamp, fmtDateTime, fmtInt } from '/common/js/format.js';
-import { panel, errorText } from '../ui.js';
+import { panel, errorText, scrollWrap } from '../ui.js';
 
 const PAGE = 100;
 
@@ -26,10 +26,10 @@ export function mount(root, ctx) {
       h('p', { class: 'muted' }, 'Users are managed on the node with ', h('code', { text: 'apos-edge user add | passwd | remove' }), '.')),
     panel([h('span', { text: 'Audit log' }), h('span', { class: 'h-extra row' }, verifyBtn, verifyOut)],
       aErr,
-      h('table', { class: 'grid' },
+      scrollWrap(h('table', { class: 'grid' },
         h('thead', null, h('tr', null, ['Seq', 'Time', 'Actor', 'Action', 'Target', 'Detail', 'Address'].map((c) =>
           h('th', { scope: 'col', class: c === 'Seq' ? 'num' : null, text: c })))),
-        aBody),
+        aBody), 'Audit log table'),
       h('div', { class: 'more-row' }, more)));
 
   api('/api/v1/users').then((users) => {

@@ -5,7 +5,7 @@ import { api, seg } from '/common/js/api.js';
 import { alarmOrder } from '/common/js/live.js';
 import { fmtAge, fmtValueUnit, fmtNumber, fmtStamp, fmtDuration, fmtDateTime, ALARM_STATE_TEXT, LIMIT_LABEL, PRIORITIES } from '/common/js/format.js';
 import { prioBadge, prioShape, prioLegend } from '/common/js/prio.js';
-import { panel, errorText, getTags } from '../ui.js';
+import { panel, errorText, getTags, scrollWrap } from '../ui.js';
 
 const SHELVE_CHOICES = [
   ['15', '15 min'], ['60', '1 h'], ['240', '4 h'], ['480', '8 h'], ['oneshot', 'one-shot (until it clears)'],
@@ -38,7 +38,7 @@ export function mount(root, ctx) {
   const summary = h('span', { class: 'h-extra', 'aria-live': 'polite' });
   const actErr = h('p', { class: 'dlg-error', role: 'alert', hidden: true });
   const activePanel = h('section', { class: 'panel', id: 'panel-active', role: 'tabpanel', 'aria-labelledby': 'tab-active' },
-    h('h2', null, h('span', { text: 'Active alarms' }), summary), actErr, activeTable);
+    h('h2', null, h('span', { text: 'Active alarms' }), summary), actErr, scrollWrap(activeTable, 'Active alarms table'));
 
   /* ---- history ---- */
   const hBody = h('tbody');
@@ -49,7 +49,7 @@ export function mount(root, ctx) {
   const more = h('button', { type: 'button', class: 'btn', text: 'Load more', 'data-testid': 'history-more' });
   const hErr = h('p', { class: 'dlg-error', role: 'alert', hidden: true });
   const histPanel = h('section', { class: 'panel', id: 'panel-history', role: 'tabpanel', 'aria-labelledby': 'tab-history', hidden: true },
-    h('h2', { text: 'Alarm journal (newest first)' }), hErr, hTable, h('div', { class: 'more-row' }, more));
+    h('h2', { text: 'Alarm journal (newest first)' }), hErr, scrollWrap(hTable, 'Alarm journal table'), h('div', { class: 'more-row' }, more));
 
   root.append(
     h('h1', { class: 'sr-only', text: 'Alarms' }),

@@ -2,7 +2,7 @@
 // software, WebSocket clients and alarm-system health (EEMUA 191 targets).
 import { h, clear, setText } from '/common/js/dom.js';
 import { fmtAge, fmtBytes, fmtDuration, fmtInt, fmtNumber, fmtPct, fmtStamp } from '/common/js/format.js';
-import { panel, errorText, statusWord } from '../ui.js';
+import { panel, errorText, statusWord, scrollWrap } from '../ui.js';
 
 function kv(rows) {
   const dl = h('dl', { class: 'kv' });
@@ -46,8 +46,8 @@ export function mount(root, ctx) {
         h('td', { class: 'num nowrap', text: dev.last_good_ms ? `${fmtAge(now - dev.last_good_ms)} ago` : 'never' }),
         h('td', { class: 'wrap', text: dev.last_error || '—' })));
     }
-    body.append(panel('Communication', h('table', { class: 'grid' },
-      h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col', class: numCols.has(c) ? 'num' : null, text: c })))), tb)));
+    body.append(panel('Communication', scrollWrap(h('table', { class: 'grid' },
+      h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col', class: numCols.has(c) ? 'num' : null, text: c })))), tb), 'Communication per device')));
 
     const hub = d.hub || {};
     const ob = d.outbox || {};

@@ -2,7 +2,7 @@
 import { h, clear, setText } from '/common/js/dom.js';
 import { fmtAge, fmtInt, fmtNumber, qualityCode, fmtStamp, PRIORITIES } from '/common/js/format.js';
 import { prioShape } from '/common/js/prio.js';
-import { panel, errorText, statusWord } from '../ui.js';
+import { panel, errorText, statusWord, scrollWrap } from '../ui.js';
 import { kpiNumber, kpiUnit, offTarget, better, factorText, coverageText, isFraction } from '../kpi-format.js';
 
 export function mount(root, ctx) {
@@ -14,7 +14,7 @@ export function mount(root, ctx) {
   const devBody = h('tbody');
   const devTable = h('table', { class: 'grid' },
     h('thead', null, h('tr', null,
-      ['Device', 'Protocol', 'Connection', 'Last good poll', 'Cycle (ms)', 'Errors', 'Last error'].map((l, i) =>
+      ['Device', 'Protocol', 'Connection', 'Last good', 'Cycle (ms)', 'Errors', 'Last error'].map((l, i) =>
         h('th', { scope: 'col', class: i >= 3 && i <= 5 ? 'num' : null, text: l })))),
     devBody);
   const alarmList = h('ul', { class: 'alarm-counts' });
@@ -24,7 +24,7 @@ export function mount(root, ctx) {
   root.append(h('h1', { class: 'sr-only', text: 'Overview' }), err, h('div', { class: 'ov-grid' },
     h('div', { class: 'stack' },
       panel('Key figures', tiles),
-      panel('Devices', devTable)),
+      panel('Devices', scrollWrap(devTable, 'Devices'))),
     h('div', { class: 'stack' },
       panel([h('span', { text: 'Active alarms' }), h('a', { class: 'h-extra', href: '#/alarms', text: 'Alarm list →' })], alarmList, alarmExtra),
       panel('Hub link', hubBox))));

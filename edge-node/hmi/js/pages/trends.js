@@ -62,12 +62,12 @@ export function mount(root, ctx) {
       hint));
 
   const chart = new Chart(chartEl, {
-    height: Math.max(320, Math.min(620, window.innerHeight - 330)),
+    height: Math.max(300, Math.min(620, window.innerHeight - 380)),
     label: 'Trend',
     onSelect: (min, max) => {
       following = false;
       view = { from: Math.round(min * 1000), to: Math.round(max * 1000) };
-      load();
+      changed();
     },
     onReset: () => setRange(range),
   });
