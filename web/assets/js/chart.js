@@ -289,6 +289,7 @@ export class Chart {
     ctx.textBaseline = 'alphabetic';
     ctx.textAlign = 'left';
     const withLimits = this.series.filter((s) => s.limits && s.limits.length).length;
+    const placed = []; // label boxes already drawn: move a colliding one to the left
     ctx.lineWidth = 1.5 * px;
     // alarm limits
     this.series.forEach((s, i) => {
@@ -307,11 +308,18 @@ export class Chart {
         const label = `${LIMIT_LABEL[lim.kind] || lim.kind} ${fmtValue(lim.value, { range: s.range })}${withLimits > 1 ? ` (${s.label})` : ''}`;
         const tw = ctx.measureText(label).width;
         const ty = lim.kind === 'lo' || lim.kind === 'lolo' ? y + 13 * px : y - 4 * px;
+        let x1 = left + width - 2 * px; // right edge of the label box
+        for (;;) {
+          const hit = placed.find((b) => Math.abs(b.y - ty) < 14 * px && x1 > b.x0 - 6 * px && x1 - tw - 6 * px < b.x1);
+          if (!hit) break;
+          x1 = hit.x0 - 10 * px;
+        }
+        placed.push({ y: ty, x0: x1 - tw - 6 * px, x1 });
         ctx.setLineDash([]);
-        ctx.fillStyle = 'rgba(230,230,230,0.85)';
-        ctx.fillRect(left + width - tw - 8 * px, ty - 11 * px, tw + 6 * px, 14 * px);
+        ctx.fillStyle = 'rgba(230,230,230,0.9)';
+        ctx.fillRect(x1 - tw - 6 * px, ty - 11 * px, tw + 6 * px, 14 * px);
         ctx.fillStyle = '#111';
-        ctx.fillText(label, left + width - tw - 5 * px, ty);
+        ctx.fillText(label, x1 - tw - 3 * px, ty);
       }
     });
     // vertical markers
