@@ -73,8 +73,11 @@ export class Live extends EventTarget {
     this.stopped = true;
     clearInterval(this.timer);
     clearTimeout(this.retryTimer);
-    if (this.ws) this.ws.close(1000);
+    const old = this.ws;
     this.ws = null;
+    if (old) { old.onclose = null; old.onmessage = null; old.close(1000); }
+    this.gotSnapshot = false;
+    this.lost('closed');
   }
 
   /** Reconnect now (e.g. after a login). */

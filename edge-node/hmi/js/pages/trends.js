@@ -41,11 +41,17 @@ export function mount(root, ctx) {
   const panLeft = h('button', { type: 'button', class: 'btn', text: '◀ Earlier', 'data-testid': 'trend-pan-left', onclick: () => pan(-0.5) });
   const panRight = h('button', { type: 'button', class: 'btn', text: 'Later ▶', 'data-testid': 'trend-pan-right', onclick: () => pan(0.5) });
   const reset = h('button', { type: 'button', class: 'btn', text: 'Reset to now', 'data-testid': 'trend-reset', onclick: () => setRange(range) });
+  const zoomIn = h('button', { type: 'button', class: 'btn', text: 'Zoom in', 'data-testid': 'trend-zoom-in', onclick: () => zoom(0.5) });
+  const zoomOut = h('button', { type: 'button', class: 'btn', text: 'Zoom out', 'data-testid': 'trend-zoom-out', onclick: () => zoom(2) });
   const csv = h('a', { class: 'btn', href: '#', download: 'trend.csv', text: 'Download CSV', 'data-testid': 'trend-csv' });
   const statusFollow = h('span');
   const statusSpan = h('span');
   const statusErr = h('span', { class: 'dlg-error', role: 'alert' });
-  const chartEl = h('div', { class: 'chart', 'data-testid': 'trend-chart', 'data-points': '0', role: 'figure', 'aria-label': 'Trend chart' });
+  const chartEl = h('div', { class: 'chart', 'data-testid': 'trend-chart', 'data-points': '0', role: 'figure', tabindex: '0', 'aria-label': 'Trend chart. Drag to zoom; keys: arrows pan, + and − zoom, Escape back to now' });
+  chartEl.addEventListener('keydown', (e) => {
+    const keys = { ArrowLeft: () => pan(-0.25), ArrowRight: () => pan(0.25), '+': () => zoom(0.5), '=': () => zoom(0.5), '-': () => zoom(2), Escape: () => setRange(range), Home: () => setRange(range) };
+    if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
+  });
   const hint = h('p', { class: 'muted', text: 'Pick one or more tags to trend. Drag across the chart to zoom in; double-click or "Reset to now" to go back.' });
 
   root.append(
@@ -54,7 +60,7 @@ export function mount(root, ctx) {
       h('div', { class: 'trend-tools' },
         picker,
         h('div', { class: 'field' }, h('span', { class: 'field-label', text: 'Range' }), rangeBtns),
-        h('div', { class: 'row' }, panLeft, panRight, reset),
+        h('div', { class: 'row' }, panLeft, panRight, zoomIn, zoomOut, reset),
         h('div', { class: 'row spacer-left' }, csv)),
       chips,
       h('div', { class: 'trend-status' }, statusFollow, statusSpan, statusErr),
@@ -162,6 +168,18 @@ export function mount(root, ctx) {
     view = { from, to };
     changed();
   }
+  /** Zoom around the middle of the view (f < 1 in, f > 1 out); the right edge stays at now when following. */
+  function zoom(f) {
+    const v = currentView();
+    const now = ctx.now();
+    const span = Math.max(10e3, Math.min(366 * 86400e3, (v.to - v.from) * f));
+    let to = following ? now : (v.from + v.to) / 2 + span / 2;
+    if (to > now) to = now;
+    view = { from: to - span, to };
+    following = false;
+    changed();
+  }
+
   function currentView() {
     if (following || !view) {
       const now = ctx.now();
@@ -325,7 +343,8 @@ export function mount(root, ctx) {
   return {
     update(params) {
       const tagsP = (params.get('tags') || '').split(',').filter(Boolean);
-      if (tagsP.join(',') !== selected.join(',')) { selected = tagsP.filter((n) => !info.size || info.has(n)).slice(0, MAX_TAGS); }
+      // the nav link (#/trends without tags) keeps the chart as it is
+      if (tagsP.length && tagsP.join(',') !== selected.join(',')) { selected = tagsP.filter((n) => !info.size || info.has(n)).slice(0, MAX_TAGS); }
       if (RANGE_MS[params.get('range')]) range = params.get('range');
       following = true;
       view = null;
