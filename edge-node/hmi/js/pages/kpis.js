@@ -40,7 +40,9 @@ export function mount(root, ctx) {
           h('td', { text: `${k.label || k.window}${k.closed ? '' : ' (current)'}` }),
           h('td', { class: 'nowrap', text: `${stamp(k.start_ms, now)} – ${k.end_ms && k.closed ? stamp(k.end_ms, k.start_ms) : 'so far'}` }),
           h('td', { class: 'num nowrap' }, val, h('span', { class: 'unit', text: unit }),
-            off ? h('span', { class: 'tile-below', text: better(k) === 'lower' ? ' ▲' : ' ▼', title: better(k) === 'lower' ? 'above target' : 'below target' }) : null),
+            h('span', { class: 'kmark' },
+              h('span', { 'aria-hidden': 'true', text: off ? (better(k) === 'lower' ? '▲' : '▼') : '' }),
+              off ? h('span', { class: 'sr-only', text: better(k) === 'lower' ? 'above target' : 'below target' }) : null)),
           h('td', { class: 'num nowrap', text: k.target === null || k.target === undefined ? '—' : `${kpiNumber(k, k.target)} ${unit}` }),
           h('td', { class: 'num', text: coverageText(k.coverage) }),
           h('td', null, qOk ? 'good' : h('span', { class: 'qcode', text: qualityCode(k.quality, null) })));
