@@ -1,0 +1,28 @@
+//! The web core shared by the edge HMI (`apos-edge`) and the hub web app.
+//!
+//! One home for everything both servers must do the same way: user accounts
+//! ([`users`]), sessions and login throttling ([`session`]), the access
+//! levels and the route table that enforces them together with CSRF
+//! ([`access`], [`routes`]), the hash-chained audit log ([`audit`]), the
+//! session API ([`auth_api`]), embedded page assets ([`assets`]), Prometheus
+//! text exposition ([`metrics`]), RFC 9457 errors ([`problem`]) and the
+//! HTTP/HTTPS listener ([`serve`]).
+//!
+//! Storage APIs ([`users::UserStore`], [`audit::AuditLog`]) are blocking:
+//! async callers run them with `tokio::task::spawn_blocking`.
+
+pub mod access;
+pub mod assets;
+pub mod audit;
+pub mod auth_api;
+pub mod metrics;
+pub mod problem;
+pub mod routes;
+pub mod serve;
+pub mod session;
+pub mod users;
+
+mod error;
+mod util;
+
+pub use error::WebError;
