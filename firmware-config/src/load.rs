@@ -12,8 +12,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostic, Diagnostics, SourceFile, did_you_mean};
 use crate::raw::{
-    Dur, RawAlarm, RawCalendar, RawDevice, RawForecast, RawImport, RawKpi, RawKpiEngine, RawNode,
-    RawSerialLine, RawStorage, RawSync, RawTag, S, field_names,
+    Dur, RawAlarm, RawCalendar, RawDevice, RawForecast, RawHmi, RawImport, RawKpi, RawKpiEngine,
+    RawNode, RawSerialLine, RawStorage, RawSync, RawTag, S, field_names,
 };
 
 /// One element of the configuration with the file it came from.
@@ -42,6 +42,7 @@ pub(crate) struct RawConfig {
     pub node: Option<Item<RawNode>>,
     pub storage: Option<Item<RawStorage>>,
     pub sync: Option<Item<RawSync>>,
+    pub hmi: Option<Item<RawHmi>>,
     pub forecast: Option<Item<RawForecast>>,
     pub calendar: Option<Item<RawCalendar>>,
     pub kpi_engine: Option<Item<RawKpiEngine>>,
@@ -65,6 +66,7 @@ const MAIN_KEYS: &[&str] = &[
     "poll_groups",
     "storage",
     "sync",
+    "hmi",
     "forecast",
     "calendar",
     "kpi_engine",
@@ -148,6 +150,14 @@ fn read_toml(
             ("sync", true) => {
                 let span = value.span();
                 out.sync = de_element::<RawSync>(&src, value, "sync", diags).map(|raw| Item {
+                    src: src.clone(),
+                    span,
+                    raw,
+                });
+            }
+            ("hmi", true) => {
+                let span = value.span();
+                out.hmi = de_element::<RawHmi>(&src, value, "hmi", diags).map(|raw| Item {
                     src: src.clone(),
                     span,
                     raw,

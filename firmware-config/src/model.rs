@@ -22,6 +22,8 @@ pub struct EdgeConfig {
     pub storage: Storage,
     /// Edge → hub sync; `None` when the file has no `[sync]` (local only).
     pub sync: Option<Sync>,
+    /// The operator HMI; `None` when the file has no `[hmi]`.
+    pub hmi: Option<Hmi>,
     pub forecast: Option<Forecast>,
     /// The KPI engine; `None` when the files define no `[[kpi]]`.
     pub kpi: Option<KpiSetup>,
@@ -393,6 +395,8 @@ pub struct Tag {
     pub poll_group: Option<String>,
     pub writable: bool,
     pub description: Option<String>,
+    /// Engineering range (low, high), when given: the trend's default scale.
+    pub range: Option<(f64, f64)>,
 }
 
 impl Tag {
@@ -700,6 +704,26 @@ pub enum WhenFull {
     DropOldest,
     /// Keep what is queued; new batches are not queued (oldest data wins).
     RejectNew,
+}
+
+/// `[hmi]`: where the operator HMI listens and who may see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hmi {
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain and private key; `None` serves plain HTTP.
+    pub tls: Option<HmiTls>,
+    /// Viewing without logging in (acknowledging and every write still need a login).
+    pub anonymous_view: bool,
+    /// The local users database (created with mode 0600).
+    pub users_file: PathBuf,
+    /// A bearer token that may read `/metrics` without a session.
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HmiTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -94,6 +94,18 @@ pub struct RawStorage {
     pub flush_interval: Option<S<Dur>>,
 }
 
+/// `[hmi]`: the operator HMI's listener and access.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHmi {
+    pub listen: Option<S<String>>,
+    pub tls_cert_file: Option<S<String>>,
+    pub tls_key_file: Option<S<String>>,
+    pub anonymous_view: Option<S<bool>>,
+    pub users_file: Option<S<String>>,
+    pub metrics_token_file: Option<S<String>>,
+}
+
 /// `[sync]`: edge → hub over MQTT.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -320,6 +332,8 @@ pub struct RawTag {
     pub poll_group: Option<S<String>>,
     pub writable: Option<S<bool>>,
     pub description: Option<S<String>>,
+    /// Engineering range `[low, high]`: the trend's default Y scale.
+    pub range: Option<S<Vec<S<f64>>>>,
     // opcua
     pub node: Option<S<String>>,
     pub sampling_interval: Option<S<Dur>>,

@@ -17,6 +17,7 @@ use crate::raw::{
 
 mod alarm;
 mod device;
+mod hmi;
 mod kpi;
 mod serial;
 mod storage;
@@ -50,6 +51,7 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
         v.outbox_within_history(&raw, st, sy);
     }
     let forecast = v.forecast(&raw);
+    let hmi = v.hmi(&raw, storage.as_ref());
     let serial_lines = v.serial_lines(&raw);
     let devices = v.devices(&raw, &serial_lines);
     let tags = v.tags(&raw, &devices, &poll_groups);
@@ -75,6 +77,7 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
         poll_groups: poll_groups.into_iter().map(|(k, (d, _))| (k, d)).collect(),
         storage: storage?,
         sync: sync?,
+        hmi: hmi?,
         forecast: forecast?,
         kpi: kpi?,
         alarms: alarms?,

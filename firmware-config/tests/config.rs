@@ -969,3 +969,28 @@ fn unreadable_files_are_located_and_devices_refused() {
     let out = load(&main).unwrap_err().to_string();
     assert!(out.contains("m.csv:2:2"), "{out}");
 }
+
+/// Issue 16: `[hmi]` mistakes are located and say what to write.
+#[test]
+fn hmi_mistakes_are_located_and_explained() {
+    let base = "schema_version = 1\n[node]\nsite_id = \"s\"\nnode_id = \"n\"\n";
+    let text = format!(
+        "{base}[hmi]\nlisten = \"localhost:80a\"\ntls_cert_file = \"cert.pem\"\nanonymous_viewing = true\n\
+         [[tag]]\nname = \"t\"\ndevice = \"nope\"\naddress = 0\nrange = [5, 1]\n"
+    );
+    let out = errors("hmi.toml", &text);
+    insta::assert_snapshot!(out);
+    let ok =
+        format!("{base}[storage]\npath = \"/srv/h/history.db\"\n[hmi]\nlisten = \"10.0.0.5\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("edge.toml");
+    std::fs::write(&p, ok).unwrap();
+    let cfg = firmware_config::load(&p).unwrap();
+    let hmi = cfg.hmi.unwrap();
+    assert_eq!(hmi.listen.to_string(), "10.0.0.5:8080");
+    assert_eq!(hmi.users_file, std::path::Path::new("/srv/h/users.db"));
+    assert!(!hmi.anonymous_view && hmi.tls.is_none());
+    // The shipped example turns the HMI on, with TLS.
+    let ex = firmware_config::load(&example()).unwrap();
+    assert!(ex.hmi.unwrap().tls.is_some());
+}

@@ -271,6 +271,29 @@ impl Validator<'_> {
             (Some(w), _) => *w.get_ref(),
             (None, _) => false,
         };
+        let range = match &r.range {
+            None => None,
+            Some(rg) => match rg.get_ref().as_slice() {
+                [lo, hi]
+                    if lo.get_ref().is_finite()
+                        && hi.get_ref().is_finite()
+                        && lo.get_ref() < hi.get_ref() =>
+                {
+                    Some((*lo.get_ref(), *hi.get_ref()))
+                }
+                _ => {
+                    self.push(
+                        item.diag(
+                            rg.span(),
+                            format!("{label} › range"),
+                            "a range is two finite numbers, low below high",
+                        )
+                        .help("write the tag's engineering range, e.g. `range = [0, 450]`"),
+                    );
+                    return None;
+                }
+            },
+        };
         if !ok {
             return None;
         }
@@ -289,6 +312,7 @@ impl Validator<'_> {
             poll_group,
             writable,
             description: r.description.as_ref().map(|d| d.get_ref().clone()),
+            range,
         })
     }
 
