@@ -132,6 +132,8 @@ pub struct Edge {
     /// The current value of every KPI window (empty without `[[kpi]]`).
     pub kpis: kpi::KpiBoard,
     pub kpi_stats: Arc<kpi::KpiStats>,
+    /// The alarm task's board, notices and command channel (for the HMI).
+    pub alarms: alarm::board::AlarmHandle,
     sync_task: Option<JoinHandle<()>>,
     forecast_task: Option<JoinHandle<()>>,
     kpi_task: JoinHandle<()>,
@@ -254,7 +256,12 @@ impl Edge {
         ));
 
         // Always running: a reload may add the first alarm.
+        let (alarms, board) = alarm::board::channel();
         let alarm_task = tokio::spawn({
+            let inputs = alarm::AlarmInputs {
+                models: models.clone(),
+                board,
+            };
             let (cfg_rx, db, policy, c) = (
                 config_rx.clone(),
                 cfg.storage.path.clone(),
@@ -262,7 +269,7 @@ impl Edge {
                 cancel.clone(),
             );
             async move {
-                if let Err(e) = alarm::run(cfg_rx, alarm_rx, db, policy, c).await {
+                if let Err(e) = alarm::run(cfg_rx, alarm_rx, db, policy, inputs, c).await {
                     tracing::error!(error = %e, "the alarm task stopped");
                 }
             }
@@ -292,6 +299,7 @@ impl Edge {
             forecast_stats,
             kpis,
             kpi_stats,
+            alarms,
             sync_task,
             forecast_task,
             kpi_task,

@@ -263,7 +263,20 @@ async fn the_alarm_task_journals_what_it_sees_and_announces_a_flood() {
     let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(std::sync::Arc::new(cfg));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let cancel = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(alarm::run(cfg_rx, rx, db.clone(), None, cancel.clone()));
+    let (handle, board) = alarm::board::channel();
+    let mut notices = handle.notices.subscribe();
+    let inputs = alarm::AlarmInputs {
+        models: edge_node::forecast::Models::default(),
+        board,
+    };
+    let task = tokio::spawn(alarm::run(
+        cfg_rx,
+        rx,
+        db.clone(),
+        None,
+        inputs,
+        cancel.clone(),
+    ));
     let now = drivers::Timestamp::now().as_millis();
     let bad: Vec<Sample> = (0..12)
         .map(|k| sample(&format!("flood{k}"), now, None))
@@ -286,6 +299,49 @@ async fn the_alarm_task_journals_what_it_sees_and_announces_a_flood() {
     }
     assert_eq!(rows, 12);
     assert_eq!(crate::logs::lines("ALARM FLOOD").len() - before, 1);
+    // The HMI's side: twelve numbered notices, no gap; the board shows the
+    // flood; an operator's acknowledgement is journaled and answered.
+    let mut seqs = Vec::new();
+    while seqs.len() < 12 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), notices.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.change, "activated");
+        seqs.push(n.seq);
+    }
+    assert_eq!(seqs, (1..=12).collect::<Vec<u64>>());
+    let snap = handle.snapshot();
+    assert_eq!(snap.unacknowledged(), 12);
+    assert!(snap.new_last_10min >= 12, "{}", snap.new_last_10min);
+    let view = handle
+        .act(
+            "flood3.bad",
+            models::alarm::machine::Event::Ack {
+                by: "op".into(),
+                comment: Some("seen".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((view.state, view.acked), ("acknowledged", true));
+    let by: String = conn
+        .query_row(
+            "SELECT by_user FROM alarm_journal WHERE alarm = 'flood3.bad' AND change = 'acknowledged'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(by, "op");
+    assert!(matches!(
+        handle
+            .act(
+                "nope",
+                models::alarm::machine::Event::Unshelve { by: "op".into() }
+            )
+            .await,
+        Err(alarm::board::CommandError::Unknown(_))
+    ));
     cancel.cancel();
     task.await.unwrap().unwrap();
     drop(cfg_tx);

@@ -158,6 +158,11 @@ impl Health {
         }
     }
 
+    /// New alarms in the last 10 minutes (as of the last tick).
+    pub fn recent_count(&self) -> usize {
+        self.recent.len()
+    }
+
     /// The figures at `now_ms`; `active_since` lists the alarms active now
     /// and since when (for stale alarms).
     pub fn report<'a>(

@@ -12,8 +12,10 @@
 //! samples, time and operator actions into journal entries; [`store`] writes
 //! them with their outbox batch; `models::alarm::health` watches for floods
 //! (logged as `ALARM FLOOD` and its end). Each alarm's journal sequence continues
-//! across restarts. Predictive alarms are configured but not fed yet (the
-//! forecast task's output comes with the HMI work).
+//! across restarts. Predictive alarms are fed each new forecast's extreme
+//! over its horizon. [`board`] is what the HMI sees and how it acts.
+
+pub mod board;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,6 +31,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use self::board::{AlarmView, BoardWriter, CommandError, Notice, Predicted};
 use crate::history::{HistoryError, queue_one};
 use crate::sync::outbox::{OutboxPolicy, SealReport};
 
@@ -74,6 +77,8 @@ pub struct AlarmEngine {
     /// When each alarm's input last updated, for staleness.
     updated_ms: Vec<Option<i64>>,
     stale: Vec<bool>,
+    /// Predictive alarms: the forecast behind the state, and its origin.
+    predicted: Vec<Option<Predicted>>,
 }
 
 impl AlarmEngine {
@@ -105,6 +110,7 @@ impl AlarmEngine {
             suppressors,
             updated_ms: vec![None; n],
             stale: vec![false; n],
+            predicted: vec![None; n],
         }
     }
 
@@ -123,6 +129,7 @@ impl AlarmEngine {
             suppressors,
             updated_ms,
             stale,
+            ..
         } = self;
         let mut out = Vec::new();
         for s in samples {
@@ -181,6 +188,62 @@ impl AlarmEngine {
         let mut out = Vec::new();
         self.apply(i, ev, now_ms, &mut out);
         Some(out)
+    }
+
+    /// Predictive alarms: `latest(model)` gives a model's newest forecast
+    /// (origin, step, values); each new one is fed as the input, its extreme
+    /// over the horizon, so the alarm is active while the forecast crosses.
+    pub fn on_forecasts(
+        &mut self,
+        latest: impl Fn(&str) -> Option<(i64, i64, Vec<f64>)>,
+        now_ms: i64,
+    ) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        for i in 0..self.defs.len() {
+            let Some(model) = self.defs[i].model.clone() else {
+                continue;
+            };
+            let machine::Detector::Limit { side, limit, .. } = self.defs[i].spec.detector else {
+                continue;
+            };
+            let Some((origin, step, values)) = latest(&model) else {
+                continue;
+            };
+            if self.predicted[i]
+                .as_ref()
+                .is_some_and(|p| p.issued_ms == origin)
+            {
+                continue;
+            }
+            let Some((at, extreme)) = board::crossing(side, limit, origin, step, &values) else {
+                continue;
+            };
+            self.predicted[i] = Some(Predicted {
+                model,
+                crosses_in_s: at.map(|t| ((t - now_ms) as f64 / 1000.0).max(0.0)),
+                forecast_value: extreme,
+                issued_ms: origin,
+            });
+            self.updated_ms[i] = Some(now_ms);
+            self.stale[i] = false;
+            let ev = Event::Input {
+                ts_ms: now_ms,
+                value: Some(extreme),
+                stale: false,
+            };
+            self.apply(i, &ev, now_ms, &mut out);
+        }
+        out
+    }
+
+    /// The operator's view of every alarm, sorted for the alarm list.
+    pub fn views(&self, units: &HashMap<String, String>) -> Vec<AlarmView> {
+        self.defs
+            .iter()
+            .zip(&self.states)
+            .zip(&self.predicted)
+            .map(|((d, s), p)| AlarmView::new(d, s, units.get(&d.tag).cloned(), p.clone()))
+            .collect()
     }
 
     /// Every alarm with its definition and state.
@@ -290,6 +353,57 @@ fn now_ms() -> i64 {
     drivers::Timestamp::now().as_millis()
 }
 
+/// Where the alarm task's inputs come from besides samples.
+#[derive(Debug)]
+pub struct AlarmInputs {
+    /// Newest forecast per model, for predictive alarms.
+    pub models: crate::forecast::Models,
+    pub board: BoardWriter,
+}
+
+fn units_of(cfg: &EdgeConfig) -> HashMap<String, String> {
+    cfg.tags
+        .iter()
+        .filter_map(|t| t.unit.clone().map(|u| (t.name.clone(), u)))
+        .collect()
+}
+
+/// Publish `events` to the board and the live sockets.
+fn publish(
+    engine: &AlarmEngine,
+    units: &HashMap<String, String>,
+    events: &[AlarmEvent],
+    health: &mut Health,
+    board: &BoardWriter,
+    now: i64,
+) {
+    let views = engine.views(units);
+    let active_since: Vec<(&str, i64)> = views
+        .iter()
+        .filter(|v| v.active)
+        .filter_map(|v| v.since_ms.map(|t| (v.name.as_str(), t)))
+        .collect();
+    let report = health.report(now, active_since);
+    let Ok(mut b) = board.board.write() else {
+        return;
+    };
+    for e in events {
+        b.seq += 1;
+        if let Some(v) = views.iter().find(|v| v.name == e.alarm) {
+            // Nobody listening is fine: the board holds the state.
+            let _ = board.notices.send(Notice {
+                seq: b.seq,
+                change: e.change.clone(),
+                alarm: v.clone(),
+            });
+        }
+    }
+    b.new_last_10min = health.recent_count();
+    b.views = views;
+    b.health = report.into();
+    b.sort();
+}
+
 /// Run the configured alarms on `samples` until `cancel` (or the samples
 /// end). A reload that changes the alarms rebuilds the engine; each alarm's
 /// journal sequence continues.
@@ -298,8 +412,10 @@ pub async fn run(
     mut samples: mpsc::Receiver<Vec<Sample>>,
     db: PathBuf,
     outbox: Option<OutboxPolicy>,
+    inputs: AlarmInputs,
     cancel: CancellationToken,
 ) -> Result<(), HistoryError> {
+    let AlarmInputs { models, mut board } = inputs;
     let conn = {
         let db = db.clone();
         tokio::task::spawn_blocking(move || {
@@ -324,32 +440,61 @@ pub async fn run(
         .map_err(|e| HistoryError::Task(e.to_string()))??
     };
     let mut defs = config.borrow_and_update().alarms.clone();
+    let mut units = units_of(&config.borrow());
     let mut engine = AlarmEngine::new(defs.clone(), &seqs, now_ms());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     let mut health = Health::new(now_ms());
+    publish(&engine, &units, &[], &mut health, &board, now_ms());
+    let mut last_publish = now_ms();
     // Entries not stored yet (the database refused): kept and retried.
     let mut pending: Vec<AlarmEvent> = Vec::new();
+    let latest = |m: &str| {
+        models
+            .latest(m)
+            .map(|l| (l.forecast.origin_ms, l.forecast.step_ms, l.forecast.values))
+    };
     loop {
+        let mut reply = None;
         let events = tokio::select! {
             _ = cancel.cancelled() => break,
             s = samples.recv() => match s {
                 Some(batch) => engine.on_samples(&batch, now_ms()),
                 None => break,
             },
-            _ = tick.tick() => engine.tick(now_ms()),
+            _ = tick.tick() => {
+                let now = now_ms();
+                let mut ev = engine.on_forecasts(latest, now);
+                ev.extend(engine.tick(now));
+                ev
+            }
+            c = board.commands.recv() => match c {
+                Some(cmd) => match engine.act(&cmd.alarm, &cmd.event, now_ms()) {
+                    Some(ev) => {
+                        reply = Some((cmd.alarm, cmd.reply));
+                        ev
+                    }
+                    None => {
+                        let _ = cmd.reply.send(Err(CommandError::Unknown(cmd.alarm)));
+                        continue;
+                    }
+                },
+                None => continue,
+            },
             changed = config.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                let new = config.borrow_and_update().alarms.clone();
-                if new != defs {
+                let cfg = config.borrow_and_update().clone();
+                units = units_of(&cfg);
+                if cfg.alarms != defs {
                     let seqs: HashMap<String, u64> = engine.alarms().map(|(d, s)| (d.name.clone(), s.seq)).collect();
-                    tracing::info!(alarms = new.len(), "alarm configuration changed; alarm states start over");
-                    defs = new;
+                    tracing::info!(alarms = cfg.alarms.len(), "alarm configuration changed; alarm states start over");
+                    defs = cfg.alarms.clone();
                     engine = AlarmEngine::new(defs.clone(), &seqs, now_ms());
                 }
+                publish(&engine, &units, &[], &mut health, &board, now_ms());
                 continue;
             }
         };
@@ -363,8 +508,15 @@ pub async fn run(
         if events.is_empty() {
             log_flood(health.tick(now));
         }
+        if !events.is_empty() || now - last_publish >= 1000 {
+            publish(&engine, &units, &events, &mut health, &board, now);
+            last_publish = now;
+        }
         pending.extend(events);
         if pending.is_empty() {
+            if let Some((name, tx)) = reply {
+                let _ = tx.send(view_of(&engine, &units, &name));
+            }
             continue;
         }
         let batch = std::mem::take(&mut pending);
@@ -385,8 +537,14 @@ pub async fn run(
                     tracing::warn!("the alarm journal is written again");
                     failing = false;
                 }
+                if let Some((name, tx)) = reply {
+                    let _ = tx.send(view_of(&engine, &units, &name));
+                }
             }
             Ok(Err((e, batch))) => {
+                if let Some((_, tx)) = reply {
+                    let _ = tx.send(Err(CommandError::NotStored(e.to_string())));
+                }
                 // Kept, in order, ahead of anything newer.
                 let newer = std::mem::replace(&mut pending, batch);
                 pending.extend(newer);
@@ -399,4 +557,16 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+fn view_of(
+    engine: &AlarmEngine,
+    units: &HashMap<String, String>,
+    name: &str,
+) -> Result<AlarmView, CommandError> {
+    engine
+        .views(units)
+        .into_iter()
+        .find(|v| v.name == name)
+        .ok_or_else(|| CommandError::Unknown(name.to_string()))
 }
