@@ -287,6 +287,7 @@ pub fn channel() -> (AlarmHandle, BoardWriter) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
