@@ -323,3 +323,22 @@ pub async fn print_live(edge: &Edge) {
         hub::metrics::snapshot().kpis_stored,
     );
 }
+
+/// The demo's HMI users, an operator and an admin, with new random
+/// passwords at every start (printed once by the demo): (user, role, password).
+pub fn hmi_users(users_file: &Path) -> anyhow::Result<Vec<(String, &'static str, String)>> {
+    use web::access::Role;
+    let store = web::users::UserStore::open(users_file)?;
+    let mut out = Vec::new();
+    for (name, role) in [("operator", Role::Operator), ("admin", Role::Admin)] {
+        let password = web::users::random_password();
+        if store.get(name)?.is_some() {
+            store.set_password(name, &password)?;
+            store.set_role(name, role)?;
+        } else {
+            store.add(name, role, &password)?;
+        }
+        out.push((name.to_string(), role.as_str(), password));
+    }
+    Ok(out)
+}

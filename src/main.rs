@@ -28,6 +28,10 @@ struct Args {
     /// Where the hub's embedded MQTT broker listens.
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt: SocketAddr,
+    /// Where the operator HMI listens (loopback: the demo's users have
+    /// printed passwords).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    hmi: SocketAddr,
     /// Simulated seconds per real second (1 = real time).
     #[arg(long, default_value_t = 10.0)]
     time_scale: f64,
@@ -164,8 +168,19 @@ async fn main() -> anyhow::Result<()> {
                 .to_string()
         );
     let toml = toml + &apos::demo::kpi_config(args.time_scale);
+    let users_file =
+        std::path::absolute(args.dir.join("users.db")).context("resolving the users path")?;
+    let toml = toml
+        + &format!(
+            "\n[hmi]\nlisten = \"{}\"\nusers_file = {:?}\n",
+            args.hmi,
+            users_file.display().to_string()
+        );
     std::fs::write(&config_path, toml)
         .with_context(|| format!("writing {}", config_path.display()))?;
+    // The demo's HMI users: new random passwords at every start, never a
+    // fixed default.
+    let demo_users = apos::demo::hmi_users(&users_file)?;
 
     let edge = edge_node::Edge::start(&config_path, cancel.clone())
         .await
@@ -198,6 +213,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  KPIs: OEE, throughput, specific energy (5 min and current shift) and heater efficiency, computed on the edge and sent to the hub"
     );
+    if let Some(h) = &edge.hmi {
+        println!("  operator HMI:                 {}", h.url());
+        for (user, role, password) in &demo_users {
+            println!("    log in as {user:<10} ({role:<8}) password {password}");
+        }
+    }
     println!("  edge configuration:           {}", config_path.display());
     println!("  local history (SQLite):       {}", history_path.display());
     println!(

@@ -10,6 +10,7 @@ pub mod alarm;
 pub mod files;
 pub mod forecast;
 pub mod history;
+pub mod hmi;
 pub mod kpi;
 pub mod logging;
 pub mod memory;
@@ -134,6 +135,8 @@ pub struct Edge {
     pub kpi_stats: Arc<kpi::KpiStats>,
     /// The alarm task's board, notices and command channel (for the HMI).
     pub alarms: alarm::board::AlarmHandle,
+    /// The operator HMI, when `[hmi]` is configured.
+    pub hmi: Option<hmi::HmiHandle>,
     sync_task: Option<JoinHandle<()>>,
     forecast_task: Option<JoinHandle<()>>,
     kpi_task: JoinHandle<()>,
@@ -275,6 +278,29 @@ impl Edge {
             }
         });
 
+        let hmi = match &cfg.hmi {
+            Some(h) => Some(
+                hmi::start(
+                    h,
+                    &cfg.storage.path,
+                    hmi::Parts {
+                        live: live.clone(),
+                        stats: stats.clone(),
+                        history_stats: history_stats.clone(),
+                        sync_stats: sync_stats.clone(),
+                        models: models.clone(),
+                        kpis: kpis.clone(),
+                        alarms: alarms.clone(),
+                        config: config_rx.clone(),
+                        drivers: drivers.clone(),
+                    },
+                    cancel.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+
         let supervisor = tokio::spawn(supervise(Supervisor {
             config_path,
             config_tx,
@@ -300,6 +326,7 @@ impl Edge {
             kpis,
             kpi_stats,
             alarms,
+            hmi,
             sync_task,
             forecast_task,
             kpi_task,
@@ -349,6 +376,9 @@ impl Edge {
             }
             let _ = self.kpi_task.await;
             let _ = self.alarm_task.await;
+            if let Some(h) = self.hmi {
+                h.join().await;
+            }
         };
         if tokio::time::timeout(timeout, work).await.is_err() {
             tracing::error!(

@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod admin_cli;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "apos-edge",
@@ -64,6 +66,12 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         closed: usize,
     },
+    /// Local HMI users: add, passwd, role, list, remove.
+    #[command(subcommand)]
+    User(admin_cli::UserCommand),
+    /// The audit log: verify its hash chain, list entries.
+    #[command(subcommand)]
+    Audit(admin_cli::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +176,8 @@ fn main() -> ExitCode {
         Command::Opcua(cmd) => report(opcua(cmd)),
         Command::Forecast(cmd) => report(forecast(cmd)),
         Command::Kpi { config, closed } => report(kpi(&config, closed)),
+        Command::User(cmd) => report(admin_cli::user(cmd)),
+        Command::Audit(cmd) => report(admin_cli::audit_cmd(cmd)),
     }
 }
 

@@ -30,6 +30,7 @@
 
 mod codec;
 mod pressure;
+pub use pressure::free_bytes;
 mod query;
 mod retention;
 pub mod schema;

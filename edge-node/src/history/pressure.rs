@@ -43,7 +43,7 @@ pub(crate) fn is_disk_full(e: &HistoryError) -> bool {
 }
 
 /// Bytes available to this process on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
+pub fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt as _;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: `c` is a valid NUL-terminated path and `st` a plain struct
