@@ -7,6 +7,7 @@
 mod alarm;
 mod forecast;
 mod history;
+mod hmi;
 mod kpi;
 #[path = "../../../tests/common/logs.rs"]
 mod logs;
