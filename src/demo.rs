@@ -218,6 +218,19 @@ on_delay = "10s"
 priority = "medium"
 message = "Heater outlet more than 4 °C above its setpoint"
 
+# Predictive: the fuel gas forecast (model plant-heater-fuel, 2 min ahead)
+# crossing the burner's comfortable limit warns before the flow gets there.
+[[alarm]]
+name = "heater.fuel.forecast_hi"
+type = "predictive"
+tag = "heater.fuel_gas_flow"
+model = "plant-heater-fuel"
+side = "above"
+limit = 4100.0
+deadband = 20.0
+priority = "medium"
+message = "Fuel gas flow forecast to exceed 4,100 kg/h"
+
 [[alarm]]
 name = "heater.outlet.bad"
 type = "quality"
