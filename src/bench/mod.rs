@@ -4,6 +4,7 @@
 //!
 //! Nothing here is used by the demo or the edge node itself.
 
+pub mod alarms;
 pub mod forecast;
 pub mod kpi;
 pub mod modbus;

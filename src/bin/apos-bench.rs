@@ -143,6 +143,24 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         minutes: i64,
     },
+    /// HMI fan-out: apos-edge polling `tags` changing registers every second
+    /// (the real data path) and serving its HMI; bench/hmi/fanout.mjs opens
+    /// `clients` live sockets for `duration` s and measures latency, CPU, RSS.
+    Hmi {
+        #[arg(long, default_value_t = 1000)]
+        tags: usize,
+        #[arg(long, default_value_t = 20)]
+        clients: usize,
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+    },
+    /// The alarm engine: evaluations per second for many alarms on one core.
+    Alarms {
+        #[arg(long, default_value_t = 10_000)]
+        alarms: usize,
+        #[arg(long, default_value_t = 300)]
+        rounds: u64,
+    },
     /// Storage alone: samples per second through the history writer into SQLite.
     History {
         #[arg(long, default_value_t = 10_000)]
@@ -203,6 +221,30 @@ async fn main() -> anyhow::Result<()> {
             step,
             simulated,
         } => plant_history(&out, seed, time_scale, step, simulated),
+        Cmd::Hmi {
+            tags,
+            clients,
+            duration,
+        } => hmi_bench(tags, clients, duration).await,
+        Cmd::Alarms { alarms, rounds } => {
+            let r = tokio::task::spawn_blocking(move || apos::bench::alarms::run(alarms, rounds))
+                .await?;
+            let secs = r.elapsed.as_secs_f64();
+            println!(
+                "alarm engine: {} alarms (hi, hihi, lo, rate, discrete, quality; delays, deadbands, latching), {} rounds of one sample per alarm + one tick",
+                r.alarms, r.rounds
+            );
+            println!(
+                "  {:.0} sample evaluations/s and {:.0} tick evaluations/s on one core ({:.1} ms per round of {} alarms); {} journal entries ({:.1} per round)",
+                r.evaluations as f64 / secs,
+                r.ticks as f64 / secs,
+                secs * 1000.0 / r.rounds as f64,
+                r.alarms,
+                r.journal_entries,
+                r.journal_entries as f64 / r.rounds as f64
+            );
+            Ok(())
+        }
         Cmd::Kpi { tags, minutes } => {
             let r =
                 tokio::task::spawn_blocking(move || apos::bench::kpi::run(tags, minutes)).await??;
@@ -703,5 +745,75 @@ fn plant_history(
         humantime::format_duration(step),
         out.display()
     );
+    Ok(())
+}
+
+/// `apos-bench hmi`: see the subcommand's help and docs/benchmarks.md.
+async fn hmi_bench(tags: usize, clients: usize, duration: u64) -> anyhow::Result<()> {
+    let edge_bin = sibling_binary("apos-edge")?;
+    let cancel = CancellationToken::new();
+    let (addr, _stats) = server::spawn("127.0.0.1:0".parse()?, cancel.clone()).await?;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("history.db");
+    let cfg = dir.path().join("edge.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let users = dir.path().join("users.db");
+    let text = tagset::edge_config(addr, tags, "1s", &db)
+        + &format!(
+            "\n[hmi]\nlisten = \"127.0.0.1:{port}\"\nusers_file = {:?}\n",
+            users.display().to_string()
+        );
+    std::fs::write(&cfg, text)?;
+    let password = web::users::random_password();
+    web::users::UserStore::open(&users)?.add("bench", web::access::Role::Viewer, &password)?;
+    let mut child = Command::new(&edge_bin)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", edge_bin.display()))?;
+    let pid = child.id();
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = async {
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), ready)
+        .await
+        .context("the edge's HMI did not start listening within 30 s")?;
+    eprintln!(
+        "apos-edge pid {pid}: {tags} tags every 1 s, HMI {url}; {clients} clients for {duration} s"
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/hmi/fanout.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .args(["--target", "apos", "--url", &url, "--pid", &pid.to_string()])
+        .args(["--user", "bench", "--password", &password])
+        .args([
+            "--clients",
+            &clients.to_string(),
+            "--duration",
+            &duration.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running node bench/hmi/fanout.mjs (cd bench/hmi && npm ci)")?;
+    let _ = child.kill();
+    let _ = child.wait();
+    cancel.cancel();
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        bail!("fanout.mjs failed ({})", out.status);
+    }
     Ok(())
 }
