@@ -314,6 +314,7 @@ impl Edge {
             history_stats: history_stats.clone(),
             sync_stats: sync_stats.clone(),
             sync_enabled: sync_task.is_some(),
+            audit: hmi.as_ref().map(|h| h.state.core.audit.clone()),
         }));
 
         Ok(Self {
@@ -403,6 +404,27 @@ struct Supervisor {
     history_stats: Arc<history::WriterStats>,
     sync_stats: Arc<sync::SyncStats>,
     sync_enabled: bool,
+    /// The HMI's audit log: configuration reloads are recorded in it.
+    audit: Option<Arc<web::audit::AuditLog>>,
+}
+
+/// Record a configuration change (or a refused one) in the audit log.
+async fn audit_reload(s: &Supervisor, action: &str, detail: String) {
+    let Some(audit) = s.audit.clone() else { return };
+    let entry = web::audit::NewAudit {
+        actor: "system".into(),
+        action: action.into(),
+        target: s.config_path.display().to_string(),
+        detail,
+        addr: String::new(),
+    };
+    let r = tokio::task::spawn_blocking(move || {
+        audit.append(entry, drivers::Timestamp::now().as_millis())
+    })
+    .await;
+    if !matches!(r, Ok(Ok(_))) {
+        tracing::error!("the audit log could not record a configuration reload");
+    }
 }
 
 const STATUS_EVERY: Duration = Duration::from_secs(10);
@@ -446,6 +468,12 @@ async fn reload(s: &mut Supervisor, trigger: reload::Trigger) -> bool {
         Ok(cfg) => cfg,
         Err(e) => {
             tracing::error!("new configuration rejected; the current one keeps running:\n{e}");
+            audit_reload(
+                s,
+                "config_rejected",
+                e.to_string().chars().take(2000).collect(),
+            )
+            .await;
             return false;
         }
     };
@@ -485,6 +513,7 @@ async fn reload(s: &mut Supervisor, trigger: reload::Trigger) -> bool {
     s.settings_tx
         .send_replace(Arc::new(FilterSettings::from_config(&new)));
     tracing::info!("configuration applied: {}", summary(&new));
+    audit_reload(s, "config_reload", summary(&new)).await;
     s.config_tx.send_replace(Arc::new(new));
     s.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     true

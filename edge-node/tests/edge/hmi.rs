@@ -235,6 +235,34 @@ async fn every_route_needs_its_role_and_metrics_parse() {
             .unwrap()
             .contains("script-src 'self'")
     );
+    // A configuration reload lands in the audit log, and so does a refused one.
+    let cfg_path = dir.path().join("edge.toml");
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, text.replace("limit = 90.0", "limit = 95.0")).unwrap();
+    let audited = |action: &'static str| {
+        let audit = state.core.audit.clone();
+        async move {
+            for _ in 0..100 {
+                if audit
+                    .list(None, 100)
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.action == action)
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(audited("config_reload").await, "reload not audited");
+    std::fs::write(&cfg_path, "schema_version = 1\n[nod]\n").unwrap();
+    assert!(
+        audited("config_rejected").await,
+        "refused reload not audited"
+    );
+    assert!(state.core.audit.verify().unwrap().ok);
     cancel.cancel();
     edge.join(Duration::from_secs(10)).await;
 }
