@@ -66,9 +66,9 @@ fn def(i: usize) -> AlarmDef {
                 Priority::High,
                 Priority::Urgent,
             ][i % 4],
-            on_delay_ms: if i % 2 == 0 { 2_000 } else { 0 },
-            off_delay_ms: if i % 3 == 0 { 1_000 } else { 0 },
-            latched: i % 10 == 0,
+            on_delay_ms: if i.is_multiple_of(2) { 2_000 } else { 0 },
+            off_delay_ms: if i.is_multiple_of(3) { 1_000 } else { 0 },
+            latched: i.is_multiple_of(10),
             realarm_ms: None,
         },
         model: None,
@@ -99,7 +99,7 @@ pub fn run(alarms: usize, rounds: u64) -> Report {
                     Some(Value::I64(((r as usize + i) % 5) as i64)),
                     Quality::Good,
                 ),
-                5 if (r as usize + i) % 97 == 0 => (None, Quality::Bad(Reason::Timeout)),
+                5 if (r as usize + i).is_multiple_of(97) => (None, Quality::Bad(Reason::Timeout)),
                 _ => (Some(Value::F64(x)), Quality::Good),
             };
             batch.push(Sample {
