@@ -27,6 +27,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # packets inside a namespace of its own (needs root).
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+# chromium: the browser of the HMI's end-to-end tests (tests/browser).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
     say "installing ${need_apt[*]} (apt)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -53,6 +55,16 @@ if [ "$(cat "$NSTAMP" 2>/dev/null)" != "$nwant" ]; then
     say "installing node-opcua (npm ci in $NODE_DIR)"
     (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$nwant" > "$NSTAMP"
+fi
+# --- playwright-core + axe-core for the HMI browser tests, pinned by package-lock.json
+# (no browser download: the tests drive Debian's /usr/bin/chromium).
+BROWSER_DIR=tests/browser
+BSTAMP=$BROWSER_DIR/node_modules/.lock.sha256
+bwant=$(sha256sum "$BROWSER_DIR/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$BSTAMP" 2>/dev/null)" != "$bwant" ]; then
+    say "installing playwright-core and axe-core (npm ci in $BROWSER_DIR)"
+    (cd "$BROWSER_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    echo "$bwant" > "$BSTAMP"
 fi
 
 export APOS_PYTHON="$ROOT/.venv/bin/python"

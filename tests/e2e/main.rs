@@ -8,6 +8,7 @@ mod chaos;
 mod demo;
 mod disk_full;
 mod faults;
+mod hmi;
 #[path = "../common/logs.rs"]
 mod logs;
 mod modbus_faults;

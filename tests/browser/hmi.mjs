@@ -1,0 +1,354 @@
+// End-to-end browser checks of the APOS operator HMI, driven by
+// tests/e2e/hmi.rs against a running `apos-demo` (see that file).
+//
+//   node tests/browser/hmi.mjs --url http://127.0.0.1:PORT/ \
+//        --operator-password XXXX --admin-password YYYY \
+//        [--screenshots DIR] [--link-lost]
+//
+// Passwords may also come from HMI_OPERATOR_PASSWORD / HMI_ADMIN_PASSWORD,
+// the screenshot directory from HMI_SCREENSHOTS. The demo must have active
+// alarms heater.outlet.hi and heater.outlet.deviation within ~90 s (the Rust
+// test writes the outlet setpoint to 385 °C before starting this script).
+//
+// With --link-lost, the script finally prints `READY_TO_KILL` and waits for a
+// line on stdin: the caller kills the demo, then writes the kill time (ms
+// since the Unix epoch) on that line; the script asserts the link-lost overlay
+// shows within 2 s of it.
+//
+// Every failed check throws `CHECK FAILED: ...`; the exit code is 1.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import os from 'node:os';
+import fs from 'node:fs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const AXE = path.join(HERE, 'node_modules/axe-core/axe.min.js');
+const AXE_SOURCE = fs.readFileSync(AXE, 'utf8');
+const T0 = Date.now();
+const TOTAL_BUDGET_MS = 180_000;
+
+/* ---------- arguments ---------- */
+
+function parseArgs(argv) {
+  const out = {};
+  for (let i = 0; i < argv.length; i += 1) {
+    const a = argv[i];
+    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
+    const key = a.slice(2);
+    if (key === 'link-lost') { out[key] = true; continue; }
+    out[key] = argv[i + 1];
+    i += 1;
+  }
+  return out;
+}
+const args = parseArgs(process.argv.slice(2));
+const URL_ = args.url;
+const OPERATOR_PW = args['operator-password'] || process.env.HMI_OPERATOR_PASSWORD;
+const ADMIN_PW = args['admin-password'] || process.env.HMI_ADMIN_PASSWORD;
+const SHOTS = args.screenshots || process.env.HMI_SCREENSHOTS || path.join(os.tmpdir(), 'hmi-screenshots');
+if (!URL_ || !OPERATOR_PW || !ADMIN_PW) {
+  console.error('usage: node hmi.mjs --url URL --operator-password PW --admin-password PW [--screenshots DIR] [--link-lost]');
+  process.exit(2);
+}
+const base = new URL(URL_);
+const HMI_HOST = base.host; // host:port
+
+/* ---------- helpers ---------- */
+
+const elapsed = () => `${((Date.now() - T0) / 1000).toFixed(1)} s`;
+function log(msg) { console.log(`[${elapsed()}] ${msg}`); }
+class CheckFailed extends Error {}
+function fail(msg) { throw new CheckFailed(`CHECK FAILED: ${msg}`); }
+function check(cond, msg) { if (!cond) fail(msg); }
+
+/** Poll fn() (async) until it returns a truthy value; fail with msg on timeout. */
+async function until(msg, timeoutMs, fn, everyMs = 250) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) fail(`${msg} (within ${(timeoutMs / 1000).toFixed(0)} s; last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+const budgetLeft = () => TOTAL_BUDGET_MS - (Date.now() - T0);
+
+/* ---------- browser ---------- */
+
+const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'apos-hmi-chromium-'));
+mkdirSync(SHOTS, { recursive: true });
+const foreign = []; // requests to any other host than the HMI's
+const pageErrors = [];
+const consoleErrors = [];
+
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+  viewport: { width: 1440, height: 900 },
+  locale: 'en-GB',
+  timezoneId: 'UTC',
+});
+
+let exitCode = 0;
+try {
+  await context.route('**/*', (route) => {
+    const u = new URL(route.request().url());
+    if ((u.protocol === 'http:' || u.protocol === 'https:') && u.host !== HMI_HOST) {
+      foreign.push(`${route.request().method()} ${u.href}`);
+      return route.abort('blockedbyclient');
+    }
+    return route.continue();
+  });
+  const page = context.pages()[0] || await context.newPage();
+  page.on('websocket', (ws) => {
+    const u = new URL(ws.url());
+    if (u.host !== HMI_HOST) foreign.push(`WebSocket ${ws.url()}`);
+  });
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+  page.setDefaultTimeout(15_000);
+
+  const goto = async (hash) => {
+    await page.evaluate((h) => { location.hash = h; }, hash);
+    await page.waitForFunction(() => !document.querySelector('#page .loading'), null, { timeout: 10_000 });
+  };
+  const linkUp = () => page.waitForSelector('body[data-link="up"]', { timeout: 15_000 });
+
+  const shot = async (name) => {
+    const file = path.join(SHOTS, `${name}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    log(`screenshot ${file}`);
+  };
+
+  const axeFindings = [];
+  const axe = async (name) => {
+    // The HMI's CSP (script-src 'self') refuses page.addScriptTag's inline
+    // script, and the check keeps the CSP on (bypassCSP would hide the HMI's
+    // own CSP violations): evaluate axe through the DevTools protocol instead.
+    if (!(await page.evaluate(() => typeof window.axe !== 'undefined'))) await page.evaluate(AXE_SOURCE);
+    const res = await page.evaluate(async () => {
+      const r = await window.axe.run(document, { resultTypes: ['violations'] });
+      return r.violations.map((v) => ({
+        id: v.id, impact: v.impact, help: v.help,
+        nodes: v.nodes.slice(0, 5).map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`),
+        count: v.nodes.length,
+      }));
+    });
+    for (const v of res) {
+      const line = `${name}: [${v.impact}] ${v.id} (${v.help}) on ${v.count} node(s)\n      ${v.nodes.join('\n      ')}`;
+      if (v.impact === 'serious' || v.impact === 'critical') axeFindings.push(line);
+      else log(`axe (minor, not failing) ${line}`);
+    }
+    log(`axe ${name}: ${res.length} violation(s), ${res.filter((v) => v.impact === 'serious' || v.impact === 'critical').length} serious/critical`);
+  };
+
+  const login = async (user, pw) => {
+    const btn = page.getByTestId('login-button');
+    if (await page.getByTestId('login-user').count() === 0) await btn.click();
+    await page.getByTestId('login-user').fill(user);
+    await page.getByTestId('login-password').fill(pw);
+    await page.getByTestId('login-submit').click();
+    await page.getByTestId('logout-button').waitFor({ state: 'visible' });
+    await linkUp();
+    log(`logged in as ${user}`);
+  };
+  const logout = async () => {
+    await page.getByTestId('logout-button').click();
+    await page.getByTestId('login-button').waitFor({ state: 'visible' });
+    log('logged out');
+  };
+
+  /* ---- a. the page loads; no foreign request (checked again at the end) ---- */
+  await page.goto(URL_, { waitUntil: 'load' });
+  await page.getByTestId('login-user').waitFor({ state: 'visible' });
+  check(foreign.length === 0, `the page requested other hosts than ${HMI_HOST}:\n  ${foreign.join('\n  ')}`);
+  log('a. page loaded, login dialog shown, no foreign request');
+  await axe('login-dialog');
+
+  /* ---- b. operator: live values change ---- */
+  await login('operator', OPERATOR_PW);
+  await goto('#/tags');
+  const cell = page.locator('[data-testid="live-value"][data-tag="heater.outlet_temp"]');
+  await cell.waitFor({ state: 'visible' });
+  const first = (await until('heater.outlet_temp shows a value on #/tags', 15_000, async () => {
+    const t = (await cell.textContent()).trim();
+    return t && t !== '—' ? t : null;
+  }));
+  check(!/NaN|undefined|null/.test(first), `heater.outlet_temp shows ${JSON.stringify(first)}`);
+  const changed = await until(`heater.outlet_temp on #/tags changes from ${JSON.stringify(first)}`, 20_000, async () => {
+    const t = (await cell.textContent()).trim();
+    return t !== first ? t : null;
+  });
+  log(`b. live value heater.outlet_temp changed: ${first} → ${changed}`);
+
+  /* ---- pages as operator: screenshots + axe ---- */
+  await goto('#/overview');
+  await page.getByTestId('kpi-tile').first().waitFor({ state: 'visible' });
+  await page.getByTestId('device-row').first().waitFor({ state: 'visible' });
+  await page.waitForTimeout(500);
+  await shot('overview');
+  await axe('overview');
+  await goto('#/tags');
+  await cell.waitFor({ state: 'visible' });
+  await shot('tags');
+  await axe('tags');
+  await goto('#/kpis');
+  await page.getByTestId('kpi-row').first().waitFor({ state: 'visible' });
+  await shot('kpis');
+  await axe('kpis');
+  await goto('#/diagnostics');
+  await page.getByTestId('diag-device-row').first().waitFor({ state: 'visible' });
+  await page.waitForTimeout(500);
+  await shot('diagnostics');
+  await axe('diagnostics');
+
+  /* ---- d1. a trend renders with data ---- */
+  await goto('#/trends?tags=heater.outlet_temp&range=15m');
+  const chart = page.getByTestId('trend-chart');
+  await chart.waitFor({ state: 'visible' });
+  const pts = await until('trend-chart data-points > 0 on #/trends?tags=heater.outlet_temp&range=15m', 20_000, async () => {
+    const n = Number(await chart.getAttribute('data-points'));
+    return n > 0 ? n : null;
+  });
+  log(`d. trend of heater.outlet_temp renders ${pts} points`);
+  await page.waitForTimeout(300);
+  await shot('trends');
+  await axe('trends');
+
+  /* ---- c. alarms: acknowledge one (with a comment), shelve another ---- */
+  await goto('#/alarms');
+  const row = (name) => page.locator(`[data-testid="alarm-row"][data-alarm="${name}"]`);
+  const state = async (name) => (await row(name).count()) ? row(name).getAttribute('data-state') : null;
+  const ACK = 'heater.outlet.hi';
+  const SHELVE = 'heater.outlet.deviation';
+  // The deviation alarm trips on the overshoot ~20 s after the high alarm and
+  // clears ~20 s later (returned unacknowledged): either state will do.
+  const UNACK = ['unacknowledged', 'returned_unacknowledged'];
+  await until(`alarm ${ACK} becomes unacknowledged and ${SHELVE} unacknowledged or returned unacknowledged (outlet setpoint 385 °C)`, Math.max(30_000, Math.min(100_000, budgetLeft() - 60_000)), async () => {
+    const s = [await state(ACK), await state(SHELVE)];
+    return s[0] === 'unacknowledged' && UNACK.includes(s[1]) ? s : null;
+  }, 500);
+  log(`c. ${ACK} is ${await state(ACK)}, ${SHELVE} is ${await state(SHELVE)}`);
+  await shot('alarms-active');
+
+  // CSRF: a POST without the header is refused while logged in.
+  const noCsrf = await page.evaluate(async (n) => {
+    const r = await fetch(`/api/v1/alarms/${encodeURIComponent(n)}/ack`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}', credentials: 'same-origin',
+    });
+    return r.status;
+  }, ACK);
+  check(noCsrf === 403, `POST /api/v1/alarms/${ACK}/ack without X-CSRF-Token answered ${noCsrf}, expected 403`);
+  await page.waitForTimeout(300);
+  check(await state(ACK) === 'unacknowledged', `${ACK} changed state after a refused POST: ${await state(ACK)}`);
+  log('c. POST ack without the CSRF header → 403');
+
+  await row(ACK).getByTestId('ack-button').click();
+  await page.getByTestId('ack-comment').fill('e2e: outlet setpoint raised on purpose');
+  await axe('ack-dialog');
+  await page.getByTestId('ack-submit').click();
+  await until(`${ACK} becomes acknowledged`, 10_000, async () => (await state(ACK)) === 'acknowledged');
+  await row(SHELVE).getByTestId('shelve-button').click();
+  await page.getByTestId('shelve-reason').fill('e2e: deviation expected during the setpoint test');
+  await page.getByTestId('shelve-duration').selectOption({ index: 0 });
+  await axe('shelve-dialog');
+  await page.getByTestId('shelve-submit').click();
+  await until(`${SHELVE} becomes shelved`, 10_000, async () => (await state(SHELVE)) === 'shelved');
+  const hist = await page.evaluate(async () => (await (await fetch('/api/v1/alarms/history?limit=50')).json()).entries);
+  check(hist.some((e) => e.alarm === ACK && e.comment && e.comment.includes('e2e') && e.by === 'operator'),
+    `the alarm history has no acknowledgement of ${ACK} by operator with the comment: ${JSON.stringify(hist.slice(0, 8))}`);
+  log(`c. ${ACK} acknowledged (comment in the history), ${SHELVE} shelved`);
+  await shot('alarms');
+  await axe('alarms');
+
+  /* ---- d2. forecasts show an explanation (first after ~2 min of history) ---- */
+  await goto('#/forecasts');
+  const expl = page.locator('[data-testid="forecast-explanation"] li');
+  const nExpl = await until('the forecasts page shows a forecast-explanation with at least one item', Math.max(10_000, budgetLeft() - 25_000), async () => {
+    const n = await expl.count();
+    return n > 0 ? n : null;
+  }, 1000);
+  log(`d. forecast explanation has ${nExpl} item(s)`);
+  await page.waitForTimeout(300);
+  await shot('forecasts');
+  await axe('forecasts');
+
+  /* ---- c2. anonymous: 401 and no usable write button ---- */
+  await logout();
+  const anon = await page.evaluate(async () => {
+    const out = {};
+    for (const p of ['/api/v1/alarms', '/api/v1/overview', '/api/v1/tags']) out[p] = (await fetch(p)).status;
+    return out;
+  });
+  check(Object.values(anon).every((s) => s === 401), `anonymous API answers ${JSON.stringify(anon)}, expected 401 everywhere`);
+  // close the login dialog the logout opened, then look at the alarms page
+  await page.keyboard.press('Escape');
+  await goto('#/alarms');
+  await page.waitForTimeout(500);
+  const usable = await page.evaluate(() => [...document.querySelectorAll('[data-write], [data-testid$="-button"], [data-testid$="-submit"]')]
+    .filter((b) => /ack|shelve/.test(b.dataset.testid || 'write') && !b.disabled && b.offsetParent !== null)
+    .map((b) => b.dataset.testid || b.outerHTML.slice(0, 80)));
+  check(usable.length === 0, `anonymous visitor sees usable write buttons: ${usable.join(', ')}`);
+  log(`c. anonymous: API ${JSON.stringify(anon)}, no usable write button`);
+  await shot('anonymous');
+
+  /* ---- admin page ---- */
+  await login('admin', ADMIN_PW);
+  await goto('#/admin');
+  await page.getByTestId('user-row').first().waitFor({ state: 'visible' });
+  await page.getByTestId('audit-row').first().waitFor({ state: 'visible' });
+  await shot('admin');
+  await axe('admin');
+
+  /* ---- a (again), e: over the whole run ---- */
+  check(foreign.length === 0, `the HMI requested other hosts than ${HMI_HOST}:\n  ${foreign.join('\n  ')}`);
+  log('a. no request to another host during the whole run');
+  check(axeFindings.length === 0, `axe-core found serious/critical accessibility violations:\n  ${axeFindings.join('\n  ')}`);
+  log('e. axe-core: no serious or critical violation on any page');
+
+  /* ---- g. link lost ---- */
+  if (args['link-lost']) {
+    await goto('#/overview');
+    await linkUp();
+    const rl = createInterface({ input: process.stdin });
+    const lines = rl[Symbol.asyncIterator]();
+    console.log('READY_TO_KILL');
+    const { value, done } = await lines.next();
+    rl.close();
+    check(!done, 'stdin closed before the kill time arrived');
+    const killedAt = Number(String(value).trim()) || Date.now();
+    await page.waitForFunction(() => document.body.dataset.link === 'lost' && !document.getElementById('link-lost').hidden
+      && document.getElementById('link-lost').getBoundingClientRect().height > 0, null, { timeout: 5_000, polling: 20 })
+      .catch(() => fail('body[data-link] did not become "lost" with #link-lost visible within 5 s of the kill'));
+    const took = Date.now() - killedAt;
+    log(`g. link-lost overlay shown ${took} ms after the kill`);
+    check(took <= 2000, `the link-lost overlay took ${took} ms after the kill (limit 2000 ms)`);
+    await shot('link-lost');
+  }
+
+  if (pageErrors.length) log(`WARNING: uncaught page errors:\n  ${pageErrors.join('\n  ')}`);
+  if (consoleErrors.length) log(`note: console errors (expected ones include 401s after logout and the refused CSRF POST):\n  ${[...new Set(consoleErrors)].slice(0, 20).join('\n  ')}`);
+  log('ALL CHECKS PASSED');
+} catch (e) {
+  exitCode = 1;
+  console.error(e instanceof CheckFailed ? e.message : `CHECK FAILED (error): ${e.stack || e}`);
+  if (pageErrors.length) console.error(`uncaught page errors:\n  ${pageErrors.join('\n  ')}`);
+  try {
+    const p = context.pages()[0];
+    if (p) { await p.screenshot({ path: path.join(SHOTS, 'failure.png'), fullPage: true }); console.error(`screenshot at failure: ${path.join(SHOTS, 'failure.png')}`); }
+  } catch { /* ignore */ }
+} finally {
+  await context.close().catch(() => {});
+  fs.rmSync(userDataDir, { recursive: true, force: true });
+}
+process.exit(exitCode);
