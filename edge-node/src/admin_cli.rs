@@ -96,6 +96,15 @@ fn open(config: &Path) -> anyhow::Result<Stores> {
     if let Some(dir) = cfg.storage.path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    if !cfg.storage.path.exists() {
+        // The edge never ran here: create the history (and its outbox) so
+        // this entry can be queued for the hub like any other.
+        edge_node::history::HistoryStore::open(&edge_node::history::HistoryOptions::from(
+            &cfg.storage,
+        ))
+        .and_then(|s| s.close())
+        .with_context(|| format!("creating {}", cfg.storage.path.display()))?;
+    }
     let users = UserStore::open(&hmi.users_file)
         .with_context(|| format!("opening {}", hmi.users_file.display()))?;
     // The history's own schema is created by the edge; the audit table is
@@ -103,7 +112,11 @@ fn open(config: &Path) -> anyhow::Result<Stores> {
     let conn = rusqlite::Connection::open(&cfg.storage.path)
         .with_context(|| format!("opening {}", cfg.storage.path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    let audit = AuditLog::new(Arc::new(Mutex::new(conn)), None)?;
+    let hook = cfg
+        .sync
+        .as_ref()
+        .map(|s| edge_node::hmi::audit_hook(edge_node::sync::outbox::OutboxPolicy::from(s)));
+    let audit = AuditLog::new(Arc::new(Mutex::new(conn)), hook)?;
     Ok(Stores { users, audit })
 }
 

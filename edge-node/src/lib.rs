@@ -283,6 +283,7 @@ impl Edge {
                 hmi::start(
                     h,
                     &cfg.storage.path,
+                    cfg.sync.as_ref().map(sync::outbox::OutboxPolicy::from),
                     hmi::Parts {
                         live: live.clone(),
                         stats: stats.clone(),

@@ -120,7 +120,25 @@ pub fn batch(b: &Batch) -> Result<(), Invalid> {
             .iter()
             .enumerate()
             .try_for_each(|(i, a)| alarm(&format!("alarms[{i}]"), a)),
+        Body::Audit(list) => list
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, a)| audit(&format!("audit[{i}]"), a)),
     }
+}
+
+fn audit(at: &str, a: &crate::v1::AuditRecord) -> Result<(), Invalid> {
+    seq(&format!("{at}.seq"), a.seq)?;
+    ts(&format!("{at}.ts_ms"), a.ts_ms)?;
+    text(&format!("{at}.actor"), &a.actor, true)?;
+    text(&format!("{at}.action"), &a.action, false)?;
+    text(&format!("{at}.target"), &a.target, true)?;
+    text(&format!("{at}.detail"), &a.detail, true)?;
+    text(&format!("{at}.addr"), &a.addr, true)?;
+    if a.hash.len() != 64 || !a.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(&format!("{at}.hash"), "not 64 hex digits"));
+    }
+    Ok(())
 }
 
 fn alarm(at: &str, a: &AlarmEvent) -> Result<(), Invalid> {

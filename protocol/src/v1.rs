@@ -28,6 +28,7 @@ impl Batch {
             Body::Kpis(k) => k.len(),
             Body::Lost(l) => l.len(),
             Body::Alarms(a) => a.len(),
+            Body::Audit(a) => a.len(),
         }
     }
 }
@@ -50,6 +51,25 @@ pub enum Body {
     /// Alarm journal entries (fifth variant): every change of an alarm's
     /// state, in the order the edge journaled them.
     Alarms(Vec<AlarmEvent>),
+    /// Audit log entries (sixth variant): logins, operator actions, user
+    /// changes and configuration reloads, with the edge's chain hash, so
+    /// the hub holds a witness of the edge's log.
+    Audit(Vec<AuditRecord>),
+}
+
+/// One entry of an edge's hash-chained audit log (docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The entry's number in the edge's log: 1, 2, 3 …
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub addr: String,
+    /// SHA-256 of the entry and its predecessor's hash (lowercase hex).
+    pub hash: String,
 }
 
 /// One change of one alarm (ISA-18.2 / OPC UA Part 9 flags; docs/protocol.md).

@@ -626,8 +626,10 @@ pub async fn shelve(
         }
         (None, Some(true)) => None,
         _ => {
-            return Problem::bad_request("give `minutes` (1 to 1440) or `one_shot: true`, not both")
-                .into_response();
+            return Problem::bad_request(
+                "give `minutes` (1 to 1440) or `one_shot: true`, not both",
+            )
+            .into_response();
         }
     };
     let detail = match until {

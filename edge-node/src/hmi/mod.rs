@@ -185,6 +185,7 @@ pub struct Parts {
 pub async fn start(
     hmi: &Hmi,
     history: &std::path::Path,
+    outbox: Option<crate::sync::outbox::OutboxPolicy>,
     parts: Parts,
     cancel: CancellationToken,
 ) -> Result<HmiHandle, EdgeError> {
@@ -198,8 +199,11 @@ pub async fn start(
         let conn = rusqlite::Connection::open(&db)
             .map_err(|e| EdgeError::Internal(format!("audit log in {}: {e}", db.display())))?;
         let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-        let audit = web::audit::AuditLog::new(Arc::new(std::sync::Mutex::new(conn)), None)
-            .map_err(|e| EdgeError::Internal(format!("audit log in {}: {e}", db.display())))?;
+        let audit = web::audit::AuditLog::new(
+            Arc::new(std::sync::Mutex::new(conn)),
+            outbox.map(audit_hook),
+        )
+        .map_err(|e| EdgeError::Internal(format!("audit log in {}: {e}", db.display())))?;
         let token = match token_file {
             Some(p) => Some(read_token(&p)?),
             None => None,
@@ -258,6 +262,48 @@ pub async fn start(
     };
     tracing::info!(url = %handle.url(), "operator HMI listening");
     Ok(handle)
+}
+
+/// Protocol text fields hold at most this many bytes (protocol::check).
+const RECORD_TEXT: usize = protocol::check::MAX_TEXT;
+
+fn record_text(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().map(|c| if c.is_control() { ' ' } else { c }) {
+        if out.len() + c.len_utf8() > RECORD_TEXT {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The hub's copy of an audit entry (text cut to the protocol's bounds; the
+/// hash is the edge's).
+pub fn audit_record(e: &web::audit::AuditEntry) -> protocol::v1::AuditRecord {
+    protocol::v1::AuditRecord {
+        seq: u64::try_from(e.seq).unwrap_or(0),
+        ts_ms: e.ts_ms,
+        actor: record_text(&e.actor),
+        action: record_text(&e.action),
+        target: record_text(&e.target),
+        detail: record_text(&e.detail),
+        addr: record_text(&e.addr),
+        hash: e.hash.clone(),
+    }
+}
+
+/// Every audit entry is queued for the hub in the transaction that writes it.
+pub fn audit_hook(policy: crate::sync::outbox::OutboxPolicy) -> web::audit::AuditHook {
+    Box::new(move |tx, e| {
+        let body = protocol::v1::Body::Audit(vec![audit_record(e)]);
+        crate::history::queue_one(tx, &body, &policy, e.ts_ms)
+            .map(|_| ())
+            .map_err(|err| match err {
+                crate::history::HistoryError::Sqlite(s) => s,
+                other => rusqlite::Error::ToSqlConversionFailure(Box::new(other)),
+            })
+    })
 }
 
 fn read_token(p: &std::path::Path) -> Result<String, EdgeError> {

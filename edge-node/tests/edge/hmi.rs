@@ -292,3 +292,55 @@ fn python() -> Option<PathBuf> {
     );
     None
 }
+
+/// Audit entries go to the hub: each one is queued in the outbox in the
+/// transaction that writes it, cut to the protocol's bounds, and the batch
+/// passes the hub's checks.
+#[test]
+fn audit_entries_are_queued_for_the_hub_with_their_hash() {
+    use edge_node::history::{HistoryOptions, HistoryStore};
+    use firmware_config::WhenFull;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    HistoryStore::open(&HistoryOptions::new(&db))
+        .unwrap()
+        .close()
+        .unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let policy = edge_node::sync::outbox::OutboxPolicy {
+        max_bytes: 1 << 20,
+        when_full: WhenFull::DropOldest,
+        max_batch_windows: 5000,
+    };
+    let log = web::audit::AuditLog::new(
+        std::sync::Arc::new(std::sync::Mutex::new(conn)),
+        Some(hmi::audit_hook(policy)),
+    )
+    .unwrap();
+    let long = "x\ny".repeat(400);
+    let e = log
+        .append(
+            web::audit::NewAudit {
+                actor: "system".into(),
+                action: "config_rejected".into(),
+                target: "/etc/apos-edge/edge.toml".into(),
+                detail: long,
+                addr: String::new(),
+            },
+            1_796_000_000_000,
+        )
+        .unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let payload: Vec<u8> = conn
+        .query_row("SELECT payload FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    let batch: protocol::v1::Batch = postcard::from_bytes(&payload).unwrap();
+    protocol::check::batch(&batch).unwrap();
+    let protocol::v1::Body::Audit(sent) = batch.body else {
+        panic!("an audit batch")
+    };
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].seq, sent[0].hash.as_str()), (1, e.hash.as_str()));
+    assert_eq!(sent[0].detail.len(), protocol::check::MAX_TEXT);
+    assert!(!sent[0].detail.contains('\n'));
+}

@@ -126,6 +126,20 @@ CREATE TABLE IF NOT EXISTS alarms (
     comment  VARCHAR,
     seq      UBIGINT NOT NULL
 );
+-- Audit log entries from the edges (protocol Body::Audit).
+CREATE TABLE IF NOT EXISTS audit (
+    site     VARCHAR NOT NULL,
+    node     VARCHAR NOT NULL,
+    aseq     UBIGINT NOT NULL,
+    ts_ms    BIGINT NOT NULL,
+    actor    VARCHAR NOT NULL,
+    action   VARCHAR NOT NULL,
+    target   VARCHAR NOT NULL,
+    detail   VARCHAR NOT NULL,
+    addr     VARCHAR NOT NULL,
+    hash     VARCHAR NOT NULL,
+    seq      UBIGINT NOT NULL
+);
 -- One row at most, briefly: proves the database takes writes.
 CREATE TABLE IF NOT EXISTS probe (x INTEGER);
 -- Signed batches that cannot be stored as they are: kept whole, with why.
@@ -184,6 +198,7 @@ pub struct IngestReport {
     pub lost_spans: u64,
     /// Alarm journal entries stored.
     pub alarm_events: u64,
+    pub audit_entries: u64,
     pub windows: u64,
 }
 
@@ -320,6 +335,7 @@ impl Store {
             let mut kpis = tx.appender("kpis")?;
             let mut lost = tx.appender("lost")?;
             let mut alarms = tx.appender("alarms")?;
+            let mut audit = tx.appender("audit")?;
             for it in &fresh {
                 let mut n = 0i32;
                 let mut n_other = 0i32;
@@ -407,6 +423,27 @@ impl Store {
                             n += 1;
                         }
                         report.alarm_events += list.len() as u64;
+                        n_other = list.len() as i32;
+                        &[]
+                    }
+                    Body::Audit(list) => {
+                        for a in list {
+                            audit.append_row(params![
+                                it.site,
+                                it.node,
+                                a.seq,
+                                a.ts_ms,
+                                a.actor,
+                                a.action,
+                                a.target,
+                                a.detail,
+                                a.addr,
+                                a.hash,
+                                it.batch.seq
+                            ])?;
+                            n += 1;
+                        }
+                        report.audit_entries += list.len() as u64;
                         n_other = list.len() as i32;
                         &[]
                     }
