@@ -136,7 +136,7 @@ fn audit(at: &str, a: &crate::v1::AuditRecord) -> Result<(), Invalid> {
     text(&format!("{at}.detail"), &a.detail, true)?;
     text(&format!("{at}.addr"), &a.addr, true)?;
     if a.hash.len() != 64 || !a.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad(&format!("{at}.hash"), "not 64 hex digits"));
+        return Err(bad(format!("{at}.hash"), "not 64 hex digits"));
     }
     Ok(())
 }
