@@ -42,7 +42,8 @@ export function mount(root, ctx) {
         h('td', { class: 'num' }, checked(rate === null ? '—' : fmtPct(rate, 2), rate !== null && rate > 0.01, 'HIGH')),
         h('td', { class: 'num', text: dev.cycle_ms === null || dev.cycle_ms === undefined ? '—' : fmtNumber(dev.cycle_ms, 0) }),
         h('td', { class: 'num', text: fmtInt(dev.restarts) }),
-        h('td', { text: (dev.units || []).join(', ') || '—' }),
+        // units: [{device, unit_id, state}] (one per Modbus unit id)
+        h('td', { text: (dev.units || []).map((u) => (u && typeof u === 'object' ? `unit ${u.unit_id}: ${String(u.state || '?').toLowerCase()}` : String(u))).join(', ') || '—' }),
         h('td', { class: 'num nowrap', text: dev.last_good_ms ? `${fmtAge(now - dev.last_good_ms)} ago` : 'never' }),
         h('td', { class: 'wrap', text: dev.last_error || '—' })));
     }

@@ -51,7 +51,10 @@ export function mount(root, ctx) {
     for (const f of fcs) {
       seen.add(f.model);
       const c = card(f);
-      setText(c.head, `issued ${fmtStamp(f.issued_ms, now)} (${fmtAge(now - f.issued_ms)} ago), horizon ${fmtDuration(f.horizon_s)}`);
+      // issued_ms is null until the model's first forecast
+      setText(c.head, f.issued_ms === null || f.issued_ms === undefined
+        ? `no forecast yet (collecting history), horizon ${fmtDuration(f.horizon_s)}`
+        : `issued ${fmtStamp(f.issued_ms, now)} (${fmtAge(now - f.issued_ms)} ago), horizon ${fmtDuration(f.horizon_s)}`);
       clear(c.metrics);
       c.metrics.append(
         metric('MAE', f.mae === null || f.mae === undefined ? '—' : `${fmtNumber(f.mae)} ${f.unit || ''}`),
@@ -96,7 +99,7 @@ export function mount(root, ctx) {
         { label: 'forecast (lo–hi band)', unit: f.unit || '', kind: 'number', range: t ? t.range : null, pen: 0, band: true, limits: [] },
       ], { x: x.map((v) => v / 1000), series: [{ avg: actual }, { avg: fc, min: lo, max: hi }] },
       x.length ? { min: x[0] / 1000, max: x[x.length - 1] / 1000 } : null,
-      [{ x: f.issued_ms / 1000, label: 'issued' }]);
+      f.issued_ms === null || f.issued_ms === undefined ? [] : [{ x: f.issued_ms / 1000, label: 'issued' }]);
     }
     for (const [model, c] of cards) {
       if (!seen.has(model)) { c.chart.destroy(); c.sec.remove(); cards.delete(model); }
