@@ -260,6 +260,9 @@ function onSession(s) {
     loadNode();
   } else {
     live.stop();
+    nodeName = '';
+    setText(document.getElementById('node-name'), '');
+    renderHeaderAlarms();
   }
   renderLink();
   // the page may show other things for another role: mount it again

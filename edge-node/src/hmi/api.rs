@@ -55,6 +55,7 @@ pub fn hub_link(st: &St) -> J {
         "outbox_depth": y.depth.load(Relaxed),
         "oldest_unacked_s": y.oldest_unacked_ms.load(Relaxed) / 1000,
         "acked": y.acked.load(Relaxed),
+        "last_ack_ms": Some(y.last_ack_ms.load(Relaxed)).filter(|t| *t > 0),
     })
 }
 

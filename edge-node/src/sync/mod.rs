@@ -66,6 +66,8 @@ pub struct SyncStats {
     pub delete_errors: AtomicU64,
     pub depth: AtomicU64,
     pub oldest_unacked_ms: AtomicU64,
+    /// When the hub last acknowledged a batch (ms since 1970; 0 = never).
+    pub last_ack_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Everything the sync task needs, resolved from the configuration.
@@ -283,6 +285,7 @@ pub async fn run(
                         Ok(Message::Ack(ack)) => {
                             let seqs: Vec<u64> = ack.seqs().collect();
                             stats.acked.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                            stats.last_ack_ms.store(drivers::Timestamp::now().as_millis(), Ordering::Relaxed);
                             machine.on_acked(seqs.iter().copied());
                             delete_acked(&outbox, &mut machine, &mut delete_retry, &stats).await;
                             send_now = true;

@@ -77,6 +77,9 @@ export class Live extends EventTarget {
     this.ws = null;
     if (old) { old.onclose = null; old.onmessage = null; old.close(1000); }
     this.gotSnapshot = false;
+    // Stopped means logged out: nothing of the last session stays on screen.
+    this.values.clear();
+    this.alarms.clear();
     this.lost('closed');
   }
 
