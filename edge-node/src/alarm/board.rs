@@ -112,7 +112,7 @@ impl AlarmView {
             value: st.value.filter(|v| v.is_finite()),
             limit,
             unit,
-            since_ms: st.shown_active().then_some(st.annunciated_ms).flatten(),
+            since_ms: st.shown_active().then_some(st.active_since_ms).flatten(),
             last_change_ms: st.condition_since_ms,
             predicted,
         }

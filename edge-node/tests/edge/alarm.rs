@@ -325,6 +325,10 @@ async fn the_alarm_task_journals_what_it_sees_and_announces_a_flood() {
         .await
         .unwrap();
     assert_eq!((view.state, view.acked), ("acknowledged", true));
+    // "Active for" counts from the activation, not from the acknowledgement.
+    let before = snap.views.iter().find(|v| v.name == "flood3.bad").unwrap();
+    assert!(before.since_ms.is_some());
+    assert_eq!(view.since_ms, before.since_ms);
     let by: String = conn
         .query_row(
             "SELECT by_user FROM alarm_journal WHERE alarm = 'flood3.bad' AND change = 'acknowledged'",

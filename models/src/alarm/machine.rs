@@ -107,6 +107,8 @@ pub struct AlarmState {
     pub out_of_service: bool,
     /// When the alarm last went active or was re-annunciated.
     pub annunciated_ms: Option<i64>,
+    /// When the alarm last went active (for "active for" on the page).
+    pub active_since_ms: Option<i64>,
     /// The previous input, for rate-of-change detection.
     pub last_input: Option<(i64, f64)>,
     /// The last value seen (journaled with every change).
@@ -380,6 +382,7 @@ pub fn step(spec: &AlarmSpec, st: &mut AlarmState, event: &Event, now_ms: i64) -
         st.active = true;
         st.acked = false;
         st.annunciated_ms = Some(now_ms);
+        st.active_since_ms = Some(now_ms);
         if spec.latched {
             st.latched = true;
         }
