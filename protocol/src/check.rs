@@ -124,7 +124,37 @@ pub fn batch(b: &Batch) -> Result<(), Invalid> {
             .iter()
             .enumerate()
             .try_for_each(|(i, a)| audit(&format!("audit[{i}]"), a)),
+        Body::AlarmHealth(list) => list
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, h)| alarm_health(&format!("alarm_health[{i}]"), h)),
     }
+}
+
+fn alarm_health(at: &str, h: &crate::v1::AlarmHealth) -> Result<(), Invalid> {
+    ts(&format!("{at}.ts_ms"), h.ts_ms)?;
+    for (k, v) in [
+        ("avg_per_10min", h.avg_per_10min),
+        ("flood_share", h.flood_share),
+        ("top10_share", h.top10_share),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(bad(
+                format!("{at}.{k}"),
+                format!("{v} is not a finite non-negative number"),
+            ));
+        }
+    }
+    if h.flood_share > 1.0 || h.top10_share > 1.0 {
+        return Err(bad(at, "a share above 1"));
+    }
+    if h.chattering.len() > 1000 || h.stale.len() > 1000 {
+        return Err(bad(at, "more than 1000 names in a list"));
+    }
+    for (i, n) in h.chattering.iter().chain(&h.stale).enumerate() {
+        text(&format!("{at}.names[{i}]"), n, false)?;
+    }
+    Ok(())
 }
 
 fn audit(at: &str, a: &crate::v1::AuditRecord) -> Result<(), Invalid> {

@@ -29,6 +29,7 @@ impl Batch {
             Body::Lost(l) => l.len(),
             Body::Alarms(a) => a.len(),
             Body::Audit(a) => a.len(),
+            Body::AlarmHealth(h) => h.len(),
         }
     }
 }
@@ -55,6 +56,27 @@ pub enum Body {
     /// changes and configuration reloads, with the edge's chain hash, so
     /// the hub holds a witness of the edge's log.
     Audit(Vec<AuditRecord>),
+    /// Alarm-system health figures (seventh variant), every 10 minutes.
+    AlarmHealth(Vec<AlarmHealth>),
+}
+
+/// An edge's alarm-system figures after EEMUA 191 / ISA-18.2 at `ts_ms`
+/// (docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmHealth {
+    pub ts_ms: i64,
+    /// New alarms per 10 minutes, averaged over the observed period.
+    pub avg_per_10min: f64,
+    pub peak_per_10min: u64,
+    /// Share (0–1) of the period spent in flood.
+    pub flood_share: f64,
+    /// Share (0–1) of activations from the ten most frequent alarms.
+    pub top10_share: f64,
+    pub in_flood: bool,
+    /// Alarms that activated 3 or more times in 60 s.
+    pub chattering: Vec<String>,
+    /// Alarms active for more than 24 hours.
+    pub stale: Vec<String>,
 }
 
 /// One entry of an edge's hash-chained audit log (docs/protocol.md).

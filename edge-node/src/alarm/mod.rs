@@ -448,6 +448,7 @@ pub async fn run(
     let mut health = Health::new(now_ms());
     publish(&engine, &units, &[], &mut health, &board, now_ms());
     let mut last_publish = now_ms();
+    let mut last_health = now_ms();
     // Entries not stored yet (the database refused): kept and retried.
     let mut pending: Vec<AlarmEvent> = Vec::new();
     let latest = |m: &str| {
@@ -512,6 +513,25 @@ pub async fn run(
             publish(&engine, &units, &events, &mut health, &board, now);
             last_publish = now;
         }
+        if let Some(policy) = outbox
+            && now - last_health >= HEALTH_EVERY_MS
+        {
+            last_health = now;
+            let figures = board
+                .board
+                .read()
+                .map(|b| b.health.clone())
+                .unwrap_or_default();
+            let conn2 = conn.clone();
+            let sent =
+                tokio::task::spawn_blocking(move || send_health(&conn2, &figures, &policy, now))
+                    .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::warn!(
+                    "the alarm-system health could not be queued for the hub; it is sent with the next figures"
+                );
+            }
+        }
         pending.extend(events);
         if pending.is_empty() {
             if let Some((name, tx)) = reply {
@@ -556,6 +576,35 @@ pub async fn run(
             Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// How often the alarm-system figures go to the hub.
+pub const HEALTH_EVERY_MS: i64 = 600_000;
+
+/// Queue the alarm-system figures for the hub.
+pub fn send_health(
+    conn: &std::sync::Mutex<Connection>,
+    h: &board::HealthView,
+    policy: &OutboxPolicy,
+    now_ms: i64,
+) -> Result<(), HistoryError> {
+    let mut c = conn
+        .lock()
+        .map_err(|_| HistoryError::Task("alarm connection poisoned".into()))?;
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let body = Body::AlarmHealth(vec![protocol::v1::AlarmHealth {
+        ts_ms: now_ms,
+        avg_per_10min: h.avg_per_10min,
+        peak_per_10min: h.peak_per_10min,
+        flood_share: (h.flood_percent / 100.0).clamp(0.0, 1.0),
+        top10_share: h.top10_share.clamp(0.0, 1.0),
+        in_flood: h.in_flood,
+        chattering: h.chattering.iter().take(1000).cloned().collect(),
+        stale: h.stale.iter().take(1000).cloned().collect(),
+    }]);
+    queue_one(&tx, &body, policy, now_ms)?;
+    tx.commit()?;
     Ok(())
 }
 

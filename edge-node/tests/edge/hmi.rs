@@ -344,3 +344,45 @@ fn audit_entries_are_queued_for_the_hub_with_their_hash() {
     assert_eq!(sent[0].detail.len(), protocol::check::MAX_TEXT);
     assert!(!sent[0].detail.contains('\n'));
 }
+
+/// The alarm-system figures go to the hub in a batch that passes its checks.
+#[test]
+fn alarm_health_is_queued_for_the_hub() {
+    use edge_node::history::{HistoryOptions, HistoryStore};
+    use firmware_config::WhenFull;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    HistoryStore::open(&HistoryOptions::new(&db))
+        .unwrap()
+        .close()
+        .unwrap();
+    let conn = std::sync::Mutex::new(rusqlite::Connection::open(&db).unwrap());
+    let policy = edge_node::sync::outbox::OutboxPolicy {
+        max_bytes: 1 << 20,
+        when_full: WhenFull::DropOldest,
+        max_batch_windows: 5000,
+    };
+    let figures = edge_node::alarm::board::HealthView {
+        avg_per_10min: 2.5,
+        peak_per_10min: 14,
+        flood_percent: 12.5,
+        top10_share: 0.8,
+        top10: vec![("a".into(), 9)],
+        chattering: vec!["pump.flow.lo".into()],
+        stale: vec![],
+        in_flood: true,
+    };
+    edge_node::alarm::send_health(&conn, &figures, &policy, 1_796_000_000_000).unwrap();
+    let c = conn.lock().unwrap();
+    let payload: Vec<u8> = c
+        .query_row("SELECT payload FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    let batch: protocol::v1::Batch = postcard::from_bytes(&payload).unwrap();
+    protocol::check::batch(&batch).unwrap();
+    let protocol::v1::Body::AlarmHealth(sent) = batch.body else {
+        panic!("an alarm health batch")
+    };
+    assert_eq!(sent[0].flood_share, 0.125);
+    assert_eq!(sent[0].chattering, vec!["pump.flow.lo".to_string()]);
+    assert!(sent[0].in_flood);
+}

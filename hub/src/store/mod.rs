@@ -140,6 +140,20 @@ CREATE TABLE IF NOT EXISTS audit (
     hash     VARCHAR NOT NULL,
     seq      UBIGINT NOT NULL
 );
+-- Alarm-system health from the edges (protocol Body::AlarmHealth).
+CREATE TABLE IF NOT EXISTS alarm_health (
+    site          VARCHAR NOT NULL,
+    node          VARCHAR NOT NULL,
+    ts_ms         BIGINT NOT NULL,
+    avg_per_10min DOUBLE NOT NULL,
+    peak_per_10min UBIGINT NOT NULL,
+    flood_share   DOUBLE NOT NULL,
+    top10_share   DOUBLE NOT NULL,
+    in_flood      BOOLEAN NOT NULL,
+    chattering    VARCHAR NOT NULL,
+    stale         VARCHAR NOT NULL,
+    seq           UBIGINT NOT NULL
+);
 -- One row at most, briefly: proves the database takes writes.
 CREATE TABLE IF NOT EXISTS probe (x INTEGER);
 -- Signed batches that cannot be stored as they are: kept whole, with why.
@@ -336,6 +350,7 @@ impl Store {
             let mut lost = tx.appender("lost")?;
             let mut alarms = tx.appender("alarms")?;
             let mut audit = tx.appender("audit")?;
+            let mut health = tx.appender("alarm_health")?;
             for it in &fresh {
                 let mut n = 0i32;
                 let mut n_other = 0i32;
@@ -444,6 +459,26 @@ impl Store {
                             n += 1;
                         }
                         report.audit_entries += list.len() as u64;
+                        n_other = list.len() as i32;
+                        &[]
+                    }
+                    Body::AlarmHealth(list) => {
+                        for h in list {
+                            health.append_row(params![
+                                it.site,
+                                it.node,
+                                h.ts_ms,
+                                h.avg_per_10min,
+                                h.peak_per_10min,
+                                h.flood_share,
+                                h.top10_share,
+                                h.in_flood,
+                                h.chattering.join(","),
+                                h.stale.join(","),
+                                it.batch.seq
+                            ])?;
+                            n += 1;
+                        }
                         n_other = list.len() as i32;
                         &[]
                     }
