@@ -218,6 +218,18 @@ on_delay = "10s"
 priority = "medium"
 message = "Heater outlet more than 4 °C above its setpoint"
 
+# Quality pre-alarm: the naphtha 95 % point drifts with crude changes and
+# firing; the operator hears of it well before the 180 °C spec.
+[[alarm]]
+name = "naphtha.t95.hi"
+type = "hi"
+tag = "product.naphtha_t95"
+limit = 173.0
+deadband = 0.5
+on_delay = "10s"
+priority = "low"
+message = "Naphtha 95 % point within 7 °C of its 180 °C spec"
+
 # Predictive: the fuel gas forecast (model plant-heater-fuel, 2 min ahead)
 # crossing the burner's comfortable limit warns before the flow gets there.
 [[alarm]]
