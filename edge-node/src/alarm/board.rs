@@ -38,6 +38,8 @@ pub struct Predicted {
     /// Seconds from now to the first forecast step beyond the limit; `None`
     /// when the latest forecast stays inside it.
     pub crosses_in_s: Option<f64>,
+    /// When (ms since 1970) the first forecast step beyond the limit falls.
+    pub crosses_at_ms: Option<i64>,
     /// The forecast's extreme over its horizon.
     pub forecast_value: f64,
     pub issued_ms: i64,

@@ -221,6 +221,7 @@ impl AlarmEngine {
             self.predicted[i] = Some(Predicted {
                 model,
                 crosses_in_s: at.map(|t| ((t - now_ms) as f64 / 1000.0).max(0.0)),
+                crosses_at_ms: at,
                 forecast_value: extreme,
                 issued_ms: origin,
             });
@@ -237,12 +238,21 @@ impl AlarmEngine {
     }
 
     /// The operator's view of every alarm, sorted for the alarm list.
-    pub fn views(&self, units: &HashMap<String, String>) -> Vec<AlarmView> {
+    /// `crosses_in_s` of predictive alarms counts down to `now_ms`.
+    pub fn views(&self, units: &HashMap<String, String>, now: i64) -> Vec<AlarmView> {
         self.defs
             .iter()
             .zip(&self.states)
             .zip(&self.predicted)
-            .map(|((d, s), p)| AlarmView::new(d, s, units.get(&d.tag).cloned(), p.clone()))
+            .map(|((d, s), p)| {
+                let p = p.clone().map(|mut p| {
+                    p.crosses_in_s = p
+                        .crosses_at_ms
+                        .map(|t| ((t - now) as f64 / 1000.0).max(0.0));
+                    p
+                });
+                AlarmView::new(d, s, units.get(&d.tag).cloned(), p)
+            })
             .collect()
     }
 
@@ -377,7 +387,7 @@ fn publish(
     board: &BoardWriter,
     now: i64,
 ) {
-    let views = engine.views(units);
+    let views = engine.views(units, now);
     let active_since: Vec<(&str, i64)> = views
         .iter()
         .filter(|v| v.active)
@@ -614,7 +624,7 @@ fn view_of(
     name: &str,
 ) -> Result<AlarmView, CommandError> {
     engine
-        .views(units)
+        .views(units, now_ms())
         .into_iter()
         .find(|v| v.name == name)
         .ok_or_else(|| CommandError::Unknown(name.to_string()))

@@ -350,3 +350,66 @@ async fn the_alarm_task_journals_what_it_sees_and_announces_a_flood() {
     task.await.unwrap().unwrap();
     drop(cfg_tx);
 }
+
+/// A predictive alarm is active while the newest forecast crosses its
+/// limit within the horizon, says when, and counts that time down.
+#[test]
+fn a_predictive_alarm_follows_the_forecast_and_says_when_it_crosses() {
+    use models::alarm::machine::{AlarmSpec, Deadband, Detector, Priority, Side};
+    let def = firmware_config::AlarmDef {
+        name: "fuel.forecast_hi".into(),
+        tag: "fuel".into(),
+        kind: "predictive".into(),
+        spec: AlarmSpec {
+            detector: Detector::Limit {
+                side: Side::Above,
+                limit: 100.0,
+                deadband: Deadband::Absolute(1.0),
+            },
+            priority: Priority::Medium,
+            on_delay_ms: 0,
+            off_delay_ms: 0,
+            latched: false,
+            realarm_ms: None,
+        },
+        model: Some("m".into()),
+        stale_after: None,
+        suppress_when: None,
+        message: None,
+    };
+    let mut engine = AlarmEngine::new(vec![def], &Default::default(), T0);
+    let units = std::collections::HashMap::new();
+    let crossing = |_: &str| Some((T0, 60_000, vec![90.0, 95.0, 105.0, 110.0]));
+    let on = engine.on_forecasts(crossing, T0);
+    assert_eq!(on.len(), 1);
+    assert_eq!(on[0].change, "activated");
+    assert_eq!(
+        on[0].value,
+        Some(110.0),
+        "the forecast's extreme is the input"
+    );
+    let v = &engine.views(&units, T0)[0];
+    let p = v.predicted.as_ref().unwrap();
+    assert_eq!(
+        (p.crosses_at_ms, p.crosses_in_s),
+        (Some(T0 + 120_000), Some(120.0))
+    );
+    assert_eq!(
+        engine.views(&units, T0 + 60_000)[0]
+            .predicted
+            .as_ref()
+            .unwrap()
+            .crosses_in_s,
+        Some(60.0)
+    );
+    // The same forecast again changes nothing; a new one inside the limit clears.
+    assert!(engine.on_forecasts(crossing, T0 + 1000).is_empty());
+    let inside = |_: &str| Some((T0 + 60_000, 60_000, vec![90.0, 95.0, 96.0]));
+    let off = engine.on_forecasts(inside, T0 + 60_000);
+    assert_eq!(off[0].change, "cleared");
+    let p = engine.views(&units, T0 + 60_000)[0]
+        .predicted
+        .clone()
+        .unwrap();
+    assert_eq!((p.crosses_at_ms, p.forecast_value), (None, 96.0));
+}
