@@ -252,13 +252,18 @@ async function loadNode() {
   }
 }
 
+let bootSocket = false;
+
 function onSession(s) {
   document.getElementById('nav-admin').hidden = !can('admin');
   if (s) {
     if (live.stopped) live.start();
+    // The socket opened at boot already carries this session's cookie.
+    else if (bootSocket) bootSocket = false;
     else live.restart();
     loadNode();
   } else {
+    bootSocket = false;
     live.stop();
     nodeName = '';
     setText(document.getElementById('node-name'), '');
@@ -296,6 +301,13 @@ async function boot() {
     if (first) return;
     onSession(s);
   });
+  // Work that does not depend on who is logged in starts at once, in
+  // parallel with the session check: the page's module and the live socket
+  // (with an existing session cookie the snapshot is on its way; without
+  // one the socket is refused and stopped when the check says so).
+  PAGES[parseHash().name].load().catch(() => {});
+  bootSocket = true;
+  live.start();
   try {
     await whoAmI();
   } catch (e) {
