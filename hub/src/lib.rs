@@ -11,11 +11,13 @@
 
 pub mod broker;
 pub mod config;
+pub mod events;
 pub mod files;
 pub mod gate;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
+pub mod web;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -76,6 +78,8 @@ pub enum HubError {
     Ingest(#[from] ingest::IngestError),
     #[error(transparent)]
     Gate(#[from] gate::GateError),
+    #[error(transparent)]
+    Web(#[from] web::WebStartError),
 }
 
 /// A running hub.
@@ -89,6 +93,9 @@ pub struct Hub {
     /// Kept so that `failures` only ends with the hub.
     _failure_tx: tokio::sync::mpsc::UnboundedSender<String>,
     cancel: CancellationToken,
+    /// The web application, when `[web]` is configured.
+    web: Option<web::WebHandle>,
+    events: events::Events,
 }
 
 impl Hub {
@@ -96,14 +103,18 @@ impl Hub {
     pub async fn start(cfg: HubConfig, cancel: CancellationToken) -> Result<Hub, HubError> {
         let (failure_tx, failures) = tokio::sync::mpsc::unbounded_channel();
         let path = cfg.storage_path.clone();
-        let store = tokio::task::spawn_blocking(move || store::Store::open(&path))
-            .await
-            .map_err(|e| {
-                HubError::Store(store::StoreError::Dir {
-                    path: e.to_string(),
-                    source: std::io::Error::other("store open panicked"),
-                })
-            })??;
+        let store = tokio::task::spawn_blocking(move || {
+            let mut s = store::Store::open(&path)?;
+            let reads = s.read_pool()?;
+            Ok::<_, store::StoreError>((s, reads))
+        })
+        .await
+        .map_err(|e| {
+            HubError::Store(store::StoreError::Dir {
+                path: e.to_string(),
+                source: std::io::Error::other("store open panicked"),
+            })
+        })??;
         let link = match &cfg.broker {
             Broker::Embedded { listen, tls } => {
                 let users: HashMap<String, String> = cfg
@@ -164,7 +175,24 @@ impl Hub {
             .iter()
             .map(|(k, e)| (k.clone(), e.key.clone()))
             .collect();
+        let (store, reads) = store;
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let events = events::channel();
+        let cfg = Arc::new(cfg);
+        let web = match &cfg.web {
+            Some(w) => Some(
+                web::start(
+                    cfg.clone(),
+                    w,
+                    reads,
+                    ready.clone(),
+                    events.clone(),
+                    cancel.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let ingest = tokio::spawn(ingest::run(
             link,
             Arc::new(keys),
@@ -180,7 +208,24 @@ impl Hub {
             failures,
             _failure_tx: failure_tx,
             cancel,
+            web,
+            events,
         })
+    }
+
+    /// The web application's address, when it runs.
+    pub fn web_url(&self) -> Option<String> {
+        self.web.as_ref().map(|w| w.url())
+    }
+
+    /// The web application, when it runs.
+    pub fn web(&self) -> Option<&web::WebHandle> {
+        self.web.as_ref()
+    }
+
+    /// The live events the ingest sends after each commit.
+    pub fn events(&self) -> &events::Events {
+        &self.events
     }
 
     /// Wait until a part of the hub stops by itself (returns why): the hub
@@ -271,6 +316,8 @@ mod tests {
             failures,
             _failure_tx: tx.clone(),
             cancel: CancellationToken::new(),
+            web: None,
+            events: events::channel(),
         };
         (hub, tx)
     }

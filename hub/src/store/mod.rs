@@ -11,8 +11,11 @@ use std::path::Path;
 use duckdb::{Connection, OptionalExt, params};
 use protocol::v1::{Batch, Body, Checksum, Window, window_digest};
 
+mod read;
 mod registry;
 mod schema;
+
+pub use read::ReadPool;
 
 pub use registry::{Gap, NodeRecord, StatusOutcome};
 use schema::SCHEMA;
@@ -21,6 +24,8 @@ use schema::SCHEMA;
 pub enum StoreError {
     #[error("duckdb: {0}")]
     Db(#[from] duckdb::Error),
+    #[error("{0}")]
+    Busy(&'static str),
     #[error("cannot create {path}: {source}")]
     Dir {
         path: String,
@@ -103,6 +108,8 @@ pub type NewestForecast = (String, i64, String);
 pub struct Store {
     conn: Connection,
     path: Option<std::path::PathBuf>,
+    /// The web API's read connections, closed around a reopen.
+    pool: Option<std::sync::Arc<ReadPool>>,
 }
 
 impl Store {
@@ -119,25 +126,53 @@ impl Store {
         Ok(Store {
             conn,
             path: Some(path.to_path_buf()),
+            pool: None,
         })
     }
 
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn, path: None })
+        Ok(Store {
+            conn,
+            path: None,
+            pool: None,
+        })
     }
 
     /// Close and open the database file again: after a fatal error DuckDB
     /// invalidates the open database and refuses everything until then.
     pub fn reopen(&mut self) -> Result<(), StoreError> {
         if let Some(path) = self.path.clone() {
+            let pool = self.pool.take();
+            if let Some(p) = &pool
+                && !p.suspend(std::time::Duration::from_secs(30))
+            {
+                tracing::warn!(
+                    "a web query still holds the fleet database after 30 s; reopening anyway"
+                );
+            }
             // Close the invalidated instance first: DuckDB admits one per file.
             let placeholder = Connection::open_in_memory()?;
             drop(std::mem::replace(&mut self.conn, placeholder));
             *self = Store::open(&path)?;
+            if let Some(p) = pool {
+                p.resume(self.conn.try_clone()?);
+                self.pool = Some(p);
+            }
         }
         Ok(())
+    }
+
+    /// Read connections to this database for the web API (one pool per
+    /// store; later calls return the same pool).
+    pub fn read_pool(&mut self) -> Result<std::sync::Arc<ReadPool>, StoreError> {
+        if let Some(p) = &self.pool {
+            return Ok(p.clone());
+        }
+        let p = ReadPool::new(self.conn.try_clone()?);
+        self.pool = Some(p.clone());
+        Ok(p)
     }
 
     /// Store the batches not stored before. Transactions hold whole
@@ -587,6 +622,12 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// The database answers a query (readiness).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
     }
 
     pub fn windows(&self, site: &str, node: &str) -> Result<u64, StoreError> {

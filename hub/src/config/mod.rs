@@ -11,6 +11,9 @@ use protocol::NodeKey;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod web;
+pub use web::Web;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -35,6 +38,8 @@ struct RawHub {
     ingest: RawIngest,
     #[serde(default, rename = "node")]
     nodes: Vec<Spanned<RawNode>>,
+    /// Absent: no web server (tests, headless hubs).
+    web: Option<web::RawWeb>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +91,8 @@ pub struct HubConfig {
     pub status_log_interval: Duration,
     /// (site, node) → the node's credentials.
     pub nodes: BTreeMap<(String, String), NodeEntry>,
+    /// The web application and REST API; `None` without a `[web]` section.
+    pub web: Option<Web>,
 }
 
 #[derive(Debug, Clone)]
@@ -509,6 +516,10 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
             "add password_file (or password_env); the node logs in as user \"{site}.{node}\"",
         );
     }
+    let web = raw
+        .web
+        .as_ref()
+        .and_then(|w| web::validate(&mut c, w, &storage_path));
     if !c.errors.is_empty() {
         let n = c.errors.len();
         return Err(ConfigError::Invalid(format!(
@@ -527,6 +538,7 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         commit_interval,
         status_log_interval,
         nodes,
+        web,
     })
 }
 
