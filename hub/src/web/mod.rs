@@ -13,6 +13,7 @@
 //! DuckDB ◀──read pool (blocking threads)── REST handlers
 //! ```
 
+pub mod alerts;
 pub mod analysis;
 pub mod etl;
 pub mod forecasting;
@@ -20,6 +21,7 @@ pub mod live;
 pub mod metrics;
 pub mod monitoring;
 pub mod ops;
+pub mod params;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,6 +108,7 @@ pub fn routes(core: Arc<AuthCore>) -> RouteTable<St> {
     analysis::add(&mut t);
     forecasting::add(&mut t);
     etl::add(&mut t);
+    alerts::add(&mut t);
     live::add(&mut t);
     t
 }
