@@ -8,7 +8,8 @@
 //! Pure: no I/O, no clock.
 
 use crate::v1::{
-    Ack, AlarmEvent, Batch, Body, Forecast, KpiResult, LostSpan, Message, Status, WindowSet,
+    Ack, AlarmEvent, Batch, Body, Forecast, ForecastQuality, KpiResult, LostSpan, Message, Status,
+    WindowSet,
 };
 
 /// Earliest timestamp accepted: 2000-01-01T00:00:00Z.
@@ -28,6 +29,11 @@ pub const MAX_TEXT: usize = 256;
 pub const MAX_FORECAST_VALUES: usize = 100_000;
 /// Longest forecast step: 7 days.
 pub const MAX_STEP_MS: i64 = 7 * 86_400_000;
+/// Most features in one forecast explanation.
+pub const MAX_EXPLANATION: usize = 64;
+/// Largest forecast error accepted (MAE in the tag's units, MAPE in %):
+/// far beyond any process value, and exact as a DuckDB DOUBLE and in JSON.
+pub const MAX_ERROR: f64 = 1e15;
 
 /// A value outside its range: the field and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,7 +134,72 @@ pub fn batch(b: &Batch) -> Result<(), Invalid> {
             .iter()
             .enumerate()
             .try_for_each(|(i, h)| alarm_health(&format!("alarm_health[{i}]"), h)),
+        Body::ForecastQuality(list) => list
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, q)| forecast_quality(&format!("forecast_quality[{i}]"), q)),
     }
+}
+
+fn forecast_quality(at: &str, q: &ForecastQuality) -> Result<(), Invalid> {
+    text(&format!("{at}.model"), &q.model, false)?;
+    text(&format!("{at}.version"), &q.version, true)?;
+    text(&format!("{at}.tag"), &q.tag, false)?;
+    ts(&format!("{at}.origin_ms"), q.origin_ms)?;
+    ts(&format!("{at}.scored_ms"), q.scored_ms)?;
+    if !(1..=MAX_STEP_MS).contains(&q.step_ms) {
+        return Err(bad(
+            format!("{at}.step_ms"),
+            format!("{} is not between 1 ms and 7 days", q.step_ms),
+        ));
+    }
+    if q.horizon == 0 || q.horizon as usize > MAX_FORECAST_VALUES {
+        return Err(bad(
+            format!("{at}.horizon"),
+            format!("{} is not between 1 and {MAX_FORECAST_VALUES}", q.horizon),
+        ));
+    }
+    if q.n > q.horizon {
+        return Err(bad(
+            format!("{at}.n"),
+            format!("{} steps scored of a horizon of {}", q.n, q.horizon),
+        ));
+    }
+    for (k, v) in [("mae", q.mae), ("mape", q.mape)] {
+        if let Some(v) = v
+            && !(v.is_finite() && (0.0..=MAX_ERROR).contains(&v))
+        {
+            return Err(bad(
+                format!("{at}.{k}"),
+                format!("{v} is not a number between 0 and 1e15"),
+            ));
+        }
+    }
+    if q.n == 0 && (q.mae.is_some() || q.mape.is_some()) {
+        return Err(bad(format!("{at}.n"), "an error over no scored step"));
+    }
+    if q.n > 0 && q.mae.is_none() {
+        return Err(bad(format!("{at}.mae"), "none, with steps scored"));
+    }
+    if q.explanation.len() > MAX_EXPLANATION {
+        return Err(bad(
+            format!("{at}.explanation"),
+            format!(
+                "{} features, more than {MAX_EXPLANATION}",
+                q.explanation.len()
+            ),
+        ));
+    }
+    for (i, (name, c)) in q.explanation.iter().enumerate() {
+        text(&format!("{at}.explanation[{i}]"), name, false)?;
+        if !(c.is_finite() && c.abs() <= MAX_ERROR) {
+            return Err(bad(
+                format!("{at}.explanation[{i}]"),
+                format!("contribution {c} is not a number within ±1e15"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn alarm_health(at: &str, h: &crate::v1::AlarmHealth) -> Result<(), Invalid> {
@@ -358,6 +429,53 @@ mod tests {
             dropped_batches: 0,
         };
         assert_eq!(status(&s), Ok(()));
+    }
+
+    #[test]
+    fn forecast_quality_is_checked_field_by_field() {
+        let ok = crate::v1::tests::quality();
+        let b = |q: ForecastQuality| Batch {
+            seq: 1,
+            created_ms: NOW,
+            body: Body::ForecastQuality(vec![ok.clone(), q]),
+        };
+        assert_eq!(batch(&b(ok.clone())), Ok(()));
+        let mut none = ok.clone();
+        (none.mae, none.mape, none.n, none.explanation) = (None, None, 0, vec![]);
+        assert_eq!(batch(&b(none)), Ok(()), "a forecast with no actual yet");
+        let refused = |f: &dyn Fn(&mut ForecastQuality), field: &str| {
+            let mut q = ok.clone();
+            f(&mut q);
+            let e = batch(&b(q)).unwrap_err();
+            assert_eq!(e.field, format!("forecast_quality[1].{field}"), "{e}");
+        };
+        refused(&|q| q.model.clear(), "model");
+        refused(&|q| q.tag = "a\nb".into(), "tag");
+        refused(&|q| q.version = "v".repeat(300), "version");
+        refused(&|q| q.origin_ms = 0, "origin_ms");
+        refused(&|q| q.scored_ms = i64::MAX, "scored_ms");
+        refused(&|q| q.step_ms = 0, "step_ms");
+        refused(&|q| q.step_ms = MAX_STEP_MS + 1, "step_ms");
+        refused(&|q| q.horizon = 0, "horizon");
+        refused(&|q| q.horizon = 100_001, "horizon");
+        refused(&|q| q.n = 97, "n");
+        refused(&|q| q.mae = Some(f64::NAN), "mae");
+        refused(&|q| q.mae = Some(f64::INFINITY), "mae");
+        refused(&|q| q.mae = Some(-1.0), "mae");
+        refused(&|q| q.mape = Some(f64::NAN), "mape");
+        refused(&|q| q.mape = Some(1e300), "mape");
+        refused(&|q| q.n = 0, "n");
+        refused(&|q| q.mae = None, "mae");
+        refused(
+            &|q| q.explanation = vec![("x".into(), 1.0); 65],
+            "explanation",
+        );
+        refused(&|q| q.explanation[1].0.clear(), "explanation[1]");
+        refused(&|q| q.explanation[0].1 = f64::NAN, "explanation[0]");
+        refused(
+            &|q| q.explanation[0].1 = f64::NEG_INFINITY,
+            "explanation[0]",
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ impl Batch {
             Body::Alarms(a) => a.len(),
             Body::Audit(a) => a.len(),
             Body::AlarmHealth(h) => h.len(),
+            Body::ForecastQuality(q) => q.len(),
         }
     }
 }
@@ -58,6 +59,40 @@ pub enum Body {
     Audit(Vec<AuditRecord>),
     /// Alarm-system health figures (seventh variant), every 10 minutes.
     AlarmHealth(Vec<AlarmHealth>),
+    /// How forecasts turned out (eighth variant, number 7): one entry per
+    /// forecast the edge scored, queued in the transaction that marks it
+    /// scored.
+    ForecastQuality(Vec<ForecastQuality>),
+}
+
+/// One scored forecast: its errors against the actual values the edge
+/// recorded afterwards (docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastQuality {
+    pub model: String,
+    pub version: String,
+    /// The forecast tag (the model's target).
+    pub tag: String,
+    /// The scored forecast's origin: its first value is for this time.
+    pub origin_ms: i64,
+    /// When the edge scored it (and made the explanation).
+    pub scored_ms: i64,
+    pub step_ms: i64,
+    /// Leads 1 … `horizon` steps are averaged (the forecast's length).
+    pub horizon: u32,
+    /// Mean absolute error over the `n` steps with an actual value, in the
+    /// tag's units; none when no step had one.
+    pub mae: Option<f64>,
+    /// Mean absolute percentage error (%), over the steps whose actual is
+    /// not zero; none when there are none.
+    pub mape: Option<f64>,
+    /// Steps scored: those with an actual value (at most `horizon`).
+    pub n: u32,
+    /// The model's explanation at `scored_ms`: (feature, contribution in
+    /// the tag's units, averaged over the horizon), largest first, at most
+    /// 64. Empty except in the last entry of a batch: one explanation per
+    /// scoring pass is enough.
+    pub explanation: Vec<(String, f64)>,
 }
 
 /// An edge's alarm-system figures after EEMUA 191 / ISA-18.2 at `ts_ms`
@@ -369,7 +404,7 @@ impl Checksum {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
@@ -384,6 +419,60 @@ mod tests {
             twa: v,
             last: v,
         }
+    }
+
+    pub(crate) fn quality() -> ForecastQuality {
+        ForecastQuality {
+            model: "etth1-ot".into(),
+            version: "1.0.0".into(),
+            tag: "OT".into(),
+            origin_ms: 1_800_000_000_000,
+            scored_ms: 1_800_400_000_000,
+            step_ms: 3_600_000,
+            horizon: 96,
+            mae: Some(0.75),
+            mape: None,
+            n: 95,
+            explanation: vec![("OT[t-1]".into(), 1.25), ("hour_sin".into(), -0.5)],
+        }
+    }
+
+    #[test]
+    fn forecast_quality_round_trips_as_variant_7() {
+        let b = Batch {
+            seq: 9,
+            created_ms: 1_800_400_000_000,
+            body: Body::ForecastQuality(vec![quality()]),
+        };
+        let topic = crate::Topic::new("s", "n", crate::Kind::Batch).unwrap();
+        let key = crate::NodeKey::new(b"0123456789abcdef").unwrap();
+        let m = Message::Batch(b.clone());
+        let sealed = crate::envelope::seal(&topic, &m, &key).unwrap();
+        let opened = crate::envelope::open(&topic, &sealed, &key, 1 << 20).unwrap();
+        assert_eq!(opened, m);
+        assert_eq!(b.windows(), 1);
+        // Appended, never inserted: the body's tag is its position (7), so
+        // every older variant keeps its encoding.
+        let body = postcard::to_stdvec(&b.body).unwrap();
+        assert_eq!(body[0], 7);
+        let older = postcard::to_stdvec(&Body::Lost(vec![])).unwrap();
+        assert_eq!(older, vec![3, 0]);
+        // A hub built before variant 7 cannot decode it: it refuses the
+        // batch (counted as malformed) and never acknowledges it, so the
+        // edge keeps it until a newer hub takes it.
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        enum OldBody {
+            Aggregates(Vec<WindowSet>),
+            Forecasts(Vec<Forecast>),
+            Kpis(Vec<KpiResult>),
+            Lost(Vec<LostSpan>),
+            Alarms(Vec<AlarmEvent>),
+            Audit(Vec<AuditRecord>),
+            AlarmHealth(Vec<AlarmHealth>),
+        }
+        assert!(postcard::from_bytes::<OldBody>(&body).is_err());
+        assert!(postcard::from_bytes::<OldBody>(&older).is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::Path;
 use duckdb::{Connection, OptionalExt, params};
 use protocol::v1::{Batch, Body, Checksum, Window, window_digest};
 
+mod forecast;
 mod read;
 mod registry;
 mod schema;
@@ -78,6 +79,8 @@ pub struct IngestReport {
     /// Alarm journal entries stored.
     pub alarm_events: u64,
     pub audit_entries: u64,
+    /// Scored forecasts (protocol `ForecastQuality`) stored.
+    pub forecast_quality: u64,
     pub windows: u64,
 }
 
@@ -202,6 +205,7 @@ impl Store {
             report.forecasts += r.forecasts;
             report.kpis += r.kpis;
             report.windows += r.windows;
+            report.forecast_quality += r.forecast_quality;
             for (k, seqs) in r.committed {
                 report.committed.entry(k).or_default().extend(seqs);
             }
@@ -246,6 +250,7 @@ impl Store {
             let mut alarms = tx.appender("alarms")?;
             let mut audit = tx.appender("audit")?;
             let mut health = tx.appender("alarm_health")?;
+            let mut quality = tx.appender("forecast_quality")?;
             for it in &fresh {
                 let mut n = 0i32;
                 let mut n_other = 0i32;
@@ -377,6 +382,30 @@ impl Store {
                         n_other = list.len() as i32;
                         &[]
                     }
+                    Body::ForecastQuality(list) => {
+                        for q in list {
+                            quality.append_row(params![
+                                it.site,
+                                it.node,
+                                q.model,
+                                q.version,
+                                q.tag,
+                                q.origin_ms,
+                                q.scored_ms,
+                                q.step_ms,
+                                q.horizon,
+                                q.mae,
+                                q.mape,
+                                q.n,
+                                forecast::explanation_json(&q.explanation),
+                                it.batch.seq
+                            ])?;
+                            n += 1;
+                        }
+                        report.forecast_quality += list.len() as u64;
+                        n_other = list.len() as i32;
+                        &[]
+                    }
                 };
                 for set in sets {
                     for w in &set.windows {
@@ -415,6 +444,7 @@ impl Store {
             kpis.flush()?;
             lost.flush()?;
             alarms.flush()?;
+            quality.flush()?;
             batches.flush()?;
         }
         // Last seen moves for new batches only: a replayed one proves

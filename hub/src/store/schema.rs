@@ -130,6 +130,25 @@ CREATE TABLE IF NOT EXISTS alarm_health (
     stale         VARCHAR NOT NULL,
     seq           UBIGINT NOT NULL
 );
+-- Forecasts the edges scored against their actuals (protocol
+-- Body::ForecastQuality): one row per scored forecast; `explanation` is a
+-- JSON array of {feature, contribution}, '[]' in all but a pass's last.
+CREATE TABLE IF NOT EXISTS forecast_quality (
+    site        VARCHAR NOT NULL,
+    node        VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    version     VARCHAR NOT NULL,
+    tag         VARCHAR NOT NULL,
+    origin_ms   BIGINT NOT NULL,
+    scored_ms   BIGINT NOT NULL,
+    step_ms     BIGINT NOT NULL,
+    horizon     UINTEGER NOT NULL,
+    mae         DOUBLE,
+    mape        DOUBLE,
+    n           UINTEGER NOT NULL,
+    explanation VARCHAR NOT NULL,
+    seq         UBIGINT NOT NULL
+);
 -- One row at most, briefly: proves the database takes writes.
 CREATE TABLE IF NOT EXISTS probe (x INTEGER);
 -- Signed batches that cannot be stored as they are: kept whole, with why.
