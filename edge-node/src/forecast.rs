@@ -23,7 +23,7 @@ use models::features::resample;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 
-use protocol::v1::{Body, Forecast};
+use protocol::v1::{Body, Forecast, ForecastQuality};
 
 use crate::history::{HistoryReader, queue_one};
 use crate::sync::outbox::{OutboxPolicy, SealReport};
@@ -318,29 +318,49 @@ pub fn store(
     Ok(report)
 }
 
-/// Score the forecasts of `f`'s model whose whole horizon is now in the past:
-/// MAE and MAPE against the grid of actual values (steps without an actual
-/// value, and zero actuals for MAPE, are left out). Returns how many.
-pub fn score(
+/// One forecast's errors against the actual values, ready to store and send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub version: String,
+    pub origin_ms: i64,
+    pub step_ms: i64,
+    /// The forecast's length: leads 1 … horizon are averaged.
+    pub horizon: u32,
+    pub mae: Option<f64>,
+    /// In %.
+    pub mape: Option<f64>,
+    /// Steps with an actual value (and a finite forecast).
+    pub n: u32,
+}
+
+/// Features sent with the scores: the largest contributions (the protocol
+/// takes up to 64).
+pub const EXPLANATION_SENT: usize = 16;
+
+/// The errors of `f`'s model's forecasts whose whole horizon is now in
+/// the past, oldest first (at most 1,000): MAE and MAPE against the grid
+/// of actual values. Steps without an actual value or with a non-finite
+/// forecast are left out, and zero actuals for MAPE. Reads only.
+pub fn pending_scores(
     conn: &Connection,
     reader: &HistoryReader,
     f: &Forecaster,
     now_ms: i64,
     max_hold: Duration,
-) -> Result<u64, String> {
+) -> Result<Vec<Scored>, String> {
     let name = &f.manifest.name;
     let mut st = conn
         .prepare(
-            "SELECT origin_ms, step_ms, forecast FROM forecasts
+            "SELECT origin_ms, step_ms, forecast, version FROM forecasts
              WHERE model = ?1 AND scored = 0 ORDER BY origin_ms LIMIT 1000",
         )
         .map_err(|e| e.to_string())?;
-    let rows: Vec<(i64, i64, String)> = st
-        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    let rows: Vec<(i64, i64, String, String)> = st
+        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .and_then(|r| r.collect())
         .map_err(|e| e.to_string())?;
-    let mut n = 0;
-    for (origin, step_ms, json) in rows {
+    let mut out = Vec::new();
+    for (origin, step_ms, json, version) in rows {
         let values: Vec<f64> = json
             .trim_matches(['[', ']'])
             .split(',')
@@ -358,9 +378,12 @@ pub fn score(
             values.len(),
             max_hold,
         )?;
-        let (mut ae, mut ape, mut k, mut kp) = (0.0, 0.0, 0usize, 0usize);
+        let (mut ae, mut ape, mut k, mut kp) = (0.0, 0.0, 0u32, 0u32);
         for (p, a) in values.iter().zip(&actual) {
-            if let Some(a) = a {
+            if let Some(a) = a
+                && p.is_finite()
+                && a.is_finite()
+            {
                 ae += (p - a).abs();
                 k += 1;
                 if *a != 0.0 {
@@ -369,16 +392,128 @@ pub fn score(
                 }
             }
         }
-        let mae = (k > 0).then(|| ae / k as f64);
-        let mape = (kp > 0).then(|| ape / kp as f64 * 100.0);
-        conn.execute(
-            "UPDATE forecasts SET mae = ?3, mape = ?4, scored = 1 WHERE model = ?1 AND origin_ms = ?2",
-            params![name, origin, mae, mape],
+        // What the protocol check accepts: a finite error of at most 1e15,
+        // or none with nothing scored.
+        let ok = |v: f64| v.is_finite() && v <= protocol::check::MAX_ERROR;
+        let mae = (k > 0).then(|| ae / f64::from(k)).filter(|v| ok(*v));
+        let mape = (kp > 0 && mae.is_some())
+            .then(|| ape / f64::from(kp) * 100.0)
+            .filter(|v| ok(*v));
+        out.push(Scored {
+            version,
+            origin_ms: origin,
+            step_ms,
+            horizon: u32::try_from(values.len()).unwrap_or(u32::MAX),
+            mae,
+            mape,
+            n: if mae.is_some() { k } else { 0 },
+        });
+    }
+    Ok(out)
+}
+
+/// Mark `scored` as scored and, with an outbox, queue them for the hub as
+/// one `ForecastQuality` batch in the same transaction (the explanation
+/// rides on the last entry). Only rows still unscored are updated.
+pub fn record_scores(
+    conn: &mut Connection,
+    f: &Forecaster,
+    scored: &[Scored],
+    now_ms: i64,
+    outbox: Option<&OutboxPolicy>,
+    explanation: Vec<(String, f64)>,
+) -> Result<Option<SealReport>, String> {
+    if scored.is_empty() {
+        return Ok(None);
+    }
+    let name = &f.manifest.name;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    for s in scored {
+        tx.execute(
+            "UPDATE forecasts SET mae = ?3, mape = ?4, scored = 1
+             WHERE model = ?1 AND origin_ms = ?2 AND scored = 0",
+            params![name, s.origin_ms, s.mae, s.mape],
         )
         .map_err(|e| e.to_string())?;
-        n += 1;
     }
-    Ok(n)
+    let report = match outbox {
+        Some(policy) => {
+            let last = scored.len() - 1;
+            let mut explanation = Some(explanation);
+            let list = scored
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ForecastQuality {
+                    model: name.clone(),
+                    version: s.version.clone(),
+                    tag: f.manifest.target.clone(),
+                    origin_ms: s.origin_ms,
+                    scored_ms: now_ms,
+                    step_ms: s.step_ms,
+                    horizon: s.horizon,
+                    mae: s.mae,
+                    mape: s.mape,
+                    n: s.n,
+                    explanation: if i == last {
+                        explanation.take().unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    },
+                })
+                .collect();
+            let body = Body::ForecastQuality(list);
+            Some(queue_one(&tx, &body, policy, now_ms).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(report)
+}
+
+/// An explanation as the hub gets it: each feature's contribution averaged
+/// over the horizon, the [`EXPLANATION_SENT`] largest, names cut to the
+/// protocol's 256 bytes; non-finite contributions left out.
+pub fn explanation_summary(e: &models::Explanation) -> Vec<(String, f64)> {
+    let mut c: Vec<(String, f64)> = e
+        .contributions
+        .iter()
+        .map(|(n, v)| (n, v.iter().sum::<f64>() / v.len().max(1) as f64))
+        .filter(|(n, c)| !n.is_empty() && c.is_finite() && c.abs() <= protocol::check::MAX_ERROR)
+        .map(|(n, c)| (protocol_text(n), c))
+        .collect();
+    c.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    c.truncate(EXPLANATION_SENT);
+    c
+}
+
+/// Text within the protocol's bounds: control characters as spaces, at
+/// most 256 bytes (cut at a character boundary).
+fn protocol_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(protocol::check::MAX_TEXT));
+    for ch in s.chars().map(|c| if c.is_control() { ' ' } else { c }) {
+        if out.len() + ch.len_utf8() > protocol::check::MAX_TEXT {
+            break;
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Score the forecasts of `f`'s model whose whole horizon is now in the past
+/// ([`pending_scores`]) and mark them scored, without sending anything.
+/// Returns how many.
+pub fn score(
+    conn: &mut Connection,
+    reader: &HistoryReader,
+    f: &Forecaster,
+    now_ms: i64,
+    max_hold: Duration,
+) -> Result<u64, String> {
+    let scored = pending_scores(conn, reader, f, now_ms, max_hold)?;
+    record_scores(conn, f, &scored, now_ms, None, Vec::new())?;
+    Ok(scored.len() as u64)
 }
 
 /// A model's rolling accuracy: mean MAE and MAPE (%) over its last
@@ -453,7 +588,8 @@ pub async fn run(
                     continue;
                 }
                 let (history, st, max_hold, m, ob) = (history.clone(), stats.clone(), cfg.max_hold, models.clone(), outbox);
-                let r = tokio::task::spawn_blocking(move || forecast_all(&history, &list, max_hold, &st, &m, ob.as_ref())).await;
+                let explain_max = cfg.explain_max_features;
+                let r = tokio::task::spawn_blocking(move || forecast_all(&history, &list, max_hold, explain_max, &st, &m, ob.as_ref())).await;
                 if let Ok(Err(e)) = r {
                     tracing::warn!(error = %e, "forecasting: cannot use the history database");
                 }
@@ -462,10 +598,50 @@ pub async fn run(
     }
 }
 
+/// Score what can be scored, and with an outbox send the scores and the
+/// model's current explanation (made only when there is something to send:
+/// it runs the model once per feature group). Returns how many were scored.
+pub fn score_and_send(
+    conn: &mut Connection,
+    reader: &HistoryReader,
+    f: &Forecaster,
+    now_ms: i64,
+    max_hold: Duration,
+    outbox: Option<&OutboxPolicy>,
+    explain_max_features: usize,
+) -> Result<u64, String> {
+    let scored = pending_scores(conn, reader, f, now_ms, max_hold)?;
+    if scored.is_empty() {
+        return Ok(0);
+    }
+    let explanation = match outbox {
+        Some(_) => match explain_now(reader, f, now_ms, max_hold, explain_max_features) {
+            Ok((_, e)) => explanation_summary(&e),
+            Err(e) => {
+                tracing::debug!(model = %f.manifest.name, error = %e, "no explanation to send with the scores");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let report = record_scores(conn, f, &scored, now_ms, outbox, explanation)?;
+    if let Some(rep) = report
+        && rep.dropped > 0
+    {
+        tracing::error!(
+            model = %f.manifest.name,
+            dropped = rep.dropped,
+            "ALARM outbox full: batches dropped while queueing forecast scores"
+        );
+    }
+    Ok(scored.len() as u64)
+}
+
 fn forecast_all(
     history: &Path,
     list: &[Arc<Forecaster>],
     max_hold: Duration,
+    explain_max: usize,
     stats: &ForecastStats,
     models: &Models,
     outbox: Option<&OutboxPolicy>,
@@ -506,7 +682,7 @@ fn forecast_all(
                 tracing::warn!(model = %f.manifest.name, error = %e, "no forecast");
             }
         }
-        match score(&conn, &reader, f, now, max_hold) {
+        match score_and_send(&mut conn, &reader, f, now, max_hold, outbox, explain_max) {
             Ok(n) => {
                 stats.scored.fetch_add(n, Ordering::Relaxed);
                 if n > 0

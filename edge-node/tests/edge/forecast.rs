@@ -119,7 +119,7 @@ fn forecasts_come_from_history_and_are_scored_against_the_actuals() {
         ("OT", r.origin_ms, 96)
     );
     assert_eq!(
-        forecast::score(&conn, &reader, &f, now, Duration::from_secs(7200)).unwrap(),
+        forecast::score(&mut conn, &reader, &f, now, Duration::from_secs(7200)).unwrap(),
         1
     );
     let (mae, mape, n) = forecast::accuracy(&conn, "etth1-ot").unwrap().unwrap();
@@ -225,4 +225,94 @@ async fn a_corrupt_model_is_refused_and_a_new_version_is_swapped_in_while_foreca
     assert_eq!(stats.failures.load(Ordering::Relaxed), 0);
     cancel.cancel();
     task.await.unwrap();
+}
+
+/// Scoring with `[sync]` queues the scores for the hub in the transaction
+/// that marks them scored: one `ForecastQuality` batch per pass, the same
+/// MAE the edge keeps, the explanation on the last entry, nothing twice.
+#[test]
+fn scoring_queues_the_accuracy_for_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let now = now_ms() / HOUR * HOUR;
+    history(&db, now, 800);
+    let (models, stats, mut watch) = (
+        Models::default(),
+        ForecastStats::default(),
+        Watch::default(),
+    );
+    install(&dir.path().join("models"), "oil");
+    forecast::refresh(&dir.path().join("models"), &models, &mut watch, &stats);
+    let f = models.get("etth1-ot").unwrap();
+    let reader = HistoryReader::open(&db).unwrap();
+    let hold = Duration::from_secs(7200);
+    let mut conn = rusqlite::Connection::open(&db).unwrap();
+    // Two forecasts whose 96 h are over, one still running.
+    for ago in [200, 150, 50] {
+        let then = now - ago * HOUR;
+        let r = forecast::forecast_once(&reader, &f, then + 1, hold).unwrap();
+        forecast::store(&mut conn, &r, "OT", then, None).unwrap();
+    }
+    let policy = edge_node::sync::outbox::OutboxPolicy {
+        max_bytes: 1 << 20,
+        when_full: firmware_config::WhenFull::DropOldest,
+        max_batch_windows: 5000,
+    };
+    let n = forecast::score_and_send(&mut conn, &reader, &f, now, hold, Some(&policy), 8).unwrap();
+    assert_eq!(n, 2);
+    let payloads: Vec<(i64, Vec<u8>)> = conn
+        .prepare("SELECT seq, payload FROM outbox ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(payloads.len(), 1, "one batch for the pass");
+    let batch: protocol::v1::Batch = postcard::from_bytes(&payloads[0].1).unwrap();
+    protocol::check::batch(&batch).unwrap();
+    let protocol::v1::Body::ForecastQuality(list) = batch.body else {
+        panic!("a ForecastQuality batch")
+    };
+    assert_eq!(list.len(), 2);
+    let local: Vec<(i64, f64, Option<f64>)> = conn
+        .prepare("SELECT origin_ms, mae, mape FROM forecasts WHERE scored = 1 ORDER BY origin_ms")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(local.len(), 2, "the running forecast is not scored");
+    for (q, (origin, mae, mape)) in list.iter().zip(&local) {
+        assert_eq!(
+            (q.model.as_str(), q.version.as_str(), q.tag.as_str()),
+            ("etth1-ot", "1.0.0", "OT")
+        );
+        assert_eq!(
+            (q.origin_ms, q.step_ms, q.horizon, q.scored_ms),
+            (*origin, HOUR, 96, now)
+        );
+        assert_eq!(q.n, 96, "every hour has an actual");
+        assert_eq!(q.mae, Some(*mae), "the MAE the edge keeps");
+        assert_eq!(q.mape, *mape);
+        assert!(*mae > 0.0 && *mae < 3.0, "MAE {mae}");
+    }
+    assert!(list[0].explanation.is_empty());
+    let e = &list[1].explanation;
+    assert!(
+        !e.is_empty() && e.len() <= forecast::EXPLANATION_SENT,
+        "{e:?}"
+    );
+    assert!(
+        e.windows(2).all(|w| w[0].1.abs() >= w[1].1.abs()),
+        "largest first: {e:?}"
+    );
+    // Nothing new to score: nothing more queued.
+    assert_eq!(
+        forecast::score_and_send(&mut conn, &reader, &f, now, hold, Some(&policy), 8).unwrap(),
+        0
+    );
+    let batches: i64 = conn
+        .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(batches, 1);
 }
