@@ -11,7 +11,7 @@ use std::path::Path;
 use duckdb::{Connection, OptionalExt, params};
 use protocol::v1::{Batch, Body, Checksum, Window, window_digest};
 
-mod forecast;
+pub mod forecast;
 mod read;
 mod registry;
 mod schema;
