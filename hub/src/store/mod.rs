@@ -11,11 +11,17 @@ use std::path::Path;
 use duckdb::{Connection, OptionalExt, params};
 use protocol::v1::{Batch, Body, Checksum, Window, window_digest};
 
+mod fleet;
 pub mod forecast;
 mod read;
 mod registry;
 mod schema;
 
+pub use fleet::{
+    AlarmEntry, AlarmHealth, AlarmKey, AlarmQuery, ByPriority, FleetNode, HEALTH_HISTORY_MS,
+    HealthPoint, LATE_WITHIN_MS, LostEntry, NodeDetail, NodeStatus, ONLINE_WITHIN_MS,
+    QUALITY_LAG_MS, Quality, QualityNode, QualityTotals, QuarantineEntry, SeqRange, TagQuality,
+};
 pub use read::ReadPool;
 
 pub use registry::{Gap, NodeRecord, StatusOutcome};

@@ -5,6 +5,7 @@ mod broker;
 mod ingest;
 #[path = "../../../tests/common/logs.rs"]
 mod logs;
+mod monitoring;
 mod mosquitto;
 mod security;
 mod support;
