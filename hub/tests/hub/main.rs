@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker;
+mod forecasting;
 mod ingest;
 #[path = "../../../tests/common/logs.rs"]
 mod logs;
