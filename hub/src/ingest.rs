@@ -3,6 +3,7 @@
 //! ```text
 //! broker ──batch/status──▶ ingest task ──[bounded 64, BLOCKS]──▶ store thread (DuckDB)
 //!        ◀──ack (signed)── ingest task ◀──[committed seqs]────── store thread
+//!                                      live dashboards ◀──events── store thread (after commit)
 //! ```
 //!
 //! The hub is an MQTT client of the broker in both modes (embedded rumqttd
@@ -21,6 +22,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::{AlarmItem, Event as Live, Events, KpiItem, NodeCause};
 use crate::metrics::{self, bump};
 use crate::store::{Incoming, Quarantined, StatusOutcome, Store};
 
@@ -64,7 +66,9 @@ enum ToStore {
     },
 }
 
-/// Run until `cancel`. `store` is moved to a dedicated thread.
+/// Run until `cancel`. `store` is moved to a dedicated thread, which
+/// sends what each commit stored on `events`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     link: Link,
     keys: Arc<BTreeMap<(String, String), NodeKey>>,
@@ -72,14 +76,25 @@ pub async fn run(
     max_message: usize,
     commit_interval: Duration,
     ready: tokio::sync::watch::Sender<bool>,
+    events: Events,
     cancel: CancellationToken,
 ) -> Result<(), IngestError> {
     let (to_store, from_ingest) = mpsc::channel::<ToStore>(STORE_QUEUE);
     let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<BTreeMap<(String, String), Vec<u64>>>();
+    let out = Out {
+        acks: acks_tx,
+        events,
+    };
     let store_thread = std::thread::Builder::new()
         .name("duckdb-ingest".into())
-        .spawn(move || store_loop(store, from_ingest, acks_tx, commit_interval))
+        .spawn(move || store_loop(store, from_ingest, out, commit_interval))
         .map_err(IngestError::Thread)?;
+    let queued = |tx: &mpsc::Sender<ToStore>| {
+        metrics::STORE_QUEUE_DEPTH.store(
+            (tx.max_capacity() - tx.capacity()) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    };
 
     // The client id is the login, as for nodes (a broker that binds ids
     // to logins then protects the hub's session too).
@@ -183,6 +198,7 @@ pub async fn run(
                                 stopped = true;
                                 break;
                             }
+                            queued(&to_store);
                         }
                         Ok((topic, Message::Status(status))) => {
                             if let Err(e) = protocol::check::status(&status) {
@@ -190,6 +206,7 @@ pub async fn run(
                                 continue;
                             }
                             let _ = to_store.send(ToStore::Status { site: topic.site, node: topic.node, status }).await;
+                            queued(&to_store);
                         }
                         Ok((topic, Message::Ack(_))) => {
                             tracing::debug!(%topic, "ignoring an ack seen on our own subscription");
@@ -298,9 +315,12 @@ fn now_ms() -> i64 {
 fn store_loop(
     mut store: Store,
     mut rx: mpsc::Receiver<ToStore>,
-    acks: Acks,
+    acks: Out,
     commit_interval: Duration,
 ) {
+    let depth = |rx: &mpsc::Receiver<ToStore>| {
+        metrics::STORE_QUEUE_DEPTH.store(rx.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    };
     let mut pending: Vec<Incoming> = Vec::new();
     let mut compacted = Instant::now();
     // Windows in `pending`, kept as they arrive rather than summed per poll.
@@ -313,6 +333,7 @@ fn store_loop(
             } else {
                 rx.try_recv().ok()
             };
+            depth(&rx);
             match first {
                 Some(m) => pending_windows += accept(&mut store, m, &mut pending, &acks),
                 None if pending.is_empty() => open = false,
@@ -326,7 +347,10 @@ fn store_loop(
                 && Instant::now() < deadline
             {
                 match rx.try_recv() {
-                    Ok(m) => pending_windows += accept(&mut store, m, &mut pending, &acks),
+                    Ok(m) => {
+                        depth(&rx);
+                        pending_windows += accept(&mut store, m, &mut pending, &acks);
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => {
                         std::thread::sleep(Duration::from_millis(2).min(commit_interval))
                     }
@@ -337,13 +361,17 @@ fn store_loop(
         if pending.is_empty() {
             continue;
         }
-        match store.ingest(&pending) {
+        let started = Instant::now();
+        let stored = store.ingest(&pending);
+        metrics::COMMIT_SECONDS.observe(started.elapsed().as_secs_f64());
+        match stored {
             Ok(r) => {
                 counted(&r);
+                publish(&acks.events, &pending, &r.fresh);
                 pending.clear();
                 pending_windows = 0;
                 let kpis = r.kpis;
-                let _ = acks.send(r.committed);
+                let _ = acks.acks.send(r.committed);
                 if kpis > 0 && compacted.elapsed() >= KPI_COMPACT_EVERY {
                     compacted = Instant::now();
                     match store.compact_kpis() {
@@ -382,12 +410,91 @@ fn counted(r: &crate::store::IngestReport) {
 
 type Acks = mpsc::UnboundedSender<BTreeMap<(String, String), Vec<u64>>>;
 
+/// Where the store thread reports what it committed.
+struct Out {
+    /// Sequence numbers to acknowledge.
+    acks: Acks,
+    /// The live dashboards (and the alerting).
+    events: Events,
+}
+
+/// Tell the live dashboards what the commit just stored: per node, one
+/// `node` event (new batches), the newest value of each KPI window and the
+/// new alarm journal entries. Built from the committed batches themselves
+/// (`fresh`: not duplicates), so the store thread runs no query for it.
+fn publish(events: &Events, items: &[Incoming], fresh: &[usize]) {
+    if events.receiver_count() == 0 || fresh.is_empty() {
+        return;
+    }
+    #[derive(Default)]
+    struct PerNode<'a> {
+        batches: u64,
+        max_seq: u64,
+        last_seen_ms: i64,
+        /// (kpi, window, start_ms) → the newest result for it.
+        kpis: BTreeMap<(&'a str, &'a str, i64), &'a protocol::v1::KpiResult>,
+        alarms: Vec<(u64, &'a protocol::v1::AlarmEvent)>,
+    }
+    let mut nodes: BTreeMap<(&str, &str), PerNode<'_>> = BTreeMap::new();
+    for it in fresh.iter().filter_map(|i| items.get(*i)) {
+        let n = nodes.entry((&it.site, &it.node)).or_default();
+        n.batches += 1;
+        n.max_seq = n.max_seq.max(it.batch.seq);
+        n.last_seen_ms = n.last_seen_ms.max(it.received_ms);
+        match &it.batch.body {
+            protocol::v1::Body::Kpis(list) => {
+                for k in list {
+                    let slot = n.kpis.entry((&k.kpi, &k.window, k.start_ms)).or_insert(k);
+                    if (k.computed_ms, k.until_ms) >= (slot.computed_ms, slot.until_ms) {
+                        *slot = k;
+                    }
+                }
+            }
+            protocol::v1::Body::Alarms(list) => {
+                n.alarms.extend(list.iter().map(|a| (it.batch.seq, a)));
+            }
+            _ => {}
+        }
+    }
+    for ((site, node), n) in nodes {
+        let _ = events.send(Live::Node {
+            site: site.to_owned(),
+            node: node.to_owned(),
+            cause: NodeCause::Batch,
+            last_seen_ms: n.last_seen_ms,
+            batches: n.batches,
+            max_seq: n.max_seq,
+            status: None,
+        });
+        if !n.kpis.is_empty() {
+            let _ = events.send(Live::Kpis {
+                site: site.to_owned(),
+                node: node.to_owned(),
+                items: n.kpis.values().map(|k| KpiItem::from(*k)).collect(),
+            });
+        }
+        if !n.alarms.is_empty() {
+            let mut alarms = n.alarms;
+            // In the edge's order: batch by batch, each journal in order.
+            alarms.sort_by_key(|(seq, _)| *seq);
+            let _ = events.send(Live::Alarms {
+                site: site.to_owned(),
+                node: node.to_owned(),
+                entries: alarms
+                    .into_iter()
+                    .map(|(_, a)| AlarmItem::from(a))
+                    .collect(),
+            });
+        }
+    }
+}
+
 /// After a failed commit: store the batches one at a time. A batch that
 /// fails alone twice while the database takes other writes cannot be
 /// stored as it is: it goes to quarantine (acknowledged, see
 /// [`quarantine`]) so that the others are not held up by it forever. If
 /// the database takes no writes at all, everything stays pending.
-fn isolate(store: &mut Store, pending: &mut Vec<Incoming>, acks: &Acks) {
+fn isolate(store: &mut Store, pending: &mut Vec<Incoming>, acks: &Out) {
     let mut failed = Vec::new();
     let mut works = false;
     for it in pending.drain(..) {
@@ -395,7 +502,8 @@ fn isolate(store: &mut Store, pending: &mut Vec<Incoming>, acks: &Acks) {
             Ok(r) => {
                 works = true;
                 counted(&r);
-                let _ = acks.send(r.committed);
+                publish(&acks.events, std::slice::from_ref(&it), &r.fresh);
+                let _ = acks.acks.send(r.committed);
             }
             Err(_) => {
                 let _ = store.reopen();
@@ -403,7 +511,8 @@ fn isolate(store: &mut Store, pending: &mut Vec<Incoming>, acks: &Acks) {
                     Ok(r) => {
                         works = true;
                         counted(&r);
-                        let _ = acks.send(r.committed);
+                        publish(&acks.events, std::slice::from_ref(&it), &r.fresh);
+                        let _ = acks.acks.send(r.committed);
                     }
                     Err(e) => failed.push((it, e.to_string())),
                 }
@@ -439,7 +548,7 @@ fn isolate(store: &mut Store, pending: &mut Vec<Incoming>, acks: &Acks) {
 /// resending it forever (docs/hub.md, "Quarantine"). A batch whose own
 /// sequence number is out of range is kept but not acknowledged (there is
 /// no valid number to acknowledge). False if it could not be kept.
-fn quarantine(store: &mut Store, q: Quarantined, acks: &Acks) -> bool {
+fn quarantine(store: &mut Store, q: Quarantined, acks: &Out) -> bool {
     match store.quarantine(&q) {
         Ok(new) => {
             if new {
@@ -450,7 +559,9 @@ fn quarantine(store: &mut Store, q: Quarantined, acks: &Acks) -> bool {
                 });
             }
             if (1..=protocol::check::MAX_SEQ).contains(&q.seq) {
-                let _ = acks.send(BTreeMap::from([((q.site, q.node), vec![q.seq])]));
+                let _ = acks
+                    .acks
+                    .send(BTreeMap::from([((q.site, q.node), vec![q.seq])]));
             }
             true
         }
@@ -463,7 +574,7 @@ fn quarantine(store: &mut Store, q: Quarantined, acks: &Acks) -> bool {
 
 /// Queue a batch (returns its rows), or record a status or a quarantined
 /// batch at once (0).
-fn accept(store: &mut Store, m: ToStore, pending: &mut Vec<Incoming>, acks: &Acks) -> usize {
+fn accept(store: &mut Store, m: ToStore, pending: &mut Vec<Incoming>, acks: &Out) -> usize {
     match m {
         ToStore::Batch(b) => {
             let n = b.batch.windows();
@@ -475,8 +586,21 @@ fn accept(store: &mut Store, m: ToStore, pending: &mut Vec<Incoming>, acks: &Ack
             0
         }
         ToStore::Status { site, node, status } => {
-            match store.status(&site, &node, &status, now_ms()) {
-                Ok(StatusOutcome::Recorded) => {}
+            let now = now_ms();
+            match store.status(&site, &node, &status, now) {
+                Ok(StatusOutcome::Recorded) => {
+                    if acks.events.receiver_count() > 0 {
+                        let _ = acks.events.send(Live::Node {
+                            cause: NodeCause::Status,
+                            last_seen_ms: now,
+                            batches: 0,
+                            max_seq: 0,
+                            status: Some((&status).into()),
+                            site,
+                            node,
+                        });
+                    }
+                }
                 Ok(StatusOutcome::Stale { last_ts_ms }) => {
                     bump(&metrics::STATUS_STALE, 1);
                     metrics::LOG_THROTTLE.allow("stale status", &format!("{site}/{node}"), |suppressed| {
@@ -543,7 +667,10 @@ mod tests {
         );
         store.reopen().unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        isolate(&mut store, &mut pending, &tx);
+        let events = crate::events::channel();
+        let mut live = events.subscribe();
+        let out = Out { acks: tx, events };
+        isolate(&mut store, &mut pending, &out);
         assert!(pending.is_empty(), "nothing left pending");
         let mut acked: Vec<(String, u64)> = Vec::new();
         while let Ok(m) = rx.try_recv() {
@@ -553,6 +680,14 @@ mod tests {
         }
         acked.sort();
         assert_eq!(acked, [("a".into(), 1), ("a".into(), 2), ("b".into(), 1)]);
+        // The live dashboards hear of the stored batches, not the poison one.
+        let mut heard = Vec::new();
+        while let Ok(e) = live.try_recv() {
+            if let Live::Node { node, max_seq, .. } = e {
+                heard.push((node, max_seq));
+            }
+        }
+        assert_eq!(heard, [("a".into(), 1), ("b".into(), 1)]);
         let q = store.quarantined("s", "a").unwrap();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].0, 2);

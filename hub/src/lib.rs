@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod control;
 pub mod events;
 pub mod files;
 pub mod gate;
@@ -96,6 +97,8 @@ pub struct Hub {
     /// The web application, when `[web]` is configured.
     web: Option<web::WebHandle>,
     events: events::Events,
+    /// `apos-hub nodes` and `checksum` while the hub runs.
+    control: Option<control::ControlHandle>,
 }
 
 impl Hub {
@@ -176,6 +179,18 @@ impl Hub {
             .map(|(k, e)| (k.clone(), e.key.clone()))
             .collect();
         let (store, reads) = store;
+        let control = match control::serve(
+            control::socket_path(&cfg.storage_path),
+            cfg.storage_path.clone(),
+            reads.clone(),
+            cancel.clone(),
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no control socket: `apos-hub nodes` and `apos-hub checksum` work only while the hub is stopped");
+                None
+            }
+        };
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let events = events::channel();
         let cfg = Arc::new(cfg);
@@ -200,6 +215,7 @@ impl Hub {
             cfg.max_message_size,
             cfg.commit_interval,
             ready_tx,
+            events.clone(),
             cancel.clone(),
         ));
         Ok(Hub {
@@ -210,6 +226,7 @@ impl Hub {
             cancel,
             web,
             events,
+            control,
         })
     }
 
@@ -264,9 +281,19 @@ impl Hub {
         *self.ready.borrow()
     }
 
+    /// The control socket's path, when it runs.
+    pub fn control_socket(&self) -> Option<&std::path::Path> {
+        self.control.as_ref().map(|c| c.path.as_path())
+    }
+
     /// Wait until the ingest stopped (after the cancel token fired).
     pub async fn join(self) -> Result<(), HubError> {
-        match self.ingest.await {
+        let r = self.ingest.await;
+        // The control socket's file goes with the hub.
+        if let Some(c) = self.control {
+            c.join().await;
+        }
+        match r {
             Ok(r) => Ok(r?),
             Err(_) => Ok(()),
         }
@@ -318,6 +345,7 @@ mod tests {
             cancel: CancellationToken::new(),
             web: None,
             events: events::channel(),
+            control: None,
         };
         (hub, tx)
     }

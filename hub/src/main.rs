@@ -156,137 +156,14 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             })
         }
         Command::Nodes { db } => {
-            let store = hub::store::Store::open(&db)?;
-            let nodes = store.nodes()?;
-            if nodes.is_empty() {
-                println!("no node has delivered anything to {} yet", db.display());
-            }
-            for n in nodes {
-                let gaps = store.gaps(&n.site, &n.node, 20)?;
-                println!("{}/{}", n.site, n.node);
-                println!(
-                    "  software      {}",
-                    n.software_version
-                        .as_deref()
-                        .unwrap_or("(no status received)")
-                );
-                println!("  first seen    {}", utc(n.first_seen_ms));
-                println!("  last seen     {}", utc(n.last_seen_ms));
-                println!(
-                    "  batches       {} stored, highest seq {}, {} missing below it{}",
-                    n.batches,
-                    n.max_seq,
-                    n.missing,
-                    if gaps.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " (first: {})",
-                            gaps.iter()
-                                .map(|g| if g.first == g.last {
-                                    g.first.to_string()
-                                } else {
-                                    format!("{}–{}", g.first, g.last)
-                                })
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    }
-                );
-                let (events, active) = store.alarms(&n.site, &n.node)?;
-                if events > 0 {
-                    println!(
-                        "  alarms        {events} journal entries; {} not normal{}",
-                        active.len(),
-                        if active.is_empty() { "" } else { ":" }
-                    );
-                    for (alarm, state, priority, since) in active.iter().take(20) {
-                        println!(
-                            "                P{priority} {alarm}: {state} since {}",
-                            utc(*since)
-                        );
-                    }
-                }
-                let (lost, spans) = store.lost_spans(&n.site, &n.node, 10)?;
-                if lost > 0 {
-                    println!(
-                        "  lost windows  {lost} spans the edge reports it never recorded (newest first):"
-                    );
-                    for (width, from, to, reason) in spans {
-                        println!(
-                            "                {} windows {} – {} ({}): {reason}",
-                            humantime::format_duration(std::time::Duration::from_millis(
-                                u64::from(width)
-                            )),
-                            utc(from),
-                            utc(to),
-                            humantime::format_duration(std::time::Duration::from_millis(
-                                u64::try_from(to - from).unwrap_or(0)
-                            )),
-                        );
-                    }
-                }
-                if n.quarantined > 0 {
-                    println!(
-                        "  quarantine    {} batches kept but not stored (signed, with values no store can hold):",
-                        n.quarantined
-                    );
-                    for (seq, received, reason) in
-                        store.quarantined(&n.site, &n.node)?.iter().take(10)
-                    {
-                        println!(
-                            "                seq {seq}, received {}: {reason}",
-                            utc(*received)
-                        );
-                    }
-                }
-                let (forecasts, newest) = store.forecasts(&n.site, &n.node)?;
-                match newest {
-                    Some((model, origin, values)) => println!(
-                        "  forecasts     {forecasts} stored; newest: {model} from {}: {}",
-                        utc(origin),
-                        values.chars().take(80).collect::<String>()
-                    ),
-                    None => println!("  forecasts     none"),
-                }
-                let kpis = store.kpis(&n.site, &n.node)?;
-                if kpis.is_empty() {
-                    println!("  kpis          none");
-                }
-                // The current (newest) window of each KPI and window kind.
-                let mut shown = std::collections::BTreeSet::new();
-                for k in kpis {
-                    if !shown.insert((k.kpi.clone(), k.window.clone())) {
-                        continue;
-                    }
-                    println!(
-                        "  kpi           {} [{}{}] {} ({}, coverage {:.1} %{})",
-                        k.kpi,
-                        k.window,
-                        if k.label.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" {}", k.label)
-                        },
-                        k.value.map_or("—".into(), |v| format!("{v:.4}")),
-                        k.quality,
-                        k.coverage * 100.0,
-                        if k.closed { ", final" } else { "" }
-                    );
-                }
-                println!(
-                    "  edge outbox   {} batches waiting, oldest {}, {} dropped at the edge (reported)",
-                    n.outbox_batches.map_or("?".into(), |b| b.to_string()),
-                    n.oldest_unacked_ms.map_or("-".into(), utc),
-                    n.dropped_batches.map_or("?".into(), |b| b.to_string()),
-                );
-            }
+            print!("{}", ask_or_open(&db, hub::control::Request::Nodes)?);
             Ok(())
         }
         Command::Checksum { db, site, node } => {
-            let store = hub::store::Store::open(&db)?;
-            let c = store.checksum(&site, &node)?;
-            println!("windows={} sum={:016x}", c.windows, c.sum);
+            print!(
+                "{}",
+                ask_or_open(&db, hub::control::Request::Checksum { site, node })?
+            );
             Ok(())
         }
         Command::Decode { topic, key_file } => {
@@ -320,15 +197,21 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// A timestamp for people; one that RFC 3339 cannot write (before 1970 or
-/// from the year 10,000: humantime panics there) as plain milliseconds.
-fn utc(ms: i64) -> String {
-    const YEAR_10000_MS: u64 = 253_402_300_800_000;
-    match u64::try_from(ms) {
-        Ok(ms) if ms < YEAR_10000_MS => humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-        )
-        .to_string(),
-        _ => format!("{ms} ms since 1970"),
+/// Ask the running hub over its control socket; with no hub answering,
+/// open the file (the hub's lock is free then). The same text either way.
+fn ask_or_open(db: &std::path::Path, req: hub::control::Request) -> anyhow::Result<String> {
+    let socket = hub::control::socket_path(db);
+    match hub::control::ask(&socket, &req) {
+        Ok(text) => Ok(text),
+        Err(hub::control::ControlError::NoHub { source: asked, .. }) => {
+            let store = hub::store::Store::open(db).map_err(|e| {
+                anyhow::anyhow!(
+                    "no running hub answers on {} ({asked}), and the database cannot be opened: {e}",
+                    socket.display()
+                )
+            })?;
+            Ok(req.answer(&store, db)?)
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -33,6 +33,14 @@ pub static GATE_PROTOCOL_ERRORS: AtomicU64 = AtomicU64::new(0);
 pub static GATE_CLIENT_ID_REFUSED: AtomicU64 = AtomicU64::new(0);
 pub static GATE_ACL_REFUSED: AtomicU64 = AtomicU64::new(0);
 
+/// Seconds one DuckDB ingest (`Store::ingest`, its transactions and
+/// commits) took: from 1 ms (a batch or two) to 10 s (a backlog, a slow disk).
+pub static COMMIT_SECONDS: web::metrics::Histogram = web::metrics::Histogram::new(&[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+]);
+/// Messages waiting for the store thread (of [`crate::ingest::STORE_QUEUE`]).
+pub static STORE_QUEUE_DEPTH: AtomicU64 = AtomicU64::new(0);
+
 /// A copy of every counter, for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Snapshot {

@@ -88,6 +88,9 @@ pub struct IngestReport {
     /// Scored forecasts (protocol `ForecastQuality`) stored.
     pub forecast_quality: u64,
     pub windows: u64,
+    /// Indices (into the items given) of the batches stored now, not
+    /// duplicates: what the live events report after the commit.
+    pub fresh: Vec<usize>,
 }
 
 /// Most windows per DuckDB transaction: below one row group (122,880 rows),
@@ -211,6 +214,10 @@ impl Store {
             report.forecasts += r.forecasts;
             report.kpis += r.kpis;
             report.windows += r.windows;
+            report.lost_spans += r.lost_spans;
+            report.alarm_events += r.alarm_events;
+            report.audit_entries += r.audit_entries;
+            report.fresh.extend(r.fresh.iter().map(|i| i + start));
             report.forecast_quality += r.forecast_quality;
             for (k, seqs) in r.committed {
                 report.committed.entry(k).or_default().extend(seqs);
@@ -228,7 +235,7 @@ impl Store {
         {
             let mut exists =
                 tx.prepare("SELECT 1 FROM batches WHERE site = ? AND node = ? AND seq = ?")?;
-            for it in items {
+            for (i, it) in items.iter().enumerate() {
                 let key = (it.site.as_str(), it.node.as_str(), it.batch.seq);
                 let dup = !seen.insert(key)
                     || exists
@@ -239,6 +246,7 @@ impl Store {
                     report.duplicates += 1;
                 } else {
                     fresh.push(it);
+                    report.fresh.push(i);
                 }
                 report
                     .committed

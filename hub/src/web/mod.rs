@@ -116,7 +116,12 @@ pub fn routes(core: Arc<AuthCore>) -> RouteTable<St> {
 /// The whole router: the route table, then the pages for any other GET.
 pub fn router(state: St) -> axum::Router {
     let table = routes(state.core.clone());
-    table.into_router().fallback(ops::asset).with_state(state)
+    table
+        .into_router()
+        .fallback(ops::asset)
+        // Outermost but after routing, so it sees the route template.
+        .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(state)
 }
 
 /// A running web application.

@@ -105,6 +105,7 @@ pub fn document(table: &RouteTable<St>) -> J {
     doc.merge(super::forecasting::Doc::openapi());
     doc.merge(super::etl::Doc::openapi());
     doc.merge(super::alerts::Doc::openapi());
+    doc.merge(super::live::Doc::openapi());
     let mut doc = serde_json::to_value(&doc).unwrap_or_else(|_| json!({}));
     doc["openapi"] = json!("3.1.0");
     doc["info"] = json!({

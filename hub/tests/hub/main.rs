@@ -4,6 +4,7 @@
 mod broker;
 mod forecasting;
 mod ingest;
+mod live;
 #[path = "../../../tests/common/logs.rs"]
 mod logs;
 mod monitoring;
