@@ -16,6 +16,7 @@ pub mod forecast;
 mod read;
 mod registry;
 mod schema;
+mod series;
 
 pub use fleet::{
     AlarmEntry, AlarmHealth, AlarmKey, AlarmQuery, ByPriority, FleetNode, HEALTH_HISTORY_MS,
@@ -23,6 +24,12 @@ pub use fleet::{
     QUALITY_LAG_MS, Quality, QualityNode, QualityTotals, QuarantineEntry, SeqRange, TagQuality,
 };
 pub use read::ReadPool;
+pub use series::kpi::{KpiKey, KpiPoint, KpiSummary};
+pub use series::rollup::{DEFAULT_REFRESH_WINDOWS, RollupReport};
+pub use series::{
+    MAX_POINTS, MAX_SERIES, MIN_POINTS, Plan, Series, SeriesKey, TagInfo, TagStats, ceil_div, grid,
+    plan,
+};
 
 pub use registry::{Gap, NodeRecord, StatusOutcome};
 use schema::SCHEMA;
@@ -134,6 +141,7 @@ impl Store {
         }
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(series::SCHEMA)?;
         crate::files::restrict(path);
         Ok(Store {
             conn,
@@ -145,6 +153,7 @@ impl Store {
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(series::SCHEMA)?;
         Ok(Store {
             conn,
             path: None,
