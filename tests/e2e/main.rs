@@ -9,6 +9,7 @@ mod demo;
 mod disk_full;
 mod faults;
 mod hmi;
+mod hub_web;
 #[path = "../common/logs.rs"]
 mod logs;
 mod modbus_faults;

@@ -84,7 +84,7 @@ export class Chart {
   async set(series, data, view, markers) {
     const uPlot = await loadUPlot();
     this.markers = markers || [];
-    const sig = JSON.stringify(series.map((s) => [s.label, s.unit, s.kind, s.range, s.band, s.pen, s.limits, s.states]));
+    const sig = JSON.stringify(series.map((s) => [s.label, s.unit, s.kind, s.range, s.band, s.pen, s.limits, s.states, s.scale, s.axisLabel]));
     if (!this.u || sig !== this.sig) {
       this.sig = sig;
       this.series = series;
@@ -96,6 +96,9 @@ export class Chart {
   /** scale key for a series: numbers share a scale per unit; each discrete series has its own lane. */
   static scaleKey(s, i) {
     if (s.kind === 'bool' || s.kind === 'state') return `d:${i}`;
+    // An explicit scale (e.g. one per tag when units are not known) keeps
+    // unrelated magnitudes apart; its axis is labelled with `axisLabel`.
+    if (s.scale) return `s:${s.scale}`;
     return `u:${s.unit || ''}`;
   }
 
@@ -131,7 +134,7 @@ export class Chart {
       const key = Chart.scaleKey(s, i);
       if (!scales[key]) {
         scales[key] = key.startsWith('d:') ? { auto: true, range: () => this.laneRange(i) } : { auto: true, range: this.rangeFn(key) };
-        if (key.startsWith('u:')) numericKeys.push(key);
+        if (!key.startsWith('d:')) numericKeys.push(key);
       }
       const step = s.kind === 'bool' || s.kind === 'state';
       const paths = step ? uPlot.paths.stepped({ align: 1 }) : undefined;
@@ -150,10 +153,13 @@ export class Chart {
       });
       this.map.push(entry);
     }
+    const axisLabel = (key) => (key.startsWith('s:')
+      ? (series.find((x, k) => Chart.scaleKey(x, k) === key) || {}).axisLabel || key.slice(2)
+      : key.slice(2));
     // axes: first numeric unit on the left, second on the right
     numericKeys.slice(0, 2).forEach((key, n) => {
       axes.push({
-        ...AXIS, scale: key, side: n === 0 ? 3 : 1, label: key.slice(2) || undefined, size: 64,
+        ...AXIS, scale: key, side: n === 0 ? 3 : 1, label: axisLabel(key) || undefined, size: 64,
         grid: n === 0 ? AXIS.grid : { show: false },
         values: (u, vals, ax, space, incr) => vals.map((v) => fmtNumber(v, decimalsFor(incr))),
       });

@@ -2,7 +2,9 @@
 import { api, setCsrf, onUnauthorized } from './api.js';
 import { h, clear, openDialog, field } from './dom.js';
 
-const ROLES = ['viewer', 'operator', 'engineer', 'admin'];
+// Ranks as web/src/access.rs has them: operator and analyst are different
+// jobs of the same rank.
+const RANK = { viewer: 0, operator: 1, analyst: 1, engineer: 2, admin: 3 };
 
 /** {user, role, csrf, expires_ms, anonymous} or null when not logged in. */
 let current = null;
@@ -13,10 +15,10 @@ let loginOpen = null;
 export function session() { return current; }
 export function isLoaded() { return loaded; }
 
-/** Role check: can('operator') is true for operator, engineer and admin. */
+/** Role check: can('operator') is true for operator (and analyst), engineer and admin. */
 export function can(role) {
-  if (!current || !current.role) return false;
-  return ROLES.indexOf(current.role) >= ROLES.indexOf(role);
+  if (!current || !current.role || !(current.role in RANK) || !(role in RANK)) return false;
+  return RANK[current.role] >= RANK[role];
 }
 
 /** fn(session) on every change (login, logout, expiry). Returns an unsubscribe. */
