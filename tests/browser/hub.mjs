@@ -271,7 +271,7 @@ try {
   check(tags.length >= 2, `the demo node has ${tags.length} tags at the hub`);
   const pick = ['heater.outlet_temp', 'heater.fuel_gas_flow'].filter((t) => tags.includes(t));
   const chosen = pick.length === 2 ? pick : tags.slice(0, 2);
-  await goto(`#/tags?${NODE_Q}&${chosen.map((t) => `tag=${encodeURIComponent(t)}`).join('&')}&range=1h`);
+  await goto(`#/tags?${NODE_Q}&${chosen.map((t) => `tag=${encodeURIComponent(t)}`).join('&')}&range=15m`);
   const tagChart = await chartDrawn(page, 'tag-chart', 'tag chart');
   const legend = await page.locator('[data-testid="tag-chart"] .chart-legend li').count();
   check(legend === chosen.length, `the tag chart's legend has ${legend} entries for ${chosen.length} tags`);
