@@ -6,7 +6,12 @@
 //! apos-hub nodes --db /var/lib/apos-hub/fleet.duckdb      # fleet registry and gaps
 //! apos-hub checksum --db … --site S --node N              # what the fault tests compare
 //! apos-hub decode --topic T --key-file K < payload        # human-readable view of a message
+//! apos-hub user add NAME --role admin [--password-stdin]  # web users (no default user)
+//! apos-hub token create --user U --name grafana --role viewer --days 90
+//! apos-hub audit verify                                   # the audit log's hash chain
 //! ```
+
+mod admin_cli;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -61,6 +66,15 @@ enum Command {
         #[arg(long)]
         key_file: PathBuf,
     },
+    /// Web application users: add, passwd, role, list, remove.
+    #[command(subcommand)]
+    User(admin_cli::UserCommand),
+    /// API tokens: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Token(admin_cli::TokenCommand),
+    /// The audit log: verify its hash chain, list entries.
+    #[command(subcommand)]
+    Audit(admin_cli::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +130,8 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 .with_env_filter(tracing_subscriber::EnvFilter::new(hub::log_filter()))
                 .init();
             let cfg = hub::config::load(&config)?;
+            admin_cli::audit_config_change(&config, &cfg)
+                .context("recording the configuration in the audit log")?;
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(async move {
                 let cancel = CancellationToken::new();
@@ -178,6 +194,9 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             println!("{}", msg.to_json());
             Ok(())
         }
+        Command::User(cmd) => admin_cli::user(cmd),
+        Command::Token(cmd) => admin_cli::token(cmd),
+        Command::Audit(cmd) => admin_cli::audit_cmd(cmd),
         Command::Validate { .. } => Ok(()),
     }
 }

@@ -1,16 +1,18 @@
 //! The session API and the admin views of users and the audit log, shared by
 //! every server that uses [`RouteTable`].
 //!
-//! Log in and out, and every failed login, are written to the audit log.
+//! Log in and out, and every failed login, are written to the audit log, as
+//! are the creation and revocation of API tokens (`/api/v1/tokens`).
 //! All blocking work (password hashing, SQLite) runs in `spawn_blocking`.
 
 use crate::access::{Access, Role};
 use crate::audit::{AuditEntry, ChainProblem, NewAudit, VerifyReport};
 use crate::problem::Problem;
 use crate::routes::{AuthCore, Caller, RouteTable, SESSION_COOKIE, client_addr};
+use crate::tokens::{NewToken, TokenInfo, may_grant};
 use crate::users::{NAME_MAX, UserInfo};
 use axum::Extension;
-use axum::extract::{Query, Request};
+use axum::extract::{Path, Query, Request};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -63,7 +65,32 @@ pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
 }
 
-/// Registers the session, users and audit routes on `table`.
+/// Largest token request body.
+const TOKEN_BODY_MAX: usize = 4 * 1024;
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// What the token is for, e.g. "grafana" (1 to 64 characters).
+    pub name: String,
+    /// The token's role: the caller's (the default) or a lower one.
+    pub role: Option<Role>,
+    /// Days until it expires: 1 to 365, default 90.
+    #[schema(minimum = 1, maximum = 365)]
+    pub expires_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TokenCreated {
+    pub id: String,
+    /// The token itself, shown this once: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub name: String,
+    pub role: Role,
+    pub expires_ms: i64,
+}
+
+/// Registers the session, token, users and audit routes on `table`.
 pub fn add_auth_routes<S: Clone + Send + Sync + 'static>(table: &mut RouteTable<S>) {
     table
         .add(Method::POST, "/api/v1/session", Access::Public, login)
@@ -78,6 +105,26 @@ pub fn add_auth_routes<S: Clone + Send + Sync + 'static>(table: &mut RouteTable<
             "/api/v1/session",
             Access::Role(Role::Viewer),
             logout,
+        )
+        // Any user may make tokens for their own read-only tools (a viewer
+        // for Grafana); a token's role is never above its maker's.
+        .add(
+            Method::POST,
+            "/api/v1/tokens",
+            Access::Role(Role::Viewer),
+            create_token,
+        )
+        .add(
+            Method::GET,
+            "/api/v1/tokens",
+            Access::Role(Role::Viewer),
+            list_tokens,
+        )
+        .add(
+            Method::DELETE,
+            "/api/v1/tokens/{id}",
+            Access::Role(Role::Viewer),
+            revoke_token,
         )
         .add(
             Method::GET,
@@ -101,11 +148,24 @@ pub fn add_auth_routes<S: Clone + Send + Sync + 'static>(table: &mut RouteTable<
 
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(login, get_session, logout, list_users, list_audit, verify_audit),
+    paths(
+        login,
+        get_session,
+        logout,
+        create_token,
+        list_tokens,
+        revoke_token,
+        list_users,
+        list_audit,
+        verify_audit
+    ),
     components(schemas(
         LoginRequest,
         LoginResponse,
         SessionInfo,
+        TokenRequest,
+        TokenCreated,
+        TokenInfo,
         AuditPage,
         AuditEntry,
         VerifyReport,
@@ -115,6 +175,7 @@ pub fn add_auth_routes<S: Clone + Send + Sync + 'static>(table: &mut RouteTable<
         Problem
     )),
     tags((name = "session", description = "Log in and out"),
+         (name = "tokens", description = "API tokens for programs: made once, shown once, sent as `Authorization: Bearer`"),
          (name = "admin", description = "Users and the audit log (admin)"))
 )]
 pub struct ApiDoc;
@@ -289,6 +350,14 @@ pub async fn get_session(caller: Caller) -> Response {
             expires_ms: Some(s.expires_at_ms),
             anonymous: false,
         },
+        // An API token: its owner and role; no CSRF token is needed.
+        None if caller.token.is_some() => SessionInfo {
+            user: caller.user.clone(),
+            role: caller.role,
+            csrf: None,
+            expires_ms: None,
+            anonymous: false,
+        },
         None => SessionInfo {
             user: None,
             role: Role::Viewer,
@@ -331,6 +400,202 @@ pub async fn logout(Extension(core): Extension<Arc<AuthCore>>, caller: Caller) -
         resp.headers_mut().insert(header::SET_COOKIE, c);
     }
     resp
+}
+
+/// Reads a JSON body of at most `max` bytes as `T`, with problem+json errors.
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request, max: usize) -> Result<T, Problem> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let body = axum::body::to_bytes(req.into_body(), max)
+        .await
+        .map_err(|_| Problem::bad_request(format!("body larger than {max} bytes or unreadable")))?;
+    serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("invalid body: {e}")))
+}
+
+/// Make an API token for yourself.
+///
+/// The token is in the answer once and never again (only its hash is kept).
+/// Its role is your role (the default) or a lower one, e.g. a viewer token
+/// for Grafana. Needs a login: a token cannot make tokens.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    request_body(content = TokenRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Made; `token` is shown this once", body = TokenCreated),
+        (status = 400, description = "Invalid name, role or expiry", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role above yours, called with a token, or CSRF token missing", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_token(
+    Extension(core): Extension<Arc<AuthCore>>,
+    caller: Caller,
+    req: Request,
+) -> Response {
+    if caller.token.is_some() {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "an API token cannot make tokens: log in with your password to make one",
+        )
+        .into_response();
+    }
+    let Some(user) = caller.user.clone() else {
+        return Problem::unauthorized().into_response();
+    };
+    let Some(tokens) = core.tokens.clone() else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "API tokens are not available on this server",
+        )
+        .into_response();
+    };
+    let body: TokenRequest = match json_body(req, TOKEN_BODY_MAX).await {
+        Ok(b) => b,
+        Err(p) => return p.into_response(),
+    };
+    let role = body.role.unwrap_or(caller.role);
+    if !may_grant(caller.role, role) {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "you are {} and cannot make a token with role {role}: use your role or a lower one",
+                caller.role
+            ),
+        )
+        .into_response();
+    }
+    let new = NewToken {
+        name: body.name,
+        role: Some(role),
+        expires_days: body.expires_days,
+    };
+    let owner = user.clone();
+    let store = tokens.clone();
+    let created = match blocking(move || store.create(&owner, &new, crate::util::now_ms())).await {
+        Ok(c) => c,
+        Err(p) if p.status == StatusCode::NOT_FOUND.as_u16() => {
+            return Problem::new(StatusCode::FORBIDDEN, "your account no longer exists")
+                .into_response();
+        }
+        Err(p) => return p.into_response(),
+    };
+    let entry = NewAudit {
+        actor: user,
+        action: "token_create".into(),
+        target: created.info.id.clone(),
+        detail: format!(
+            "name={} role={} expires_ms={}",
+            created.info.name, created.info.role, created.info.expires_ms
+        ),
+        addr: caller.addr_string(),
+    };
+    let log = core.audit.clone();
+    if blocking(move || log.append(entry, crate::util::now_ms()))
+        .await
+        .is_err()
+    {
+        // No token may exist without its audit entry.
+        let id = created.info.id.clone();
+        let _ = blocking(move || tokens.revoke(&id)).await;
+        return Problem::internal("the token was not made: its audit entry could not be written")
+            .into_response();
+    }
+    let body = TokenCreated {
+        id: created.info.id,
+        token: created.token,
+        name: created.info.name,
+        role: created.info.role,
+        expires_ms: created.info.expires_ms,
+    };
+    no_store((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// Your API tokens (an admin sees everyone's); never the secrets.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    responses(
+        (status = 200, body = Vec<TokenInfo>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_tokens(Extension(core): Extension<Arc<AuthCore>>, caller: Caller) -> Response {
+    let (Some(tokens), Some(user)) = (core.tokens.clone(), caller.user.clone()) else {
+        return axum::Json(Vec::<TokenInfo>::new()).into_response();
+    };
+    let all = caller.role == Role::Admin;
+    match blocking(move || tokens.list((!all).then_some(user.as_str()))).await {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Revoke an API token: your own, or anyone's as an admin.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = "The token's id (the part after `apos_`)")),
+    responses(
+        (status = 204, description = "Revoked; it stops working at once"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF token missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such token of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke_token(
+    Extension(core): Extension<Arc<AuthCore>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
+    let (Some(tokens), Some(user)) = (core.tokens.clone(), caller.user.clone()) else {
+        return Problem::not_found().into_response();
+    };
+    let store = tokens.clone();
+    let lookup = id.clone();
+    let info = match blocking(move || store.get(&lookup)).await {
+        Ok(i) => i,
+        Err(p) => return p.into_response(),
+    };
+    // Someone else's token is "not found" too: ids are not to be probed.
+    let Some(info) = info.filter(|i| i.owner == user || caller.role == Role::Admin) else {
+        return Problem::new(StatusCode::NOT_FOUND, "no such API token of yours").into_response();
+    };
+    let revoke_id = id.clone();
+    match blocking(move || tokens.revoke(&revoke_id)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Problem::new(StatusCode::NOT_FOUND, "no such API token of yours")
+                .into_response();
+        }
+        Err(p) => return p.into_response(),
+    }
+    audit(
+        &core,
+        NewAudit {
+            actor: user,
+            action: "token_revoke".into(),
+            target: id,
+            detail: format!("name={} owner={}", info.name, info.owner),
+            addr: caller.addr_string(),
+        },
+    )
+    .await;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// All user accounts.
@@ -416,6 +681,9 @@ mod tests {
             ("/api/v1/session", "post"),
             ("/api/v1/session", "get"),
             ("/api/v1/session", "delete"),
+            ("/api/v1/tokens", "post"),
+            ("/api/v1/tokens", "get"),
+            ("/api/v1/tokens/{id}", "delete"),
             ("/api/v1/users", "get"),
             ("/api/v1/audit", "get"),
             ("/api/v1/audit/verify", "get"),
@@ -423,5 +691,6 @@ mod tests {
             assert!(paths[p].get(m).is_some(), "{m} {p} missing from ApiDoc");
         }
         assert!(json["components"]["schemas"]["AuditEntry"].is_object());
+        assert!(json["components"]["schemas"]["TokenCreated"].is_object());
     }
 }

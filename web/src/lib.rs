@@ -4,11 +4,14 @@
 //! ([`users`]), sessions and login throttling ([`session`]), the access
 //! levels and the route table that enforces them together with CSRF
 //! ([`access`], [`routes`]), the hash-chained audit log ([`audit`]), the
-//! session API ([`auth_api`]), embedded page assets ([`assets`]), Prometheus
-//! text exposition ([`metrics`]), RFC 9457 errors ([`problem`]) and the
-//! HTTP/HTTPS listener ([`serve`]).
+//! session and token API ([`auth_api`]), API tokens ([`tokens`]), rate
+//! limits and the client address behind trusted proxies ([`ratelimit`]),
+//! embedded page assets ([`assets`]), Prometheus text exposition
+//! ([`metrics`]), RFC 9457 errors ([`problem`]) and the HTTP/HTTPS listener
+//! ([`serve`]).
 //!
-//! Storage APIs ([`users::UserStore`], [`audit::AuditLog`]) are blocking:
+//! Storage APIs ([`users::UserStore`], [`tokens::TokenStore`],
+//! [`audit::AuditLog`]) are blocking:
 //! async callers run them with `tokio::task::spawn_blocking`.
 
 pub mod access;
@@ -17,9 +20,11 @@ pub mod audit;
 pub mod auth_api;
 pub mod metrics;
 pub mod problem;
+pub mod ratelimit;
 pub mod routes;
 pub mod serve;
 pub mod session;
+pub mod tokens;
 pub mod users;
 
 mod error;

@@ -1,16 +1,23 @@
 //! The route table: every route with its access level, so the set can be
 //! listed (and swept by tests) and the check is applied in one place.
 //!
-//! Per route, a middleware resolves the caller from the `apos_session`
-//! cookie (or the metrics bearer token), answers 401 without a session and
-//! 403 for too weak a role, and for state-changing methods requires the
-//! session's CSRF token in `X-CSRF-Token` and an `Origin` (when sent) that
-//! matches `Host`. Handlers get a [`Caller`].
+//! Per route, a middleware resolves the caller from an API token
+//! (`Authorization: Bearer apos_…`), the `apos_session` cookie or the
+//! metrics bearer token, answers 401 without one and 403 for too weak a
+//! role. For state-changing methods a cookie session must also send its
+//! CSRF token in `X-CSRF-Token` and an `Origin` (when sent) that matches
+//! `Host`; a bearer token needs neither (a browser never attaches it by
+//! itself, so there is nothing to forge), but every state-changing request
+//! made with one is written to the audit log before it runs, and each token
+//! has its own rate limit. Handlers get a [`Caller`].
 
 use crate::access::{Access, Role};
 use crate::audit::AuditLog;
+use crate::audit::NewAudit;
 use crate::problem::Problem;
+use crate::ratelimit::{ClientIp, RateLimit};
 use crate::session::{Session, Sessions, Throttle};
+use crate::tokens::{TOKEN_PREFIX, TokenStore};
 use crate::users::UserStore;
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -41,6 +48,11 @@ pub struct AuthCore {
     pub secure_cookie: bool,
     /// Bearer token accepted, as a viewer, for GET `/metrics*` only.
     pub metrics_token: Option<String>,
+    /// API tokens (in the users file); `None` refuses every `apos_` token.
+    pub tokens: Option<Arc<TokenStore>>,
+    /// Rate limits; the per-token one is applied by the access guard, the
+    /// per-address one by [`RateLimit::layer`] around the router.
+    pub rate: Option<Arc<RateLimit>>,
 }
 
 /// Who is calling; inserted by the access middleware of every non-public route.
@@ -48,12 +60,15 @@ pub struct AuthCore {
 pub struct Caller {
     pub user: Option<String>,
     pub role: Role,
-    /// The TCP peer; forwarded headers are not trusted.
+    /// The client: the TCP peer, or behind a configured trusted proxy the
+    /// address it forwarded ([`crate::ratelimit`]).
     pub addr: Option<IpAddr>,
-    /// No session: anonymous view or the metrics token.
+    /// No session and no API token: anonymous view or the metrics token.
     pub anonymous: bool,
     /// The session behind the call, when there is one.
     pub session: Option<Session>,
+    /// The id of the API token behind the call, when there is one.
+    pub token: Option<String>,
 }
 
 impl Caller {
@@ -181,9 +196,12 @@ impl<S: Clone + Send + Sync + 'static> RouteTable<S> {
     }
 }
 
-/// The TCP peer, when the server was started with connect info.
+/// The client address: as resolved by the rate-limit layer (trusted
+/// proxies), else the TCP peer when the server was started with connect info.
 pub fn client_addr(ext: &axum::http::Extensions) -> Option<IpAddr> {
-    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    ext.get::<ClientIp>()
+        .map(|c| c.0)
+        .or_else(|| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
 }
 
 /// The value of cookie `name`, if sent.
@@ -241,6 +259,13 @@ async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response
     let method = req.method().clone();
     let headers = req.headers();
 
+    if let Some(presented) = bearer(headers)
+        && presented.starts_with(TOKEN_PREFIX)
+    {
+        let presented = presented.to_owned();
+        return token_call(core, needed, &presented, addr, req, next).await;
+    }
+
     if let (Some(presented), Some(expected)) = (bearer(headers), core.metrics_token.as_deref())
         && (method == Method::GET || method == Method::HEAD)
         && req.uri().path().starts_with("/metrics")
@@ -253,6 +278,7 @@ async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response
             addr,
             anonymous: true,
             session: None,
+            token: None,
         });
         return next.run(req).await;
     }
@@ -284,6 +310,7 @@ async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response
                 addr,
                 anonymous: false,
                 session: Some(s),
+                token: None,
             }
         }
         // Anonymous view is read-only: a state-changing request still needs a login.
@@ -293,10 +320,99 @@ async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response
             addr,
             anonymous: true,
             session: None,
+            token: None,
         },
         None => return Problem::unauthorized().into_response(),
     };
     req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// Longest request path written to the audit log (the path is the caller's text).
+const AUDIT_PATH_MAX: usize = 256;
+
+/// A request with an API token: valid, strong enough, within its rate, and
+/// for a state change recorded in the audit log first (no entry, no write).
+async fn token_call(
+    core: &Arc<AuthCore>,
+    needed: Role,
+    presented: &str,
+    addr: Option<IpAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(tokens) = core.tokens.clone() else {
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "API tokens are not accepted by this server",
+        )
+        .into_response();
+    };
+    let presented = presented.to_owned();
+    let found =
+        tokio::task::spawn_blocking(move || tokens.authenticate(&presented, crate::util::now_ms()))
+            .await;
+    let token = match found {
+        Ok(Ok(Some(t))) => t,
+        Ok(Ok(None)) => {
+            return Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "the API token is unknown, expired or revoked",
+            )
+            .into_response();
+        }
+        Ok(Err(e)) => return Problem::from(e).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "API token check failed");
+            return Problem::internal("internal error; see the server log").into_response();
+        }
+    };
+    if let Some(rate) = &core.rate
+        && let Err(wait) = rate.check_token(&token.id)
+    {
+        return crate::ratelimit::rate_limited(wait, "API token");
+    }
+    if !token.role.allows(needed) {
+        return Problem::forbidden().into_response();
+    }
+    let addr_s = addr.map(|a| a.to_string()).unwrap_or_default();
+    if !is_safe(req.method()) {
+        let path: String = req
+            .uri()
+            .path()
+            .chars()
+            .take(AUDIT_PATH_MAX)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        let entry = NewAudit {
+            actor: token.owner.clone(),
+            action: "token_write".into(),
+            target: format!("{} {path}", req.method()),
+            detail: format!("token={} name={}", token.id, token.name),
+            addr: addr_s,
+        };
+        let log = core.audit.clone();
+        let written =
+            tokio::task::spawn_blocking(move || log.append(entry, crate::util::now_ms())).await;
+        if !matches!(written, Ok(Ok(_))) {
+            tracing::error!(
+                token = token.id,
+                "could not audit a write made with an API token; refused"
+            );
+            return Problem::internal(
+                "the request was not carried out: its audit entry could not be written",
+            )
+            .into_response();
+        }
+    }
+    req.extensions_mut().insert(Caller {
+        user: Some(token.owner),
+        role: token.role,
+        addr,
+        anonymous: false,
+        session: None,
+        token: Some(token.id),
+    });
     next.run(req).await
 }
 

@@ -192,7 +192,7 @@ pub async fn start(
     let users_file = hmi.users_file.clone();
     let db = history.to_path_buf();
     let token_file = hmi.metrics_token_file.clone();
-    let (users, audit, metrics_token) = tokio::task::spawn_blocking(move || {
+    let (users, audit, metrics_token, tokens) = tokio::task::spawn_blocking(move || {
         let users = web::users::UserStore::open(&users_file).map_err(|e| {
             EdgeError::Internal(format!("users database {}: {e}", users_file.display()))
         })?;
@@ -208,7 +208,10 @@ pub async fn start(
             Some(p) => Some(read_token(&p)?),
             None => None,
         };
-        Ok::<_, EdgeError>((users, audit, token))
+        let tokens = web::tokens::TokenStore::for_users(&users).map_err(|e| {
+            EdgeError::Internal(format!("API tokens in {}: {e}", users_file.display()))
+        })?;
+        Ok::<_, EdgeError>((users, audit, token, tokens))
     })
     .await
     .map_err(|e| EdgeError::Internal(e.to_string()))??;
@@ -226,6 +229,10 @@ pub async fn start(
         anonymous_view: hmi.anonymous_view,
         secure_cookie: hmi.tls.is_some(),
         metrics_token,
+        // API tokens as on the hub, with the per-token rate limit at the
+        // hub's defaults (the per-address layer is not on the HMI router).
+        tokens: Some(Arc::new(tokens)),
+        rate: web::ratelimit::RateLimit::new(web::ratelimit::RateConfig::default()).ok(),
     });
     let (fanout, fanout_run) = live::Fanout::new();
     let state = Arc::new(HmiState {

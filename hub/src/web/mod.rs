@@ -113,15 +113,22 @@ pub fn routes(core: Arc<AuthCore>) -> RouteTable<St> {
     t
 }
 
-/// The whole router: the route table, then the pages for any other GET.
+/// The whole router: the route table, then the pages for any other GET;
+/// all of it behind the per-address rate limit, which also resolves the
+/// client address behind `[web] trusted_proxies`.
 pub fn router(state: St) -> axum::Router {
     let table = routes(state.core.clone());
-    table
+    let rate = state.core.rate.clone();
+    let app = table
         .into_router()
         .fallback(ops::asset)
         // Outermost but after routing, so it sees the route template.
         .layer(axum::middleware::from_fn(metrics::track))
-        .with_state(state)
+        .with_state(state);
+    match rate {
+        Some(rate) => rate.layer(app),
+        None => app,
+    }
 }
 
 /// A running web application.
@@ -182,7 +189,7 @@ pub async fn start(
 ) -> Result<WebHandle, WebStartError> {
     let users_file = w.users_file.clone();
     let token_file = w.metrics_token_file.clone();
-    let (users, audit, metrics_token) = tokio::task::spawn_blocking(move || {
+    let (users, audit, metrics_token, tokens) = tokio::task::spawn_blocking(move || {
         let users =
             web::users::UserStore::open(&users_file).map_err(|source| WebStartError::Users {
                 path: users_file.display().to_string(),
@@ -200,7 +207,12 @@ pub async fn start(
             Some(p) => Some(read_token(&p)?),
             None => None,
         };
-        Ok::<_, WebStartError>((users, audit, token))
+        let tokens =
+            web::tokens::TokenStore::for_users(&users).map_err(|source| WebStartError::Users {
+                path: users_file.display().to_string(),
+                source,
+            })?;
+        Ok::<_, WebStartError>((users, audit, token, tokens))
     })
     .await
     .map_err(|e| WebStartError::Internal(e.to_string()))??;
@@ -210,6 +222,12 @@ pub async fn start(
             "the hub web application has no users yet: create the first admin with `apos-hub user add NAME --role admin`"
         );
     }
+    let rate = web::ratelimit::RateLimit::new(web::ratelimit::RateConfig {
+        per_second: w.rate_limit,
+        burst: w.rate_burst,
+        trusted_proxies: w.trusted_proxies.clone(),
+    })
+    .map_err(|e| WebStartError::Internal(format!("[web] rate limits: {e}")))?;
     let core = Arc::new(AuthCore {
         users: Arc::new(users),
         sessions: web::session::Sessions::default(),
@@ -218,6 +236,8 @@ pub async fn start(
         anonymous_view: false,
         secure_cookie: w.tls.is_some(),
         metrics_token,
+        tokens: Some(Arc::new(tokens)),
+        rate: Some(rate),
     });
     let state = Arc::new(WebState {
         reads,

@@ -1,6 +1,7 @@
 //! Integration tests of the hub: one harness, one binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_cli;
 mod analysis;
 mod broker;
 mod forecasting;

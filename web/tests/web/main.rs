@@ -5,7 +5,9 @@
 
 mod assets;
 mod auth;
+mod ratelimit;
 mod serve;
+mod tokens;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -18,8 +20,10 @@ use std::sync::{Arc, Mutex};
 use tower::ServiceExt as _;
 use web::access::{Access, Role};
 use web::audit::AuditLog;
+use web::ratelimit::{RateConfig, RateLimit};
 use web::routes::{AuthCore, Caller, RouteInfo, RouteTable};
 use web::session::{Sessions, Throttle};
+use web::tokens::TokenStore;
 use web::users::{HashParams, UserStore};
 
 pub const CLIENT: &str = "192.0.2.7:50000";
@@ -40,6 +44,9 @@ pub struct Opts {
     pub anonymous_view: bool,
     pub secure_cookie: bool,
     pub metrics_token: Option<String>,
+    /// Rate limits: the per-token one in the guard, the per-address layer
+    /// around the router.
+    pub rate: Option<RateConfig>,
 }
 
 #[derive(Debug)]
@@ -66,11 +73,13 @@ async fn ack(caller: Caller, axum::extract::Path(name): axum::extract::Path<Stri
 
 pub fn app(opts: Opts) -> App {
     let dir = tempfile::tempdir().unwrap();
-    let users = UserStore::open_with_params(
-        &dir.path().join("users.db"),
-        HashParams::new(8, 1, 1, None).unwrap(),
-    )
-    .unwrap();
+    let users = Arc::new(
+        UserStore::open_with_params(
+            &dir.path().join("users.db"),
+            HashParams::new(8, 1, 1, None).unwrap(),
+        )
+        .unwrap(),
+    );
     for (name, role) in USERS {
         users.add(name, role, &password(name)).unwrap();
     }
@@ -79,13 +88,15 @@ pub fn app(opts: Opts) -> App {
     ));
     let audit = AuditLog::new(conn.clone(), None).unwrap();
     let core = Arc::new(AuthCore {
-        users: Arc::new(users),
+        users: users.clone(),
         sessions: Sessions::default(),
         throttle: Throttle::new(),
         audit: Arc::new(audit),
         anonymous_view: opts.anonymous_view,
         secure_cookie: opts.secure_cookie,
         metrics_token: opts.metrics_token,
+        tokens: Some(Arc::new(TokenStore::for_users(&users).unwrap())),
+        rate: opts.rate.map(|r| RateLimit::new(r).unwrap()),
     });
     let mut table = RouteTable::<()>::new(core.clone());
     web::auth_api::add_auth_routes(&mut table);
@@ -127,6 +138,10 @@ pub fn app(opts: Opts) -> App {
     let router = table
         .into_router()
         .route("/extra", get(|| async { "outside the table" }));
+    let router = match &core.rate {
+        Some(rate) => rate.layer(router),
+        None => router,
+    };
     App {
         router,
         routes,

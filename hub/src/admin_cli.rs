@@ -1,0 +1,469 @@
+//! `apos-hub user …`, `apos-hub token …` and `apos-hub audit …`: the web
+//! application's accounts, API tokens and audit log, from the hub's shell.
+//! Everything lives in the users file (`[web] users_file`, by default
+//! `users.db` beside the fleet database); every change is audited there.
+//! There is no default user or password: the first admin comes from
+//! `apos-hub user add NAME --role admin`.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use sha2::{Digest, Sha256};
+use web::access::Role;
+use web::audit::{AuditLog, NewAudit};
+use web::tokens::{NewToken, TokenStore};
+use web::users::UserStore;
+
+const CONFIG: &str = "/etc/apos-hub/hub.toml";
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. Without --password-stdin a random password is generated
+    /// and printed once.
+    Add {
+        name: String,
+        /// viewer, analyst, engineer or admin.
+        #[arg(long)]
+        role: String,
+        /// Read the password from standard input (its first line).
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long, default_value = CONFIG)]
+        config: PathBuf,
+    },
+    /// Set a user's password (generated and printed unless --password-stdin).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long, default_value = CONFIG)]
+        config: PathBuf,
+    },
+    /// Change a user's role (their API tokens never act above it).
+    Role {
+        name: String,
+        role: String,
+        #[arg(long, default_value = CONFIG)]
+        config: PathBuf,
+    },
+    /// List users and roles.
+    List {
+        #[arg(long, default_value = CONFIG)]
+        config: PathBuf,
+    },
+    /// Remove a user and revoke their API tokens.
+    Remove {
+        name: String,
+        #[arg(long, default_value = CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make an API token for a user; the token is printed once.
+    Create {
+        /// The user the token acts as.
+        #[arg(long)]
+        user: String,
+        /// What it is for, e.g. "grafana".
+        #[arg(long)]
+        name: String,
+        /// The user's role (the default) or a lower one.
+        #[arg(long)]
+        role: Option<String>,
+        /// Days until it expires, 1 to 365.
+        #[arg(long, default_value_t = web::tokens::EXPIRY_DEFAULT_DAYS)]
+        days: u32,
+        #[arg(long, default_value = CONFIG)]
+        config: PathBuf,
+    },
+    /// List API tokens (never their secrets).
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = CONFIG)]
+        config: PathBuf,
+    },
+    /// Revoke an API token by its id; it stops working at once.
+    Revoke {
+        id: String,
+        #[arg(long, default_value = CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain: a changed, removed or reordered
+    /// entry is found (exit status 1).
+    Verify {
+        #[arg(long, default_value = CONFIG)]
+        config: PathBuf,
+    },
+    /// Show the newest entries.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, default_value = CONFIG)]
+        config: PathBuf,
+    },
+}
+
+/// The hub's roles (operator is the edge's).
+const ROLES: &[Role] = &[Role::Viewer, Role::Analyst, Role::Engineer, Role::Admin];
+
+fn role(s: &str) -> anyhow::Result<Role> {
+    let r: Role = s.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !ROLES.contains(&r) {
+        bail!("the hub's roles are viewer, analyst, engineer and admin (not {s:?})");
+    }
+    Ok(r)
+}
+
+/// The users file of the hub configured in `config`.
+pub fn users_file(cfg: &hub::HubConfig) -> PathBuf {
+    cfg.web.as_ref().map_or_else(
+        || hub::config::Web::defaults(&cfg.storage_path).users_file,
+        |w| w.users_file.clone(),
+    )
+}
+
+struct Stores {
+    users: UserStore,
+    tokens: TokenStore,
+    audit: AuditLog,
+}
+
+fn open_file(users_file: &Path) -> anyhow::Result<Stores> {
+    let users =
+        UserStore::open(users_file).with_context(|| format!("opening {}", users_file.display()))?;
+    let tokens = TokenStore::for_users(&users)
+        .with_context(|| format!("opening the API tokens in {}", users_file.display()))?;
+    let conn = rusqlite::Connection::open(users_file)
+        .with_context(|| format!("opening {}", users_file.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let audit = AuditLog::new(Arc::new(Mutex::new(conn)), None)?;
+    Ok(Stores {
+        users,
+        tokens,
+        audit,
+    })
+}
+
+fn open(config: &Path) -> anyhow::Result<Stores> {
+    hub::files::private_files();
+    let cfg = hub::config::load(config)?;
+    open_file(&users_file(&cfg))
+}
+
+fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .take(4096)
+            .read_to_string(&mut s)
+            .context("reading the password from standard input")?;
+        Ok((s.lines().next().unwrap_or("").to_string(), false))
+    } else {
+        Ok((web::users::random_password(), true))
+    }
+}
+
+fn actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("SUDO_USER")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+fn now_ms() -> i64 {
+    hub::web::now_ms()
+}
+
+fn audit(s: &Stores, action: &str, target: &str, detail: String) -> anyhow::Result<()> {
+    s.audit.append(
+        NewAudit {
+            actor: actor(),
+            action: action.into(),
+            target: target.into(),
+            detail,
+            addr: "cli".into(),
+        },
+        now_ms(),
+    )?;
+    Ok(())
+}
+
+fn time(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+    )
+    .to_string()
+}
+
+pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Add {
+            name,
+            role: r,
+            password_stdin,
+            config,
+        } => {
+            let r = role(&r)?;
+            let s = open(&config)?;
+            let (p, generated) = password(password_stdin)?;
+            s.users.add(&name, r, &p)?;
+            audit(&s, "user_add", &name, format!("role {r}"))?;
+            println!("added {name} ({r})");
+            if generated {
+                println!(
+                    "password: {p}\n(shown once; change it with `apos-hub user passwd {name}`)"
+                );
+            }
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+            config,
+        } => {
+            let s = open(&config)?;
+            let (p, generated) = password(password_stdin)?;
+            s.users.set_password(&name, &p)?;
+            audit(&s, "user_passwd", &name, String::new())?;
+            println!(
+                "password of {name} changed; a running hub keeps their sessions until they expire"
+            );
+            if generated {
+                println!("password: {p}");
+            }
+        }
+        UserCommand::Role {
+            name,
+            role: r,
+            config,
+        } => {
+            let r = role(&r)?;
+            let s = open(&config)?;
+            s.users.set_role(&name, r)?;
+            audit(&s, "user_role", &name, format!("role {r}"))?;
+            println!(
+                "{name} is now {r}; their API tokens act at most as {r}, a running hub's sessions keep the old role until they end"
+            );
+        }
+        UserCommand::List { config } => {
+            let s = open(&config)?;
+            let list = s.users.list()?;
+            if list.is_empty() {
+                println!(
+                    "no users: add the first admin with `apos-hub user add NAME --role admin`"
+                );
+                return Ok(());
+            }
+            println!("{:<24} {:<10} {:<22} last login", "user", "role", "created");
+            for u in list {
+                println!(
+                    "{:<24} {:<10} {:<22} {}",
+                    u.name,
+                    u.role.as_str(),
+                    time(u.created_ms),
+                    u.last_login_ms.map_or("never".into(), time)
+                );
+            }
+        }
+        UserCommand::Remove { name, config } => {
+            let s = open(&config)?;
+            s.users.remove(&name)?;
+            let n = s.tokens.revoke_owner(&name)?;
+            audit(&s, "user_remove", &name, format!("{n} API tokens revoked"))?;
+            println!("removed {name} and revoked {n} API token(s)");
+        }
+    }
+    Ok(())
+}
+
+pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create {
+            user,
+            name,
+            role: r,
+            days,
+            config,
+        } => {
+            let r = r.as_deref().map(role).transpose()?;
+            let s = open(&config)?;
+            let req = NewToken {
+                name,
+                role: r,
+                expires_days: Some(days),
+            };
+            let c = s.tokens.create(&user, &req, now_ms())?;
+            let detail = format!(
+                "name={} role={} owner={user} expires_ms={}",
+                c.info.name, c.info.role, c.info.expires_ms
+            );
+            if let Err(e) = audit(&s, "token_create", &c.info.id, detail) {
+                // No token may exist without its audit entry.
+                let _ = s.tokens.revoke(&c.info.id);
+                return Err(e.context("the token was not made"));
+            }
+            println!(
+                "API token {} for {user} ({}, \"{}\"), expires {}:",
+                c.info.id,
+                c.info.role,
+                c.info.name,
+                time(c.info.expires_ms)
+            );
+            println!("{}", c.token);
+            println!(
+                "(shown once: store it now; send it as `Authorization: Bearer <token>`; revoke with `apos-hub token revoke {}`)",
+                c.info.id
+            );
+        }
+        TokenCommand::List { user, config } => {
+            let s = open(&config)?;
+            let list = s.tokens.list(user.as_deref())?;
+            if list.is_empty() {
+                println!("no API tokens");
+                return Ok(());
+            }
+            println!(
+                "{:<16} {:<16} {:<9} {:<20} {:<22} last used",
+                "id", "user", "role", "name", "expires"
+            );
+            let now = now_ms();
+            for t in list {
+                println!(
+                    "{:<16} {:<16} {:<9} {:<20} {:<22} {}",
+                    t.id,
+                    t.owner,
+                    t.role.as_str(),
+                    t.name,
+                    if t.expires_ms <= now {
+                        format!("EXPIRED {}", time(t.expires_ms))
+                    } else {
+                        time(t.expires_ms)
+                    },
+                    t.last_used_ms.map_or("never".into(), time)
+                );
+            }
+        }
+        TokenCommand::Revoke { id, config } => {
+            let s = open(&config)?;
+            let Some(info) = s.tokens.get(&id)? else {
+                bail!("no API token with id {id:?}; `apos-hub token list` shows them");
+            };
+            s.tokens.revoke(&id)?;
+            audit(
+                &s,
+                "token_revoke",
+                &id,
+                format!("name={} owner={}", info.name, info.owner),
+            )?;
+            println!("revoked {id} ({}, {})", info.owner, info.name);
+        }
+    }
+    Ok(())
+}
+
+pub fn audit_cmd(cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Verify { config } => {
+            hub::files::private_files();
+            let cfg = hub::config::load(&config)?;
+            let path = users_file(&cfg);
+            if !path.exists() {
+                bail!(
+                    "{} does not exist: nothing has been audited yet",
+                    path.display()
+                );
+            }
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .with_context(|| format!("opening {}", path.display()))?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            let r = web::audit::verify_conn(&conn)?;
+            match r.problem {
+                None => println!("audit log OK: {} entries, hash chain intact", r.entries),
+                Some(p) => bail!(
+                    "audit log BROKEN at entry {}: {} ({} entries checked)",
+                    p.seq,
+                    p.reason,
+                    r.entries
+                ),
+            }
+        }
+        AuditCommand::List { limit, config } => {
+            let s = open(&config)?;
+            for e in s.audit.list(None, limit)? {
+                println!(
+                    "{:>6} {} {:<16} {:<16} {:<20} {} {}",
+                    e.seq,
+                    time(e.ts_ms),
+                    e.actor,
+                    e.action,
+                    e.target,
+                    e.addr,
+                    e.detail
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records "config loaded" with the SHA-256 of the configuration file's
+/// text in the audit log, when it differs from the last one recorded (so a
+/// restart with the same file adds nothing). Called by `apos-hub run`
+/// before the hub starts; `Ok(true)` when an entry was written. Only the
+/// file itself is hashed, not the key files it names.
+pub fn audit_config_change(config: &Path, cfg: &hub::HubConfig) -> anyhow::Result<bool> {
+    let text = std::fs::read(config).with_context(|| format!("reading {}", config.display()))?;
+    let digest: String = Sha256::digest(&text)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let detail = format!("sha256={digest}");
+    let path = users_file(cfg);
+    let s = open_file(&path)?;
+    let last: Option<String> = {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.query_row(
+            "SELECT detail FROM audit WHERE action = 'config_loaded' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?
+    };
+    if last.as_deref() == Some(detail.as_str()) {
+        return Ok(false);
+    }
+    s.audit.append(
+        NewAudit {
+            actor: "apos-hub".into(),
+            action: "config_loaded".into(),
+            target: std::fs::canonicalize(config)
+                .unwrap_or_else(|_| config.to_owned())
+                .display()
+                .to_string(),
+            detail,
+            addr: "local".into(),
+        },
+        now_ms(),
+    )?;
+    Ok(true)
+}
