@@ -353,9 +353,29 @@ pub async fn print_live(edge: &Edge) {
 /// passwords at every start (printed once by the demo): (user, role, password).
 pub fn hmi_users(users_file: &Path) -> anyhow::Result<Vec<(String, &'static str, String)>> {
     use web::access::Role;
+    demo_users(
+        users_file,
+        &[("operator", Role::Operator), ("admin", Role::Admin)],
+    )
+}
+
+/// The demo hub's users, an analyst and an admin, as [`hmi_users`].
+pub fn hub_users(users_file: &Path) -> anyhow::Result<Vec<(String, &'static str, String)>> {
+    use web::access::Role;
+    demo_users(
+        users_file,
+        &[("analyst", Role::Analyst), ("admin", Role::Admin)],
+    )
+}
+
+/// Create (or reset) `users` with new random passwords.
+fn demo_users(
+    users_file: &Path,
+    users: &[(&str, web::access::Role)],
+) -> anyhow::Result<Vec<(String, &'static str, String)>> {
     let store = web::users::UserStore::open(users_file)?;
     let mut out = Vec::new();
-    for (name, role) in [("operator", Role::Operator), ("admin", Role::Admin)] {
+    for &(name, role) in users {
         let password = web::users::random_password();
         if store.get(name)?.is_some() {
             store.set_password(name, &password)?;

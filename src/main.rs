@@ -32,6 +32,11 @@ struct Args {
     /// printed passwords).
     #[arg(long, default_value = "127.0.0.1:8080")]
     hmi: SocketAddr,
+    /// Where the hub's web application (fleet dashboards, REST API, live
+    /// updates, /metrics) listens (loopback: its users have printed
+    /// passwords).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    web: SocketAddr,
     /// Simulated seconds per real second (1 = real time).
     #[arg(long, default_value_t = 10.0)]
     time_scale: f64,
@@ -115,15 +120,23 @@ async fn main() -> anyhow::Result<()> {
     let pass_file = secret("node.pass")?;
     let hub_db =
         std::path::absolute(args.dir.join("fleet.duckdb")).context("resolving the hub path")?;
+    // The hub's own users file: the edge HMI's users are not the hub's.
+    let hub_users_file =
+        std::path::absolute(args.dir.join("hub-users.db")).context("resolving the users path")?;
     let hub_toml = format!(
         "schema_version = 1\n[storage]\npath = {:?}\n[broker]\nmode = \"embedded\"\nlisten = \"{}\"\n\
          [ingest]\nstatus_log_interval = \"60s\"\n[[node]]\nsite = \"demo-refinery\"\nnode = \"cdu-edge-1\"\n\
-         key_file = {:?}\npassword_file = {:?}\n",
+         key_file = {:?}\npassword_file = {:?}\n[web]\nlisten = \"{}\"\nusers_file = {:?}\n",
         hub_db.display().to_string(),
         args.mqtt,
         key_file.display().to_string(),
-        pass_file.display().to_string()
+        pass_file.display().to_string(),
+        args.web,
+        hub_users_file.display().to_string()
     );
+    // The hub's analysts: new random passwords at every start, never a
+    // fixed default (created before the hub opens the file).
+    let hub_users = apos::demo::hub_users(&hub_users_file)?;
     let hub_config_path = args.dir.join("hub.toml");
     std::fs::write(&hub_config_path, &hub_toml)
         .with_context(|| format!("writing {}", hub_config_path.display()))?;
@@ -131,7 +144,12 @@ async fn main() -> anyhow::Result<()> {
     let hub_cancel = CancellationToken::new();
     let hub = hub::Hub::start(hub_cfg, hub_cancel.clone())
         .await
-        .with_context(|| format!("starting the hub (MQTT on {})", args.mqtt))?;
+        .with_context(|| {
+            format!(
+                "starting the hub (MQTT on {}, web on {})",
+                args.mqtt, args.web
+            )
+        })?;
 
     let toml = toml
         + &format!(
@@ -216,6 +234,14 @@ async fn main() -> anyhow::Result<()> {
     if let Some(h) = &edge.hmi {
         println!("  operator HMI:                 {}", h.url());
         for (user, role, password) in &demo_users {
+            println!("    log in as {user:<10} ({role:<8}) password {password}");
+        }
+    }
+    if let Some(url) = hub.web_url() {
+        println!(
+            "  hub dashboards and API:       {url}   (live updates, /metrics, /api/v1/openapi.json)"
+        );
+        for (user, role, password) in &hub_users {
             println!("    log in as {user:<10} ({role:<8}) password {password}");
         }
     }
