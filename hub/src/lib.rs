@@ -9,6 +9,7 @@
 //!             ingest task ──[bounded]──▶ DuckDB thread (store.rs)
 //! ```
 
+pub mod alert;
 pub mod broker;
 pub mod config;
 pub mod control;
@@ -81,6 +82,8 @@ pub enum HubError {
     Gate(#[from] gate::GateError),
     #[error(transparent)]
     Web(#[from] web::WebStartError),
+    #[error(transparent)]
+    Alert(#[from] alert::AlertError),
 }
 
 /// A running hub.
@@ -199,7 +202,7 @@ impl Hub {
                 web::start(
                     cfg.clone(),
                     w,
-                    reads,
+                    reads.clone(),
                     ready.clone(),
                     events.clone(),
                     cancel.clone(),
@@ -208,6 +211,8 @@ impl Hub {
             ),
             None => None,
         };
+        // Alert rules read through the same pool (docs/hub.md, "Alerts").
+        alert::start(cfg.clone(), reads, events.clone(), cancel.clone()).await?;
         let ingest = tokio::spawn(ingest::run(
             link,
             Arc::new(keys),

@@ -11,7 +11,9 @@ use protocol::NodeKey;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod alert;
 mod web;
+pub use alert::{Alerts, Rule, RuleKind, Webhook};
 pub use web::Web;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,11 @@ struct RawHub {
     nodes: Vec<Spanned<RawNode>>,
     /// Absent: no web server (tests, headless hubs).
     web: Option<web::RawWeb>,
+    /// Alerting (docs/hub.md, "Alerts").
+    alerts: Option<Spanned<alert::RawAlerts>>,
+    #[serde(default, rename = "alert")]
+    alert_rules: Vec<Spanned<alert::RawRule>>,
+    webhook: Option<Spanned<alert::RawWebhook>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +100,8 @@ pub struct HubConfig {
     pub nodes: BTreeMap<(String, String), NodeEntry>,
     /// The web application and REST API; `None` without a `[web]` section.
     pub web: Option<Web>,
+    /// Alert rules and their webhook; `None` without `[[alert]]` rules.
+    pub alerts: Option<Alerts>,
 }
 
 #[derive(Debug, Clone)]
@@ -520,6 +529,13 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         .web
         .as_ref()
         .and_then(|w| web::validate(&mut c, w, &storage_path));
+    let alerts = alert::validate(
+        &mut c,
+        raw.alerts.as_ref(),
+        &raw.alert_rules,
+        raw.webhook.as_ref(),
+        &storage_path,
+    );
     if !c.errors.is_empty() {
         let n = c.errors.len();
         return Err(ConfigError::Invalid(format!(
@@ -539,6 +555,7 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         status_log_interval,
         nodes,
         web,
+        alerts,
     })
 }
 
@@ -578,6 +595,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("keys/plant1.edge1.pass"), "pw\n").unwrap();
+        std::fs::write(dir.path().join("webhook.secret"), "0123456789abcdef0123\n").unwrap();
         let text = std::fs::read_to_string(&path)
             .unwrap()
             .replace("/etc/apos-hub/", &format!("{}/", dir.path().display()));
@@ -586,6 +604,8 @@ mod tests {
         let n = &cfg.nodes[&("plant1".to_string(), "edge1".to_string())];
         assert_eq!(n.password.as_deref(), Some("pw"));
         assert!(matches!(cfg.broker, Broker::Embedded { tls: Some(_), .. }));
+        let alerts = cfg.alerts.unwrap();
+        assert_eq!((alerts.rules.len(), alerts.webhook.is_some()), (5, true));
     }
 
     #[test]

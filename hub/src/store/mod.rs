@@ -11,6 +11,7 @@ use std::path::Path;
 use duckdb::{Connection, OptionalExt, params};
 use protocol::v1::{Batch, Body, Checksum, Window, window_digest};
 
+mod alerts;
 mod fleet;
 pub mod forecast;
 mod read;

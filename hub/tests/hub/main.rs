@@ -3,6 +3,7 @@
 
 mod admin_cli;
 mod analysis;
+mod alerts;
 mod broker;
 mod forecasting;
 mod ingest;
