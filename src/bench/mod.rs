@@ -6,6 +6,7 @@
 
 pub mod alarms;
 pub mod forecast;
+pub mod hub;
 pub mod kpi;
 pub mod modbus;
 pub mod opcua_server;

@@ -154,6 +154,39 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         duration: u64,
     },
+    /// Hub web API: wrk on the KPI summary and a tag range, apos-hub against
+    /// a FastAPI + uvicorn + duckdb peer on the same data; a one-year chart
+    /// over 100 M stored windows against a naive GROUP BY (bench/hub/README.md).
+    Hub {
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// uvicorn worker processes of the peer (one per core).
+        #[arg(long, default_value_t = 2)]
+        peer_workers: u32,
+        /// Python with the peer's packages (bench/hub/requirements.txt).
+        #[arg(long, default_value = "bench/hub/.venv/bin/python")]
+        python: PathBuf,
+        /// Windows of the one-year tag.
+        #[arg(long, default_value_t = 100_000_000)]
+        year_points: u64,
+        #[arg(long, default_value_t = 30)]
+        year_runs: usize,
+        #[arg(long)]
+        skip_serve: bool,
+        #[arg(long)]
+        skip_peer: bool,
+        #[arg(long)]
+        skip_year: bool,
+        /// Directory for the data files (the year's is ~1 GB); default the temp dir.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
     /// The alarm engine: evaluations per second for many alarms on one core.
     Alarms {
         #[arg(long, default_value_t = 10_000)]
@@ -226,6 +259,37 @@ async fn main() -> anyhow::Result<()> {
             clients,
             duration,
         } => hmi_bench(tags, clients, duration).await,
+        Cmd::Hub {
+            duration,
+            warmup,
+            connections,
+            threads,
+            peer_workers,
+            python,
+            year_points,
+            year_runs,
+            skip_serve,
+            skip_peer,
+            skip_year,
+            work_dir,
+        } => {
+            apos::bench::hub::run(apos::bench::hub::Opts {
+                hub_bin: sibling_binary("apos-hub")?,
+                python,
+                duration,
+                warmup,
+                connections,
+                threads,
+                peer_workers,
+                year_points,
+                year_runs,
+                skip_serve,
+                skip_peer,
+                skip_year,
+                work_dir,
+            })
+            .await
+        }
         Cmd::Alarms { alarms, rounds } => {
             let r = tokio::task::spawn_blocking(move || apos::bench::alarms::run(alarms, rounds))
                 .await?;

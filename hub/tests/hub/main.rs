@@ -12,7 +12,9 @@ mod live;
 mod logs;
 mod monitoring;
 mod mosquitto;
+mod schemathesis;
 mod security;
 mod support;
 #[path = "../../../tests/common/tls.rs"]
 mod tls;
+mod web;
