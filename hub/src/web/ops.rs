@@ -74,18 +74,23 @@ pub async fn readyz(State(st): State<St>) -> Response {
 }
 
 /// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "monitoring",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4",
+               content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
 pub async fn metrics(State(st): State<St>) -> Response {
     web::metrics::response(super::metrics::render(&st))
 }
 
 /// The OpenAPI 3.1 document, generated from the handlers' annotations.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "monitoring",
+    responses((status = 200, description = "this document", body = Object)))]
 pub async fn openapi(State(st): State<St>) -> Response {
     Json(document(&super::routes(st.core.clone()))).into_response()
 }
 
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(healthz, readyz),
+    paths(healthz, readyz, metrics, openapi),
     components(schemas(Health, Ready)),
     tags((name = "monitoring", description = "Fleet and node health, gaps, backlog, alerts"),
          (name = "analysis", description = "KPIs and their history, tag ranges, statistics"),
