@@ -76,33 +76,75 @@ fn bad_query(e: QueryRejection) -> Problem {
 #[into_params(parameter_in = Query)]
 pub struct ModelFilter {
     /// Only this site.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub site: Option<String>,
     /// Only nodes of this name.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub node: Option<String>,
 }
 
-/// One model of one node: `site`, `node` and `model` (all required), and
-/// the range of forecast origins.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ModelParams {
-    /// Site identifier (required).
-    pub site: Option<String>,
-    /// Node identifier (required).
-    pub node: Option<String>,
-    /// Model name (required).
-    pub model: Option<String>,
-    /// Forecast origins at or after (RFC 3339 or ms since 1970); default `to` − 24 h.
-    pub from: Option<String>,
-    /// Forecast origins before; default now.
-    pub to: Option<String>,
-    /// Forecasts only: the `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// Forecasts only: 1–1000, default 100.
-    pub limit: Option<String>,
-    /// Versus only: steps ahead, 1 (the first value, default) to 100000.
-    pub lead: Option<String>,
+macro_rules! model_params {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident),* }) => {
+        $(#[$m])*
+        #[derive(Debug, Deserialize, IntoParams)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            /// Site identifier.
+            #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+            pub site: String,
+            /// Node identifier.
+            #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+            pub node: String,
+            /// Model name.
+            pub model: String,
+            $($(#[$fm])* pub $field: Option<String>,)*
+        }
+
+        impl $name {
+            fn key(&self) -> Result<Key, Problem> {
+                key(&self.site, &self.node, &self.model)
+            }
+        }
+    };
 }
+
+model_params!(
+    /// One model's forecasts, by origin.
+    ForecastParams {
+        /// Origins at or after (RFC 3339 or ms since 1970); default `to` − 24 h.
+        from,
+        /// Origins before; default now.
+        to,
+        /// The `next_cursor` of the previous page.
+        cursor,
+        /// 1–1000, default 100.
+        limit
+    }
+);
+model_params!(
+    /// One model's forecasts against the actuals, at one lead.
+    VersusParams {
+        /// Origins at or after (RFC 3339 or ms since 1970); default `to` − 24 h.
+        from,
+        /// Origins before; default now.
+        to,
+        /// Steps ahead: 1 (the first value, default) to 100000.
+        lead
+    }
+);
+model_params!(
+    /// One model's accuracy over a range of origins.
+    AccuracyParams {
+        /// Origins at or after (RFC 3339 or ms since 1970); default `to` − 24 h.
+        from,
+        /// Origins before; default now.
+        to
+    }
+);
+model_params!(
+    /// One model.
+    ModelKey {}
+);
 
 /// A checked (site, node, model).
 struct Key {
@@ -111,16 +153,9 @@ struct Key {
     model: String,
 }
 
-fn required(what: &str, v: Option<String>) -> Result<String, Problem> {
-    v.ok_or_else(|| Problem::bad_request(format!("{what}: required")))
-}
-
-fn key(p: &ModelParams) -> Result<Key, Problem> {
-    let site = required("site", p.site.clone())?;
-    let node = required("node", p.node.clone())?;
-    let model = required("model", p.model.clone())?;
-    params::check_id("site", &site)?;
-    params::check_id("node", &node)?;
+fn key(site: &str, node: &str, model: &str) -> Result<Key, Problem> {
+    params::check_id("site", site)?;
+    params::check_id("node", node)?;
     if model.is_empty()
         || model.len() > protocol::check::MAX_TEXT
         || model.chars().any(char::is_control)
@@ -129,16 +164,15 @@ fn key(p: &ModelParams) -> Result<Key, Problem> {
             "model: 1 to 256 bytes without control characters",
         ));
     }
-    Ok(Key { site, node, model })
+    Ok(Key {
+        site: site.to_owned(),
+        node: node.to_owned(),
+        model: model.to_owned(),
+    })
 }
 
-fn range(p: &ModelParams) -> Result<Range, Problem> {
-    params::range(
-        p.from.as_deref(),
-        p.to.as_deref(),
-        now_ms(),
-        params::DEFAULT_SPAN_MS,
-    )
+fn range(from: Option<&str>, to: Option<&str>) -> Result<Range, Problem> {
+    params::range(from, to, now_ms(), params::DEFAULT_SPAN_MS)
 }
 
 /// Every model with forecasts at the hub.
@@ -181,16 +215,16 @@ pub struct ForecastPage {
 
 /// One model's forecasts with origins in the range, newest first.
 #[utoipa::path(get, path = "/api/v1/forecasting/forecasts", tag = "forecasting",
-    params(ModelParams),
+    params(ForecastParams),
     responses((status = 200, description = "a page of forecasts", body = ForecastPage),
               (status = 400, description = "bad parameter", body = Problem, content_type = "application/problem+json")))]
 pub async fn forecasts(
     State(st): State<St>,
-    q: Result<Query<ModelParams>, QueryRejection>,
+    q: Result<Query<ForecastParams>, QueryRejection>,
 ) -> Result<Json<ForecastPage>, Problem> {
     let p = q.map_err(bad_query)?.0;
-    let k = key(&p)?;
-    let r = range(&p)?;
+    let k = p.key()?;
+    let r = range(p.from.as_deref(), p.to.as_deref())?;
     let limit = match p.limit.as_deref() {
         None => params::limit(None)?,
         Some(l) => params::limit(Some(l.parse::<usize>().map_err(|_| {
@@ -228,16 +262,16 @@ pub async fn forecasts(
 /// in the range, the value forecast `lead` steps ahead and the tag's window
 /// (time-weighted mean, width closest to the step) containing that time.
 #[utoipa::path(get, path = "/api/v1/forecasting/versus", tag = "forecasting",
-    params(ModelParams),
+    params(VersusParams),
     responses((status = 200, description = "parallel arrays t, forecast, actual", body = Versus),
               (status = 400, description = "bad parameter", body = Problem, content_type = "application/problem+json")))]
 pub async fn versus(
     State(st): State<St>,
-    q: Result<Query<ModelParams>, QueryRejection>,
+    q: Result<Query<VersusParams>, QueryRejection>,
 ) -> Result<Json<Versus>, Problem> {
     let p = q.map_err(bad_query)?.0;
-    let k = key(&p)?;
-    let r = range(&p)?;
+    let k = p.key()?;
+    let r = range(p.from.as_deref(), p.to.as_deref())?;
     let lead = match p.lead.as_deref() {
         None => 1,
         Some(l) => l
@@ -261,16 +295,16 @@ pub async fn versus(
 /// at each step), `hub` as the hub scores the same forecasts against the
 /// windows it stores (every lead; a cross-check, not the same actuals).
 #[utoipa::path(get, path = "/api/v1/forecasting/accuracy", tag = "forecasting",
-    params(ModelParams),
+    params(AccuracyParams),
     responses((status = 200, description = "the edge's scores and the hub's cross-check", body = Accuracy),
               (status = 400, description = "bad parameter", body = Problem, content_type = "application/problem+json")))]
 pub async fn accuracy(
     State(st): State<St>,
-    q: Result<Query<ModelParams>, QueryRejection>,
+    q: Result<Query<AccuracyParams>, QueryRejection>,
 ) -> Result<Json<Accuracy>, Problem> {
     let p = q.map_err(bad_query)?.0;
-    let k = key(&p)?;
-    let r = range(&p)?;
+    let k = p.key()?;
+    let r = range(p.from.as_deref(), p.to.as_deref())?;
     let a = st
         .read(move |s| s.forecast_accuracy(&k.site, &k.node, &k.model, r.from_ms, r.to_ms))
         .await?;
@@ -280,15 +314,15 @@ pub async fn accuracy(
 /// The newest explanation the model's edge sent (feature contributions,
 /// largest first); `ts_ms` null and no items before the first.
 #[utoipa::path(get, path = "/api/v1/forecasting/explanations", tag = "forecasting",
-    params(ModelParams),
+    params(ModelKey),
     responses((status = 200, description = "the latest explanation", body = Explanation),
               (status = 400, description = "bad parameter", body = Problem, content_type = "application/problem+json")))]
 pub async fn explanations(
     State(st): State<St>,
-    q: Result<Query<ModelParams>, QueryRejection>,
+    q: Result<Query<ModelKey>, QueryRejection>,
 ) -> Result<Json<Explanation>, Problem> {
     let p = q.map_err(bad_query)?.0;
-    let k = key(&p)?;
+    let k = p.key()?;
     let e = st
         .read(move |s| s.forecast_explanation(&k.site, &k.node, &k.model))
         .await?;
