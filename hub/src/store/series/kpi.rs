@@ -67,14 +67,19 @@ fn figures(s: &str) -> J {
 }
 
 /// The newest window of each (site, node, kpi, win) and, within it, the
-/// newest value; one pass over the (filtered) table.
+/// newest value: one hash aggregation (`arg_max` on the sort key), which
+/// DuckDB does in one pass where a window function would sort. `{WHERE}`
+/// is a filter on site and node, spelled out so that it is pushed into
+/// the scan.
 const SUMMARY: &str = "
-SELECT site, node, kpi, win, label, start_ms, end_ms, closed, coverage, quality, value,
-       unit, figures
-FROM kpis
-WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR node = ?2)
-QUALIFY row_number() OVER (PARTITION BY site, node, kpi, win
-                           ORDER BY start_ms DESC, computed_ms DESC, seq DESC) = 1
+SELECT site, node, kpi, win, v.label, v.start_ms, v.end_ms, v.closed, v.coverage, v.quality,
+       v.value, v.unit, v.figures
+FROM (SELECT site, node, kpi, win,
+             arg_max({'label': label, 'start_ms': start_ms, 'end_ms': end_ms, 'closed': closed,
+                      'coverage': coverage, 'quality': quality, 'value': value, 'unit': unit,
+                      'figures': figures},
+                     (start_ms, computed_ms, seq)) AS v
+      FROM kpis {WHERE} GROUP BY site, node, kpi, win)
 ORDER BY site, node, kpi, win";
 
 impl Store {
@@ -85,8 +90,16 @@ impl Store {
         site: Option<&str>,
         node: Option<&str>,
     ) -> Result<Vec<KpiSummary>, StoreError> {
-        let mut st = self.conn.prepare_cached(SUMMARY)?;
-        let rows = st.query_map(params![site, node], |r| {
+        let (filter, p): (&str, Vec<&str>) = match (site, node) {
+            (None, None) => ("", vec![]),
+            (Some(s), None) => ("WHERE site = ?", vec![s]),
+            (None, Some(n)) => ("WHERE node = ?", vec![n]),
+            (Some(s), Some(n)) => ("WHERE site = ? AND node = ?", vec![s, n]),
+        };
+        let mut st = self
+            .conn
+            .prepare_cached(&SUMMARY.replace("{WHERE}", filter))?;
+        let rows = st.query_map(duckdb::params_from_iter(p), |r| {
             let f: String = r.get(12)?;
             Ok(KpiSummary {
                 site: r.get(0)?,

@@ -516,3 +516,32 @@ fn series_100m() {
     let r = s.refresh_rollups(DEFAULT_REFRESH_WINDOWS).unwrap();
     eprintln!("refresh with nothing new: {:?} ({r:?})", t.elapsed());
 }
+
+/// Rough cost of the KPI summary: 20 nodes × 4 KPIs × a week of 5 min
+/// rolling values (~160,000 rows). `cargo test --profile dev --workspace
+/// --lib kpi_summary_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn kpi_summary_cost() {
+    use std::time::Instant;
+    let s = Store::open_in_memory().unwrap();
+    s.conn
+        .execute_batch(
+            "INSERT INTO kpis
+             SELECT 's', 'n' || (i % 20), 'k' || ((i // 20) % 4), '5m', '', t, t + 300000, t + 300000,
+                    true, t + 300000, 1.0, 'good', 0.5, '{\"v\":0.5}', NULL, 1
+             FROM (SELECT i, 1800000000000 + (i // 80) * 300000 AS t FROM range(0, 161280) r(i))",
+        )
+        .unwrap();
+    for (what, site, node) in [("one node", Some("s"), Some("n7")), ("fleet", None, None)] {
+        let n = 200;
+        let t = Instant::now();
+        for _ in 0..n {
+            assert!(!s.kpi_summary(site, node).unwrap().is_empty());
+        }
+        eprintln!(
+            "kpi summary, {what}: {:.2} ms per call",
+            t.elapsed().as_secs_f64() * 1000.0 / n as f64
+        );
+    }
+}
