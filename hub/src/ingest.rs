@@ -34,6 +34,13 @@ pub const STORE_QUEUE: usize = 64;
 /// How often superseded KPI values (open shift/day/week windows re-sent as
 /// they grow) are deleted, at most.
 const KPI_COMPACT_EVERY: Duration = Duration::from_secs(600);
+/// How often new windows are folded into the hourly/daily chart rollup
+/// (`Store::refresh_rollups`); charts read the windows not folded in yet
+/// directly, so this bounds their cost, not their correctness.
+const ROLLUP_EVERY: Duration = Duration::from_secs(60);
+/// Windows folded per step: ~0.2 s of the store thread, so a catch-up over
+/// a large existing database never holds the ingest for long.
+const ROLLUP_STEP: u64 = 200_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -326,12 +333,24 @@ fn store_loop(
     // Windows in `pending`, kept as they arrive rather than summed per poll.
     let mut pending_windows = 0usize;
     let mut open = true;
+    let mut rollup = Rollup::default();
     while open || !pending.is_empty() {
+        rollup.step(&mut store);
         if open {
-            let first = if pending.is_empty() {
+            let first = if pending.is_empty() && !rollup.behind() {
                 rx.blocking_recv()
             } else {
-                rx.try_recv().ok()
+                match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if pending.is_empty() {
+                            // Catching up on the rollup, nothing to store.
+                            continue;
+                        }
+                        None
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
             };
             depth(&rx);
             match first {
@@ -371,6 +390,7 @@ fn store_loop(
                 pending.clear();
                 pending_windows = 0;
                 let kpis = r.kpis;
+                rollup.dirty |= r.windows > 0;
                 let _ = acks.acks.send(r.committed);
                 if kpis > 0 && compacted.elapsed() >= KPI_COMPACT_EVERY {
                     compacted = Instant::now();
@@ -393,6 +413,64 @@ fn store_loop(
                     // The database itself refuses writes: wait, then retry.
                     std::thread::sleep(Duration::from_secs(5));
                 }
+            }
+        }
+    }
+}
+
+/// When the store thread folds new windows into the chart rollup: every
+/// [`ROLLUP_EVERY`] after windows arrived, and step by step while behind
+/// (the first start on an existing database).
+#[derive(Debug)]
+struct Rollup {
+    last: Instant,
+    /// Windows arrived since the last step.
+    dirty: bool,
+    /// Windows the last step left to fold.
+    remaining: u64,
+    /// After an error, wait a whole period before trying again.
+    failed: bool,
+}
+
+impl Default for Rollup {
+    fn default() -> Self {
+        // Due at once: a start on an existing database catches up first.
+        Rollup {
+            last: Instant::now() - ROLLUP_EVERY,
+            dirty: true,
+            remaining: 0,
+            failed: false,
+        }
+    }
+}
+
+impl Rollup {
+    fn behind(&self) -> bool {
+        self.remaining > 0 && !self.failed
+    }
+
+    fn step(&mut self, store: &mut Store) {
+        let due = self.last.elapsed() >= ROLLUP_EVERY && (self.dirty || self.failed);
+        if !(self.behind() || due) {
+            return;
+        }
+        self.last = Instant::now();
+        self.dirty = false;
+        match store.refresh_rollups(ROLLUP_STEP) {
+            Ok(r) => {
+                self.remaining = r.remaining;
+                self.failed = false;
+                if r.windows > 0 {
+                    tracing::debug!(
+                        windows = r.windows,
+                        remaining = r.remaining,
+                        "chart rollup refreshed"
+                    );
+                }
+            }
+            Err(e) => {
+                self.failed = true;
+                tracing::warn!(error = %e, "cannot refresh the chart rollup; charts read the raw windows meanwhile");
             }
         }
     }

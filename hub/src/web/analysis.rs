@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::Method;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use web::access::{Access, Role};
@@ -363,13 +364,33 @@ pub struct KpiList {
 pub async fn kpis(
     State(st): State<St>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<KpiList>, Problem> {
+) -> Result<Response, Problem> {
     let q = Q::new(q)?;
     let (site, node) = (q.id("site")?, q.id("node")?);
-    let items = st
-        .read(move |s| s.kpi_summary(site.as_deref(), node.as_deref()))
-        .await?;
-    Ok(Json(KpiList { items }))
+    let key = (site.clone(), node.clone());
+    let body = match st.kpi_cache.get(&key) {
+        Some(b) => b,
+        None => {
+            let generation = st.kpi_cache.generation();
+            let items = st
+                .read(move |s| s.kpi_summary(site.as_deref(), node.as_deref()))
+                .await?;
+            let b = bytes::Bytes::from(
+                serde_json::to_vec(&KpiList { items })
+                    .map_err(|e| Problem::internal(e.to_string()))?,
+            );
+            st.kpi_cache.put(key, generation, b.clone());
+            b
+        }
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// One KPI of one node over a range.

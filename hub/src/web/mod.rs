@@ -15,6 +15,7 @@
 
 pub mod alerts;
 pub mod analysis;
+pub mod cache;
 pub mod etl;
 pub mod forecasting;
 pub mod live;
@@ -65,6 +66,8 @@ pub struct WebState {
     pub events: crate::events::Events,
     pub started_ms: i64,
     pub ws_clients: AtomicU64,
+    /// KPI summaries until the next KPI commit.
+    pub kpi_cache: Arc<cache::KpiCache>,
 }
 
 pub type St = Arc<WebState>;
@@ -248,7 +251,14 @@ pub async fn start(
         events,
         started_ms: now_ms(),
         ws_clients: AtomicU64::new(0),
+        kpi_cache: Arc::new(cache::KpiCache::default()),
     });
+    tokio::spawn(
+        state
+            .kpi_cache
+            .clone()
+            .follow(state.events.clone(), cancel.clone()),
+    );
     let tls = w.tls.as_ref().map(|(cert, key)| web::serve::TlsFiles {
         cert: cert.clone(),
         key: key.clone(),
