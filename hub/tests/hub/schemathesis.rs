@@ -87,7 +87,14 @@ fn config(dir: &Path) -> PathBuf {
         ("limit", vec!["2", "100"]),
     ];
     for (name, values) in &dicts {
-        let list: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+        // Integer parameters get TOML integers, the rest strings.
+        let list: Vec<String> = values
+            .iter()
+            .map(|v| match *name {
+                "points" | "limit" => v.to_string(),
+                _ => format!("{v:?}"),
+            })
+            .collect();
         text.push_str(&format!(
             "[dictionaries.{name}]\nvalues = [{}]\n",
             list.join(", ")
