@@ -283,7 +283,7 @@ pub struct SeriesAnswer {
 pub async fn series(
     State(st): State<St>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<SeriesAnswer>, Problem> {
+) -> Result<Response, Problem> {
     let q = Q::new(q)?;
     let keys = series_keys(&q)?;
     let r = q.range()?;
@@ -294,6 +294,20 @@ pub async fn series(
         )));
     }
     let bucket = crate::store::ceil_div(r.to_ms - r.from_ms, points);
+    let nodes: Vec<(String, String)> = keys
+        .iter()
+        .map(|k| (k.site.clone(), k.node.clone()))
+        .collect();
+    let mut key = format!("{}|{}|{bucket}", r.from_ms, r.to_ms);
+    for k in &keys {
+        // Identifiers cannot hold '/' or '|' (params::check_id), tag names
+        // go last and are length-prefixed so no two requests share a key.
+        key.push_str(&format!("|{}/{}/{}:{}", k.site, k.node, k.tag.len(), k.tag));
+    }
+    if let Some(b) = st.series_cache.get(&key, &nodes) {
+        return Ok(json_bytes(b));
+    }
+    let stamp = st.series_cache.stamp(&nodes);
     let series = st
         .read(move |s| {
             keys.iter()
@@ -301,13 +315,29 @@ pub async fn series(
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
-    Ok(Json(SeriesAnswer {
+    let answer = SeriesAnswer {
         from_ms: r.from_ms,
         to_ms: r.to_ms,
         bucket_ms: bucket,
         source_width_ms: series.iter().filter_map(|s| s.source_width_ms).max(),
         series,
-    }))
+    };
+    let b = bytes::Bytes::from(
+        serde_json::to_vec(&answer).map_err(|e| Problem::internal(e.to_string()))?,
+    );
+    st.series_cache.put(key, &nodes, stamp, b.clone());
+    Ok(json_bytes(b))
+}
+
+fn json_bytes(b: bytes::Bytes) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        b,
+    )
+        .into_response()
 }
 
 /// One tag over a range.
@@ -383,14 +413,7 @@ pub async fn kpis(
             b
         }
     };
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
+    Ok(json_bytes(body))
 }
 
 /// One KPI of one node over a range.

@@ -1,9 +1,15 @@
-//! Answers cached until the data behind them changes: the KPI summary is
-//! the dashboards' and integrations' most frequent call, and KPI values
-//! change only when the store thread commits new ones, which it announces
-//! ([`Event::Kpis`]). So the cache is exact, not a time-to-live guess: a
-//! commit of KPI values (or a missed announcement, when the listener lags)
-//! empties it.
+//! Answers cached until the data behind them changes. The store thread
+//! announces every commit ([`Event`]), so these caches are exact, not a
+//! time-to-live guess:
+//!
+//! - [`KpiCache`]: the KPI summary, the dashboards' and integrations' most
+//!   frequent call; emptied by any commit of KPI values.
+//! - [`SeriesCache`]: downsampled tag ranges; an answer is valid while no
+//!   node it reads from has stored a new batch (a late window can land in
+//!   any range, so every batch of the node counts). Many analysts on one
+//!   chart, or a Grafana panel over a fixed range, then cost one query.
+//!
+//! A missed announcement (the listener lagged) empties both.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,7 +19,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Event, Events};
+use crate::events::{Event, Events, NodeCause};
 
 /// Most cached answers; the key comes from the query, so it is bounded.
 const MAX_ENTRIES: usize = 1024;
@@ -60,19 +66,96 @@ impl KpiCache {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
     }
+}
 
-    /// Empty the cache on every KPI commit until `cancel`.
-    pub async fn follow(self: std::sync::Arc<Self>, events: Events, cancel: CancellationToken) {
-        let mut rx = events.subscribe();
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                e = rx.recv() => match e {
-                    Ok(Event::Kpis { .. }) | Err(RecvError::Lagged(_)) => self.invalidate(),
-                    Ok(_) => {}
-                    Err(RecvError::Closed) => return,
-                },
-            }
+/// Serialised answers that read given nodes' windows.
+#[derive(Debug, Default)]
+pub struct SeriesCache {
+    /// Bumped when announcements were missed: everything is stale.
+    epoch: AtomicU64,
+    /// Per node, bumped by each stored batch.
+    nodes: Mutex<HashMap<(String, String), u64>>,
+    entries: Mutex<HashMap<String, (Stamp, Bytes)>>,
+}
+
+/// The generations an answer was read under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    epoch: u64,
+    nodes: Vec<u64>,
+}
+
+impl SeriesCache {
+    /// The current generations of `nodes` (take it before reading).
+    pub fn stamp(&self, nodes: &[(String, String)]) -> Stamp {
+        let g = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        Stamp {
+            epoch: self.epoch.load(Ordering::Acquire),
+            nodes: nodes
+                .iter()
+                .map(|n| g.get(n).copied().unwrap_or(0))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, key: &str, nodes: &[(String, String)]) -> Option<Bytes> {
+        let now = self.stamp(nodes);
+        let g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(key)
+            .filter(|(stamp, _)| *stamp == now)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// Keep `body` if nothing it read changed since `stamp` was taken.
+    pub fn put(&self, key: String, nodes: &[(String, String)], stamp: Stamp, body: Bytes) {
+        if self.stamp(nodes) != stamp {
+            return;
+        }
+        let mut g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() >= MAX_ENTRIES {
+            g.clear();
+        }
+        g.insert(key, (stamp, body));
+    }
+
+    fn node_stored(&self, site: &str, node: &str) {
+        let mut g = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded by the configured fleet: only signed batches get here.
+        *g.entry((site.to_owned(), node.to_owned())).or_insert(0) += 1;
+    }
+
+    fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+/// Keep both caches true to the store until `cancel`.
+pub async fn follow(
+    kpis: std::sync::Arc<KpiCache>,
+    series: std::sync::Arc<SeriesCache>,
+    events: Events,
+    cancel: CancellationToken,
+) {
+    let mut rx = events.subscribe();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = rx.recv() => match e {
+                Ok(Event::Kpis { .. }) => kpis.invalidate(),
+                Ok(Event::Node { site, node, cause: NodeCause::Batch, .. }) => {
+                    series.node_stored(&site, &node);
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    kpis.invalidate();
+                    series.invalidate();
+                }
+                Err(RecvError::Closed) => return,
+            },
         }
     }
 }
@@ -101,7 +184,12 @@ mod tests {
         let c = std::sync::Arc::new(KpiCache::default());
         let events = crate::events::channel();
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(c.clone().follow(events.clone(), cancel.clone()));
+        let task = tokio::spawn(follow(
+            c.clone(),
+            Default::default(),
+            events.clone(),
+            cancel.clone(),
+        ));
         tokio::task::yield_now().await;
         let k: Key = (None, None);
         c.put(k.clone(), c.generation(), Bytes::from_static(b"x"));
@@ -120,5 +208,30 @@ mod tests {
         assert!(c.get(&k).is_none());
         cancel.cancel();
         task.await.unwrap();
+    }
+
+    #[test]
+    fn a_series_answer_lives_until_one_of_its_nodes_stores_a_batch() {
+        let c = SeriesCache::default();
+        let a = ("s".to_string(), "a".to_string());
+        let b = ("s".to_string(), "b".to_string());
+        let both = [a.clone(), b.clone()];
+        let st = c.stamp(&both);
+        c.put("k".into(), &both, st, Bytes::from_static(b"x"));
+        assert_eq!(c.get("k", &both).unwrap(), "x");
+        // Another node's batch changes nothing here.
+        c.node_stored("s", "other");
+        assert!(c.get("k", &both).is_some());
+        c.node_stored("s", "b");
+        assert!(c.get("k", &both).is_none());
+        // Read under the old generation, finished after a batch: not kept.
+        let st = c.stamp(&both);
+        c.node_stored("s", "a");
+        c.put("k".into(), &both, st, Bytes::from_static(b"stale"));
+        assert!(c.get("k", &both).is_none());
+        let st = c.stamp(&both);
+        c.put("k".into(), &both, st, Bytes::from_static(b"y"));
+        c.invalidate();
+        assert!(c.get("k", &both).is_none());
     }
 }

@@ -68,6 +68,8 @@ pub struct WebState {
     pub ws_clients: AtomicU64,
     /// KPI summaries until the next KPI commit.
     pub kpi_cache: Arc<cache::KpiCache>,
+    /// Downsampled tag ranges until one of their nodes stores a batch.
+    pub series_cache: Arc<cache::SeriesCache>,
 }
 
 pub type St = Arc<WebState>;
@@ -252,13 +254,14 @@ pub async fn start(
         started_ms: now_ms(),
         ws_clients: AtomicU64::new(0),
         kpi_cache: Arc::new(cache::KpiCache::default()),
+        series_cache: Arc::new(cache::SeriesCache::default()),
     });
-    tokio::spawn(
-        state
-            .kpi_cache
-            .clone()
-            .follow(state.events.clone(), cancel.clone()),
-    );
+    tokio::spawn(cache::follow(
+        state.kpi_cache.clone(),
+        state.series_cache.clone(),
+        state.events.clone(),
+        cancel.clone(),
+    ));
     let tls = w.tls.as_ref().map(|(cert, key)| web::serve::TlsFiles {
         cert: cert.clone(),
         key: key.clone(),
