@@ -305,6 +305,40 @@ async fn the_fleet_api_shows_what_a_node_published() {
     let (code, _, _) = http(addr, "GET", "/api/v1/monitoring/fleet", None, None).await;
     assert_eq!(code, 401);
 
+    // Every route is in the OpenAPI document with its role and schema.
+    let (code, _, body) = http(addr, "GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(code, 200);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    for (path, role) in [
+        ("/api/v1/monitoring/fleet", "viewer"),
+        ("/api/v1/monitoring/nodes/{site}/{node}", "viewer"),
+        (
+            "/api/v1/monitoring/nodes/{site}/{node}/checksum",
+            "engineer",
+        ),
+        ("/api/v1/monitoring/alarms", "viewer"),
+        ("/api/v1/monitoring/alarm-health", "viewer"),
+        ("/api/v1/monitoring/quality", "viewer"),
+    ] {
+        let op = &doc["paths"][path]["get"];
+        assert_eq!(op["x-apos-role"], role, "{path}: {op}");
+        assert!(
+            op["responses"]["200"]["content"]["application/json"]["schema"].is_object(),
+            "{path}"
+        );
+    }
+    let schemas = &doc["components"]["schemas"];
+    for name in [
+        "Fleet",
+        "FleetNode",
+        "NodeDetail",
+        "AlarmPage",
+        "Quality",
+        "AlarmHealthList",
+    ] {
+        assert!(schemas[name].is_object(), "{name} missing");
+    }
+
     cancel.cancel();
     h.join().await.unwrap();
 }

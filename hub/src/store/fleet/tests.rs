@@ -441,8 +441,8 @@ fn quality_counts_holes_and_bad_samples() {
 }
 
 /// Timing on a large table (run with `--ignored --nocapture`): 20 nodes ×
-/// 200 tags × 10 s windows over 2 days (69 M rows would be 100 M at 3
-/// days); the fleet overview and a 24 h quality report.
+/// 200 tags × 10 s windows, `APOS_FLEET_DAYS` days (1: 34.5 M windows);
+/// the fleet overview and quality reports (docs/hub-api.md has figures).
 #[test]
 #[ignore]
 fn timing_on_millions_of_windows() {
@@ -485,6 +485,12 @@ fn timing_on_millions_of_windows() {
         let tags: usize = q.nodes.iter().map(|n| n.tags.len()).sum();
         eprintln!("quality 24 h: {tags} tags in {:?}", t.elapsed());
         assert_eq!(tags, 4000);
+        // One window in every 1000 left out: 9 holes a day per tag.
+        let t0 = &q.nodes[0].totals;
+        assert!(
+            days != 1 || (t0.gaps, t0.expected) == (200 * 9, 200 * 8640),
+            "{t0:?}"
+        );
         let t = std::time::Instant::now();
         let q = s
             .quality(Some("s"), Some("n3"), now - 3_600_000, now, now + 200_000)
@@ -494,5 +500,100 @@ fn timing_on_millions_of_windows() {
             q.nodes[0].totals,
             t.elapsed()
         );
+    }
+}
+
+/// The bitmap arithmetic against a plain walk over the windows: random
+/// holes (single windows, runs across 64-window block borders, whole
+/// blocks), random period bounds, several tags and widths.
+#[test]
+fn quality_matches_a_plain_walk_on_random_holes() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    for round in 0..6 {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut items = Vec::new();
+        let mut truth: Vec<(String, u32, Vec<bool>)> = Vec::new();
+        for t in 0..4 {
+            let width: u32 = [1000, 5000, 10_000][rand(3) as usize];
+            let n = 300 + rand(300) as usize;
+            let hole_rate = [0, 3, 30, 80][rand(4) as usize];
+            let mut present = vec![false; n];
+            let mut k = 0;
+            while k < n {
+                if rand(100) < hole_rate {
+                    // A run of holes of 1 to 150 windows.
+                    k += 1 + rand(150) as usize;
+                } else {
+                    present[k] = true;
+                    k += 1;
+                }
+            }
+            let tag = format!("t{t}");
+            for (k, p) in present.iter().enumerate() {
+                if *p {
+                    let start = T0 + k as i64 * i64::from(width);
+                    items.push(item(
+                        "a",
+                        items.len() as u64 + 1,
+                        T0,
+                        windows(width, start, &[(&tag, 2, 1)]),
+                    ));
+                }
+            }
+            truth.push((tag, width, present));
+        }
+        s.ingest(&items).unwrap();
+        let from = T0 + rand(40_000) as i64;
+        let to = T0 + 300_000 + rand(3_000_000) as i64;
+        let q = s.quality(None, None, from, to, to + 120_000).unwrap();
+        let rows = &q.nodes[0].tags;
+        for (tag, width, present) in &truth {
+            let w = i64::from(*width);
+            let got = rows.iter().find(|r| &r.tag == tag);
+            // Windows due: start >= from, end <= to.
+            let due: Vec<bool> = (0..)
+                .map(|k| T0 + k * w)
+                .take_while(|start| start + w <= to)
+                .enumerate()
+                .filter(|(_, start)| *start >= from)
+                .map(|(k, _)| present.get(k).copied().unwrap_or(false))
+                .collect();
+            let Some(got) = got else {
+                // Only a tag with no window in the period and the one
+                // before may be missing.
+                assert!(!due.iter().any(|p| *p), "{tag} missing in round {round}");
+                continue;
+            };
+            let mut gaps = 0;
+            let mut longest = 0;
+            let mut run = 0;
+            for p in due.iter().chain(std::iter::once(&true)) {
+                if *p {
+                    if run > 0 {
+                        gaps += 1;
+                        longest = longest.max(run);
+                    }
+                    run = 0;
+                } else {
+                    run += 1;
+                }
+            }
+            let ctx = format!("round {round}, {tag} width {w}, from {from}, to {to}");
+            assert_eq!(got.width_ms, *width, "{ctx}");
+            assert_eq!(got.expected as usize, due.len(), "{ctx}");
+            assert_eq!(
+                got.present as usize,
+                due.iter().filter(|p| **p).count(),
+                "{ctx}"
+            );
+            assert_eq!(got.gaps, gaps, "{ctx}");
+            assert_eq!(got.longest_gap_ms, longest * w, "{ctx}");
+        }
     }
 }
