@@ -625,14 +625,21 @@ pub async fn list_users(Extension(core): Extension<Arc<AuthCore>>) -> Response {
     params(AuditQuery),
     responses(
         (status = 200, body = AuditPage),
+        (status = 400, description = "malformed query", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_audit(
     Extension(core): Extension<Arc<AuthCore>>,
-    Query(q): Query<AuditQuery>,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    // A malformed query is a problem+json 400 like every other error, not
+    // axum's plain-text rejection.
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return Problem::bad_request(e.body_text()).into_response(),
+    };
     let limit = q.limit.unwrap_or(AUDIT_LIMIT_DEFAULT).min(AUDIT_LIMIT_MAX);
     let log = core.audit.clone();
     match blocking(move || log.list(q.before, limit)).await {

@@ -227,8 +227,8 @@ impl Store {
             report.lost_spans += r.lost_spans;
             report.alarm_events += r.alarm_events;
             report.audit_entries += r.audit_entries;
-            report.fresh.extend(r.fresh.iter().map(|i| i + start));
             report.forecast_quality += r.forecast_quality;
+            report.fresh.extend(r.fresh.iter().map(|i| i + start));
             for (k, seqs) in r.committed {
                 report.committed.entry(k).or_default().extend(seqs);
             }

@@ -25,7 +25,9 @@ pub fn parse_time(name: &str, s: &str) -> Result<i64, Problem> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse::<i64>().map_err(|_| {
-            Problem::bad_request(format!("{name}: {s:?} is too large for milliseconds since 1970"))
+            Problem::bad_request(format!(
+                "{name}: {s:?} is too large for milliseconds since 1970"
+            ))
         });
     }
     match s.parse::<jiff::Timestamp>() {
@@ -89,7 +91,8 @@ impl Cursor {
     }
 
     pub fn decode(s: &str) -> Result<Cursor, Problem> {
-        let bad = || Problem::bad_request("cursor: not a cursor this API returned; start without one");
+        let bad =
+            || Problem::bad_request("cursor: not a cursor this API returned; start without one");
         let (ts, rest) = s.split_once('.').ok_or_else(bad)?;
         let ts_ms = ts.parse::<i64>().map_err(|_| bad())?;
         if rest.len() % 2 != 0 || rest.len() > 512 {
