@@ -67,7 +67,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
 #[utoipa::path(get, path = "/api/v1/live", tag = "monitoring",
     description = "WebSocket (upgrade). Frames are JSON text: `{type:\"hello\",now_ms}` first, then `node`, `kpis`, `alarms` and `alert` events as the hub commits them, and `{type:\"ping\",now_ms}` every 5 s. A client that falls 1024 events behind is closed with code 4000: refetch over REST, then reconnect.",
     responses((status = 101, description = "switching to the WebSocket protocol"),
-              (status = 400, description = "not a WebSocket upgrade", body = web::problem::Problem)))]
+              (status = 400, description = "not a WebSocket upgrade", body = web::problem::Problem, content_type = "application/problem+json")))]
 pub async fn upgrade(
     State(st): State<St>,
     headers: HeaderMap,
