@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_cli;
-mod analysis;
 mod alerts;
+mod analysis;
 mod broker;
 mod forecasting;
 mod ingest;
