@@ -209,8 +209,10 @@ fn series_keys(q: &Q) -> Result<Vec<SeriesKey>, Problem> {
 #[into_params(parameter_in = Query)]
 pub struct NodeFilter {
     /// Only this site.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub site: Option<String>,
     /// Only nodes of this name.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub node: Option<String>,
 }
 
@@ -244,13 +246,17 @@ pub async fn tags(
 pub struct SeriesParams {
     /// Site of every `tag` (with `node`); leave both out to write each tag
     /// as `SITE/NODE/TAG`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub site: Option<String>,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub node: Option<String>,
     /// A tag; repeat for several series on one chart (at most 8).
     pub tag: Vec<String>,
     /// Start (RFC 3339 or ms since 1970); default `to` − 24 h.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// End; default now.
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// Buckets across the range, 10–5000 (default 1000): the chart's width
     /// in pixels.
@@ -344,12 +350,16 @@ fn json_bytes(b: bytes::Bytes) -> Response {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TagParams {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub site: String,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub node: String,
     pub tag: String,
     /// Start (RFC 3339 or ms since 1970); default `to` − 24 h.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// End; default now.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
@@ -420,7 +430,9 @@ pub async fn kpis(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct KpiParams {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub site: String,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub node: String,
     /// The KPI (e.g. `line.oee`).
     pub kpi: String,
@@ -428,8 +440,10 @@ pub struct KpiParams {
     pub window: String,
     /// Windows starting at or after (RFC 3339 or ms since 1970); default
     /// `to` − 24 h.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Windows starting before; default now.
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -518,7 +532,9 @@ pub struct GrafanaKpiPoint {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GrafanaSeriesParams {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub site: String,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub node: String,
     pub tag: String,
     /// `${__from}`: ms since 1970 (or RFC 3339).
@@ -568,7 +584,9 @@ pub async fn grafana_series(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GrafanaKpiParams {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub site: String,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub node: String,
     pub kpi: String,
     pub window: String,

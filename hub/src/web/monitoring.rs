@@ -106,8 +106,10 @@ fn unknown(site: &str, node: &str) -> Problem {
 #[into_params(parameter_in = Query)]
 pub struct NodeFilter {
     /// Only this site.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub site: Option<String>,
     /// Only nodes of this name.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub node: Option<String>,
 }
 
@@ -213,15 +215,19 @@ pub async fn checksum(
 #[into_params(parameter_in = Query)]
 pub struct AlarmParams {
     /// Only this site.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub site: Option<String>,
     /// Only nodes of this name.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub node: Option<String>,
     /// `true`: the current entry of every alarm that is not normal, instead
     /// of the history.
     pub active: Option<String>,
     /// Entries at or after (RFC 3339 or ms since 1970); default: no bound.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Entries before; default: no bound.
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -346,12 +352,16 @@ pub async fn alarm_health(
 #[into_params(parameter_in = Query)]
 pub struct QualityParams {
     /// Only this site.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub site: Option<String>,
     /// Only nodes of this name.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub node: Option<String>,
     /// Start of the period (RFC 3339 or ms since 1970); default `to` − 24 h.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// End of the period; default now.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
