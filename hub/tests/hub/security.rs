@@ -167,12 +167,17 @@ async fn the_gate_enforces_logins_client_ids_and_each_nodes_topics() {
         || {
             let m = m();
             m.batches_new - before.batches_new >= 3
+                && m.batches_duplicate - before.batches_duplicate >= 1
                 && m.rejected_signature - before.rejected_signature >= 2
                 && m.rejected_malformed - before.rejected_malformed >= 1
         },
     )
     .await;
-    assert_eq!(m().batches_duplicate - before.batches_duplicate, 1);
+    // The counters are the process's: other tests of this harness run hubs
+    // at the same time and store (and resend) batches of their own, so only
+    // "at least" can be asserted here; each hub's store keeps a batch once
+    // by its primary key (store tests).
+    assert!(m().batches_duplicate > before.batches_duplicate);
 
     // B cannot take A's session over (same client id, B's login)...
     assert_eq!(
