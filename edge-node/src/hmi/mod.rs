@@ -257,7 +257,14 @@ pub async fn start(
         cert: t.cert_file.clone(),
         key: t.key_file.clone(),
     });
-    let bound = web::serve::serve(router(state.clone()), hmi.listen, tls, cancel)
+    // The per-address limit needs the TCP peer, which only the listener
+    // knows: it wraps the served router, not `router` (tests call that one
+    // without a connection).
+    let app = match state.core.rate.clone() {
+        Some(rate) => rate.layer(router(state.clone())),
+        None => router(state.clone()),
+    };
+    let bound = web::serve::serve(app, hmi.listen, tls, cancel)
         .await
         .map_err(|e| EdgeError::Internal(format!("HMI listener: {e}")))?;
     let handle = HmiHandle {
