@@ -102,6 +102,8 @@ pub struct Hub {
     events: events::Events,
     /// `apos-hub nodes` and `checksum` while the hub runs.
     control: Option<control::ControlHandle>,
+    /// Read connections to the fleet database (this hub's, not the process's).
+    reads: Option<Arc<store::ReadPool>>,
 }
 
 impl Hub {
@@ -212,7 +214,7 @@ impl Hub {
             None => None,
         };
         // Alert rules read through the same pool (docs/hub.md, "Alerts").
-        alert::start(cfg.clone(), reads, events.clone(), cancel.clone()).await?;
+        alert::start(cfg.clone(), reads.clone(), events.clone(), cancel.clone()).await?;
         let ingest = tokio::spawn(ingest::run(
             link,
             Arc::new(keys),
@@ -231,6 +233,7 @@ impl Hub {
             cancel,
             web,
             events,
+            reads: Some(reads),
             control,
         })
     }
@@ -243,6 +246,13 @@ impl Hub {
     /// The web application, when it runs.
     pub fn web(&self) -> Option<&web::WebHandle> {
         self.web.as_ref()
+    }
+
+    /// Read connections to this hub's fleet database (tests and tools that
+    /// run beside the hub; the process-wide counters in [`metrics`] are
+    /// shared by every hub in the process).
+    pub fn reads(&self) -> Option<&Arc<store::ReadPool>> {
+        self.reads.as_ref()
     }
 
     /// The live events the ingest sends after each commit.
