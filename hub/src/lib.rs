@@ -361,6 +361,7 @@ mod tests {
             web: None,
             events: events::channel(),
             control: None,
+            reads: None,
         };
         (hub, tx)
     }
