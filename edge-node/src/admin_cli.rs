@@ -1,14 +1,15 @@
 //! `apos-edge user …` and `apos-edge audit …`: local HMI users and the
 //! audit log, from the gateway's shell. Every user change is audited.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use web::access::Role;
-use web::audit::{AuditLog, NewAudit};
+use web::admin::Admin;
+use web::audit::AuditLog;
+use web::tokens::TokenStore;
 use web::users::UserStore;
 
 #[derive(Debug, Subcommand)]
@@ -82,7 +83,20 @@ fn role(s: &str) -> anyhow::Result<Role> {
 
 struct Stores {
     users: UserStore,
+    tokens: TokenStore,
     audit: AuditLog,
+}
+
+impl Stores {
+    fn admin(&self) -> Admin<'_> {
+        Admin {
+            users: &self.users,
+            tokens: &self.tokens,
+            audit: &self.audit,
+            program: "apos-edge",
+            server: "HMI",
+        }
+    }
 }
 
 fn open(config: &Path) -> anyhow::Result<Stores> {
@@ -107,6 +121,8 @@ fn open(config: &Path) -> anyhow::Result<Stores> {
     }
     let users = UserStore::open(&hmi.users_file)
         .with_context(|| format!("opening {}", hmi.users_file.display()))?;
+    let tokens = TokenStore::for_users(&users)
+        .with_context(|| format!("opening the API tokens in {}", hmi.users_file.display()))?;
     // The history's own schema is created by the edge; the audit table is
     // the web crate's and is created here if the edge never ran.
     let conn = rusqlite::Connection::open(&cfg.storage.path)
@@ -117,49 +133,15 @@ fn open(config: &Path) -> anyhow::Result<Stores> {
         .as_ref()
         .map(|s| edge_node::hmi::audit_hook(edge_node::sync::outbox::OutboxPolicy::from(s)));
     let audit = AuditLog::new(Arc::new(Mutex::new(conn)), hook)?;
-    Ok(Stores { users, audit })
-}
-
-fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
-    if from_stdin {
-        let mut s = String::new();
-        std::io::stdin()
-            .take(4096)
-            .read_to_string(&mut s)
-            .context("reading the password from standard input")?;
-        let p = s.lines().next().unwrap_or("").to_string();
-        Ok((p, false))
-    } else {
-        Ok((web::users::random_password(), true))
-    }
-}
-
-fn actor() -> String {
-    format!(
-        "cli:{}",
-        std::env::var("SUDO_USER")
-            .or_else(|_| std::env::var("USER"))
-            .unwrap_or_else(|_| "unknown".into())
-    )
-}
-
-fn audit(s: &Stores, action: &str, target: &str, detail: String) -> anyhow::Result<()> {
-    let now = drivers::Timestamp::now().as_millis();
-    s.audit.append(
-        NewAudit {
-            actor: actor(),
-            action: action.into(),
-            target: target.into(),
-            detail,
-            addr: "cli".into(),
-        },
-        now,
-    )?;
-    Ok(())
+    Ok(Stores {
+        users,
+        tokens,
+        audit,
+    })
 }
 
 pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
-    match cmd {
+    let out = match cmd {
         UserCommand::Add {
             name,
             role: r,
@@ -167,77 +149,25 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
             config,
         } => {
             let r = role(&r)?;
-            let s = open(&config)?;
-            let (p, generated) = password(password_stdin)?;
-            s.users.add(&name, r, &p)?;
-            audit(&s, "user_add", &name, format!("role {}", r.as_str()))?;
-            println!("added {name} ({})", r.as_str());
-            if generated {
-                println!(
-                    "password: {p}\n(shown once; change it with `apos-edge user passwd {name}`)"
-                );
-            }
+            open(&config)?.admin().add_user(&name, r, password_stdin)?
         }
         UserCommand::Passwd {
             name,
             password_stdin,
             config,
-        } => {
-            let s = open(&config)?;
-            let (p, generated) = password(password_stdin)?;
-            s.users.set_password(&name, &p)?;
-            audit(&s, "user_passwd", &name, String::new())?;
-            println!(
-                "password of {name} changed; a running HMI keeps its sessions until they expire"
-            );
-            if generated {
-                println!("password: {p}");
-            }
-        }
+        } => open(&config)?.admin().set_password(&name, password_stdin)?,
         UserCommand::Role {
             name,
             role: r,
             config,
         } => {
             let r = role(&r)?;
-            let s = open(&config)?;
-            s.users.set_role(&name, r)?;
-            audit(&s, "user_role", &name, format!("role {}", r.as_str()))?;
-            println!("{name} is now {}", r.as_str());
+            open(&config)?.admin().set_role(&name, r)?
         }
-        UserCommand::List { config } => {
-            let s = open(&config)?;
-            let list = s.users.list()?;
-            if list.is_empty() {
-                println!(
-                    "no users: add the first admin with `apos-edge user add NAME --role admin`"
-                );
-            }
-            println!("{:<24} {:<10} {:<26} last login", "user", "role", "created");
-            for u in list {
-                let t = |ms: i64| {
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH
-                            + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-                    )
-                    .to_string()
-                };
-                println!(
-                    "{:<24} {:<10} {:<26} {}",
-                    u.name,
-                    u.role.as_str(),
-                    t(u.created_ms),
-                    u.last_login_ms.map_or("never".into(), t)
-                );
-            }
-        }
-        UserCommand::Remove { name, config } => {
-            let s = open(&config)?;
-            s.users.remove(&name)?;
-            audit(&s, "user_remove", &name, String::new())?;
-            println!("removed {name}");
-        }
-    }
+        UserCommand::List { config } => open(&config)?.admin().list_users()?,
+        UserCommand::Remove { name, config } => open(&config)?.admin().remove_user(&name)?,
+    };
+    println!("{out}");
     Ok(())
 }
 
@@ -245,34 +175,14 @@ pub fn audit_cmd(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
         AuditCommand::Verify { config } => {
             let s = open(&config)?;
-            let r = s.audit.verify()?;
-            match r.problem {
-                None => println!("audit log OK: {} entries, hash chain intact", r.entries),
-                Some(p) => bail!(
-                    "audit log BROKEN at entry {}: {} ({} entries checked)",
-                    p.seq,
-                    p.reason,
-                    r.entries
-                ),
+            match web::admin::verdict(&s.audit.verify()?) {
+                Ok(line) => println!("{line}"),
+                Err(why) => bail!(why),
             }
         }
         AuditCommand::List { limit, config } => {
             let s = open(&config)?;
-            for e in s.audit.list(None, limit)? {
-                println!(
-                    "{:>6} {} {:<16} {:<16} {:<20} {} {}",
-                    e.seq,
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH
-                            + std::time::Duration::from_millis(u64::try_from(e.ts_ms).unwrap_or(0))
-                    ),
-                    e.actor,
-                    e.action,
-                    e.target,
-                    e.addr,
-                    e.detail
-                );
-            }
+            println!("{}", s.admin().list_audit(limit)?);
         }
     }
     Ok(())

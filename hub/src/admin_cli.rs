@@ -5,7 +5,6 @@
 //! There is no default user or password: the first admin comes from
 //! `apos-hub user add NAME --role admin`.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use sha2::{Digest, Sha256};
 use web::access::Role;
+use web::admin::{Admin, time};
 use web::audit::{AuditLog, NewAudit};
 use web::tokens::{NewToken, TokenStore};
 use web::users::UserStore;
@@ -139,6 +139,18 @@ struct Stores {
     audit: AuditLog,
 }
 
+impl Stores {
+    fn admin(&self) -> Admin<'_> {
+        Admin {
+            users: &self.users,
+            tokens: &self.tokens,
+            audit: &self.audit,
+            program: "apos-hub",
+            server: "hub",
+        }
+    }
+}
+
 fn open_file(users_file: &Path) -> anyhow::Result<Stores> {
     let users =
         UserStore::open(users_file).with_context(|| format!("opening {}", users_file.display()))?;
@@ -161,55 +173,16 @@ fn open(config: &Path) -> anyhow::Result<Stores> {
     open_file(&users_file(&cfg))
 }
 
-fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
-    if from_stdin {
-        let mut s = String::new();
-        std::io::stdin()
-            .take(4096)
-            .read_to_string(&mut s)
-            .context("reading the password from standard input")?;
-        Ok((s.lines().next().unwrap_or("").to_string(), false))
-    } else {
-        Ok((web::users::random_password(), true))
-    }
-}
-
-fn actor() -> String {
-    format!(
-        "cli:{}",
-        std::env::var("SUDO_USER")
-            .or_else(|_| std::env::var("USER"))
-            .unwrap_or_else(|_| "unknown".into())
-    )
-}
-
 fn now_ms() -> i64 {
     hub::web::now_ms()
 }
 
 fn audit(s: &Stores, action: &str, target: &str, detail: String) -> anyhow::Result<()> {
-    s.audit.append(
-        NewAudit {
-            actor: actor(),
-            action: action.into(),
-            target: target.into(),
-            detail,
-            addr: "cli".into(),
-        },
-        now_ms(),
-    )?;
-    Ok(())
-}
-
-fn time(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-    )
-    .to_string()
+    Ok(s.admin().record(action, target, detail)?)
 }
 
 pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
-    match cmd {
+    let out = match cmd {
         UserCommand::Add {
             name,
             role: r,
@@ -217,74 +190,25 @@ pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
             config,
         } => {
             let r = role(&r)?;
-            let s = open(&config)?;
-            let (p, generated) = password(password_stdin)?;
-            s.users.add(&name, r, &p)?;
-            audit(&s, "user_add", &name, format!("role {r}"))?;
-            println!("added {name} ({r})");
-            if generated {
-                println!(
-                    "password: {p}\n(shown once; change it with `apos-hub user passwd {name}`)"
-                );
-            }
+            open(&config)?.admin().add_user(&name, r, password_stdin)?
         }
         UserCommand::Passwd {
             name,
             password_stdin,
             config,
-        } => {
-            let s = open(&config)?;
-            let (p, generated) = password(password_stdin)?;
-            s.users.set_password(&name, &p)?;
-            audit(&s, "user_passwd", &name, String::new())?;
-            println!(
-                "password of {name} changed; a running hub keeps their sessions until they expire"
-            );
-            if generated {
-                println!("password: {p}");
-            }
-        }
+        } => open(&config)?.admin().set_password(&name, password_stdin)?,
         UserCommand::Role {
             name,
             role: r,
             config,
         } => {
             let r = role(&r)?;
-            let s = open(&config)?;
-            s.users.set_role(&name, r)?;
-            audit(&s, "user_role", &name, format!("role {r}"))?;
-            println!(
-                "{name} is now {r}; their API tokens act at most as {r}, a running hub's sessions keep the old role until they end"
-            );
+            open(&config)?.admin().set_role(&name, r)?
         }
-        UserCommand::List { config } => {
-            let s = open(&config)?;
-            let list = s.users.list()?;
-            if list.is_empty() {
-                println!(
-                    "no users: add the first admin with `apos-hub user add NAME --role admin`"
-                );
-                return Ok(());
-            }
-            println!("{:<24} {:<10} {:<22} last login", "user", "role", "created");
-            for u in list {
-                println!(
-                    "{:<24} {:<10} {:<22} {}",
-                    u.name,
-                    u.role.as_str(),
-                    time(u.created_ms),
-                    u.last_login_ms.map_or("never".into(), time)
-                );
-            }
-        }
-        UserCommand::Remove { name, config } => {
-            let s = open(&config)?;
-            s.users.remove(&name)?;
-            let n = s.tokens.revoke_owner(&name)?;
-            audit(&s, "user_remove", &name, format!("{n} API tokens revoked"))?;
-            println!("removed {name} and revoked {n} API token(s)");
-        }
-    }
+        UserCommand::List { config } => open(&config)?.admin().list_users()?,
+        UserCommand::Remove { name, config } => open(&config)?.admin().remove_user(&name)?,
+    };
+    println!("{out}");
     Ok(())
 }
 
@@ -391,31 +315,14 @@ pub fn audit_cmd(cmd: AuditCommand) -> anyhow::Result<()> {
             )
             .with_context(|| format!("opening {}", path.display()))?;
             conn.busy_timeout(std::time::Duration::from_secs(10))?;
-            let r = web::audit::verify_conn(&conn)?;
-            match r.problem {
-                None => println!("audit log OK: {} entries, hash chain intact", r.entries),
-                Some(p) => bail!(
-                    "audit log BROKEN at entry {}: {} ({} entries checked)",
-                    p.seq,
-                    p.reason,
-                    r.entries
-                ),
+            match web::admin::verdict(&web::audit::verify_conn(&conn)?) {
+                Ok(line) => println!("{line}"),
+                Err(why) => bail!(why),
             }
         }
         AuditCommand::List { limit, config } => {
             let s = open(&config)?;
-            for e in s.audit.list(None, limit)? {
-                println!(
-                    "{:>6} {} {:<16} {:<16} {:<20} {} {}",
-                    e.seq,
-                    time(e.ts_ms),
-                    e.actor,
-                    e.action,
-                    e.target,
-                    e.addr,
-                    e.detail
-                );
-            }
+            println!("{}", s.admin().list_audit(limit)?);
         }
     }
     Ok(())

@@ -15,6 +15,7 @@
 //! async callers run them with `tokio::task::spawn_blocking`.
 
 pub mod access;
+pub mod admin;
 pub mod assets;
 pub mod audit;
 pub mod auth_api;
