@@ -432,7 +432,8 @@ const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 async fn supervise(mut s: Supervisor) {
     let mut watch_cancel = s.cancel.child_token();
-    let mut triggers = reload::spawn_triggers(&s.config_tx.borrow().sources, watch_cancel.clone());
+    let mut watched = s.config_tx.borrow().sources.clone();
+    let mut triggers = reload::spawn_triggers(&watched, watch_cancel.clone());
     let mut status = tokio::time::interval(STATUS_EVERY);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     status.tick().await;
@@ -446,10 +447,19 @@ async fn supervise(mut s: Supervisor) {
                     s.cancel.cancelled().await;
                     break;
                 };
-                if reload(&mut s, trigger).await {
+                // Re-arm the watcher only when the set of files changed:
+                // events between the old watcher's end and the new one's
+                // start would be lost. When it must be re-armed, read the
+                // files once more afterwards for a write in that gap.
+                while reload(&mut s, trigger).await {
+                    let sources = s.config_tx.borrow().sources.clone();
+                    if sources == watched {
+                        break;
+                    }
                     watch_cancel.cancel();
                     watch_cancel = s.cancel.child_token();
-                    triggers = reload::spawn_triggers(&s.config_tx.borrow().sources, watch_cancel.clone());
+                    triggers = reload::spawn_triggers(&sources, watch_cancel.clone());
+                    watched = sources;
                 }
             }
         }
