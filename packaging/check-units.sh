@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Check the systemd units without a running systemd:
+#   packaging/check-units.sh [UNIT_DIR]        (default: packaging/systemd)
+#
+# 1. `systemd-analyze verify` in a scratch root: a copy of this machine's
+#    units (for the targets ours are ordered against), ours, and stand-in
+#    executables at /usr/bin/apos-edge, /usr/bin/apos-hub and /bin/kill
+#    (verify checks that ExecStart= paths exist in the root). Any output
+#    fails: verify exits 0 on warnings such as an unknown key.
+# 2. `systemd-analyze security --offline=yes`: prints each unit's exposure
+#    and fails above the limits of issue 18 (edge 1.5, hub 1.2).
+set -euo pipefail
+
+dir=${1:-$(dirname "$0")/systemd}
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+
+mkdir -p "$root/usr/bin" "$root/bin" "$root/lib/systemd/system"
+cp -a /lib/systemd/system/. "$root/lib/systemd/system/" 2>/dev/null || true
+for u in apos-edge apos-hub; do
+    cp "$dir/$u.service" "$root/lib/systemd/system/"
+    cp /bin/true "$root/usr/bin/$u"
+done
+cp /bin/true "$root/bin/kill"
+
+status=0
+out=$(systemd-analyze verify --man=no --root="$root" \
+    /lib/systemd/system/apos-edge.service /lib/systemd/system/apos-hub.service 2>&1) || status=1
+if [ -n "$out" ]; then
+    echo "$out" >&2
+    status=1
+fi
+[ "$status" = 0 ] && echo "verify: OK"
+
+for pair in apos-edge:1.5 apos-hub:1.2; do
+    u=${pair%%:*}
+    limit=${pair#*:}
+    score=$(systemd-analyze security --offline=yes --no-pager "$dir/$u.service" 2>/dev/null |
+        sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+    if [ -z "$score" ]; then
+        echo "security: no score for $u" >&2
+        status=1
+        continue
+    fi
+    if awk -v s="$score" -v l="$limit" 'BEGIN { exit !(s <= l) }'; then
+        echo "security: $u exposure $score (limit $limit)"
+    else
+        echo "security: $u exposure $score is above $limit" >&2
+        status=1
+    fi
+done
+exit "$status"
