@@ -8,7 +8,9 @@
 //! limits and the client address behind trusted proxies ([`ratelimit`]),
 //! embedded page assets ([`assets`]), Prometheus text exposition
 //! ([`metrics`]), RFC 9457 errors ([`problem`]) and the HTTP/HTTPS listener
-//! ([`serve`]).
+//! ([`serve`]); and the service plumbing of both binaries: sd_notify
+//! readiness, watchdog and heartbeats ([`systemd`]), native journald
+//! logging with structured fields ([`journal`]), man pages ([`man`]).
 //!
 //! Storage APIs ([`users::UserStore`], [`tokens::TokenStore`],
 //! [`audit::AuditLog`]) are blocking:
@@ -19,12 +21,15 @@ pub mod admin;
 pub mod assets;
 pub mod audit;
 pub mod auth_api;
+pub mod journal;
+pub mod man;
 pub mod metrics;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
 pub mod serve;
 pub mod session;
+pub mod systemd;
 pub mod tokens;
 pub mod users;
 
