@@ -17,6 +17,7 @@ pub enum UserCommand {
     /// Add a user. Without --password-stdin a random password is generated
     /// and printed once.
     Add {
+        /// User name.
         name: String,
         /// viewer, operator, engineer or admin.
         #[arg(long)]
@@ -24,33 +25,43 @@ pub enum UserCommand {
         /// Read the password from standard input (one line).
         #[arg(long)]
         password_stdin: bool,
-        #[arg(long, short, default_value = "/etc/apos-edge/edge.toml")]
+        /// The edge's configuration (its [hmi] users file and history database).
+        #[arg(long, short, default_value = crate::CONFIG)]
         config: PathBuf,
     },
     /// Set a user's password (generated and printed unless --password-stdin).
     Passwd {
+        /// User name.
         name: String,
+        /// Read the password from standard input (one line).
         #[arg(long)]
         password_stdin: bool,
-        #[arg(long, short, default_value = "/etc/apos-edge/edge.toml")]
+        /// The edge's configuration (its [hmi] users file and history database).
+        #[arg(long, short, default_value = crate::CONFIG)]
         config: PathBuf,
     },
     /// Change a user's role.
     Role {
+        /// User name.
         name: String,
+        /// viewer, operator, engineer or admin.
         role: String,
-        #[arg(long, short, default_value = "/etc/apos-edge/edge.toml")]
+        /// The edge's configuration (its [hmi] users file and history database).
+        #[arg(long, short, default_value = crate::CONFIG)]
         config: PathBuf,
     },
     /// List users and roles.
     List {
-        #[arg(long, short, default_value = "/etc/apos-edge/edge.toml")]
+        /// The edge's configuration (its [hmi] users file and history database).
+        #[arg(long, short, default_value = crate::CONFIG)]
         config: PathBuf,
     },
     /// Remove a user.
     Remove {
+        /// User name.
         name: String,
-        #[arg(long, short, default_value = "/etc/apos-edge/edge.toml")]
+        /// The edge's configuration (its [hmi] users file and history database).
+        #[arg(long, short, default_value = crate::CONFIG)]
         config: PathBuf,
     },
 }
@@ -59,14 +70,17 @@ pub enum UserCommand {
 pub enum AuditCommand {
     /// Check the audit log's hash chain: a changed or removed entry is found.
     Verify {
-        #[arg(long, short, default_value = "/etc/apos-edge/edge.toml")]
+        /// The edge's configuration (its [hmi] users file and history database).
+        #[arg(long, short, default_value = crate::CONFIG)]
         config: PathBuf,
     },
     /// Show the newest entries.
     List {
+        /// How many entries, newest first.
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        #[arg(long, short, default_value = "/etc/apos-edge/edge.toml")]
+        /// The edge's configuration (its [hmi] users file and history database).
+        #[arg(long, short, default_value = crate::CONFIG)]
         config: PathBuf,
     },
 }

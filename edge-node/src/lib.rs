@@ -43,6 +43,13 @@ pub const STORE_CHANNEL_BATCHES: usize = 8;
 pub const WINDOW_CHANNEL_BATCHES: usize = 4;
 /// Filter → alarm task: sample batches of alarm inputs (blocks when full).
 pub const ALARM_CHANNEL_BATCHES: usize = 16;
+/// How long a watched stage (the history writer thread, the supervisor
+/// loop) may go without a heartbeat before the node counts as stalled and
+/// the systemd watchdog is no longer fed. Both beat at least once a second
+/// when idle; the bound leaves room for a slow merge, retention step or
+/// reload on a gateway's SD card, since a restart for mere slowness costs
+/// the uncommitted batch.
+pub const STAGE_MAX_SILENCE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -137,6 +144,8 @@ pub struct Edge {
     pub alarms: alarm::board::AlarmHandle,
     /// The operator HMI, when `[hmi]` is configured.
     pub hmi: Option<hmi::HmiHandle>,
+    /// The stages the systemd watchdog waits on (history writer, supervisor).
+    pub heartbeats: web::systemd::Heartbeats,
     sync_task: Option<JoinHandle<()>>,
     forecast_task: Option<JoinHandle<()>>,
     kpi_task: JoinHandle<()>,
@@ -151,7 +160,10 @@ pub struct Edge {
 
 impl Edge {
     /// Load `config_path`, open the history and start collecting. Reloads on
-    /// SIGHUP and file changes until `cancel` fires.
+    /// SIGHUP and file changes until `cancel` fires. When this returns, the
+    /// configuration is valid, the history and the HMI's stores are open
+    /// and the HMI listens (what systemd's READY=1 promises); the MQTT
+    /// client connects to the hub in the background.
     pub async fn start(config_path: &Path, cancel: CancellationToken) -> Result<Self, EdgeError> {
         let cfg = load_config(config_path).await?;
         tracing::info!("{}", summary(&cfg));
@@ -196,6 +208,8 @@ impl Edge {
             outbox_input,
         )?;
         let history_stats = writer.stats();
+        let heartbeats = web::systemd::Heartbeats::default();
+        heartbeats.watch("history writer", &history_stats.beat, STAGE_MAX_SILENCE);
         let sync_stats = Arc::new(sync::SyncStats::default());
         let sync_task = match (sync_settings, sealed_rx) {
             (Some(settings), Some(sealed)) => {
@@ -302,7 +316,10 @@ impl Edge {
             None => None,
         };
 
+        let supervisor_beat = web::systemd::Beat::default();
+        heartbeats.watch("supervisor", &supervisor_beat, STAGE_MAX_SILENCE);
         let supervisor = tokio::spawn(supervise(Supervisor {
+            beat: supervisor_beat,
             config_path,
             config_tx,
             settings_tx,
@@ -329,6 +346,7 @@ impl Edge {
             kpi_stats,
             alarms,
             hmi,
+            heartbeats,
             sync_task,
             forecast_task,
             kpi_task,
@@ -391,6 +409,8 @@ impl Edge {
 }
 
 struct Supervisor {
+    /// Beats while the loop turns (the systemd watchdog watches it).
+    beat: web::systemd::Beat,
     config_path: PathBuf,
     config_tx: watch::Sender<Arc<EdgeConfig>>,
     settings_tx: watch::Sender<Arc<FilterSettings>>,
@@ -437,9 +457,13 @@ async fn supervise(mut s: Supervisor) {
     let mut status = tokio::time::interval(STATUS_EVERY);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     status.tick().await;
+    let mut heartbeat = tokio::time::interval(web::systemd::BEAT_EVERY);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        s.beat.beat();
         tokio::select! {
             _ = s.cancel.cancelled() => break,
+            _ = heartbeat.tick() => {}
             _ = status.tick() => log_status(&s).await,
             t = triggers.recv() => {
                 let Some(trigger) = t else {

@@ -18,11 +18,17 @@ use tracing_subscriber::EnvFilter;
 pub const DEFAULT_FILTER: &str = "info,opcua_client::config=error,opcua_client::session::event_loop=error,opcua_client::transport=off,tokio_modbus=off,rumqttd=off";
 
 /// Initialise tracing: [`DEFAULT_FILTER`] with `RUST_LOG` on top (see
-/// [`merge_filter`]). `format` is "json" for log shippers, anything else
-/// for people.
+/// [`merge_filter`]). When systemd connected stderr to the journal, events
+/// go to the journal natively, their fields as journal fields
+/// ([`web::journal`]); otherwise to stderr, `format` "json" for log
+/// shippers, anything else for people.
 pub fn init(format: &str) {
     let user = std::env::var("RUST_LOG").unwrap_or_default();
-    let filter = EnvFilter::new(merge_filter(DEFAULT_FILTER, &user));
+    let directives = merge_filter(DEFAULT_FILTER, &user);
+    if web::journal::init_if_connected(&directives) {
+        return;
+    }
+    let filter = EnvFilter::new(directives);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

@@ -5,16 +5,24 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 mod admin_cli;
+
+/// The configuration file the commands read by default (the package's
+/// conffile).
+const CONFIG: &str = "/etc/apos/edge.toml";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "apos-edge",
     version,
-    about = "APOS edge node: PLC collection, local history, HMI, hub sync"
+    about = "APOS edge node: PLC collection, local history, HMI, hub sync",
+    long_about = "APOS edge node: collects PLC tags (Modbus TCP/RTU, OPC UA) into a local \
+                  SQLite history, computes KPIs, forecasts and alarms, serves the operator HMI \
+                  and syncs aggregated windows to the hub. Every command reads \
+                  /etc/apos/edge.toml unless --config says otherwise."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -23,23 +31,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the edge node.
+    /// Run the edge node until SIGTERM or SIGINT (SIGHUP reloads the
+    /// configuration). Under systemd it reports readiness and feeds the
+    /// watchdog (Type=notify) and logs to the journal with structured fields.
     Run {
         /// Configuration file.
-        #[arg(long, short, default_value = "/etc/apos-edge/edge.toml")]
+        #[arg(long, short, default_value = CONFIG)]
         config: PathBuf,
-        /// Log format: "text" for people, "json" for log shippers.
+        /// Log format on stderr: "text" for people, "json" for log shippers.
+        /// When stderr is the systemd journal, entries go to the journal
+        /// natively (fields as journal fields) whatever this says.
         #[arg(long, default_value = "text")]
         log_format: String,
     },
-    /// Check a configuration file and list every problem found.
+    /// Check a configuration file and list every problem found (exit 0
+    /// valid, 1 invalid, 2 unreadable).
     Validate {
-        #[arg(long, short)]
+        /// Configuration file.
+        #[arg(long, short, default_value = CONFIG)]
         config: PathBuf,
     },
     /// Show a tag's recent history from the local database (trend summary).
     History {
-        #[arg(long, short)]
+        /// Configuration file (names the history database).
+        #[arg(long, short, default_value = CONFIG)]
         config: PathBuf,
         /// Tag name.
         #[arg(long)]
@@ -60,7 +75,8 @@ enum Command {
     /// KPI values stored by the KPI engine: the current window of every
     /// KPI and the last closed ones.
     Kpi {
-        #[arg(long, short)]
+        /// Configuration file (names the history database).
+        #[arg(long, short, default_value = CONFIG)]
         config: PathBuf,
         /// Closed windows to show per KPI and window kind.
         #[arg(long, default_value_t = 3)]
@@ -72,19 +88,28 @@ enum Command {
     /// The audit log: verify its hash chain, list entries.
     #[command(subcommand)]
     Audit(admin_cli::AuditCommand),
+    /// Write the manual pages (one per command) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum ForecastCommand {
     /// List the models in `[forecast] models_dir`, with what a load says.
     List {
-        #[arg(long, short)]
+        /// Configuration file (its [forecast] models_dir).
+        #[arg(long, short, default_value = CONFIG)]
         config: PathBuf,
     },
     /// Explain the forecast a model would make now from the local history:
     /// the features that move it most (exact for linear models).
     Explain {
-        #[arg(long, short)]
+        /// Configuration file (its [forecast] section and history database).
+        #[arg(long, short, default_value = CONFIG)]
         config: PathBuf,
         /// Model name (its manifest's `name`).
         #[arg(long)]
@@ -97,6 +122,10 @@ enum ForecastCommand {
         top: usize,
     },
 }
+
+/// The OPC UA PKI directory when neither the command line nor the
+/// configuration names one (firmware-config's default `pki_dir`).
+const PKI_DIR: &str = "/var/lib/apos/edge/pki";
 
 #[derive(Debug, Subcommand)]
 // Parsed once from the command line; the size difference costs nothing.
@@ -114,6 +143,7 @@ enum OpcuaCommand {
         /// None, Sign or SignAndEncrypt (default: SignAndEncrypt unless the policy is None).
         #[arg(long)]
         security_mode: Option<String>,
+        /// User name for a user-name identity (default: anonymous).
         #[arg(long)]
         user: Option<String>,
         /// File holding the password (never pass passwords on the command line).
@@ -121,7 +151,7 @@ enum OpcuaCommand {
         password_file: Option<PathBuf>,
         /// PKI directory (client certificate, trusted/ and rejected/ server
         /// certificates). Default: the first OPC UA device's `pki_dir` in
-        /// --config, else /var/lib/apos-edge/pki.
+        /// --config, else /var/lib/apos/edge/pki.
         #[arg(long)]
         pki_dir: Option<PathBuf>,
         /// The edge node's configuration: browse as this node (its site and
@@ -134,6 +164,7 @@ enum OpcuaCommand {
         /// Tag names in the CSV then start with this node's name.
         #[arg(long)]
         start: Option<String>,
+        /// How many levels below the start node to walk.
         #[arg(long, default_value_t = 6)]
         depth: usize,
         /// Write a tag-list CSV here instead of printing the tree.
@@ -149,7 +180,8 @@ enum OpcuaCommand {
     /// Trust a server certificate that the client rejected (moves it from
     /// rejected/ to trusted/ in the PKI directory). Lists them without --name.
     Trust {
-        #[arg(long, default_value = "/var/lib/apos-edge/pki")]
+        /// PKI directory (the one of the OPC UA device, `pki_dir`).
+        #[arg(long, default_value = PKI_DIR)]
         pki_dir: PathBuf,
         /// File name (or unique part of it) of the certificate in rejected/.
         #[arg(long)]
@@ -178,7 +210,17 @@ fn main() -> ExitCode {
         Command::Kpi { config, closed } => report(kpi(&config, closed)),
         Command::User(cmd) => report(admin_cli::user(cmd)),
         Command::Audit(cmd) => report(admin_cli::audit_cmd(cmd)),
+        Command::Man { out } => report(man(&out)),
     }
+}
+
+fn man(out: &std::path::Path) -> anyhow::Result<()> {
+    let written = web::man::write_pages(Cli::command(), out)
+        .with_context(|| format!("writing manual pages into {}", out.display()))?;
+    for p in written {
+        println!("{}", p.display());
+    }
+    Ok(())
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {
@@ -208,6 +250,12 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// How long shutdown waits for the pipeline to drain and the history to
+/// commit before giving up.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
+/// How often `systemctl status` gets a fresh STATUS line.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
 fn run(config: PathBuf) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -215,16 +263,76 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        // SIGHUP's default action ends the process, and `systemctl reload`
+        // may send it as soon as READY=1 is out: take the signal over now.
+        // (The reload listener is spawned inside the node; tokio never
+        // gives a signal back to its default action.)
+        let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
+        let notifier = web::systemd::Notifier::from_env();
         let cancel = CancellationToken::new();
         let edge = edge_node::Edge::start(&config, cancel.clone())
             .await
             .with_context(|| format!("starting with {}", config.display()))?;
-        shutdown_signal().await;
+        // Edge::start returned: configuration valid, history open, HMI bound.
+        notifier.ready(&status_line(&edge).await);
+        let stop_pings = CancellationToken::new();
+        let _watchdog = notifier.spawn_watchdog(edge.heartbeats.clone(), stop_pings.clone());
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let mut status = tokio::time::interval(STATUS_EVERY);
+        status.tick().await;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = status.tick(), if notifier.is_active() => {
+                    notifier.status(&status_line(&edge).await);
+                }
+            }
+        }
         tracing::info!("shutting down: flushing history");
+        // No pings once stopping (systemd no longer expects them); the stop
+        // timeout is extended past the flush wait instead.
+        stop_pings.cancel();
+        notifier.stopping(
+            "stopping: flushing history",
+            FLUSH_WAIT + Duration::from_secs(10),
+        );
         cancel.cancel();
-        edge.join(Duration::from_secs(10)).await;
+        edge.join(FLUSH_WAIT).await;
         Ok(())
     })
+}
+
+/// The STATUS line `systemctl status apos-edge` shows.
+async fn status_line(edge: &edge_node::Edge) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cfg = edge.config();
+    let drivers = edge.driver_status().await;
+    let up = drivers.iter().filter(|d| d.connected).count();
+    let h = edge.history_stats.snapshot();
+    let mut s = format!(
+        "collecting from {} device{} ({up} of {} links answering), {} samples stored",
+        cfg.devices.len(),
+        if cfg.devices.len() == 1 { "" } else { "s" },
+        drivers.len(),
+        h.written
+    );
+    if cfg.sync.is_some() {
+        s += &format!(
+            ", outbox {}{}",
+            edge.sync_stats.depth.load(Relaxed),
+            if edge.sync_stats.connected.load(Relaxed) {
+                ""
+            } else {
+                " (hub not connected)"
+            }
+        );
+    }
+    if h.store_failing == 1 {
+        s += ", HISTORY WRITES FAILING";
+    }
+    s
 }
 
 async fn shutdown_signal() {
@@ -443,7 +551,7 @@ fn opcua(cmd: OpcuaCommand) -> anyhow::Result<()> {
                             _ => None,
                         })
                 })
-                .unwrap_or_else(|| PathBuf::from("/var/lib/apos-edge/pki"));
+                .unwrap_or_else(|| PathBuf::from(PKI_DIR));
             let identity = match &node_cfg {
                 Some(c) => {
                     drivers::opcua::pki::OwnIdentity::of_node(&c.node.site_id, &c.node.node_id)
@@ -525,5 +633,21 @@ fn opcua(cmd: OpcuaCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` explains every subcommand and argument, and clap's own
+    /// consistency checks pass.
+    #[test]
+    fn help_is_complete() {
+        super::Cli::command().debug_assert();
+        assert_eq!(
+            web::man::undocumented(&super::Cli::command()),
+            Vec::<String>::new()
+        );
     }
 }

@@ -66,6 +66,9 @@ pub struct WriterStats {
     merged: AtomicU64,
     batches_sealed: AtomicU64,
     outbox_dropped: AtomicU64,
+    /// Beats each time the writer's loop turns, at least once a second
+    /// (the systemd watchdog watches it: `Edge::heartbeats`).
+    pub(crate) beat: web::systemd::Beat,
 }
 
 /// A copy of [`WriterStats`] at one instant.
@@ -204,6 +207,7 @@ fn run(
     let mut open = true;
 
     while open || !pending.is_empty() || !windows.is_empty() {
+        stats.beat.beat();
         let now = Instant::now();
         if !windows.is_empty()
             && retry_at.is_none_or(|t| now >= t)
@@ -379,7 +383,10 @@ fn run(
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(now + Duration::from_secs(1));
+        .unwrap_or(now + Duration::from_secs(1))
+        // Wake at least once per beat interval, idle or not: a writer that
+        // waits on an empty channel is alive.
+        .min(now + web::systemd::BEAT_EVERY);
         let wait = deadline.saturating_duration_since(Instant::now());
         if pending.len() >= batch_size * MAX_PENDING_BATCHES {
             std::thread::sleep(wait.min(Duration::from_millis(100)));

@@ -14,3 +14,6 @@ mod logs;
 mod node;
 mod outbox;
 mod retention;
+mod service;
+#[path = "../../../tests/common/service.rs"]
+mod service_support;
