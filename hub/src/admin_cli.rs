@@ -17,13 +17,14 @@ use web::audit::{AuditLog, NewAudit};
 use web::tokens::{NewToken, TokenStore};
 use web::users::UserStore;
 
-const CONFIG: &str = "/etc/apos-hub/hub.toml";
+use crate::CONFIG;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add a user. Without --password-stdin a random password is generated
     /// and printed once.
     Add {
+        /// User name.
         name: String,
         /// viewer, analyst, engineer or admin.
         #[arg(long)]
@@ -31,32 +32,42 @@ pub enum UserCommand {
         /// Read the password from standard input (its first line).
         #[arg(long)]
         password_stdin: bool,
+        /// The hub's configuration (its [web] users file).
         #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
     /// Set a user's password (generated and printed unless --password-stdin).
     Passwd {
+        /// User name.
         name: String,
+        /// Read the password from standard input (its first line).
         #[arg(long)]
         password_stdin: bool,
+        /// The hub's configuration (its [web] users file).
         #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
     /// Change a user's role (their API tokens never act above it).
     Role {
+        /// User name.
         name: String,
+        /// viewer, analyst, engineer or admin.
         role: String,
+        /// The hub's configuration (its [web] users file).
         #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
     /// List users and roles.
     List {
+        /// The hub's configuration (its [web] users file).
         #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
     /// Remove a user and revoke their API tokens.
     Remove {
+        /// User name.
         name: String,
+        /// The hub's configuration (its [web] users file).
         #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
@@ -78,6 +89,7 @@ pub enum TokenCommand {
         /// Days until it expires, 1 to 365.
         #[arg(long, default_value_t = web::tokens::EXPIRY_DEFAULT_DAYS)]
         days: u32,
+        /// The hub's configuration (its [web] users file).
         #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
@@ -86,12 +98,15 @@ pub enum TokenCommand {
         /// Only this user's.
         #[arg(long)]
         user: Option<String>,
+        /// The hub's configuration (its [web] users file).
         #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
     /// Revoke an API token by its id; it stops working at once.
     Revoke {
+        /// The token's id (as `token list` shows it).
         id: String,
+        /// The hub's configuration (its [web] users file).
         #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
@@ -102,13 +117,16 @@ pub enum AuditCommand {
     /// Check the audit log's hash chain: a changed, removed or reordered
     /// entry is found (exit status 1).
     Verify {
+        /// The hub's configuration (its [web] users file).
         #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
     /// Show the newest entries.
     List {
+        /// How many entries, newest first.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// The hub's configuration (its [web] users file).
         #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },

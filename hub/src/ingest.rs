@@ -52,6 +52,14 @@ pub enum IngestError {
     CaFile(std::path::PathBuf, std::io::Error),
 }
 
+/// The ingest's heartbeats: its loop and the store thread's, each at
+/// least once a second (the systemd watchdog watches them).
+#[derive(Debug, Clone, Default)]
+pub struct Beats {
+    pub ingest: web::systemd::Beat,
+    pub store: web::systemd::Beat,
+}
+
 /// Where the ingest client connects.
 #[derive(Debug, Clone)]
 pub struct Link {
@@ -84,6 +92,7 @@ pub async fn run(
     commit_interval: Duration,
     ready: tokio::sync::watch::Sender<bool>,
     events: Events,
+    beats: Beats,
     cancel: CancellationToken,
 ) -> Result<(), IngestError> {
     let (to_store, from_ingest) = mpsc::channel::<ToStore>(STORE_QUEUE);
@@ -92,9 +101,25 @@ pub async fn run(
         acks: acks_tx,
         events,
     };
+    // The store thread waits on its queue with a timeout (so it beats
+    // while idle): a tiny runtime of its own for that.
+    let wait_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(IngestError::Thread)?;
+    let store_beat = beats.store.clone();
     let store_thread = std::thread::Builder::new()
         .name("duckdb-ingest".into())
-        .spawn(move || store_loop(store, from_ingest, out, commit_interval))
+        .spawn(move || {
+            store_loop(
+                store,
+                from_ingest,
+                out,
+                commit_interval,
+                wait_rt,
+                store_beat,
+            )
+        })
         .map_err(IngestError::Thread)?;
     let queued = |tx: &mpsc::Sender<ToStore>| {
         metrics::STORE_QUEUE_DEPTH.store(
@@ -144,9 +169,13 @@ pub async fn run(
     // can be stored, so the hub must not carry on as if it could.
     let mut stopped = false;
 
+    let mut heartbeat = tokio::time::interval(web::systemd::BEAT_EVERY);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        beats.ingest.beat();
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = heartbeat.tick() => {}
             acks = acks_rx.recv() => {
                 let Some(acks) = acks else {
                     stopped = !cancel.is_cancelled();
@@ -324,6 +353,8 @@ fn store_loop(
     mut rx: mpsc::Receiver<ToStore>,
     acks: Out,
     commit_interval: Duration,
+    wait_rt: tokio::runtime::Runtime,
+    beat: web::systemd::Beat,
 ) {
     let depth = |rx: &mpsc::Receiver<ToStore>| {
         metrics::STORE_QUEUE_DEPTH.store(rx.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -335,10 +366,19 @@ fn store_loop(
     let mut open = true;
     let mut rollup = Rollup::default();
     while open || !pending.is_empty() {
+        beat.beat();
         rollup.step(&mut store);
         if open {
             let first = if pending.is_empty() && !rollup.behind() {
-                rx.blocking_recv()
+                // The timer is made inside the runtime (it needs its clock).
+                let waited = wait_rt.block_on(async {
+                    tokio::time::timeout(web::systemd::BEAT_EVERY, rx.recv()).await
+                });
+                match waited {
+                    Ok(m) => m,
+                    // Idle: turn the loop, which beats.
+                    Err(_) => continue,
+                }
             } else {
                 match rx.try_recv() {
                     Ok(m) => Some(m),

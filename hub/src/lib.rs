@@ -104,10 +104,23 @@ pub struct Hub {
     control: Option<control::ControlHandle>,
     /// Read connections to the fleet database (this hub's, not the process's).
     reads: Option<Arc<store::ReadPool>>,
+    /// The stages the systemd watchdog waits on (ingest loop, store thread).
+    heartbeats: ::web::systemd::Heartbeats,
 }
+
+/// How long the ingest loop or the store thread may go without a heartbeat
+/// before the hub counts as stalled and the systemd watchdog is no longer
+/// fed. Both beat at least once a second when idle; the bound leaves room
+/// for a commit retried batch by batch and for the ingest waiting on a
+/// full store queue meanwhile.
+pub const STAGE_MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Hub {
     /// Open the store, start the broker (embedded mode) and the ingest.
+    /// When this returns, the configuration is valid, the fleet database
+    /// is open, and the embedded broker's gate, the web application and
+    /// the control socket listen (what systemd's READY=1 promises); the
+    /// ingest connects to the broker in the background ([`Hub::is_ready`]).
     pub async fn start(cfg: HubConfig, cancel: CancellationToken) -> Result<Hub, HubError> {
         let (failure_tx, failures) = tokio::sync::mpsc::unbounded_channel();
         let path = cfg.storage_path.clone();
@@ -215,6 +228,10 @@ impl Hub {
         };
         // Alert rules read through the same pool (docs/hub.md, "Alerts").
         alert::start(cfg.clone(), reads.clone(), events.clone(), cancel.clone()).await?;
+        let beats = ingest::Beats::default();
+        let heartbeats = ::web::systemd::Heartbeats::default();
+        heartbeats.watch("ingest", &beats.ingest, STAGE_MAX_SILENCE);
+        heartbeats.watch("store thread", &beats.store, STAGE_MAX_SILENCE);
         let ingest = tokio::spawn(ingest::run(
             link,
             Arc::new(keys),
@@ -223,6 +240,7 @@ impl Hub {
             cfg.commit_interval,
             ready_tx,
             events.clone(),
+            beats,
             cancel.clone(),
         ));
         Ok(Hub {
@@ -235,7 +253,13 @@ impl Hub {
             events,
             reads: Some(reads),
             control,
+            heartbeats,
         })
+    }
+
+    /// The stages the systemd watchdog waits on.
+    pub fn heartbeats(&self) -> &::web::systemd::Heartbeats {
+        &self.heartbeats
     }
 
     /// The web application's address, when it runs.
@@ -362,6 +386,7 @@ mod tests {
             events: events::channel(),
             control: None,
             reads: None,
+            heartbeats: ::web::systemd::Heartbeats::default(),
         };
         (hub, tx)
     }

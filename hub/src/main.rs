@@ -1,9 +1,9 @@
 //! `apos-hub`: the central hub.
 //!
 //! ```text
-//! apos-hub run --config /etc/apos-hub/hub.toml
-//! apos-hub validate --config /etc/apos-hub/hub.toml
-//! apos-hub nodes --db /var/lib/apos-hub/fleet.duckdb      # fleet registry and gaps
+//! apos-hub run --config /etc/apos/hub.toml
+//! apos-hub validate --config /etc/apos/hub.toml
+//! apos-hub nodes --db /var/lib/apos/hub/fleet.duckdb      # fleet registry and gaps
 //! apos-hub checksum --db … --site S --node N              # what the fault tests compare
 //! apos-hub decode --topic T --key-file K < payload        # human-readable view of a message
 //! apos-hub user add NAME --role admin [--password-stdin]  # web users (no default user)
@@ -19,14 +19,28 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+
+/// The configuration file the commands read by default (the package's
+/// conffile).
+const CONFIG: &str = "/etc/apos/hub.toml";
+/// The fleet database at the configuration's default `[storage] path`.
+const FLEET_DB: &str = "/var/lib/apos/hub/fleet.duckdb";
+/// How long shutdown waits for the ingest to commit what it holds.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
+/// How often `systemctl status` gets a fresh STATUS line.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "apos-hub",
     version,
-    about = "APOS hub: broker, ingest into DuckDB, fleet registry"
+    about = "APOS hub: broker, ingest into DuckDB, fleet registry",
+    long_about = "APOS hub: receives the edges' signed batches over MQTT (embedded broker or \
+                  an external one), stores them in DuckDB, keeps the fleet registry and serves \
+                  the analysts' web application. Commands read /etc/apos/hub.toml unless \
+                  --config says otherwise."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,34 +49,46 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the hub until SIGINT/SIGTERM.
+    /// Run the hub until SIGINT/SIGTERM (SIGHUP is logged and ignored: the
+    /// hub re-reads nothing; restart it to apply a changed configuration).
+    /// Under systemd it reports readiness and feeds the watchdog
+    /// (Type=notify) and logs to the journal with structured fields.
     Run {
-        #[arg(long, default_value = "/etc/apos-hub/hub.toml")]
+        /// Configuration file.
+        #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
     /// Check a configuration file and exit (0 valid, 1 invalid, 2 unreadable).
     Validate {
-        #[arg(long, default_value = "/etc/apos-hub/hub.toml")]
+        /// Configuration file.
+        #[arg(long, default_value = CONFIG)]
         config: PathBuf,
     },
-    /// Print the fleet registry: nodes, last seen, backlog, gaps.
+    /// Print the fleet registry: nodes, last seen, backlog, gaps (asks the
+    /// running hub, else opens the database).
     Nodes {
-        #[arg(long)]
+        /// The fleet database (`[storage] path`).
+        #[arg(long, default_value = FLEET_DB)]
         db: PathBuf,
     },
     /// Print the window count and checksum of one node's stored aggregates.
     Checksum {
-        #[arg(long)]
+        /// The fleet database (`[storage] path`).
+        #[arg(long, default_value = FLEET_DB)]
         db: PathBuf,
+        /// The node's site id.
         #[arg(long)]
         site: String,
+        /// The node's id.
         #[arg(long)]
         node: String,
     },
     /// Verify and print a message read from stdin as JSON.
     Decode {
+        /// The MQTT topic it was published on, e.g. apos/v1/SITE/NODE/batch.
         #[arg(long)]
         topic: String,
+        /// File holding the node's signing key.
         #[arg(long)]
         key_file: PathBuf,
     },
@@ -75,6 +101,13 @@ enum Command {
     /// The audit log: verify its hash chain, list entries.
     #[command(subcommand)]
     Audit(admin_cli::AuditCommand),
+    /// Write the manual pages (one per command) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -126,18 +159,31 @@ fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Run { config } => {
             hub::files::private_files();
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(hub::log_filter()))
-                .init();
+            let filter = hub::log_filter();
+            if !web::journal::init_if_connected(&filter) {
+                tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                    .init();
+            }
             let cfg = hub::config::load(&config)?;
             admin_cli::audit_config_change(&config, &cfg)
                 .context("recording the configuration in the audit log")?;
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(async move {
+                // SIGHUP's default action ends the process, and a habit
+                // (or a unit copied from the edge's) may send it.
+                ignore_sighup()?;
+                let notifier = web::systemd::Notifier::from_env();
                 let cancel = CancellationToken::new();
                 let status_every = cfg.status_log_interval;
                 let hub = hub::Hub::start(cfg, cancel.clone()).await?;
                 tracing::info!("apos-hub running");
+                // Hub::start returned: store open, gate, web and control
+                // socket bound.
+                notifier.ready(&status_line(&hub));
+                let stop_pings = CancellationToken::new();
+                let _watchdog =
+                    notifier.spawn_watchdog(hub.heartbeats().clone(), stop_pings.clone());
                 let c = cancel.clone();
                 tokio::spawn(async move {
                     let mut t = tokio::time::interval(status_every);
@@ -153,9 +199,18 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                     }
                 });
                 let mut hub = hub;
-                let failure = tokio::select! {
-                    () = shutdown_signal() => None,
-                    why = hub.failed() => Some(why),
+                let shutdown = shutdown_signal();
+                tokio::pin!(shutdown);
+                let mut status = tokio::time::interval(STATUS_EVERY);
+                status.tick().await;
+                let failure = loop {
+                    tokio::select! {
+                        () = &mut shutdown => break None,
+                        why = hub.failed() => break Some(why),
+                        _ = status.tick(), if notifier.is_active() => {
+                            notifier.status(&status_line(&hub));
+                        }
+                    }
                 };
                 match &failure {
                     None => tracing::info!("shutting down"),
@@ -163,8 +218,13 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                         "{why}: the hub cannot do its work; stopping so that the service manager restarts it"
                     ),
                 }
+                stop_pings.cancel();
+                notifier.stopping(
+                    "stopping: committing what the ingest holds",
+                    FLUSH_WAIT + Duration::from_secs(10),
+                );
                 cancel.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(10), hub.join()).await;
+                let _ = tokio::time::timeout(FLUSH_WAIT, hub.join()).await;
                 match failure {
                     None => anyhow::Ok(()),
                     Some(why) => Err(anyhow::anyhow!(why)),
@@ -197,8 +257,48 @@ fn run(cmd: Command) -> anyhow::Result<()> {
         Command::User(cmd) => admin_cli::user(cmd),
         Command::Token(cmd) => admin_cli::token(cmd),
         Command::Audit(cmd) => admin_cli::audit_cmd(cmd),
+        Command::Man { out } => {
+            let written = web::man::write_pages(Cli::command(), &out)
+                .with_context(|| format!("writing manual pages into {}", out.display()))?;
+            for p in written {
+                println!("{}", p.display());
+            }
+            Ok(())
+        }
         Command::Validate { .. } => Ok(()),
     }
+}
+
+/// Log SIGHUP instead of dying of it: the hub re-reads nothing.
+fn ignore_sighup() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::warn!(
+                "SIGHUP received: apos-hub re-reads nothing on SIGHUP and keeps running; restart it to apply a changed configuration"
+            );
+        }
+    });
+    Ok(())
+}
+
+/// The STATUS line `systemctl status apos-hub` shows. The counters are
+/// process-wide (one hub per process outside tests).
+fn status_line(hub: &hub::Hub) -> String {
+    let m = hub::metrics::snapshot();
+    format!(
+        "ingest {}, {} batches stored ({} duplicates), {} quarantined, {} commit errors",
+        if hub.is_ready() {
+            "subscribed"
+        } else {
+            "connecting to the broker"
+        },
+        m.batches_new,
+        m.batches_duplicate,
+        m.batches_quarantined,
+        m.commit_errors
+    )
 }
 
 async fn shutdown_signal() {
@@ -232,5 +332,21 @@ fn ask_or_open(db: &std::path::Path, req: hub::control::Request) -> anyhow::Resu
             Ok(req.answer(&store, db)?)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` explains every subcommand and argument, and clap's own
+    /// consistency checks pass.
+    #[test]
+    fn help_is_complete() {
+        super::Cli::command().debug_assert();
+        assert_eq!(
+            web::man::undocumented(&super::Cli::command()),
+            Vec::<String>::new()
+        );
     }
 }

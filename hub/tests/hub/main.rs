@@ -14,6 +14,9 @@ mod monitoring;
 mod mosquitto;
 mod schemathesis;
 mod security;
+mod service;
+#[path = "../../../tests/common/service.rs"]
+mod service_support;
 mod support;
 #[path = "../../../tests/common/tls.rs"]
 mod tls;
