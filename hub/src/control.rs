@@ -410,8 +410,8 @@ mod tests {
             Request::Nodes
         );
         assert_eq!(
-            socket_path(Path::new("/var/lib/apos-hub/fleet.duckdb")),
-            Path::new("/var/lib/apos-hub/fleet.duckdb.sock")
+            socket_path(Path::new("/var/lib/apos/hub/fleet.duckdb")),
+            Path::new("/var/lib/apos/hub/fleet.duckdb.sock")
         );
     }
 

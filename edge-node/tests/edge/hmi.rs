@@ -323,7 +323,7 @@ fn audit_entries_are_queued_for_the_hub_with_their_hash() {
             web::audit::NewAudit {
                 actor: "system".into(),
                 action: "config_rejected".into(),
-                target: "/etc/apos-edge/edge.toml".into(),
+                target: "/etc/apos/edge.toml".into(),
                 detail: long,
                 addr: String::new(),
             },

@@ -496,7 +496,7 @@ impl Validator<'_> {
                     (None, None) => {
                         self.push(
                             item.diag(u.span(), f("user"), "a user needs a password source")
-                                .help("add `password_file = \"/etc/apos-edge/opcua.pass\"` (mode 0600) or `password_env = \"APOS_OPCUA_PASSWORD\"`; passwords are never written in the config"),
+                                .help("add `password_file = \"/etc/apos/keys/edge-opcua.pass\"` (mode 0640, group apos-edge) or `password_env = \"APOS_OPCUA_PASSWORD\"`; passwords are never written in the config"),
                         );
                         None
                     }
@@ -574,7 +574,7 @@ impl Validator<'_> {
             .pki_dir
             .as_ref()
             .map(|p| resolve(&item.src.path, p.get_ref()))
-            .unwrap_or_else(|| PathBuf::from("/var/lib/apos-edge/pki"));
+            .unwrap_or_else(|| PathBuf::from("/var/lib/apos/edge/pki"));
         let session_timeout = self.duration(
             item,
             &f("session_timeout"),

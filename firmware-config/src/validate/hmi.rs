@@ -82,7 +82,7 @@ impl Validator<'_> {
             None => storage
                 .and_then(|s| s.path.parent())
                 .map(|d| d.join("users.db"))
-                .unwrap_or_else(|| PathBuf::from("/var/lib/apos-edge/users.db")),
+                .unwrap_or_else(|| PathBuf::from("/var/lib/apos/edge/users.db")),
         };
         let metrics_token_file = file(self, "metrics_token_file", &r.metrics_token_file);
         if r.metrics_token_file.is_some() && metrics_token_file.is_none() {

@@ -13,7 +13,7 @@ impl Validator<'_> {
     pub(super) fn storage(&mut self, raw: &RawConfig) -> Option<Storage> {
         let Some(item) = &raw.storage else {
             return Some(Storage {
-                path: PathBuf::from("/var/lib/apos-edge/history.db"),
+                path: PathBuf::from("/var/lib/apos/edge/history.db"),
                 retention_age: Duration::from_secs(30 * 86_400),
                 aggregates_retention: Duration::from_secs(7 * 86_400),
                 retention_bytes: 1 << 30,
@@ -28,12 +28,12 @@ impl Validator<'_> {
             Some(p) if p.get_ref().trim().is_empty() => {
                 self.push(
                     item.diag(p.span(), "storage › path", "empty path")
-                        .help("give a file path, e.g. \"/var/lib/apos-edge/history.db\""),
+                        .help("give a file path, e.g. \"/var/lib/apos/edge/history.db\""),
                 );
                 PathBuf::new()
             }
             Some(p) => resolve(&item.src.path, p.get_ref()),
-            None => PathBuf::from("/var/lib/apos-edge/history.db"),
+            None => PathBuf::from("/var/lib/apos/edge/history.db"),
         };
         let retention_age = self.duration(
             item,
@@ -159,7 +159,7 @@ impl Validator<'_> {
             None => {
                 self.push(
                     item.diag(item.span.clone(), "forecast › models_dir", "the models directory is not set")
-                        .help("add `models_dir = \"/var/lib/apos-edge/models\"`: one subdirectory per model (model.onnx + manifest.toml)"),
+                        .help("add `models_dir = \"/usr/share/apos-edge/models\"` (the models the package ships): one subdirectory per model (model.onnx + manifest.toml)"),
                 );
                 return None;
             }

@@ -98,7 +98,7 @@ impl Validator<'_> {
             (Some(u), Ok(None)) => {
                 self.push(
                     item.diag(u.span(), "sync › user", "a user needs a password source")
-                        .help("add `password_file = \"/etc/apos-edge/mqtt.pass\"` (mode 0600) or `password_env = \"APOS_MQTT_PASSWORD\"`"),
+                        .help("add `password_file = \"/etc/apos/keys/edge-mqtt.pass\"` (mode 0640, group apos-edge) or `password_env = \"APOS_MQTT_PASSWORD\"`"),
                 );
                 ok = false;
                 None
@@ -133,7 +133,7 @@ impl Validator<'_> {
             Ok(None) => {
                 self.push(
                     item.diag(item.span.clone(), "sync › key_file", "the node's signing key is not set")
-                        .help("add `key_file = \"/etc/apos-edge/node.key\"` (at least 16 random bytes, the same as in the hub's `[[node]]` entry), or `key_env`"),
+                        .help("add `key_file = \"/etc/apos/keys/edge-node.key\"` (at least 16 random bytes, the same as in the hub's `[[node]]` entry), or `key_env`"),
                 );
                 ok = false;
                 None

@@ -297,7 +297,7 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         .path
         .as_ref()
         .map(|p| c.resolve(p.get_ref()))
-        .unwrap_or_else(|| PathBuf::from("/var/lib/apos-hub/fleet.duckdb"));
+        .unwrap_or_else(|| PathBuf::from("/var/lib/apos/hub/fleet.duckdb"));
 
     let b = &raw.broker;
     let mode = b
@@ -595,10 +595,15 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("keys/plant1.edge1.pass"), "pw\n").unwrap();
-        std::fs::write(dir.path().join("webhook.secret"), "0123456789abcdef0123\n").unwrap();
+        for f in ["webhook.secret", "keys/webhook.secret"] {
+            std::fs::write(dir.path().join(f), "0123456789abcdef0123\n").unwrap();
+        }
         let text = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("/etc/apos-hub/", &format!("{}/", dir.path().display()));
+            // The example's secrets under /etc/apos/keys/ (the package's
+            // layout; /etc/apos-hub/keys/ before it) come from `dir`.
+            .replace("/etc/apos-hub/", &format!("{}/", dir.path().display()))
+            .replace("/etc/apos/", &format!("{}/", dir.path().display()));
         let cfg = parse(&path, &text).unwrap();
         assert_eq!(cfg.nodes.len(), 1);
         let n = &cfg.nodes[&("plant1".to_string(), "edge1".to_string())];
