@@ -318,22 +318,30 @@ impl Edge {
 
         let supervisor_beat = web::systemd::Beat::default();
         heartbeats.watch("supervisor", &supervisor_beat, STAGE_MAX_SILENCE);
-        let supervisor = tokio::spawn(supervise(Supervisor {
-            beat: supervisor_beat,
-            config_path,
-            config_tx,
-            settings_tx,
-            sample_tx,
-            drivers: drivers.clone(),
-            driver_cancel,
-            cancel,
-            reloads: reloads.clone(),
-            stats: stats.clone(),
-            history_stats: history_stats.clone(),
-            sync_stats: sync_stats.clone(),
-            sync_enabled: sync_task.is_some(),
-            audit: hmi.as_ref().map(|h| h.state.core.audit.clone()),
-        }));
+        // Reload triggers listen before `start` returns, so a SIGHUP right
+        // after it (READY=1, then `systemctl reload`) is not missed.
+        let watch_cancel = cancel.child_token();
+        let triggers = reload::spawn_triggers(&cfg.sources, watch_cancel.clone());
+        let supervisor = tokio::spawn(supervise(
+            Supervisor {
+                beat: supervisor_beat,
+                config_path,
+                config_tx,
+                settings_tx,
+                sample_tx,
+                drivers: drivers.clone(),
+                driver_cancel,
+                cancel,
+                reloads: reloads.clone(),
+                stats: stats.clone(),
+                history_stats: history_stats.clone(),
+                sync_stats: sync_stats.clone(),
+                sync_enabled: sync_task.is_some(),
+                audit: hmi.as_ref().map(|h| h.state.core.audit.clone()),
+            },
+            watch_cancel,
+            triggers,
+        ));
 
         Ok(Self {
             live,
@@ -450,10 +458,14 @@ async fn audit_reload(s: &Supervisor, action: &str, detail: String) {
 
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
-async fn supervise(mut s: Supervisor) {
-    let mut watch_cancel = s.cancel.child_token();
+/// Run the node's control loop. `triggers` (stopped by `watch_cancel`)
+/// watch the configuration's files and SIGHUP from before `start` returned.
+async fn supervise(
+    mut s: Supervisor,
+    mut watch_cancel: CancellationToken,
+    mut triggers: mpsc::Receiver<reload::Trigger>,
+) {
     let mut watched = s.config_tx.borrow().sources.clone();
-    let mut triggers = reload::spawn_triggers(&watched, watch_cancel.clone());
     let mut status = tokio::time::interval(STATUS_EVERY);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     status.tick().await;

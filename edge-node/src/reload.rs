@@ -33,14 +33,17 @@ pub fn spawn_triggers(files: &[PathBuf], cancel: CancellationToken) -> mpsc::Rec
 }
 
 fn spawn_sighup(tx: mpsc::Sender<Trigger>, cancel: CancellationToken) {
+    // Listen before returning, not inside the task: a SIGHUP sent the
+    // moment `Edge::start` returns (systemd's READY=1, then `systemctl
+    // reload`) would otherwise be missed.
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload on signal is disabled");
+            return;
+        }
+    };
     tokio::spawn(async move {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload on signal is disabled");
-                return;
-            }
-        };
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
