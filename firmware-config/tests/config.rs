@@ -53,7 +53,7 @@ fn example_config_parses_with_includes_and_csv_import() {
     );
     assert_eq!(
         sync.tls,
-        Some(Some(PathBuf::from("/etc/apos-edge/hub-ca.pem")))
+        Some(Some(PathBuf::from("/etc/apos/keys/hub-ca.crt")))
     );
     assert_eq!(
         sync.windows,
@@ -97,7 +97,7 @@ fn example_config_parses_with_includes_and_csv_import() {
     assert_eq!(cfg.alarms[2].model.as_deref(), Some("heater-outlet"));
     assert_eq!(
         sync.key,
-        SecretSource::File(PathBuf::from("/etc/apos-edge/node.key"))
+        SecretSource::File(PathBuf::from("/etc/apos/keys/edge-node.key"))
     );
     let forecast = cfg.forecast.as_ref().expect("[forecast] in the example");
     assert_eq!(
@@ -109,7 +109,7 @@ fn example_config_parses_with_includes_and_csv_import() {
             forecast.explain_max_features
         ),
         (
-            Path::new("/var/lib/apos-edge/models"),
+            Path::new("/var/lib/apos/edge/models"),
             Duration::from_secs(60),
             Duration::from_secs(900),
             Duration::from_secs(5),
