@@ -199,6 +199,16 @@ class Chroot:
         }
         return self.runner.run(["chroot", self.path] + list(argv), env=env, **kw)
 
+    def as_user_argv(self, user, argv):
+        """(argv, env) running `argv` inside the root as `user` with umask
+        0077, the way `sudo -u USER …` would."""
+        uid, gid, home, _ = self.passwd(user)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": home, "USER": user, "LOGNAME": user,
+               "LANG": "C.UTF-8"}
+        groups = ",".join(str(g) for g in self.groups_of(user))
+        return (["chroot", f"--userspec={uid}:{gid}", f"--groups={groups}", self.path,
+                 "/bin/sh", "-c", 'umask 077; exec "$@"', "sh"] + list(argv), env)
+
     def passwd(self, user):
         """(uid, gid, home) of `user` in the root's /etc/passwd, or None."""
         with open(self.host("/etc/passwd")) as f:
@@ -207,6 +217,17 @@ class Chroot:
                 if parts[0] == user:
                     return int(parts[2]), int(parts[3]), parts[5], parts[6]
         return None
+
+    def groups_of(self, user):
+        """The user's primary group and the groups listing it (initgroups)."""
+        _, gid, _, _ = self.passwd(user)
+        groups = [gid]
+        with open(self.host("/etc/group")) as f:
+            for line in f:
+                name, _, g, members = line.rstrip("\n").split(":")
+                if user in members.split(",") and int(g) not in groups:
+                    groups.append(int(g))
+        return groups
 
     def gid(self, group):
         with open(self.host("/etc/group")) as f:

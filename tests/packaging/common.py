@@ -55,6 +55,7 @@ class Report:
         self.steps = []  # (name, seconds, "ok" | "FAILED")
         self.figures = {}  # name -> value (also written to figures.json)
         self.notes = []  # honest remarks that belong in the summary
+        self.failures = []  # deferred failures (see deferred())
 
     def path(self, *parts):
         p = os.path.join(self.artifacts, *parts)
@@ -69,6 +70,17 @@ class Report:
 
     def note(self, text):
         self.notes.append(text)
+
+    @contextmanager
+    def deferred(self):
+        """A check whose failure does not stop the test: it is printed now,
+        the run goes on (the later steps do not depend on it) and fails at
+        the end."""
+        try:
+            yield
+        except TestFailure as e:
+            print(f"    FAILED (the test goes on, and fails at the end): {e}", flush=True)
+            self.failures.append(str(e))
 
     @contextmanager
     def step(self, name):
@@ -91,6 +103,8 @@ class Report:
             lines.append(f"    {k}: {self.figures[k]}")
         for n in self.notes:
             lines.append(f"    note: {n}")
+        for f in self.failures:
+            lines.append("    FAILED: " + f.replace("\n", "\n      "))
         lines.append(f"    artifacts: {self.artifacts}")
         lines.append(f"    result: {'FAILED' if failed else 'PASSED'}")
         text = "\n".join(lines) + "\n"

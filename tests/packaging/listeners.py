@@ -160,9 +160,15 @@ class JournalSocket(DgramListener):
         self.lock = threading.Lock()
         self.log = open(log_path, "a", buffering=1)
         self.memfd_entries = 0
+        self.empty = 0
         super().__init__(path, self._handle)
 
     def _handle(self, data, creds, fds):
+        if not data and not fds:
+            # An empty datagram: a client checking the socket answers
+            # (journald ignores it too).
+            self.empty += 1
+            return
         if not data and fds:
             # A large entry: the payload is a (sealed) memfd.
             size = os.fstat(fds[0]).st_size

@@ -20,6 +20,7 @@ import ctypes
 import errno
 import mmap
 import os
+import shutil
 import sys
 
 PR_SET_NO_NEW_PRIVS = 38
@@ -90,7 +91,9 @@ def main():
         prctl(PR_SET_NO_NEW_PRIVS, 1)
     if a.mdwe:
         prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN)
-    os.execvpe(a.argv[0], a.argv, env)
+    # Found on the wrapper's own PATH (chroot is in /usr/sbin), run with env.
+    prog = shutil.which(a.argv[0]) or a.argv[0]
+    os.execve(prog, a.argv, env)
 
 
 if __name__ == "__main__":
