@@ -85,15 +85,49 @@ case "$version" in *-*) ;; *) version=$version-1 ;; esac
 
 log() { echo "package.sh: $*" >&2; }
 
+# Which SQLite a binary links decides the copyright file's SQLite entry
+# and whether lintian's embedded-library is expected.
+links_sqlite() { readelf -d "$1" 2>/dev/null | grep -q 'NEEDED.*libsqlite3'; }
+
 # 1. The binaries. --no-default-features turns off the `bundled-sqlite`
 #    feature of every workspace crate, so rusqlite links Debian's
 #    libsqlite3; nothing else changes, so DuckDB is not rebuilt.
-if [ "$build" = 1 ]; then
-    features=()
+#
+#    Both variants live side by side in the target directory, and cargo
+#    re-links <target>/<profile>/apos-edge to whichever was built last: a
+#    `cargo build` or `cargo test` running at the same time (another
+#    checkout user, a CI step) can swap it under us. So the binaries are
+#    copied to <target>/<profile>/apos-packaging/<pkg>/bin/ right after the
+#    build, checked, and packaged from there.
+build_bins() {
+    local features=()
     [ "$sqlite" = system ] && features=(--no-default-features)
-    log "building apos-edge and apos-hub (profile $profile, SQLite: $sqlite)"
     cargo build --profile "$profile" --workspace "${features[@]}" "${target_args[@]}" \
         --bin apos-edge --bin apos-hub
+}
+stage_bins() {
+    local b
+    for b in apos-edge apos-hub; do
+        [ -x "$bin_dir/$b" ] || { log "$bin_dir/$b is missing (build it, or drop --no-build)"; return 2; }
+        mkdir -p "$bin_dir/apos-packaging/$b/bin"
+        cp "$bin_dir/$b" "$bin_dir/apos-packaging/$b/bin/$b.new"
+        mv "$bin_dir/apos-packaging/$b/bin/$b.new" "$bin_dir/apos-packaging/$b/bin/$b"
+        if [ "$build" = 1 ]; then
+            local got=bundled
+            links_sqlite "$bin_dir/apos-packaging/$b/bin/$b" && got=system
+            [ "$got" = "$sqlite" ] || { log "$b: expected $sqlite SQLite, found $got (swapped by a concurrent build)"; return 1; }
+        fi
+    done
+}
+if [ "$build" = 1 ]; then
+    log "building apos-edge and apos-hub (profile $profile, SQLite: $sqlite)"
+    for attempt in 1 2 3; do
+        build_bins
+        if stage_bins; then break; fi
+        [ "$attempt" = 3 ] && { log "could not stage the binaries"; exit 1; }
+    done
+else
+    stage_bins || exit 1
 fi
 # Man pages are the same on every architecture: a cross build makes them
 # with the host's binaries.
@@ -102,13 +136,6 @@ if [ "$host_bin_dir" != "$bin_dir" ]; then
         [ -x "$host_bin_dir/$b" ] || cargo build --profile "$profile" --workspace --bin "$b"
     done
 fi
-for b in apos-edge apos-hub; do
-    [ -x "$bin_dir/$b" ] || { log "$bin_dir/$b is missing (build it, or drop --no-build)"; exit 1; }
-done
-
-# Which SQLite the binaries link decides the copyright file's SQLite entry
-# and whether lintian's embedded-library is expected.
-links_sqlite() { readelf -d "$1" 2>/dev/null | grep -q 'NEEDED.*libsqlite3'; }
 
 # 2. Generated assets, under <target>/<profile>/apos-packaging/<pkg>/: the
 #    Cargo.toml asset paths "target/release/apos-packaging/…" are rewritten
@@ -120,16 +147,18 @@ for pkg in apos-edge apos-hub; do
     crate=${pkg#apos-}
     [ "$crate" = edge ] && crate=edge-node
     gen=$bin_dir/apos-packaging/$pkg
-    rm -rf "$gen"
+    rm -rf "$gen/man" "$gen/copyright" "$gen/changelog.Debian.gz" "$gen/lintian-overrides"
     mkdir -p "$gen/man"
 
     # Man pages from the CLI definition (clap_mangen), gzipped as Debian
     # wants them (-n: no name or time stamp, reproducible).
-    "$host_bin_dir/$pkg" man --out "$gen/man" >&2
+    man_bin=$host_bin_dir/$pkg
+    [ "$host_bin_dir" = "$bin_dir" ] && man_bin=$gen/bin/$pkg
+    "$man_bin" man --out "$gen/man" >&2
     ls "$gen/man"/*.1 >/dev/null 2>&1 || { log "$pkg man wrote no pages"; exit 1; }
     gzip -9n "$gen/man"/*.1
 
-    if links_sqlite "$bin_dir/$pkg"; then s=system; else s=bundled; fi
+    if links_sqlite "$gen/bin/$pkg"; then s=system; else s=bundled; fi
     python3 packaging/gen-copyright.py --crate "$crate" --deb "$pkg" --sqlite "$s" \
         ${triple:+--target "$triple"} "$gen/copyright"
 
@@ -178,6 +207,9 @@ add_md5sums() {
             done >DEBIAN/md5sums
     )
     chmod 0644 "$tmp/root/DEBIAN/md5sums"
+    # A cross build's dpkg-shlibdeps names the dependencies "libc6:arm64";
+    # within an arm64 package the qualifier says nothing and is dropped.
+    sed -i "/^Depends:/s/:$arch\b//g" "$tmp/root/DEBIAN/control"
     touch -r "$tmp/root/usr" "$tmp/root"
     SOURCE_DATE_EPOCH=$source_date_epoch \
         dpkg-deb --root-owner-group -Zxz --build "$tmp/root" "$deb" >/dev/null
