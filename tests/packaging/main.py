@@ -9,6 +9,7 @@ purges. Entry point: tests/packaging/run.sh (see tests/packaging/README.md).
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -108,8 +109,13 @@ def main():
     ap.add_argument("--debs-from", metavar="DIR", help="use packages from DIR/<version>/ instead of building")
     args = ap.parse_args()
     t = T(args)
+    # SIGTERM (a CI timeout) runs the cleanup below, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    reap_stale()
     work = tempfile.mkdtemp(prefix="apos-pkgtest.", dir="/var/tmp")
     os.chmod(work, 0o755)  # the service users traverse it to their root
+    with open(os.path.join(work, "owner.pid"), "w") as f:
+        f.write(str(os.getpid()))
     chroot = None
     scenario = None
     holder = {}  # the systemd stage's container and scenario, for the cleanup
@@ -213,6 +219,28 @@ def main():
             subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
         t.report.summary(failed)
     return 1 if failed else 0
+
+
+def reap_stale():
+    """Roots left by an earlier run that was killed (kill -9, a lost
+    machine): unmount and delete those whose run is gone."""
+    import glob
+    for work in glob.glob("/var/tmp/apos-pkgtest.*"):
+        try:
+            with open(os.path.join(work, "owner.pid")) as f:
+                pid = int(f.read().strip())
+            if os.path.exists(f"/proc/{pid}"):
+                continue
+        except (OSError, ValueError):
+            # No owner recorded: a run being set up right now, unless old.
+            if time.time() - os.path.getmtime(work) < 3600:
+                continue
+        say(f"removing the root of an earlier run that did not clean up: {work}")
+        for name in ("root", "box"):
+            c = Chroot(None, None, os.path.join(work, name), "", "", "", [])
+            c.destroy()
+        if not mounts_under(work):
+            subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
 
 
 def systemd_stage(t, args, work, debs0, debs1, v0, v1, deps, holder):
