@@ -6,6 +6,11 @@
 #   scripts/test.sh -p drivers               # extra arguments go to `cargo test`
 #   scripts/test.sh -p apos --test e2e modbus_tcp::
 #   scripts/test.sh -- --nocapture
+#
+# A full run (no arguments) then runs the packaging test
+# (tests/packaging/run.sh: builds the .debs from the dev binaries, installs
+# them in a Debian 12 root, upgrade, purge; needs root). APOS_PACKAGING=1
+# runs it after a selective run too, APOS_PACKAGING=0 skips it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -29,11 +34,36 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 # chromium: the browser of the HMI's end-to-end tests (tests/browser).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The packaging test's tools, only when it will run: lintian, debootstrap
+# (the clean Debian 12 root), systemd-analyze (verify, security),
+# systemd-nspawn (the root booted with systemd as PID 1), zstd (the cached
+# root), setpriv (util-linux), readelf (scripts/package.sh).
+packaging=${APOS_PACKAGING:-}
+if [ -z "$packaging" ]; then
+    if [ $# -eq 0 ]; then packaging=1; else packaging=0; fi
+fi
+if [ "$packaging" = 1 ]; then
+    command -v lintian >/dev/null 2>&1 || need_apt+=(lintian)
+    command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+    command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+    command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+    command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+    command -v readelf >/dev/null 2>&1 || need_apt+=(binutils)
+    command -v systemd-nspawn >/dev/null 2>&1 || need_apt+=(systemd-container)
+fi
 if ((${#need_apt[@]})); then
     say "installing ${need_apt[*]} (apt)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# --- cargo-deb, which scripts/package.sh drives (pinned: its asset handling
+# changes between releases).
+CARGO_DEB_VERSION=3.8.0
+if [ "$packaging" = 1 ] && [ "$(cargo deb --version 2>/dev/null | awk '{print $NF}')" != "$CARGO_DEB_VERSION" ]; then
+    say "installing cargo-deb $CARGO_DEB_VERSION (cargo install)"
+    cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
 fi
 
 # --- Python peers (pymodbus) in a venv, refreshed when requirements change.
@@ -86,4 +116,15 @@ read -r -a scope <<<"${scope[*]}"
 # (the demo) and `cargo clippy`; under cargo's default `test` profile DuckDB's
 # bundled C++ (~30 min on 2 cores) would be compiled a second time.
 say "cargo test --profile dev ${scope[*]} $*"
-exec cargo test --profile dev "${scope[@]}" "$@"
+if [ "$packaging" != 1 ]; then
+    exec cargo test --profile dev "${scope[@]}" "$@"
+fi
+cargo test --profile dev "${scope[@]}" "$@"
+
+# --- The packaging test, on the binaries the tests just used (a no-op build
+# when they are current). Its exit status is the script's.
+say "cargo build --profile dev --workspace --bins (for the packages)"
+cargo build --profile dev --workspace --bins
+say "packaging test: bash tests/packaging/run.sh"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo -E"
+exec $SUDO bash tests/packaging/run.sh

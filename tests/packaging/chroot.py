@@ -88,7 +88,7 @@ class Chroot:
             if not os.path.exists(tar):
                 state = "cold"
                 self._debootstrap(tar)
-            self.report.figure("chroot_cache", f"{state}: {tar}")
+            self.report.figure(f"Debian root cache ({os.path.basename(self.path)})", f"{state}: {tar}")
         os.makedirs(self.path)
         self.runner.run(["sh", "-c", 'zstd -q -dc "$1" | tar -C "$2" --numeric-owner -xpf -', "sh", tar, self.path],
                         what=f"unpacking the cached root {tar}")
