@@ -202,6 +202,8 @@ def main():
         failed = bool(t.report.failures)
     except TestFailure as e:
         print(f"\nFAILED: {e}", file=sys.stderr, flush=True)
+    except (KeyboardInterrupt, SystemExit):
+        print("\nINTERRUPTED: cleaning up", file=sys.stderr, flush=True)
     except Exception:  # noqa: BLE001 (a bug in the test itself: say so)
         traceback.print_exc()
         print("\nFAILED: the packaging test itself broke (traceback above)", file=sys.stderr, flush=True)
