@@ -34,6 +34,9 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 # chromium: the browser of the HMI's end-to-end tests (tests/browser).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# groff and lexgrog (man-db): the man-page tests render every generated page.
+command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)
+command -v lexgrog >/dev/null 2>&1 || need_apt+=(man-db)
 # The packaging test's tools, only when it will run: lintian, debootstrap
 # (the clean Debian 12 root), systemd-analyze (verify, security),
 # systemd-nspawn (the root booted with systemd as PID 1), zstd (the cached
