@@ -88,6 +88,7 @@ class Chroot:
             if not os.path.exists(tar):
                 state = "cold"
                 self._debootstrap(tar)
+            os.utime(tar)  # last used: the eviction above keeps the recent ones
             self.report.figure(f"Debian root cache ({os.path.basename(self.path)})", f"{state}: {tar}")
         os.makedirs(self.path)
         self.runner.run(["sh", "-c", 'zstd -q -dc "$1" | tar -C "$2" --numeric-owner -xpf -', "sh", tar, self.path],
@@ -115,11 +116,13 @@ class Chroot:
                         what="packing the root into the cache")
         os.replace(tmp, tar)
         self._rm_tree(build)
-        # Older roots of the same suite are not needed any more.
-        for name in os.listdir(self.cache_dir):
-            p = os.path.join(self.cache_dir, name)
-            if name.startswith(f"{self.suite}-minbase-") and name.endswith(".tar.zst") and p != tar:
-                os.unlink(p)
+        # Keep the three roots used last (packages built with another
+        # SQLite, say, depend on other libraries: another key).
+        cached = sorted((os.path.join(self.cache_dir, n) for n in os.listdir(self.cache_dir)
+                         if n.startswith(f"{self.suite}-minbase-") and n.endswith(".tar.zst")),
+                        key=os.path.getmtime, reverse=True)
+        for old in cached[3:]:
+            os.unlink(old)
 
     def mount(self):
         """/proc, /sys, /dev (+ /dev/pts, /dev/shm) as a chroot needs them."""
