@@ -126,34 +126,53 @@ async fn schemathesis_finds_no_server_error_nor_schema_violation() {
     let report = h.dir.path().join("report");
     let cfg = config(h.dir.path());
     let started = Instant::now();
-    let mut cmd = tokio::process::Command::new(&bin);
-    cmd.arg("--config-file")
-        .arg(&cfg)
-        .arg("run")
-        .arg(format!("{}/api/v1/openapi.json", h.base))
-        .args(["--url", &h.base])
-        .args([
-            "--checks",
-            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
-        ])
-        .args(["--max-examples", &examples, "--seed", "17", "--workers", "2"])
-        .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--request-timeout", "30", "--no-color"])
-        // Logging out would end the fuzzer's own session.
-        .args(["--exclude-name", "DELETE /api/v1/session"])
-        .args(["-H", &format!("Cookie: apos_session={}", admin.token)])
-        .args(["-H", &format!("X-CSRF-Token: {}", admin.csrf)])
-        .args(["--report", "junit,ndjson", "--report-dir"])
-        .arg(&report)
-        // Its cache (.schemathesis/) goes with the temp dir.
-        .current_dir(h.dir.path())
-        .kill_on_drop(true)
-        .env("NO_COLOR", "1")
-        .env("SCHEMATHESIS_TELEMETRY", "false");
-    let out = tokio::time::timeout(Duration::from_secs(900), cmd.output())
-        .await
-        .expect("schemathesis ran for more than 15 minutes")
-        .unwrap();
+    // CPython 3.11's compiler can raise "AST constructor recursion depth
+    // mismatch" inside the fuzzer itself (seen once in ~10 runs): a crash of
+    // the peer, not a finding about the hub, so that alone earns one rerun.
+    let mut attempt = 0;
+    let out = loop {
+        attempt += 1;
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.arg("--config-file")
+            .arg(&cfg)
+            .arg("run")
+            .arg(format!("{}/api/v1/openapi.json", h.base))
+            .args(["--url", &h.base])
+            .args([
+                "--checks",
+                "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+            ])
+            .args(["--max-examples", &examples, "--seed", "17", "--workers", "2"])
+            .args(["--phases", "examples,coverage,fuzzing"])
+            .args(["--request-timeout", "30", "--no-color"])
+            // Logging out would end the fuzzer's own session.
+            .args(["--exclude-name", "DELETE /api/v1/session"])
+            .args(["-H", &format!("Cookie: apos_session={}", admin.token)])
+            .args(["-H", &format!("X-CSRF-Token: {}", admin.csrf)])
+            .args(["--report", "junit,ndjson", "--report-dir"])
+            .arg(&report)
+            // Its cache (.schemathesis/) goes with the temp dir.
+            .current_dir(h.dir.path())
+            .kill_on_drop(true)
+            .env("NO_COLOR", "1")
+            .env("SCHEMATHESIS_TELEMETRY", "false");
+        let out = tokio::time::timeout(Duration::from_secs(900), cmd.output())
+            .await
+            .expect("schemathesis ran for more than 15 minutes")
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if attempt < 2 && text.contains("AST constructor recursion depth mismatch") {
+            eprintln!(
+                "schemathesis crashed inside CPython (AST recursion depth); running it again\n{text}"
+            );
+            continue;
+        }
+        break out;
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!(
