@@ -161,7 +161,15 @@ pub async fn run(
     net.set_tcp_nodelay(true);
     net.set_connection_timeout(5);
     eventloop.set_network_options(net);
-    let mut backoff = Duration::from_millis(200);
+    // Its own task: `poll()` must never be cancelled by the heartbeat or
+    // the acknowledgements below (see `protocol::link`).
+    let (mut events, poller) = protocol::link::spawn_poller(
+        eventloop,
+        protocol::link::Backoff {
+            first: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+        },
+    );
     let mut last_err: Option<Instant> = None;
     // SUBACKs still expected after the last CONNACK.
     let mut awaiting_suback = 0usize;
@@ -197,9 +205,12 @@ pub async fn run(
                     }
                 }
             }
-            ev = eventloop.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff = Duration::from_millis(200);
+            ev = events.recv() => match ev {
+                None => {
+                    stopped = !cancel.is_cancelled();
+                    break;
+                }
+                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     tracing::info!(host = %link.host, port = link.port, "hub ingest connected to the broker");
                     awaiting_suback = 0;
                     for kind in [Kind::Batch, Kind::Status] {
@@ -209,13 +220,13 @@ pub async fn run(
                         }
                     }
                 }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                Some(Ok(Event::Incoming(Packet::SubAck(_)))) => {
                     awaiting_suback = awaiting_suback.saturating_sub(1);
                     if awaiting_suback == 0 {
                         ready.send_replace(true);
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
                     let received_ms = now_ms();
                     match check(&p.topic, &p.payload, &keys, max_message) {
                         Ok((topic, Message::Batch(batch))) => {
@@ -250,22 +261,19 @@ pub async fn run(
                         Err(e) => refuse(&p.topic, p.payload.len(), &e),
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
                     ready.send_replace(false);
                     if last_err.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                         tracing::warn!(error = %e, host = %link.host, port = link.port, "hub ingest cannot reach the broker; retrying");
                         last_err = Some(Instant::now());
                     }
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
+    drop(events);
+    let _ = poller.await;
     drop(to_store);
     let joined = tokio::task::spawn_blocking(move || store_thread.join()).await;
     if stopped || matches!(joined, Ok(Err(_))) {

@@ -18,6 +18,8 @@
 
 pub mod check;
 pub mod envelope;
+#[cfg(feature = "mqtt")]
+pub mod link;
 pub mod topic;
 pub mod v1;
 

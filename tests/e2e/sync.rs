@@ -458,3 +458,67 @@ async fn the_sync_runs_over_tls_with_the_embedded_broker_and_with_mosquitto() {
     .await;
     drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
 }
+
+/// A TCP relay to `127.0.0.1:upstream` that holds the broker's first answer
+/// on each connection (the CONNACK) for `delay`. Returns its port.
+async fn slow_connack_relay(upstream: u16, delay: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut br, mut bw) = broker.into_split();
+                let up = tokio::spawn(async move { tokio::io::copy(&mut cr, &mut bw).await });
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut first = true;
+                loop {
+                    let n = match br.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if first {
+                        tokio::time::sleep(delay).await;
+                        first = false;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    port
+}
+
+/// A broker that takes 2 s to answer CONNECT (a loaded machine, the hub's
+/// gate handing a killed node's session over) is still connected to.
+/// Reproduces a CI failure: the edge polled rumqttc's event loop inside a
+/// `select!` beside a 200 ms tick, so every login slower than the tick was
+/// abandoned and retried, silently, and the outbox never drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_connects_to_a_broker_slow_to_answer_connect() {
+    let Some(mosq) = which("mosquitto") else {
+        require_peer("mosquitto (Debian package mosquitto, installed by scripts/test.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mport, start_mosquitto) = mosquitto(&mosq, dir.path());
+    let broker = start_mosquitto();
+    wait_listening(mport, &broker).await;
+    let relay = slow_connack_relay(mport, Duration::from_secs(2)).await;
+    let h = hub_setup(&dir.path().join("hub"), Some(mport));
+    let (p, plant_cancel) = plant().await;
+    let edge_dir = dir.path().join("edge");
+    let cfg = edge_config(p.addr, &edge_dir, relay);
+    let hub = start_hub(&h);
+    let edge = start_edge(&cfg);
+    first_acks(&edge_dir, &edge, &hub).await;
+    drain_and_compare(plant_cancel, &edge_dir, edge, hub, &h).await;
+}

@@ -245,6 +245,15 @@ pub async fn run(
     // under load that became a reconnect loop.
     net.set_connection_timeout(15);
     eventloop.set_network_options(net);
+    // Its own task: `poll()` must never be cancelled by the tick below
+    // (see `protocol::link`).
+    let (mut events, poller) = protocol::link::spawn_poller(
+        eventloop,
+        protocol::link::Backoff {
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(10),
+        },
+    );
 
     let batch_topic =
         Topic::new(&settings.site, &settings.node, Kind::Batch).map_err(|e| e.to_string())?;
@@ -260,7 +269,6 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status_tick = tokio::time::interval(settings.status_interval);
-    let mut backoff = Duration::from_millis(500);
     let mut last_error_log: Option<Instant> = None;
     let mut delete_retry = Retry::default();
 
@@ -268,10 +276,10 @@ pub async fn run(
         let mut send_now = false;
         tokio::select! {
             _ = cancel.cancelled() => break,
-            ev = eventloop.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            ev = events.recv() => match ev {
+                None => return Err("the MQTT event loop stopped".into()),
+                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     connected = true;
-                    backoff = Duration::from_millis(500);
                     stats.connected.store(true, Ordering::Relaxed);
                     machine.on_connected();
                     tracing::info!(broker = %format!("{}:{}", settings.host, settings.port), "sync connected to the hub's broker");
@@ -280,7 +288,7 @@ pub async fn run(
                     }
                     send_now = true;
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic_text => {
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == ack_topic_text => {
                     match protocol::envelope::open(&ack_topic, &p.payload, &settings.key, protocol::MAX_MESSAGE_BYTES) {
                         Ok(Message::Ack(ack)) => {
                             let seqs: Vec<u64> = ack.seqs().collect();
@@ -296,21 +304,16 @@ pub async fn run(
                         }
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
                     if connected {
                         tracing::warn!(error = %e, "sync lost the hub's broker; unacknowledged batches stay in the outbox");
                     } else if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
-                        tracing::warn!(error = %e, broker = %format!("{}:{}", settings.host, settings.port), retry_in = ?backoff, "sync cannot reach the hub's broker; collecting into the outbox");
+                        tracing::warn!(error = %e, broker = %format!("{}:{}", settings.host, settings.port), "sync cannot reach the hub's broker; collecting into the outbox");
                         last_error_log = Some(Instant::now());
                     }
                     connected = false;
                     stats.connected.store(false, Ordering::Relaxed);
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             },
             _ = tick.tick() => send_now = true,
@@ -398,6 +401,15 @@ pub async fn run(
             }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
+    // The poller sends the DISCONNECT; keep taking its events until the
+    // link closes or a second has passed.
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(_)) = events.recv().await {}
+        })
+        .await;
+    }
+    drop(events);
+    let _ = poller.await;
     Ok(())
 }
