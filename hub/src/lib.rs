@@ -13,11 +13,15 @@ pub mod alert;
 pub mod broker;
 pub mod config;
 pub mod control;
+pub mod etl;
 pub mod events;
 pub mod files;
 pub mod gate;
 pub mod ingest;
+pub mod insight;
 pub mod metrics;
+pub mod report;
+pub mod sql;
 pub mod store;
 pub mod web;
 

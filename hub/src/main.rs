@@ -12,6 +12,10 @@
 //! ```
 
 mod admin_cli;
+mod export_cli;
+mod import_cli;
+mod report_cli;
+mod sql_cli;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -101,6 +105,15 @@ enum Command {
     /// The audit log: verify its hash chain, list entries.
     #[command(subcommand)]
     Audit(admin_cli::AuditCommand),
+    /// Import a historian export (CSV or .xlsx) with a saved or given
+    /// column mapping; prints progress and a validation report.
+    Import(import_cli::Args),
+    /// Export windows, KPIs, forecasts or alarms as CSV or Parquet.
+    Export(export_cli::Args),
+    /// Run a read-only SQL query in the locked-down worker process.
+    Sql(sql_cli::Args),
+    /// Site reports: make one now, list the stored ones.
+    Report(report_cli::Args),
     /// Write the manual pages (one per command) into a directory.
     #[command(hide = true)]
     Man {
@@ -257,6 +270,10 @@ fn run(cmd: Command) -> anyhow::Result<()> {
         Command::User(cmd) => admin_cli::user(cmd),
         Command::Token(cmd) => admin_cli::token(cmd),
         Command::Audit(cmd) => admin_cli::audit_cmd(cmd),
+        Command::Import(args) => import_cli::run(args),
+        Command::Export(args) => export_cli::run(args),
+        Command::Sql(args) => sql_cli::run(args),
+        Command::Report(args) => report_cli::run(args),
         Command::Man { out } => {
             let written = web::man::write_pages(Cli::command(), &out)
                 .with_context(|| format!("writing manual pages into {}", out.display()))?;

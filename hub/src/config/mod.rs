@@ -12,8 +12,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod alert;
+mod report;
+mod sql;
 mod web;
 pub use alert::{Alerts, Rule, RuleKind, Webhook};
+pub use report::Report;
+pub use sql::Sql;
 pub use web::Web;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,11 @@ struct RawHub {
     #[serde(default, rename = "alert")]
     alert_rules: Vec<Spanned<alert::RawRule>>,
     webhook: Option<Spanned<alert::RawWebhook>>,
+    /// The read-only SQL endpoint's limits (docs/hub.md, "SQL").
+    sql: Option<Spanned<sql::RawSql>>,
+    /// Periodic site reports (docs/hub.md, "Reports").
+    #[serde(default, rename = "report")]
+    reports: Vec<Spanned<report::RawReport>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +111,10 @@ pub struct HubConfig {
     pub web: Option<Web>,
     /// Alert rules and their webhook; `None` without `[[alert]]` rules.
     pub alerts: Option<Alerts>,
+    /// The read-only SQL endpoint's limits (defaults without `[sql]`).
+    pub sql: Sql,
+    /// Scheduled site reports (`[[report]]`).
+    pub reports: Vec<Report>,
 }
 
 #[derive(Debug, Clone)]
@@ -536,6 +549,8 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         raw.webhook.as_ref(),
         &storage_path,
     );
+    let sql = sql::validate(&mut c, raw.sql.as_ref());
+    let reports = report::validate(&mut c, &raw.reports);
     if !c.errors.is_empty() {
         let n = c.errors.len();
         return Err(ConfigError::Invalid(format!(
@@ -556,6 +571,8 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         nodes,
         web,
         alerts,
+        sql,
+        reports,
     })
 }
 

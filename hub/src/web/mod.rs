@@ -18,11 +18,14 @@ pub mod analysis;
 pub mod cache;
 pub mod etl;
 pub mod forecasting;
+pub mod insights;
 pub mod live;
 pub mod metrics;
 pub mod monitoring;
 pub mod ops;
 pub mod params;
+pub mod reports;
+pub mod sql;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,6 +116,9 @@ pub fn routes(core: Arc<AuthCore>) -> RouteTable<St> {
     analysis::add(&mut t);
     forecasting::add(&mut t);
     etl::add(&mut t);
+    sql::add(&mut t);
+    insights::add(&mut t);
+    reports::add(&mut t);
     alerts::add(&mut t);
     live::add(&mut t);
     t

@@ -108,7 +108,11 @@ pub fn document(table: &RouteTable<St>) -> J {
     doc.merge(super::monitoring::Doc::openapi());
     doc.merge(super::analysis::Doc::openapi());
     doc.merge(super::forecasting::Doc::openapi());
-    doc.merge(super::etl::Doc::openapi());
+    doc.merge(super::etl::import::Doc::openapi());
+    doc.merge(super::etl::export::Doc::openapi());
+    doc.merge(super::sql::Doc::openapi());
+    doc.merge(super::insights::Doc::openapi());
+    doc.merge(super::reports::Doc::openapi());
     doc.merge(super::alerts::Doc::openapi());
     doc.merge(super::live::Doc::openapi());
     let mut doc = serde_json::to_value(&doc).unwrap_or_else(|_| json!({}));

@@ -15,6 +15,10 @@ const PAGES = {
   alarms: { title: 'Alarms', load: () => import('./pages/alarms.js') },
   quality: { title: 'Data quality', load: () => import('./pages/quality.js') },
   alerts: { title: 'Alerts', load: () => import('./pages/alerts.js') },
+  insights: { title: 'Insights', load: () => import('./pages/insights.js') },
+  reports: { title: 'Reports', load: () => import('./pages/reports.js') },
+  data: { title: 'Import and export', load: () => import('./pages/data.js') },
+  sql: { title: 'SQL', load: () => import('./pages/sql.js'), role: 'analyst' },
   admin: { title: 'Admin', load: () => import('./pages/admin.js'), role: 'admin' },
 };
 

@@ -1,0 +1,1 @@
+//! Historian exports (CSV, .xlsx) into the fleet database (docs/import.md).

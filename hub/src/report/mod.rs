@@ -1,0 +1,1 @@
+//! Periodic site reports: HTML with a print stylesheet, PDF through headless Chromium.

@@ -1,0 +1,1 @@
+//! insights (issue 19).
