@@ -5,8 +5,12 @@
 //! Nothing here is used by the demo or the edge node itself.
 
 pub mod alarms;
+pub mod anomaly;
+pub mod export;
 pub mod forecast;
 pub mod hub;
+pub mod import;
+pub mod insights;
 pub mod kpi;
 pub mod modbus;
 pub mod opcua_server;

@@ -203,12 +203,26 @@ enum Cmd {
         #[arg(long, default_value_t = 20_000)]
         batch_size: usize,
     },
+    /// Anomaly and change detection on the simulated plant with injected,
+    /// labelled anomalies: precision and recall per kind.
+    Anomalies(apos::bench::anomaly::Args),
+    /// Historian import of a large CSV: rows/s and peak RSS against DuckDB's
+    /// read_csv and pandas.
+    Import(apos::bench::import::Args),
+    /// Parquet export of many windows: seconds and file size.
+    Export(apos::bench::export::Args),
+    /// Insight generation over a large fleet's week: seconds.
+    Insights(apos::bench::insights::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").init();
     match Cli::parse().command {
+        Cmd::Anomalies(args) => apos::bench::anomaly::run(args).await,
+        Cmd::Import(args) => apos::bench::import::run(args).await,
+        Cmd::Export(args) => apos::bench::export::run(args).await,
+        Cmd::Insights(args) => apos::bench::insights::run(args).await,
         Cmd::Modbus {
             tags,
             cycles,
