@@ -17,7 +17,8 @@ const PAGES = {
   alerts: { title: 'Alerts', load: () => import('./pages/alerts.js') },
   insights: { title: 'Insights', load: () => import('./pages/insights.js') },
   reports: { title: 'Reports', load: () => import('./pages/reports.js') },
-  data: { title: 'Import and export', load: () => import('./pages/data.js') },
+  import: { title: 'Import', load: () => import('./pages/import.js'), role: 'engineer' },
+  export: { title: 'Export', load: () => import('./pages/export.js'), role: 'analyst' },
   sql: { title: 'SQL', load: () => import('./pages/sql.js'), role: 'analyst' },
   admin: { title: 'Admin', load: () => import('./pages/admin.js'), role: 'admin' },
 };
