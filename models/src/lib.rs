@@ -13,6 +13,7 @@
 //! async runtime.
 
 pub mod alarm;
+pub mod analysis;
 pub mod calendar;
 pub mod expr;
 pub mod features;
