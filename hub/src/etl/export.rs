@@ -1,1 +1,0 @@
-//! Windows, KPIs, forecasts and alarms out as CSV or Parquet (docs/export.md).

@@ -1,1 +1,0 @@
-//! Historian exports (CSV, .xlsx) into the fleet database (docs/import.md).
