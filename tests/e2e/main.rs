@@ -4,11 +4,13 @@
 //! One harness, one binary: every module below is a group of tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod anomalies;
 mod chaos;
 mod demo;
 mod disk_full;
 mod faults;
 mod hmi;
+mod hub_analysis_web;
 mod hub_web;
 #[path = "../common/logs.rs"]
 mod logs;
