@@ -28,8 +28,9 @@
 //! on the raw values and hidden from the other detectors; spikes are
 //! replaced by the running median before shifts and drifts are looked for.
 //!
-//! Cost: O(n · window) (running medians by selection), about a million
-//! windows per second in a release build; see `apos-bench anomalies`.
+//! Cost: O(n · window) (running medians by selection): ~0.3–0.5 million
+//! windows per second optimised (a week of one tag in minute windows in
+//! ~30 ms), several times slower unoptimised; see `apos-bench anomalies`.
 //! Methods, parameters, what they miss, and measured precision and recall:
 //! `docs/analysis.md`.
 
