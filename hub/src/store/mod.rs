@@ -19,6 +19,7 @@ mod read;
 mod registry;
 mod schema;
 mod series;
+mod snapshot;
 
 pub use fleet::{
     AlarmEntry, AlarmHealth, AlarmKey, AlarmQuery, ByPriority, FleetNode, HEALTH_HISTORY_MS,
