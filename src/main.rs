@@ -126,7 +126,8 @@ async fn main() -> anyhow::Result<()> {
     let hub_toml = format!(
         "schema_version = 1\n[storage]\npath = {:?}\n[broker]\nmode = \"embedded\"\nlisten = \"{}\"\n\
          [ingest]\nstatus_log_interval = \"60s\"\n[[node]]\nsite = \"demo-refinery\"\nnode = \"cdu-edge-1\"\n\
-         key_file = {:?}\npassword_file = {:?}\n[web]\nlisten = \"{}\"\nusers_file = {:?}\n",
+         key_file = {:?}\npassword_file = {:?}\n[web]\nlisten = \"{}\"\nusers_file = {:?}\n\
+         [[report]]\nname = \"demo-hourly\"\nsite = \"demo-refinery\"\nperiod = \"1h\"\nevery = \"10m\"\n",
         hub_db.display().to_string(),
         args.mqtt,
         key_file.display().to_string(),

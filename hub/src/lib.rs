@@ -232,6 +232,8 @@ impl Hub {
         };
         // Alert rules read through the same pool (docs/hub.md, "Alerts").
         alert::start(cfg.clone(), reads.clone(), events.clone(), cancel.clone()).await?;
+        // Scheduled site reports (`[[report]]`, docs/insights.md).
+        report::run::start(cfg.clone(), reads.clone(), cancel.clone());
         let beats = ingest::Beats::default();
         let heartbeats = ::web::systemd::Heartbeats::default();
         heartbeats.watch("ingest", &beats.ingest, STAGE_MAX_SILENCE);

@@ -10,6 +10,7 @@ mod demo;
 mod disk_full;
 mod faults;
 mod hmi;
+mod hub_analysis_web;
 mod hub_web;
 #[path = "../common/logs.rs"]
 mod logs;

@@ -16,7 +16,7 @@ mod report;
 mod sql;
 mod web;
 pub use alert::{Alerts, Rule, RuleKind, Webhook};
-pub use report::Report;
+pub use report::{DEFAULT_CHROMIUM, Report, Schedule};
 pub use sql::Sql;
 pub use web::Web;
 
