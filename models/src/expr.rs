@@ -9,10 +9,7 @@
 
 use std::collections::HashMap;
 
-use evalexpr::{
-    ContextWithMutableVariables, DefaultNumericTypes, HashMapContext, Node, Value,
-    build_operator_tree,
-};
+use evalexpr::{ContextWithMutableVariables, HashMapContext, Node, Value, build_operator_tree};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ExprError {
@@ -33,7 +30,7 @@ pub enum ExprError {
 #[derive(Debug, Clone)]
 pub struct KpiExpr {
     pub text: String,
-    tree: Node<DefaultNumericTypes>,
+    tree: Node,
     variables: Vec<String>,
 }
 
@@ -48,7 +45,7 @@ impl PartialEq for KpiExpr {
 impl KpiExpr {
     /// Parse and check `text`; `known` lists every name it may use.
     pub fn compile(text: &str, known: &[String]) -> Result<KpiExpr, ExprError> {
-        let tree = build_operator_tree::<DefaultNumericTypes>(text)
+        let tree = build_operator_tree(text)
             .map_err(|e| ExprError::Syntax(e.to_string()))?;
         let mut variables: Vec<String> = tree
             .iter_variable_identifiers()
@@ -88,7 +85,7 @@ impl KpiExpr {
     }
 
     pub fn eval(&self, values: &HashMap<String, f64>) -> Result<f64, ExprError> {
-        let mut ctx = HashMapContext::<DefaultNumericTypes>::new();
+        let mut ctx = HashMapContext::new();
         for v in &self.variables {
             let x = values.get(v).ok_or_else(|| ExprError::Missing(v.clone()))?;
             ctx.set_value(v.clone(), Value::Float(*x))
