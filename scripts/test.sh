@@ -37,6 +37,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # groff and lexgrog (man-db): the man-page tests render every generated page.
 command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)
 command -v lexgrog >/dev/null 2>&1 || need_apt+=(man-db)
+# pdftotext (poppler-utils): the report test reads the PDF Chromium printed.
+command -v pdftotext >/dev/null 2>&1 || need_apt+=(poppler-utils)
 # The packaging test's tools, only when it will run: lintian, debootstrap
 # (the clean Debian 12 root), systemd-analyze (verify, security),
 # systemd-nspawn (the root booted with systemd as PID 1), zstd (the cached
