@@ -79,7 +79,8 @@ impl Store {
         }
         {
             let mut batches = tx.appender("batches")?;
-            let mut aggs = tx.appender("aggregates")?;
+            // Named columns: the rest (`source`, set only by imports) stay NULL.
+            let mut aggs = tx.appender_with_columns("aggregates", super::imported::EDGE_COLUMNS)?;
             let mut fcs = tx.appender("forecasts")?;
             let mut kpis = tx.appender("kpis")?;
             let mut lost = tx.appender("lost")?;

@@ -457,7 +457,7 @@ fn timing_on_millions_of_windows() {
     for n in 0..20 {
         s.conn
             .execute(
-                "INSERT INTO aggregates
+                "INSERT INTO aggregates (site, node, tag, width_ms, start_ms, count, good, min, max, mean, twa, last, seq)
                  SELECT 's', 'n' || ?, 'tag' || (i % 200), 10000, ? + (i // 200) * 10000,
                         10, CASE WHEN i % 97 = 0 THEN 5 ELSE 10 END, 1, 2, 1.5, 1.5, 2, 1 + i // 200
                  FROM range(?) t(i)

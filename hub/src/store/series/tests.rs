@@ -435,7 +435,7 @@ fn series_100m() {
         let day = t0 + d * 24 * H;
         s.conn
             .execute(
-                "INSERT INTO aggregates
+                "INSERT INTO aggregates (site, node, tag, width_ms, start_ms, count, good, min, max, mean, twa, last, seq)
                  SELECT 'site1', 'node1', 'tag' || lpad((i % ?1)::VARCHAR, 2, '0'), w, ?2 + (i // ?1) * w,
                         10, 10, v - 1, v + 1, v, v, v, ?3
                  FROM (SELECT w, i, sin(i / 1000.0) * 10 AS v
