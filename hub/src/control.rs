@@ -29,13 +29,15 @@ use tokio_util::sync::CancellationToken;
 use crate::store::{ReadPool, Store, StoreError};
 
 /// Longest request line.
-const MAX_REQUEST: u64 = 4096;
+const MAX_REQUEST: u64 = 65536;
 /// A client has this long to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests answered at once; more wait for their turn.
 const CONCURRENT: usize = 4;
 /// How long the CLI waits for an answer (a large fleet's listing).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the CLI waits for an export.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// The control socket of the hub whose store is `storage`.
 pub fn socket_path(storage: &Path) -> PathBuf {
@@ -49,15 +51,44 @@ pub fn socket_path(storage: &Path) -> PathBuf {
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Nodes,
-    Checksum { site: String, node: String },
+    Checksum {
+        site: String,
+        node: String,
+    },
+    /// `apos-hub export`: the hub writes the export into its state
+    /// directory and answers where (etl::export::jobs::export_for_cli).
+    Export {
+        spec: crate::etl::export::Spec,
+    },
+}
+
+/// Why a request could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Export(#[from] crate::etl::export::ExportError),
 }
 
 impl Request {
     /// The answer's text from a store; `db` is the file named to the user.
-    pub fn answer(&self, store: &Store, db: &Path) -> Result<String, StoreError> {
+    pub fn answer(&self, store: &Store, db: &Path) -> Result<String, AnswerError> {
         match self {
-            Request::Nodes => nodes_text(store, db),
-            Request::Checksum { site, node } => checksum_text(store, site, node),
+            Request::Nodes => Ok(nodes_text(store, db)?),
+            Request::Checksum { site, node } => Ok(checksum_text(store, site, node)?),
+            Request::Export { spec } => {
+                Ok(crate::etl::export::jobs::export_for_cli(store, db, spec)?)
+            }
+        }
+    }
+
+    /// How long the CLI waits for the answer: an export takes as long as
+    /// the data it writes.
+    pub fn answer_timeout(&self) -> Duration {
+        match self {
+            Request::Export { .. } => EXPORT_TIMEOUT,
+            _ => ANSWER_TIMEOUT,
         }
     }
 }
@@ -96,7 +127,7 @@ pub fn ask(socket: &Path, req: &Request) -> Result<String, ControlError> {
             path: path.clone(),
             source,
         })?;
-    s.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+    s.set_read_timeout(Some(req.answer_timeout())).map_err(io)?;
     s.set_write_timeout(Some(REQUEST_TIMEOUT)).map_err(io)?;
     let mut line = serde_json::to_string(req).map_err(|e| io(std::io::Error::other(e)))?;
     line.push('\n');
@@ -195,7 +226,7 @@ pub fn serve(
         }
         let _ = std::fs::remove_file(&file);
     });
-    tracing::info!(socket = %socket.display(), "control socket listening (apos-hub nodes, checksum)");
+    tracing::info!(socket = %socket.display(), "control socket listening (apos-hub nodes, checksum, export)");
     Ok(ControlHandle { path: socket, task })
 }
 
@@ -211,9 +242,11 @@ async fn answer(stream: tokio::net::UnixStream, reads: Arc<ReadPool>, db: Arc<Pa
     let reply = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim_end()) {
             Ok(req) => {
-                let run = tokio::task::spawn_blocking(move || reads.read(|s| req.answer(s, &db)));
+                let run =
+                    tokio::task::spawn_blocking(move || reads.read(|s| Ok(req.answer(s, &db))));
                 match run.await {
-                    Ok(Ok(text)) => format!("ok\n{text}"),
+                    Ok(Ok(Ok(text))) => format!("ok\n{text}"),
+                    Ok(Ok(Err(e))) => format!("error: {e}\n"),
                     Ok(Err(e)) => format!("error: {e}\n"),
                     Err(e) => format!("error: the query failed: {e}\n"),
                 }

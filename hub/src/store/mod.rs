@@ -14,7 +14,6 @@ use protocol::v1::{Batch, Checksum, Window, window_digest};
 mod alerts;
 mod fleet;
 pub mod forecast;
-pub mod imported;
 mod ingest;
 mod read;
 mod registry;
@@ -146,7 +145,6 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(series::SCHEMA)?;
-        conn.execute_batch(imported::SCHEMA)?;
         crate::files::restrict(path);
         Ok(Store {
             conn,
@@ -159,7 +157,6 @@ impl Store {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(series::SCHEMA)?;
-        conn.execute_batch(imported::SCHEMA)?;
         Ok(Store {
             conn,
             path: None,
@@ -393,6 +390,12 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// The DuckDB connection itself, for work the store does not wrap:
+    /// exports run `COPY … TO` on a clone of it (etl::export).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// The database answers a query (readiness).
