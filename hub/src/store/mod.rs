@@ -14,6 +14,7 @@ use protocol::v1::{Batch, Checksum, Window, window_digest};
 mod alerts;
 mod fleet;
 pub mod forecast;
+pub mod imported;
 mod ingest;
 mod read;
 mod registry;
@@ -145,6 +146,7 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(series::SCHEMA)?;
+        conn.execute_batch(imported::SCHEMA)?;
         crate::files::restrict(path);
         Ok(Store {
             conn,
@@ -157,6 +159,7 @@ impl Store {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(series::SCHEMA)?;
+        conn.execute_batch(imported::SCHEMA)?;
         Ok(Store {
             conn,
             path: None,
