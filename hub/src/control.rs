@@ -60,6 +60,11 @@ pub enum Request {
     Export {
         spec: crate::etl::export::Spec,
     },
+    /// `apos-hub sql`: a query run by the SQL sandbox as the API runs it
+    /// (crate::sql::control_answer; the answer is JSON).
+    Sql {
+        query: String,
+    },
 }
 
 /// Why a request could not be answered.
@@ -69,6 +74,8 @@ pub enum AnswerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Export(#[from] crate::etl::export::ExportError),
+    #[error("{0}")]
+    Sql(&'static str),
 }
 
 impl Request {
@@ -80,6 +87,9 @@ impl Request {
             Request::Export { spec } => {
                 Ok(crate::etl::export::jobs::export_for_cli(store, db, spec)?)
             }
+            Request::Sql { .. } => Err(AnswerError::Sql(
+                "SQL is answered by the sandbox, not from a store",
+            )),
         }
     }
 
@@ -87,7 +97,8 @@ impl Request {
     /// the data it writes.
     pub fn answer_timeout(&self) -> Duration {
         match self {
-            Request::Export { .. } => EXPORT_TIMEOUT,
+            // The hub stops a query at its own `[sql] timeout`.
+            Request::Export { .. } | Request::Sql { .. } => EXPORT_TIMEOUT,
             _ => ANSWER_TIMEOUT,
         }
     }
@@ -241,6 +252,9 @@ async fn answer(stream: tokio::net::UnixStream, reads: Arc<ReadPool>, db: Arc<Pa
     .await;
     let reply = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim_end()) {
+            Ok(Request::Sql { query }) => {
+                crate::sql::control_answer(&reads, &db, None, query).await
+            }
             Ok(req) => {
                 let run =
                     tokio::task::spawn_blocking(move || reads.read(|s| Ok(req.answer(s, &db))));

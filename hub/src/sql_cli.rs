@@ -91,10 +91,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The answer of the hub running on `db`, or `None` when no hub runs.
-/// (Until the control socket carries SQL, a running hub holds the file and
-/// the worker reports the lock.)
-fn ask_hub(_db: &std::path::Path, _query: &str) -> Option<anyhow::Result<hub::sql::Answer>> {
-    None
+fn ask_hub(db: &std::path::Path, query: &str) -> Option<anyhow::Result<hub::sql::Answer>> {
+    let socket = hub::control::socket_path(db);
+    match hub::control::ask(
+        &socket,
+        &hub::control::Request::Sql {
+            query: query.to_owned(),
+        },
+    ) {
+        Ok(text) => Some(serde_json::from_str(&text).context("the hub's answer")),
+        Err(hub::control::ControlError::NoHub { .. }) => None,
+        Err(e) => Some(Err(anyhow::anyhow!("{e}"))),
+    }
 }
 
 /// Columns with their types, then the rows, aligned.

@@ -214,7 +214,6 @@ async fn analysts_query_a_snapshot_and_every_escape_is_refused() {
         "UPDATE aggregates SET mean = 0".to_owned(),
         "DELETE FROM aggregates".to_owned(),
         "DROP TABLE aggregates".to_owned(),
-        "CHECKPOINT".to_owned(),
         "SET enable_external_access = true".to_owned(),
         "SET lock_configuration = false".to_owned(),
         "RESET lock_configuration".to_owned(),
