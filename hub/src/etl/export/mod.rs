@@ -448,6 +448,9 @@ pub fn export(
     let c = conn.try_clone()?;
     // Without ICU, TIMESTAMPTZ is always UTC; with it, make sure.
     let _ = c.execute_batch("SET TimeZone = 'UTC'");
+    // Never fetch an extension from the internet at run time (DuckDB tries
+    // to download a missing parquet extension otherwise).
+    let _ = c.execute_batch("SET autoinstall_known_extensions = false");
     let sql = copy_sql(spec, has_source(&c)?, &part);
     let done = AtomicBool::new(false);
     let rows = std::thread::scope(|scope| {
