@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::text::{hours, moved, num, over, pct, points, with_unit};
+use super::text::{hours, moved, over, pct, points, with_unit};
 use super::{Figure, Insight, Kind, Params, enc, importance, link};
 use crate::store::{KpiKey, KpiPoint, KpiSummary, SeriesKey, Store, StoreError};
 
@@ -260,7 +260,7 @@ fn oee_change(store: &Store, p: &Params, k: &KpiWindows) -> Result<Option<Insigh
                     hours(o1.fault_s)
                 ));
                 if let Some((tag, c, _)) = &code {
-                    t.push_str(&format!(", mostly {tag} = {}", num(*c)));
+                    t.push_str(&format!(", mostly {tag} = {}", *c as i64));
                 }
                 t.push(')');
             }
