@@ -105,18 +105,31 @@ fn time_format_of(cells: &[RawCell]) -> Option<String> {
     if sample.is_empty() {
         return None;
     }
-    if sample.iter().all(|c| matches!(c, RawCell::Serial(_))) {
+    // A format fits when 80 % of the cells parse: one malformed row among
+    // the first twenty must not derail the proposal.
+    let most = |ok: usize| ok * 5 >= sample.len() * 4;
+    if most(
+        sample
+            .iter()
+            .filter(|c| matches!(c, RawCell::Serial(_)))
+            .count(),
+    ) {
         return Some("excel".into());
     }
     let fits = |fmt: &str| {
         let Ok(p) = TimeParser::new(TimeFormat::parse(fmt), "UTC", true, i64::MIN, i64::MAX) else {
             return false;
         };
-        sample.iter().all(|c| match c {
-            RawCell::Text(s) => p.time(Cell::Text(s)).is_ok(),
-            RawCell::Serial(v) => p.time(Cell::Serial(*v)).is_ok(),
-            RawCell::Num(_) | RawCell::Other => false,
-        })
+        most(
+            sample
+                .iter()
+                .filter(|c| match c {
+                    RawCell::Text(s) => p.time(Cell::Text(s)).is_ok(),
+                    RawCell::Serial(v) => p.time(Cell::Serial(*v)).is_ok(),
+                    RawCell::Num(_) | RawCell::Other => false,
+                })
+                .count(),
+        )
     };
     if fits("rfc3339") {
         return Some("rfc3339".into());
