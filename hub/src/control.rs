@@ -60,6 +60,19 @@ pub enum Request {
     Export {
         spec: crate::etl::export::Spec,
     },
+    /// `apos-hub import` through the running hub: start importing `file`
+    /// (read by the hub's user) with a saved profile or a profile's JSON
+    /// (etl::import::control_answer; the answer is JSON).
+    ImportStart {
+        file: String,
+        profile_name: Option<String>,
+        profile: Option<String>,
+        save_profile: bool,
+    },
+    /// An import's record, progress and first rejections, as JSON.
+    ImportStatus {
+        id: String,
+    },
     /// `apos-hub sql`: a query run by the SQL sandbox as the API runs it
     /// (crate::sql::control_answer; the answer is JSON).
     Sql {
@@ -74,6 +87,8 @@ pub enum AnswerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Export(#[from] crate::etl::export::ExportError),
+    #[error(transparent)]
+    Import(#[from] crate::etl::import::ImportError),
     #[error("{0}")]
     Sql(&'static str),
 }
@@ -86,6 +101,9 @@ impl Request {
             Request::Checksum { site, node } => Ok(checksum_text(store, site, node)?),
             Request::Export { spec } => {
                 Ok(crate::etl::export::jobs::export_for_cli(store, db, spec)?)
+            }
+            Request::ImportStart { .. } | Request::ImportStatus { .. } => {
+                Ok(crate::etl::import::control_answer(self, store, db)?)
             }
             Request::Sql { .. } => Err(AnswerError::Sql(
                 "SQL is answered by the sandbox, not from a store",
