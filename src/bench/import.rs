@@ -130,7 +130,11 @@ fn generate(path: &Path, mb: u64, tags: u32) -> anyhow::Result<u64> {
             rest % 60,
             tag % 50,
             tag,
-            if rows % 997 == 0 { "Bad" } else { "Good" }
+            if rows.is_multiple_of(997) {
+                "Bad"
+            } else {
+                "Good"
+            }
         );
         w.write_all(line.as_bytes())?;
         bytes += line.len() as u64;

@@ -78,7 +78,7 @@ fn node(site: &str, name: &str, tags: usize, news: usize, seq: &mut u64) -> Vec<
     let mut sets = Vec::new();
     let mut t = T0 - WEEK;
     while t < T0 + WEEK {
-        let gap = news == 3 && t >= T0 + 2 * DAY && t < T0 + 3 * DAY;
+        let gap = news == 3 && (T0 + 2 * DAY..T0 + 3 * DAY).contains(&t);
         if !gap {
             let day = (t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
             let windows = names

@@ -176,7 +176,7 @@ fn schedule(c: &mut Ctx<'_>, r: &RawReport, period: Duration) -> Option<Schedule
                     return None;
                 }
             };
-            if period.as_secs() % 86_400 != 0 || period.subsec_nanos() != 0 {
+            if !period.as_secs().is_multiple_of(86_400) || period.subsec_nanos() != 0 {
                 c.err(
                     r.period.as_ref().map_or(at.span(), |p| p.span()),
                     "report › period",

@@ -83,7 +83,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     let v = n * mult;
-    (v.is_finite() && v >= 0.0 && v < 1.8e19).then_some(v as u64)
+    (v.is_finite() && (0.0..1.8e19).contains(&v)).then_some(v as u64)
 }
 
 pub(super) fn validate(c: &mut Ctx<'_>, raw: Option<&Spanned<RawSql>>) -> Sql {

@@ -233,7 +233,7 @@ fn oee_change(store: &Store, p: &Params, k: &KpiWindows) -> Result<Option<Insigh
         format!("OEE ({})", k.key.kpi)
     };
     // The factors, largest share first, each with what explains it.
-    let mut parts = vec![
+    let mut parts = [
         ("availability", s.a),
         ("performance", s.p),
         ("quality", s.q),

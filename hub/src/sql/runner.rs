@@ -186,7 +186,7 @@ pub(super) fn run(exe: &Path, db: &Path, cfg: &Sql, query: &str) -> Result<Answe
 }
 
 pub(super) fn human_bytes(b: u64) -> String {
-    if b >= 1 << 30 && b % (1 << 30) == 0 {
+    if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
         format!("{} GiB", b >> 30)
     } else {
         format!("{} MiB", b >> 20)

@@ -445,10 +445,7 @@ impl Store {
     }
 
     /// Windows stored by one import (what a test compares).
-    pub fn import_windows(
-        &self,
-        id: &str,
-    ) -> Result<Vec<(String, i64, u32, u32, [Option<f64>; 5])>, StoreError> {
+    pub fn import_windows(&self, id: &str) -> Result<Vec<ImportedWindow>, StoreError> {
         let mut st = self.conn.prepare(
             "SELECT tag, start_ms, count, good, min, max, mean, twa, last FROM aggregates
              WHERE source = ? ORDER BY tag, start_ms",
@@ -475,3 +472,6 @@ impl Store {
         })
     }
 }
+
+/// (tag, start_ms, count, good, [min, max, mean, twa, last]) of an imported window.
+pub type ImportedWindow = (String, i64, u32, u32, [Option<f64>; 5]);

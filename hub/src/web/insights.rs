@@ -76,9 +76,10 @@ pub struct InsightList {
 }
 
 type Key = (usize, i64, Params);
+type Cache = Mutex<HashMap<Key, (Instant, Arc<InsightList>)>>;
 
-fn cache() -> &'static Mutex<HashMap<Key, (Instant, Arc<InsightList>)>> {
-    static C: OnceLock<Mutex<HashMap<Key, (Instant, Arc<InsightList>)>>> = OnceLock::new();
+fn cache() -> &'static Cache {
+    static C: OnceLock<Cache> = OnceLock::new();
     C.get_or_init(Default::default)
 }
 

@@ -255,8 +255,8 @@ fn oee_drop_is_split_into_its_factors_with_fault_time_and_state_code() {
         "north-1",
         &["unit.state"],
         |_, t| {
-            let s31 = (t >= T0 - WEEK + 2 * DAY + 10 * H && t < T0 - WEEK + 2 * DAY + 11 * H)
-                || (t >= T0 + 2 * DAY + 10 * H && t < T0 + 2 * DAY + 14 * H);
+            let s31 = (T0 - WEEK + 2 * DAY + 10 * H..T0 - WEEK + 2 * DAY + 11 * H).contains(&t)
+                || (T0 + 2 * DAY + 10 * H..T0 + 2 * DAY + 14 * H).contains(&t);
             Some((if s31 { 31.0 } else { 2.0 }, 10))
         },
     ));
@@ -361,8 +361,8 @@ fn missing_windows_and_bad_samples_are_a_data_quality_problem() {
     // This week: Tuesday and Wednesday missing (288 of the 1008 windows
     // due), and every window of Friday with 4 of 10 samples bad.
     items.extend(windows(&mut seq, "north", "north-3", &["flow"], |_, t| {
-        let missing = t >= T0 + DAY && t < T0 + 3 * DAY;
-        let friday = t >= T0 + 4 * DAY && t < T0 + 5 * DAY;
+        let missing = (T0 + DAY..T0 + 3 * DAY).contains(&t);
+        let friday = (T0 + 4 * DAY..T0 + 5 * DAY).contains(&t);
         if missing {
             None
         } else {

@@ -332,10 +332,21 @@ async fn analysts_query_a_snapshot_and_every_escape_is_refused() {
     let _ = tokio::time::timeout(Duration::from_secs(20), hub.join()).await;
     assert!(workers(dir.path()).is_empty(), "{:?}", workers(dir.path()));
 
-    // With no hub running, the CLI runs the same worker on the file.
+    // With no hub running, the CLI runs the same worker on the file. This
+    // test process still holds a DuckDB instance of the stopped in-process
+    // hub (one process per file), so the CLI gets a copy of the hub's
+    // directory: the database, its WAL, the config and the key files.
+    let cli_dir = dir.path().join("cli");
+    std::fs::create_dir(&cli_dir).unwrap();
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), cli_dir.join(e.file_name())).unwrap();
+        }
+    }
     let out = std::process::Command::new(BIN)
         .args(["sql", "--json", "--config"])
-        .arg(dir.path().join("hub.toml"))
+        .arg(cli_dir.join("hub.toml"))
         .arg("SELECT count(*) AS n FROM aggregates")
         .output()
         .unwrap();
@@ -349,7 +360,7 @@ async fn analysts_query_a_snapshot_and_every_escape_is_refused() {
     assert_eq!(a["rows"], json!([[3]]));
     let out = std::process::Command::new(BIN)
         .args(["sql", "--config"])
-        .arg(dir.path().join("hub.toml"))
+        .arg(cli_dir.join("hub.toml"))
         .arg(format!("COPY aggregates TO '{d}/cli.csv'"))
         .output()
         .unwrap();

@@ -136,7 +136,7 @@ pub fn read_csv(path: &Path, o: &ReadOptions, sink: &mut dyn Sink) -> Result<(),
                     let mut cells: Vec<Cell<'_>> = Vec::with_capacity(prec.len());
                     for f in prec.iter() {
                         match std::str::from_utf8(f) {
-                            Ok(s) if s.is_empty() => cells.push(Cell::Empty),
+                            Ok("") => cells.push(Cell::Empty),
                             Ok(s) => cells.push(Cell::Text(s)),
                             Err(_) => {
                                 shape = RowShape::Encoding;
@@ -268,7 +268,7 @@ pub fn read_xlsx(path: &Path, o: &ReadOptions, sink: &mut dyn Sink) -> Result<()
                             RowShape::Whole
                         },
                     })?;
-                    if at % 4096 == 0 {
+                    if at.is_multiple_of(4096) {
                         sink.progress(u64::from(at), total);
                     }
                 }
