@@ -45,8 +45,7 @@ impl PartialEq for KpiExpr {
 impl KpiExpr {
     /// Parse and check `text`; `known` lists every name it may use.
     pub fn compile(text: &str, known: &[String]) -> Result<KpiExpr, ExprError> {
-        let tree = build_operator_tree(text)
-            .map_err(|e| ExprError::Syntax(e.to_string()))?;
+        let tree = build_operator_tree(text).map_err(|e| ExprError::Syntax(e.to_string()))?;
         let mut variables: Vec<String> = tree
             .iter_variable_identifiers()
             .map(str::to_string)
