@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     format: Format,
     /// Write a directory tree partitioned by site and day
-    /// (`site=…/day=YYYY-MM-DD/data_0.<ext>`) instead of one file.
+    /// (`site=.../day=YYYY-MM-DD/data_0.<ext>`) instead of one file.
     #[arg(long)]
     partition: bool,
     /// The file (or, with --partition, the new directory) to write.

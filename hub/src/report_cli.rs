@@ -44,6 +44,7 @@ enum Cmd {
     },
     /// List the stored reports, newest first.
     List {
+        /// The hub configuration (where the reports are stored).
         #[arg(long, default_value = "/etc/apos/hub.toml")]
         config: PathBuf,
     },

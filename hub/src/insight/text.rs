@@ -16,7 +16,7 @@ pub fn num(v: f64) -> String {
     } else if a == 0.0 {
         0
     } else {
-        (3.0 - a.log10().floor()).clamp(2.0, 6.0) as usize
+        (2.0 - a.log10().floor()).clamp(2.0, 6.0) as usize
     };
     let s = format!("{v:.d$}");
     if s == "-0" { "0".into() } else { s }
