@@ -194,7 +194,7 @@ try {
   console.log(`REPORT_PDF bytes=${bytes.length} text_chars=${text.length} file=${pdfFile}`);
 
   /* ---- import, export, SQL: the pages load and show their forms ---- */
-  for (const [route, ids] of [['import', ['import-form']], ['export', ['export-form']], ['sql', ['sql-editor', 'sql-run']]]) {
+  for (const [route, ids] of [['import', ['import-upload-form', 'import-file']], ['export', ['export-form']], ['sql', ['sql-editor', 'sql-run']]]) {
     await goto(`#/${route}`);
     for (const t of ids) await page.getByTestId(t).first().waitFor({ state: 'visible', timeout: 15_000 });
     await shot(page, route);
