@@ -8,9 +8,10 @@ use std::path::Path;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::mapper::unit_suffix;
 use super::parse::{Cell, TimeFormat, TimeParser};
 use super::source::{self, Format, ReadOptions, RowView, Sink};
-use super::{ImportError, Layout, Profile, TagMap, unit_suffix};
+use super::{ImportError, Layout, Profile, TagMap};
 
 /// Rows read for a proposal.
 const PREVIEW_ROWS: usize = 20;
