@@ -7,6 +7,7 @@ use std::path::Path;
 use drivers::Quality;
 use edge_node::Edge;
 use firmware_config::{Area, DataType};
+use tokio_util::sync::CancellationToken;
 
 /// Tags printed in the live log lines, in this order.
 pub const HEADLINE_TAGS: &[&str] = &[
@@ -386,4 +387,38 @@ fn demo_users(
         out.push((name.to_string(), role.as_str(), password));
     }
     Ok(out)
+}
+
+/// When the demo's staged trip happens, after the start, and how long the
+/// unit stays in fault before the demo resets it (real time).
+pub const STAGED_TRIP_AFTER: std::time::Duration = std::time::Duration::from_secs(8 * 60);
+pub const STAGED_TRIP_FOR: std::time::Duration = std::time::Duration::from_secs(3 * 60);
+/// The fault code of the staged trip: high tube temperature.
+pub const STAGED_TRIP_CODE: u16 = 201;
+
+/// One heater trip, staged so that a fresh demo has something for the
+/// hub's insights and reports to explain within its first half hour (the
+/// plant's own random trips come about once per 4 simulated days, i.e.
+/// every ~10 real hours at ×10). The unit is reset after
+/// [`STAGED_TRIP_FOR`], as an operator would, and restarts on its own.
+pub async fn staged_trip(plant: crate::plant::PlantHandle, cancel: CancellationToken) {
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = tokio::time::sleep(STAGED_TRIP_AFTER) => {}
+    }
+    plant.with_plant(|p| p.trip(STAGED_TRIP_CODE));
+    tracing::warn!(
+        fault_code = STAGED_TRIP_CODE,
+        reset_in = %humantime::format_duration(STAGED_TRIP_FOR),
+        "demo: staged heater trip (high tube temperature) so the hub's insights have a change to explain"
+    );
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = tokio::time::sleep(STAGED_TRIP_FOR) => {}
+    }
+    plant.with_plant(|p| {
+        p.reset_fault();
+        p.set_run(true);
+    });
+    tracing::info!("demo: staged trip reset; the unit restarts");
 }

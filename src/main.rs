@@ -46,6 +46,10 @@ struct Args {
     /// Working directory for the generated config and the history database.
     #[arg(long, default_value = "target/apos-demo")]
     dir: PathBuf,
+    /// Leave out the heater trip staged 8 minutes after the start (it
+    /// gives the hub's insights and reports a change to explain).
+    #[arg(long)]
+    no_staged_trip: bool,
     /// How often to print live values.
     #[arg(long, default_value = "5s", value_parser = humantime_arg)]
     print_every: Duration,
@@ -252,12 +256,29 @@ async fn main() -> anyhow::Result<()> {
         "  trend from the CLI:           cargo run -p edge-node -- history --config {} --tag heater.outlet_temp --since 10m",
         config_path.display()
     );
+    if let Some(url) = hub.web_url() {
+        println!(
+            "  insights and reports:         {url}#/insights?range=1h   {url}#/reports{}",
+            if args.no_staged_trip {
+                String::new()
+            } else {
+                format!(
+                    "   (a heater trip is staged {} after the start, reset {} later: --no-staged-trip leaves it out)",
+                    humantime::format_duration(apos::demo::STAGED_TRIP_AFTER),
+                    humantime::format_duration(apos::demo::STAGED_TRIP_FOR)
+                )
+            }
+        );
+    }
     println!(
         "  live values are logged below every {}; Ctrl-C stops.",
         humantime::format_duration(args.print_every)
     );
     println!();
 
+    if !args.no_staged_trip {
+        tokio::spawn(apos::demo::staged_trip(plant.clone(), plant_cancel.clone()));
+    }
     let mut tick = tokio::time::interval(args.print_every);
     tick.tick().await;
     loop {

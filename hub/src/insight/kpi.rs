@@ -56,7 +56,18 @@ pub(super) fn load(
                 break;
             }
         }
-        let closed = all.into_iter().filter(|w| w.closed && w.end_ms <= p.to_ms);
+        // A rolling window ("5m", "1h") is never closed: the edge writes a
+        // new one every slice, each overlapping the last. Those starting on
+        // a multiple of its span tile the time without overlap, as closed
+        // calendar windows do, and stand in for them.
+        let span = rolling_span_ms(&s.window);
+        let closed = all.into_iter().filter(|w| {
+            w.end_ms <= p.to_ms
+                && match span {
+                    Some(span) => w.start_ms.rem_euclid(span) == 0 && w.end_ms - w.start_ms == span,
+                    None => w.closed,
+                }
+        });
         let (mut before, mut now) = (Vec::new(), Vec::new());
         for w in closed {
             if w.start_ms >= b0 && w.start_ms < b1 {
@@ -81,6 +92,15 @@ pub(super) fn load(
         }
     }
     Ok(best.into_values().collect())
+}
+
+/// The span of a rolling window kind ("5m", "1h"); None for a calendar
+/// one ("shift", "day", "week").
+pub(super) fn rolling_span_ms(window: &str) -> Option<i64> {
+    humantime::parse_duration(window)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .filter(|ms| *ms > 0)
 }
 
 fn fig(w: &KpiPoint, name: &str) -> Option<f64> {
@@ -241,7 +261,10 @@ fn oee_change(store: &Store, p: &Params, k: &KpiWindows) -> Result<Option<Insigh
     parts.sort_by(|x, y| y.1.abs().total_cmp(&x.1.abs()));
     let mut code = None;
     if s.a.abs() >= 0.01 {
-        code = state_code(store, p, &k.key)?;
+        // The code behind the change: the one whose time grew when fault
+        // time grew, the one whose time shrank when it fell (otherwise a
+        // recovery would be put down to the running state).
+        code = state_code(store, p, &k.key, o1.fault_s >= o0.fault_s)?;
     }
     let said: Vec<String> = parts
         .iter()
@@ -297,10 +320,17 @@ fn oee_change(store: &Store, p: &Params, k: &KpiWindows) -> Result<Option<Insigh
         Figure::new("fault_hours_now", Some(o1.fault_s / 3600.0), "h"),
         Figure::new("failures_before", Some(o0.failures), ""),
         Figure::new("failures_now", Some(o1.failures), ""),
+        Figure::new("windows_before", Some(k.before.len() as f64), ""),
+        Figure::new("windows_now", Some(k.now.len() as f64), ""),
     ];
     if let Some((tag, c, extra_s)) = &code {
         figures.push(Figure::new(&format!("code_{tag}"), Some(*c), ""));
-        figures.push(Figure::new("code_hours_added", Some(extra_s / 3600.0), "h"));
+        let sign = if o1.fault_s >= o0.fault_s { 1.0 } else { -1.0 };
+        figures.push(Figure::new(
+            "code_hours_added",
+            Some(sign * extra_s / 3600.0),
+            "h",
+        ));
     }
     Ok(Some(Insight {
         kind: Kind::KpiChange,
@@ -316,13 +346,15 @@ fn oee_change(store: &Store, p: &Params, k: &KpiWindows) -> Result<Option<Insigh
     }))
 }
 
-/// The state or fault code whose time grew most between the periods, on
-/// the node's tags named like a state: `(tag, code, seconds added)`. The
-/// windows a bucket covers whole with one code (min = max) count.
+/// The state or fault code whose time grew most between the periods (or,
+/// with `grew` false, shrank most), on the node's tags named like a state:
+/// `(tag, code, seconds added or taken)`. The windows a bucket covers
+/// whole with one code (min = max) count.
 fn state_code(
     store: &Store,
     p: &Params,
     k: &KpiKey,
+    grew: bool,
 ) -> Result<Option<(String, f64, f64)>, StoreError> {
     let tags = store.tags(Some(&k.site), Some(&k.node))?;
     let mut best: Option<(String, f64, f64)> = None;
@@ -348,10 +380,11 @@ fn state_code(
             Ok(m)
         };
         let (t0, t1) = (time(b0, b1)?, time(p.from_ms, p.to_ms)?);
-        for (code, s1) in &t1 {
-            let grew = s1 - t0.get(code).copied().unwrap_or(0.0);
-            if grew > 0.0 && best.as_ref().is_none_or(|b| grew > b.2) {
-                best = Some((t.tag.clone(), *code as f64, grew));
+        let (more, less) = if grew { (&t1, &t0) } else { (&t0, &t1) };
+        for (code, s1) in more {
+            let moved = s1 - less.get(code).copied().unwrap_or(0.0);
+            if moved > 0.0 && best.as_ref().is_none_or(|b| moved > b.2) {
+                best = Some((t.tag.clone(), *code as f64, moved));
             }
         }
     }

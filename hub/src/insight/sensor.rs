@@ -134,6 +134,11 @@ pub(super) fn stuck_or_drifting(store: &Store, p: &Params) -> Result<Vec<Insight
             });
         }
     }
+    // One insight per sensor and kind, its most important stretch: a
+    // sensor stuck twice in a period is one problem to look at.
+    out.sort_by(|a, b| b.importance.total_cmp(&a.importance));
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|i| seen.insert((i.site.clone(), i.node.clone(), i.subject.clone(), i.kind)));
     Ok(out)
 }
 

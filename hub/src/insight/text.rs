@@ -49,7 +49,10 @@ pub fn points(d: f64) -> String {
 /// Hours with one decimal: `4320 s` → `1.2 h`.
 pub fn hours(s: f64) -> String {
     let h = s / 3600.0;
-    if h.abs() >= 100.0 {
+    if h.abs() < 1.0 {
+        // "0.1 h" reads worse than "6 min", and "0.0 h" hides a few minutes.
+        format!("{:.0} min", s / 60.0)
+    } else if h.abs() >= 100.0 {
         format!("{h:.0} h")
     } else {
         format!("{h:.1} h")

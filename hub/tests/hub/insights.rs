@@ -299,6 +299,80 @@ fn oee_drop_is_split_into_its_factors_with_fault_time_and_state_code() {
     assert!(all.windows(2).all(|w| w[0].importance >= w[1].importance));
 }
 
+/// Rolling windows (the demo's "5m") are never closed and overlap: a new
+/// one every slice. Those starting on a multiple of the span are used,
+/// once each, and an OEE recovery between them is told with the fault
+/// code whose time shrank (not the running code, whose time grew).
+#[test]
+fn rolling_windows_are_tiled_into_periods() {
+    let mut seq = Seq(0);
+    let mut items = quiet(&mut seq, "calm-1");
+    let span = 5 * 60_000;
+    let slice = 10_000;
+    let mut rows = Vec::new();
+    // Ends every 10 s over both weeks' last hour: the period compared is
+    // that hour against the one before it.
+    let from = T0 + WEEK - H;
+    for end in (from - H + span..=T0 + WEEK).step_by(slice as usize) {
+        let start = end - span;
+        // Availability 0.8 before `from`, 1.0 after (OEE 72 % → 90 %).
+        let a = if start >= from { 1.0 } else { 0.8 };
+        let mut r = oee_shift(start, a, 0.9, 1.0, (1.0 - a) * 300.0);
+        r.window = "5m".into();
+        r.end_ms = end;
+        r.until_ms = end;
+        r.computed_ms = end;
+        r.closed = false;
+        for (name, v) in &mut r.values {
+            if name == "planned_busy_s" {
+                *v = Some(300.0);
+            } else if name == "run_s" {
+                *v = Some(300.0 * a);
+            }
+        }
+        rows.push(r);
+    }
+    for chunk in rows.chunks(500) {
+        items.push(seq.batch("north", "north-7", Body::Kpis(chunk.to_vec())));
+    }
+    // The fault code: 201 for 30 min of the hour before, else 0.
+    items.extend(windows(
+        &mut seq,
+        "north",
+        "north-7",
+        &["unit.fault_code"],
+        |_, t| {
+            let f = (from - 40 * 60_000..from - 10 * 60_000).contains(&t);
+            Some((if f { 201.0 } else { 0.0 }, 10))
+        },
+    ));
+    let s = store_with(items);
+    let p = Params {
+        site: None,
+        node: Some("north-7".into()),
+        from_ms: from,
+        to_ms: T0 + WEEK,
+        now_ms: T0 + WEEK + DAY,
+    };
+    let all = insight::generate(&s, &p).unwrap();
+    let i = only(&all, Kind::KpiChange, "north-7");
+    assert!((fig(i, "oee_before") - 72.0).abs() < 1e-9, "{i:?}");
+    assert!((fig(i, "oee_now") - 90.0).abs() < 1e-9, "{i:?}");
+    assert_eq!(fig(i, "code_unit.fault_code"), 201.0, "{i:?}");
+    assert!((fig(i, "code_hours_added") + 0.5).abs() < 1e-9, "{i:?}");
+    assert!(
+        i.text.contains("rose from 72 % to 90 %")
+            && i.text
+                .contains("fault time down from 12 min to 0 min, mostly unit.fault_code = 201"),
+        "{}",
+        i.text
+    );
+    // 12 tiles per hour each side, not the 360 overlapping rows.
+    assert_eq!(fig(i, "windows_now"), 12.0, "{i:?}");
+    assert_eq!(fig(i, "windows_before"), 12.0, "{i:?}");
+    assert!(i.link.contains("window=5m"), "{}", i.link);
+}
+
 #[test]
 fn a_plain_kpi_change_is_told_relative_to_its_mean() {
     let mut seq = Seq(0);
@@ -444,6 +518,31 @@ fn a_stuck_sensor_is_found_and_nothing_else() {
             .all(|i| i.node == "north-4"),
         "{all:#?}"
     );
+}
+
+/// A sensor stuck twice in the period is one insight, about its longer
+/// stretch.
+#[test]
+fn a_sensor_stuck_twice_is_told_once() {
+    let mut seq = Seq(0);
+    let mut items = quiet(&mut seq, "calm-1");
+    items.extend(windows(&mut seq, "north", "north-8", &["level"], |_, t| {
+        let x = (t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
+        let wiggle = ((t / 600_000) % 7) as f64 * 0.05;
+        Some(if (T0..T0 + 36 * H).contains(&t) {
+            (42.0, 10)
+        } else if (T0 + 3 * DAY..T0 + 5 * DAY).contains(&t) {
+            (47.5, 10)
+        } else {
+            (45.0 + 2.0 * x.sin() + wiggle, 10)
+        })
+    }));
+    let s = store_with(items);
+    let all = insight::generate(&s, &week()).unwrap();
+    let i = only(&all, Kind::SensorStuck, "north-8");
+    assert_eq!(fig(i, "value"), 47.5, "{i:?}");
+    let bucket_h = fig(i, "bucket_ms") / 3.6e6;
+    assert!((fig(i, "hours") - 48.0).abs() <= bucket_h + 1e-9, "{i:?}");
 }
 
 #[test]

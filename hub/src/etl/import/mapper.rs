@@ -27,6 +27,27 @@ struct Target {
     max: Option<f64>,
 }
 
+/// The staging table holds numbers for the tag and the column, not their
+/// names: a name per sample made DuckDB copy and compress millions of
+/// strings (the names are joined back once, on the windows).
+#[derive(Debug, Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+    list: Vec<String>,
+}
+
+impl Names {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.ids.get(name) {
+            return *i;
+        }
+        let i = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        self.ids.insert(name.to_owned(), i);
+        self.list.push(name.to_owned());
+        i
+    }
+}
+
 /// Accepted samples go to the staging database, rejections beside them.
 struct Mapper<'c> {
     profile: &'c Profile,
@@ -38,6 +59,9 @@ struct Mapper<'c> {
     time: usize,
     plan: Option<Plan>,
     targets: Vec<Target>,
+    /// `targets[i]`'s tag number in the staging table.
+    target_ids: Vec<u32>,
+    tags: Names,
     sid: u64,
     progress: &'c Progress,
 }
@@ -73,6 +97,8 @@ impl Mapper<'_> {
     }
 
     fn target(&mut self, t: Target) -> usize {
+        let id = self.tags.id(&t.tag);
+        self.target_ids.push(id);
         self.targets.push(t);
         self.targets.len() - 1
     }
@@ -110,16 +136,9 @@ impl Mapper<'_> {
             return self.reject(row, col.as_deref(), &why, Some(v.to_string()));
         }
         self.sid += 1;
-        let col = self.header.get(col).map(String::as_str).unwrap_or("");
-        self.samples.append_row(params![
-            self.sid,
-            row,
-            col,
-            self.targets[t].tag,
-            ts,
-            v,
-            good
-        ])?;
+        let col = u32::try_from(col).unwrap_or(u32::MAX);
+        self.samples
+            .append_row(params![self.sid, row, col, self.target_ids[t], ts, v, good])?;
         Ok(())
     }
 }
@@ -338,6 +357,8 @@ pub(super) fn read_into(
         time: 0,
         plan: None,
         targets: Vec::new(),
+        target_ids: Vec::new(),
+        tags: Names::default(),
         sid: 0,
         progress: p,
     };
@@ -352,5 +373,15 @@ pub(super) fn read_into(
     }
     m.samples.flush()?;
     m.rejections.flush()?;
+    let mut a = conn.appender("tags")?;
+    for (i, name) in m.tags.list.iter().enumerate() {
+        a.append_row(params![i as u32, name])?;
+    }
+    a.flush()?;
+    let mut a = conn.appender("columns")?;
+    for (i, name) in m.header.iter().enumerate() {
+        a.append_row(params![i as u32, name])?;
+    }
+    a.flush()?;
     Ok(())
 }

@@ -14,8 +14,10 @@ use duckdb::Connection;
 use super::ImportError;
 
 const SCHEMA: &str = "
-CREATE TABLE samples (sid UBIGINT, row_no UBIGINT, col VARCHAR, tag VARCHAR, ts BIGINT,
+CREATE TABLE samples (sid UBIGINT, row_no UBIGINT, col UINTEGER, tag UINTEGER, ts BIGINT,
                       value DOUBLE, good BOOLEAN);
+CREATE TABLE tags (tag UINTEGER, name VARCHAR);
+CREATE TABLE columns (col UINTEGER, name VARCHAR);
 CREATE TABLE rejections (row_no UBIGINT, col VARCHAR, reason VARCHAR, value VARCHAR);
 ";
 
@@ -43,10 +45,10 @@ pub fn reject_duplicates(c: &Connection) -> Result<u64, ImportError> {
              FROM samples s JOIN dup_keys k ON s.tag = k.tag AND s.ts = k.ts
              WHERE s.sid <> k.keep;
          INSERT INTO rejections
-             SELECT d.row_no, d.col,
+             SELECT d.row_no, c.name,
                     'duplicate of row ' || f.row_no || ' (same tag and time)',
                     d.value::VARCHAR
-             FROM dups d JOIN samples f ON f.sid = d.keep;
+             FROM dups d JOIN samples f ON f.sid = d.keep LEFT JOIN columns c ON c.col = d.col;
          DELETE FROM samples WHERE sid IN (SELECT sid FROM dups);",
     )?;
     let n: i64 = c.query_row("SELECT count(*) FROM dups", [], |r| r.get(0))?;
@@ -83,10 +85,10 @@ agg AS (
            avg(value) FILTER (WHERE good) AS mean,
            arg_max(value, ts) FILTER (WHERE good) AS last
     FROM s GROUP BY tag, ws)
-SELECT row_number() OVER (ORDER BY agg.ws, agg.tag) AS wn, agg.tag, agg.ws AS start_ms,
+SELECT row_number() OVER (ORDER BY agg.ws, n.name) AS wn, n.name AS tag, agg.ws AS start_ms,
        agg.count::UINTEGER AS count, agg.good::UINTEGER AS good, agg.min, agg.max, agg.mean,
        CASE WHEN tw.den > 0 THEN tw.num / tw.den END AS twa, agg.last
-FROM agg LEFT JOIN tw ON agg.tag = tw.tag AND agg.ws = tw.ws";
+FROM agg LEFT JOIN tw ON agg.tag = tw.tag AND agg.ws = tw.ws JOIN tags n ON n.tag = agg.tag";
 
 /// What the staging database holds once the windows are made.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -76,7 +76,10 @@ fn bad(good: u64, count: u64) -> Option<f64> {
 /// Tags are those with windows in the period or in as long a period just
 /// before it, so a tag that fell silent shows with its gap; each is judged
 /// at its finest width `w`. Windows are aligned to the epoch as the edges
-/// seal them, so window number K = start_ms / w; K0..=K1 are due.
+/// seal them, so window number K = start_ms / w; K0..=K1 are due. Nothing
+/// is due before the node's first window in that stretch: a node added
+/// yesterday has not missed the six days before it (a tag that starts
+/// later than its node's others has, and shows with that gap).
 ///
 /// No sort of the windows themselves (a window function over tens of
 /// millions of rows took a minute on 2 cores): one pass folds them into
@@ -91,16 +94,19 @@ WITH blocks AS (
            bit_or(1::UBIGINT << (start_ms // width_ms % 64)::UBIGINT)
                FILTER (WHERE start_ms >= $5 AND start_ms + width_ms <= $6) AS m,
            sum(count) FILTER (WHERE start_ms >= $5 AND start_ms + width_ms <= $6) AS cnt,
-           sum(good) FILTER (WHERE start_ms >= $5 AND start_ms + width_ms <= $6) AS good
+           sum(good) FILTER (WHERE start_ms >= $5 AND start_ms + width_ms <= $6) AS good,
+           min(start_ms) AS first
     FROM aggregates
     WHERE start_ms >= $3 AND start_ms < $4
       AND ($1::VARCHAR IS NULL OR site = $1) AND ($2::VARCHAR IS NULL OR node = $2)
     GROUP BY ALL),
 b AS (
     SELECT row_number() OVER () AS id, site, node, tag, w,
-           CAST(ceil($5::DOUBLE / w) AS BIGINT) AS k0,
+           greatest(CAST(ceil($5::DOUBLE / w) AS BIGINT), node_first // w) AS k0,
            CAST(floor($6::DOUBLE / w) AS BIGINT) - 1 AS k1
-    FROM (SELECT site, node, tag, min(w) AS w FROM blocks GROUP BY ALL)),
+    FROM (SELECT site, node, tag, min(w) AS w,
+                 min(min(first)) OVER (PARTITION BY site, node) AS node_first
+          FROM blocks GROUP BY site, node, tag)),
 d AS (
     SELECT id, blk, cnt, good, m, k0,
            bit_count(m) AS n,

@@ -385,11 +385,40 @@ fn quality_counts_holes_and_bad_samples() {
     push("b", W, from, &[("t", 5, 5)]);
     // Outside the period.
     push("b", W, to, &[("t", 5, 0)]);
+    // "c" came online during the period (k = 4): nothing was due before
+    // its first window, but its tag "late" starting after "t" (k = 6) has
+    // missed two.
+    for k in 4..10 {
+        push("c", W, from + k * 10_000, &[("t", 1, 1)]);
+        if k >= 6 {
+            push("c", W, from + k * 10_000, &[("late", 1, 1)]);
+        }
+    }
     s.ingest(&items).unwrap();
 
     let q = s.quality(None, None, from, to, to + 120_000).unwrap();
     assert_eq!(q.until_ms, to);
-    assert_eq!(q.nodes.len(), 2);
+    assert_eq!(q.nodes.len(), 3);
+    let c = &q.nodes[2];
+    assert_eq!(c.node, "c");
+    assert_eq!(
+        (
+            c.tags[0].tag.as_str(),
+            c.tags[0].expected,
+            c.tags[0].present
+        ),
+        ("late", 6, 4)
+    );
+    assert_eq!((c.tags[0].gaps, c.tags[0].longest_gap_ms), (1, 20_000));
+    assert_eq!(
+        (
+            c.tags[1].tag.as_str(),
+            c.tags[1].expected,
+            c.tags[1].present
+        ),
+        ("t", 6, 6)
+    );
+    assert_eq!((c.totals.coverage, c.totals.gaps), (Some(10.0 / 12.0), 1));
     let a = &q.nodes[0];
     let tag = |name: &str| a.tags.iter().find(|t| t.tag == name).unwrap().clone();
     let t = tag("t");
@@ -553,6 +582,15 @@ fn quality_matches_a_plain_walk_on_random_holes() {
         let to = T0 + 300_000 + rand(3_000_000) as i64;
         let q = s.quality(None, None, from, to, to + 120_000).unwrap();
         let rows = &q.nodes[0].tags;
+        // Nothing is due before the node's first window.
+        let node_first = truth
+            .iter()
+            .filter_map(|(_, w, p)| {
+                let k = p.iter().position(|p| *p)?;
+                Some(T0 + k as i64 * i64::from(*w))
+            })
+            .min()
+            .unwrap_or(i64::MAX);
         for (tag, width, present) in &truth {
             let w = i64::from(*width);
             let got = rows.iter().find(|r| &r.tag == tag);
@@ -561,7 +599,7 @@ fn quality_matches_a_plain_walk_on_random_holes() {
                 .map(|k| T0 + k * w)
                 .take_while(|start| start + w <= to)
                 .enumerate()
-                .filter(|(_, start)| *start >= from)
+                .filter(|(_, start)| *start >= from && *start >= node_first / w * w)
                 .map(|(k, _)| present.get(k).copied().unwrap_or(false))
                 .collect();
             let Some(got) = got else {

@@ -43,7 +43,7 @@ export function mount(root, ctx) {
   let which = ctx.params.get('site') && ctx.params.get('node') ? `${ctx.params.get('site')}/${ctx.params.get('node')}` : '';
   const err = errorBox();
   const sel = h('select', { id: 'i-node', 'data-testid': 'node-picker' }, h('option', { value: '', text: 'all nodes' }));
-  const range = rangePicker(ctx, () => { save(); load(); }, { presets: ['1h', '8h', '24h', '7d', '30d'], dflt: '7d', idPrefix: 'i-rng' });
+  const range = rangePicker(ctx, () => { save(); load(); }, { presets: ['15m', '1h', '8h', '24h', '7d', '30d'], dflt: '7d', idPrefix: 'i-rng' });
   const list = h('ol', { class: 'insights', 'data-testid': 'insights-list', 'aria-live': 'polite', 'data-count': '0' });
   const span = h('span', { class: 'h-sub' });
   const note = h('p', { class: 'chart-note' });
