@@ -20,12 +20,9 @@ pub(super) fn degraded(store: &Store, p: &Params) -> Result<Vec<Insight>, StoreE
         if m.last_origin_ms < p.from_ms {
             continue;
         }
-        let now = store
-            .forecast_accuracy(&m.site, &m.node, &m.model, p.from_ms, p.to_ms)?
-            .edge;
-        let base = store
-            .forecast_accuracy(&m.site, &m.node, &m.model, base_from, p.from_ms)?
-            .edge;
+        let now = store.forecast_edge_accuracy(&m.site, &m.node, &m.model, p.from_ms, p.to_ms)?;
+        let base =
+            store.forecast_edge_accuracy(&m.site, &m.node, &m.model, base_from, p.from_ms)?;
         if now.forecasts < MIN_FORECASTS || base.forecasts < MIN_FORECASTS {
             continue;
         }

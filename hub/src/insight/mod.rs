@@ -169,16 +169,38 @@ pub const MAX_INSIGHTS: usize = 200;
 /// important first.
 pub fn generate(store: &Store, p: &Params) -> Result<Vec<Insight>, StoreError> {
     let mut out = Vec::new();
+    let mut lap = Lap::new();
     let keys = store.kpi_summary(p.site.as_deref(), p.node.as_deref())?;
     let windows = kpi::load(store, p, &keys)?;
+    lap.mark("kpi_load");
     out.extend(kpi::changes(store, p, &windows)?);
+    lap.mark("kpi_changes");
     out.extend(trend::trends(p, &windows));
+    lap.mark("trends");
     out.extend(forecast::degraded(store, p)?);
+    lap.mark("forecasts");
     out.extend(quality::problems(store, p)?);
+    lap.mark("quality");
     out.extend(sensor::stuck_or_drifting(store, p)?);
+    lap.mark("sensors");
+    tracing::debug!(stages = %lap.0, insights = out.len(), "insights generated");
     rank(&mut out);
     out.truncate(MAX_INSIGHTS);
     Ok(out)
+}
+
+/// Time spent per stage, for the debug log (which stage to speed up).
+struct Lap(String, std::time::Instant);
+
+impl Lap {
+    fn new() -> Lap {
+        Lap(String::new(), std::time::Instant::now())
+    }
+    fn mark(&mut self, stage: &str) {
+        let ms = self.1.elapsed().as_millis();
+        self.0.push_str(&format!("{stage} {ms} ms "));
+        self.1 = std::time::Instant::now();
+    }
 }
 
 /// Most important first; ties by kind, site, node, subject so that the

@@ -1,5 +1,6 @@
 //! Sensors that are stuck or drifting: each tag's windows over the
-//! period, downsampled to at most [`POINTS`] buckets of its mean, through
+//! period, downsampled to at most [`POINTS`] buckets of its mean (all tags
+//! in one scan: `Store::bucket_means`), through
 //! `models::analysis::anomaly::detect` (docs/analysis.md); only its
 //! `Stuck` and `Drift` findings are insights here (spikes and level
 //! shifts are events, not a sensor's condition).
@@ -9,7 +10,7 @@ use models::analysis::trend;
 
 use super::text::{num, span};
 use super::{Figure, Insight, Kind, Params, enc, importance, link};
-use crate::store::{SeriesKey, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Buckets per period given to the detector.
 pub const POINTS: i64 = 480;
@@ -22,23 +23,26 @@ pub(super) fn stuck_or_drifting(store: &Store, p: &Params) -> Result<Vec<Insight
     let bucket = (p.period_ms() / POINTS).max(1);
     let cfg = DetectorConfig::default();
     let mut out = Vec::new();
-    for t in store.tags(p.site.as_deref(), p.node.as_deref())? {
-        if t.last_ms <= p.from_ms || t.first_ms >= p.to_ms {
-            continue;
-        }
-        let key = SeriesKey::new(&t.site, &t.node, &t.tag);
-        let s = store.series(&key, p.from_ms, p.to_ms, bucket)?;
-        let b = s.bucket_ms.max(1);
+    let all = store.bucket_means(
+        p.site.as_deref(),
+        p.node.as_deref(),
+        p.from_ms,
+        p.to_ms,
+        bucket,
+    )?;
+    for m in &all {
+        let t = &m.key;
+        let b = m.bucket_ms.max(1);
         let n = usize::try_from((p.to_ms - p.from_ms + b - 1) / b).unwrap_or(0);
         if n == 0 {
             continue;
         }
         let lo = p.from_ms - p.from_ms.rem_euclid(b);
         let mut ys = vec![f64::NAN; n + 1];
-        for (i, ts) in s.t.iter().enumerate() {
+        for (ts, v) in m.t.iter().zip(&m.mean) {
             let k = usize::try_from((ts - lo) / b).unwrap_or(usize::MAX);
-            if let (Some(y), Some(v)) = (ys.get_mut(k), s.mean[i]) {
-                *y = v;
+            if let Some(y) = ys.get_mut(k) {
+                *y = *v;
             }
         }
         let known: Vec<f64> = ys.iter().copied().filter(|v| v.is_finite()).collect();

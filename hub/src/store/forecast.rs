@@ -176,6 +176,15 @@ const NEWEST_PER_ORIGIN: &str =
 
 /// Bucketed series and summary over `r(origin_ms, mae, mape, n, nm)`
 /// (nm: steps in the MAPE). Parameters: bucket start, bucket width.
+/// The edge's scores of one model (site, node, model, from, to): the last
+/// score of each forecast.
+const EDGE_SCORES: &str = "WITH r AS (
+    SELECT origin_ms, mae, mape, n::BIGINT AS n,
+           CASE WHEN mape IS NULL THEN 0 ELSE n::BIGINT END AS nm
+    FROM forecast_quality
+    WHERE site = ? AND node = ? AND model = ? AND origin_ms >= ? AND origin_ms < ?
+    QUALIFY row_number() OVER (PARTITION BY origin_ms ORDER BY scored_ms DESC, seq DESC) = 1)";
+
 const BUCKETS: &str = "SELECT min(origin_ms), sum(mae * n) / nullif(sum(n), 0),
         sum(mape * nm) / nullif(sum(nm), 0), sum(n)::BIGINT
      FROM r GROUP BY floor((origin_ms - ?) / ?) ORDER BY 1";
@@ -417,6 +426,24 @@ impl Store {
     /// Accuracy over time of a model's forecasts with origins in
     /// `from_ms..to_ms`: as the edge scored them, and as the hub scores
     /// them from what it stores (every lead, against the windows).
+    /// Only the edge's own scores summed over `from_ms..to_ms` (what
+    /// [`Store::forecast_accuracy`] calls `edge`), without the chart's
+    /// buckets and the hub's cross-check against the actuals: the insights
+    /// ask this for every model twice.
+    pub fn forecast_edge_accuracy(
+        &self,
+        site: &str,
+        node: &str,
+        model: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<AccuracySummary, StoreError> {
+        self.fq_summary(
+            &format!("{EDGE_SCORES} {SUMMARY}"),
+            params![site, node, model, from_ms, to_ms],
+        )
+    }
+
     pub fn forecast_accuracy(
         &self,
         site: &str,
@@ -427,12 +454,7 @@ impl Store {
     ) -> Result<Accuracy, StoreError> {
         let bucket_ms = ((to_ms - from_ms) + MAX_ACCURACY_POINTS - 1) / MAX_ACCURACY_POINTS;
         let bucket_ms = bucket_ms.max(1);
-        let edge_r = "WITH r AS (
-                SELECT origin_ms, mae, mape, n::BIGINT AS n,
-                       CASE WHEN mape IS NULL THEN 0 ELSE n::BIGINT END AS nm
-                FROM forecast_quality
-                WHERE site = ? AND node = ? AND model = ? AND origin_ms >= ? AND origin_ms < ?
-                QUALIFY row_number() OVER (PARTITION BY origin_ms ORDER BY scored_ms DESC, seq DESC) = 1)";
+        let edge_r = EDGE_SCORES;
         let key = params![site, node, model, from_ms, to_ms];
         let items = self.fq_buckets(&format!("{edge_r} {BUCKETS}"), key, from_ms, bucket_ms)?;
         let edge = self.fq_summary(&format!("{edge_r} {SUMMARY}"), key)?;

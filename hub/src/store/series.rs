@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 use super::{Store, StoreError};
 
 pub mod kpi;
+pub mod means;
 pub mod rollup;
 #[cfg(test)]
 mod tests;
