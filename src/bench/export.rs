@@ -47,7 +47,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
 
 fn run_blocking(a: Args) -> anyhow::Result<()> {
     let tmp = match &a.work_dir {
-        Some(d) => tempfile::tempdir_in(d),
+        Some(d) => std::fs::create_dir_all(d).and_then(|()| tempfile::tempdir_in(d)),
         None => tempfile::tempdir(),
     }
     .context("temporary directory")?;
@@ -78,7 +78,7 @@ fn run_blocking(a: Args) -> anyhow::Result<()> {
         formats.push(Format::Csv);
     }
     println!(
-        "format   layout       rows          seconds  rows/s        size MiB   bytes/window  files"
+        "format   layout       rows          seconds  rows/s        size MiB   bytes/window  files  peak RSS MiB (export alone)"
     );
     for format in formats {
         let spec = Spec {
@@ -92,6 +92,9 @@ fn run_blocking(a: Args) -> anyhow::Result<()> {
             partition: a.partition,
         };
         let out = tmp.path().join(format!("export.{}", format.ext()));
+        // The peak RSS of the export alone: the generation's is forgotten
+        // (Linux resets VmHWM on "5" written to clear_refs).
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
         let t = Instant::now();
         let o = match hub::etl::export::export(store.connection(), &spec, &out, None) {
             Ok(o) => o,
@@ -109,8 +112,10 @@ fn run_blocking(a: Args) -> anyhow::Result<()> {
             o.rows,
             a.windows
         );
+        let peak_mib = super::procstat::sample(std::process::id())
+            .map_or(f64::NAN, |p| p.peak_rss_kib as f64 / 1024.0);
         println!(
-            "{:<8} {:<12} {:<13} {s:<8.1} {:<13.0} {:<10.1} {:<13.1} {}",
+            "{:<8} {:<12} {:<13} {s:<8.1} {:<13.0} {:<10.1} {:<13.1} {:<6} {peak_mib:.0}",
             format.ext(),
             if a.partition { "site/day" } else { "one file" },
             o.rows,

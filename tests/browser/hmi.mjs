@@ -19,32 +19,14 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import os from 'node:os';
 import fs from 'node:fs';
+import { parseArgs, LAUNCH, log, fail, check, until, sinceStart, CheckFailed, guardForeign, screenshot, axeScan } from './lib.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const AXE = path.join(HERE, 'node_modules/axe-core/axe.min.js');
-const AXE_SOURCE = fs.readFileSync(AXE, 'utf8');
-const T0 = Date.now();
 const TOTAL_BUDGET_MS = 180_000;
 
-/* ---------- arguments ---------- */
-
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i += 1) {
-    const a = argv[i];
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
-    const key = a.slice(2);
-    if (key === 'link-lost') { out[key] = true; continue; }
-    out[key] = argv[i + 1];
-    i += 1;
-  }
-  return out;
-}
-const args = parseArgs(process.argv.slice(2));
+const args = parseArgs(process.argv.slice(2), ['link-lost']);
 const URL_ = args.url;
 const OPERATOR_PW = args['operator-password'] || process.env.HMI_OPERATOR_PASSWORD;
 const ADMIN_PW = args['admin-password'] || process.env.HMI_ADMIN_PASSWORD;
@@ -56,30 +38,7 @@ if (!URL_ || !OPERATOR_PW || !ADMIN_PW) {
 const base = new URL(URL_);
 const HMI_HOST = base.host; // host:port
 
-/* ---------- helpers ---------- */
-
-const elapsed = () => `${((Date.now() - T0) / 1000).toFixed(1)} s`;
-function log(msg) { console.log(`[${elapsed()}] ${msg}`); }
-class CheckFailed extends Error {}
-function fail(msg) { throw new CheckFailed(`CHECK FAILED: ${msg}`); }
-function check(cond, msg) { if (!cond) fail(msg); }
-
-/** Poll fn() (async) until it returns a truthy value; fail with msg on timeout. */
-async function until(msg, timeoutMs, fn, everyMs = 250) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) fail(`${msg} (within ${(timeoutMs / 1000).toFixed(0)} s; last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-const budgetLeft = () => TOTAL_BUDGET_MS - (Date.now() - T0);
+const budgetLeft = () => TOTAL_BUDGET_MS - sinceStart();
 
 /* ---------- first page load (the benchmark of docs/benchmarks.md §8) ---------- */
 
@@ -187,30 +146,21 @@ async function measurePageLoad(cookies) {
 
 const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'apos-hmi-chromium-'));
 mkdirSync(SHOTS, { recursive: true });
-const foreign = []; // requests to any other host than the HMI's
 const pageErrors = [];
 const consoleErrors = [];
 
 const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
+  ...LAUNCH,
   viewport: { width: 1440, height: 900 },
   locale: 'en-GB',
   timezoneId: 'UTC',
 });
 
+// Requests to any other host than the HMI's (the persistent context's
+// first page exists before the guard, so its WebSockets are watched here).
+const foreign = await guardForeign(context, HMI_HOST);
 let exitCode = 0;
 try {
-  await context.route('**/*', (route) => {
-    const u = new URL(route.request().url());
-    if ((u.protocol === 'http:' || u.protocol === 'https:') && u.host !== HMI_HOST) {
-      foreign.push(`${route.request().method()} ${u.href}`);
-      return route.abort('blockedbyclient');
-    }
-    return route.continue();
-  });
   const page = context.pages()[0] || await context.newPage();
   page.on('websocket', (ws) => {
     const u = new URL(ws.url());
@@ -226,33 +176,10 @@ try {
   };
   const linkUp = () => page.waitForSelector('body[data-link="up"]', { timeout: 15_000 });
 
-  const shot = async (name) => {
-    const file = path.join(SHOTS, `${name}.png`);
-    await page.screenshot({ path: file, fullPage: true });
-    log(`screenshot ${file}`);
-  };
+  const shot = (name) => screenshot(page, SHOTS, name);
 
   const axeFindings = [];
-  const axe = async (name) => {
-    // The HMI's CSP (script-src 'self') refuses page.addScriptTag's inline
-    // script, and the check keeps the CSP on (bypassCSP would hide the HMI's
-    // own CSP violations): evaluate axe through the DevTools protocol instead.
-    if (!(await page.evaluate(() => typeof window.axe !== 'undefined'))) await page.evaluate(AXE_SOURCE);
-    const res = await page.evaluate(async () => {
-      const r = await window.axe.run(document, { resultTypes: ['violations'] });
-      return r.violations.map((v) => ({
-        id: v.id, impact: v.impact, help: v.help,
-        nodes: v.nodes.slice(0, 5).map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`),
-        count: v.nodes.length,
-      }));
-    });
-    for (const v of res) {
-      const line = `${name}: [${v.impact}] ${v.id} (${v.help}) on ${v.count} node(s)\n      ${v.nodes.join('\n      ')}`;
-      if (v.impact === 'serious' || v.impact === 'critical') axeFindings.push(line);
-      else log(`axe (minor, not failing) ${line}`);
-    }
-    log(`axe ${name}: ${res.length} violation(s), ${res.filter((v) => v.impact === 'serious' || v.impact === 'critical').length} serious/critical`);
-  };
+  const axe = (name) => axeScan(page, name, axeFindings);
 
   const login = async (user, pw) => {
     const btn = page.getByTestId('login-button');

@@ -11,24 +11,11 @@
 // script starts (the Rust test waits for them over the API).
 //
 // Every failed check throws `CHECK FAILED: ...`; the exit code is 1.
-import { chromium } from 'playwright-core';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import os from 'node:os';
 import fs from 'node:fs';
+import { parseArgs, launch, CONTEXT, log, fail, check, until, CheckFailed, guardForeign, screenshot, axeScan } from './lib.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const AXE_SOURCE = fs.readFileSync(path.join(HERE, 'node_modules/axe-core/axe.min.js'), 'utf8');
-const T0 = Date.now();
-
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--')) throw new Error(`unexpected argument ${argv[i]}`);
-    out[argv[i].slice(2)] = argv[i + 1];
-  }
-  return out;
-}
 const args = parseArgs(process.argv.slice(2));
 const URL_ = args.url;
 const SITE = args.site;
@@ -45,35 +32,6 @@ if (!URL_ || !SITE || !NODE || Object.values(USERS).some(([, pw]) => !pw)) {
 }
 const HOST = new URL(URL_).host;
 const NODE_Q = `site=${encodeURIComponent(SITE)}&node=${encodeURIComponent(NODE)}`;
-const LAUNCH = {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-};
-const CONTEXT = { viewport: { width: 1440, height: 900 }, locale: 'en-GB', timezoneId: 'Europe/Berlin' };
-
-const elapsed = () => `${((Date.now() - T0) / 1000).toFixed(1)} s`;
-function log(msg) { console.log(`[${elapsed()}] ${msg}`); }
-class CheckFailed extends Error {}
-function fail(msg) { throw new CheckFailed(`CHECK FAILED: ${msg}`); }
-function check(cond, msg) { if (!cond) fail(msg); }
-
-async function until(msg, timeoutMs, fn, everyMs = 250) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) fail(`${msg} (within ${(timeoutMs / 1000).toFixed(0)} s; last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
 /**
  * In the page: how many canvas pixels of the chart under `sel` are close
  * to the first pen's colour (#1b3d8f): the first series was drawn.
@@ -140,26 +98,17 @@ async function firstLoad(browser, cookies) {
 /* ---------- the run ---------- */
 
 fs.mkdirSync(SHOTS, { recursive: true });
-const browser = await chromium.launch(LAUNCH);
+const browser = await launch();
 const context = await browser.newContext(CONTEXT);
-const foreign = [];
 const pageErrors = [];
 const liveFrames = [];
 let exitCode = 0;
 try {
-  await context.route('**/*', (route) => {
-    const u = new URL(route.request().url());
-    if (/^(https?|wss?):$/.test(u.protocol) && u.host !== HOST) {
-      foreign.push(`${route.request().method()} ${u.href}`);
-      return route.abort('blockedbyclient');
-    }
-    return route.continue();
-  });
+  const foreign = await guardForeign(context, HOST);
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
   page.on('pageerror', (e) => pageErrors.push(String(e)));
   page.on('websocket', (ws) => {
-    if (new URL(ws.url()).host !== HOST) foreign.push(`WebSocket ${ws.url()}`);
     ws.on('framereceived', (f) => { try { liveFrames.push(JSON.parse(f.payload).type); } catch { /* binary */ } });
   });
 
@@ -167,25 +116,9 @@ try {
     await page.evaluate((h) => { location.hash = h; }, hash);
     await page.waitForFunction(() => !document.querySelector('#page .loading'), null, { timeout: 10_000 });
   };
-  const shot = async (name) => {
-    await page.waitForTimeout(300);
-    const file = path.join(SHOTS, `${name}.png`);
-    await page.screenshot({ path: file, fullPage: true });
-    log(`screenshot ${file}`);
-  };
+  const shot = (name) => screenshot(page, SHOTS, name);
   const axeFindings = [];
-  const axe = async (name) => {
-    // CSP (script-src 'self') refuses an injected <script>: evaluate axe instead.
-    if (!(await page.evaluate(() => typeof window.axe !== 'undefined'))) await page.evaluate(AXE_SOURCE);
-    const res = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
-      .map((v) => ({ id: v.id, impact: v.impact, help: v.help, count: v.nodes.length, nodes: v.nodes.slice(0, 4).map((n) => `${n.target.join(' ')}: ${n.failureSummary.replace(/\s+/g, ' ')}`) })));
-    for (const v of res) {
-      const line = `${name}: [${v.impact}] ${v.id} (${v.help}) on ${v.count} node(s)\n      ${v.nodes.join('\n      ')}`;
-      if (v.impact === 'serious' || v.impact === 'critical') axeFindings.push(line);
-      else log(`axe (minor, not failing) ${line}`);
-    }
-    log(`axe ${name}: ${res.length} violation(s)`);
-  };
+  const axe = (name) => axeScan(page, name, axeFindings);
   const login = async (who) => {
     const [user, pw] = USERS[who];
     if (await page.getByTestId('login-user').count() === 0) await page.getByTestId('login-button').click();

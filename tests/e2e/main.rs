@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod anomalies;
+mod browser;
 mod chaos;
 mod demo;
 mod disk_full;
