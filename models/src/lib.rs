@@ -20,6 +20,7 @@ pub mod features;
 pub mod forecast;
 pub mod kpi;
 pub mod manifest;
+pub mod optimize;
 pub mod text;
 
 pub use features::{FeatureError, FeatureSpec};

@@ -3,5 +3,6 @@
 
 mod analysis;
 mod etth1;
+mod optimize;
 mod pipeline;
 mod support;
