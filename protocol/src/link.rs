@@ -29,8 +29,12 @@ pub struct Backoff {
     pub max: Duration,
 }
 
-/// Events in flight between the poller and its owner.
-pub const EVENT_QUEUE: usize = 64;
+/// Events in flight between the poller and its owner. Small: an event can
+/// carry a message of the largest size allowed (the hub's 2 MiB default),
+/// so 64 of them let a node flooding its topic hold 128 MiB of the hub's
+/// memory in this queue alone (the broker flood test caught it); 4 hold
+/// at most 8 MiB and still keep the poller reading while the owner works.
+pub const EVENT_QUEUE: usize = 4;
 
 /// Poll `eventloop` in its own task until the returned receiver is dropped.
 ///

@@ -193,19 +193,19 @@ async fn a_node_cannot_pin_the_brokers_memory() {
         mib(after)
     );
     // The stated bound: the flood adds at most 200 MiB at its peak (the
-    // router's log of the node's topic is 3 × 2 MiB; the rest is the
-    // connection's buffers and the ingest reading and refusing).
+    // router's log of the node's topic is 3 × 2 MiB, the ingest's event
+    // queue (protocol::link::EVENT_QUEUE) 4 × 2 MiB; the rest is the
+    // connection's buffers and the ingest reading and refusing). With a
+    // 64-event queue this measured +154 MiB alone and +248 MiB beside the
+    // rest of the harness (2026-12-03).
+    const BOUND: u64 = 200 << 20;
     assert!(
-        peak < base + (200 << 20),
+        peak < base + BOUND,
         "peak RSS {:.0} MiB over a {:.0} MiB base",
         mib(peak),
         mib(base)
     );
-    assert!(
-        after < base + (200 << 20),
-        "{:.0} MiB held after",
-        mib(after)
-    );
+    assert!(after < base + BOUND, "{:.0} MiB held after", mib(after));
 }
 
 /// rumqttd 0.20 panics (and poisons a lock every later login needs) when a
