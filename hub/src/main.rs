@@ -14,6 +14,7 @@
 mod admin_cli;
 mod export_cli;
 mod import_cli;
+mod optimize_cli;
 mod report_cli;
 mod sql_cli;
 
@@ -114,6 +115,9 @@ enum Command {
     Sql(sql_cli::Args),
     /// Site reports: make one now, list the stored ones.
     Report(report_cli::Args),
+    /// The LP solver: `optimize mps FILE` solves an MPS file and prints
+    /// its status and optimal objective.
+    Optimize(optimize_cli::Args),
     /// Write the manual pages (one per command) into a directory.
     #[command(hide = true)]
     Man {
@@ -274,6 +278,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Export(args) => export_cli::run(args),
         Command::Sql(args) => sql_cli::run(args),
         Command::Report(args) => report_cli::run(args),
+        Command::Optimize(args) => optimize_cli::run(args),
         Command::Man { out } => {
             let written = web::man::write_pages(Cli::command(), &out)
                 .with_context(|| format!("writing manual pages into {}", out.display()))?;

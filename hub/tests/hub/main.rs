@@ -15,6 +15,7 @@ mod live;
 mod logs;
 mod monitoring;
 mod mosquitto;
+mod optimize;
 mod reports;
 mod schemathesis;
 mod security;
