@@ -173,3 +173,44 @@ pub fn p50_p99(v: &[f64]) -> (f64, f64) {
     };
     (at(0.5), at(0.99))
 }
+
+/// `apos-bench plant-history`: the simulated plant's history as CSV (the
+/// demo model's training data, docs/models.md).
+pub fn plant_history(
+    out: &std::path::Path,
+    seed: u64,
+    time_scale: f64,
+    step: Duration,
+    simulated: Duration,
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut plant = crate::plant::model::Plant::new(seed);
+    // As the demo: one TICK of real time = TICK × time_scale simulated.
+    let dt = crate::plant::TICK.as_secs_f64() * time_scale;
+    let sample_every = (step.as_secs_f64() / crate::plant::TICK.as_secs_f64()).round() as u64;
+    let ticks = (simulated.as_secs_f64() / dt) as u64;
+    let base_s: i64 = 1_767_225_600; // 2026-01-01, arbitrary: the model has no time features
+    let mut csv = String::from("ts,heater.fuel_gas_flow,heater.outlet_temp,column.feed_rate\n");
+    let mut rows = 0;
+    for k in 0..ticks {
+        if k % sample_every.max(1) == 0 {
+            let s = plant.snapshot();
+            let ts = base_s as f64 + (k as f64) * crate::plant::TICK.as_secs_f64();
+            writeln!(
+                csv,
+                "{ts:.1},{:.4},{:.4},{:.4}",
+                s.fuel_gas_flow, s.outlet_temp, s.feed_rate
+            )?;
+            rows += 1;
+        }
+        plant.step(dt);
+    }
+    std::fs::write(out, csv)?;
+    println!(
+        "{rows} rows ({} simulated at ×{time_scale}, every {} real) → {}",
+        humantime::format_duration(simulated),
+        humantime::format_duration(step),
+        out.display()
+    );
+    Ok(())
+}

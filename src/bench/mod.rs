@@ -8,6 +8,7 @@ pub mod alarms;
 pub mod anomaly;
 pub mod export;
 pub mod forecast;
+pub mod hmi;
 pub mod hub;
 pub mod import;
 pub mod insights;

@@ -272,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
             time_scale,
             step,
             simulated,
-        } => plant_history(&out, seed, time_scale, step, simulated),
+        } => apos::bench::forecast::plant_history(&out, seed, time_scale, step, simulated),
         Cmd::Hmi {
             tags,
             clients,
@@ -792,111 +792,7 @@ fn forecast_bench(
     Ok(())
 }
 
-fn plant_history(
-    out: &std::path::Path,
-    seed: u64,
-    time_scale: f64,
-    step: Duration,
-    simulated: Duration,
-) -> anyhow::Result<()> {
-    use std::fmt::Write as _;
-    let mut plant = apos::plant::model::Plant::new(seed);
-    // As the demo: one TICK of real time = TICK × time_scale simulated.
-    let dt = apos::plant::TICK.as_secs_f64() * time_scale;
-    let sample_every = (step.as_secs_f64() / apos::plant::TICK.as_secs_f64()).round() as u64;
-    let ticks = (simulated.as_secs_f64() / dt) as u64;
-    let base_s: i64 = 1_767_225_600; // 2026-01-01, arbitrary: the model has no time features
-    let mut csv = String::from("ts,heater.fuel_gas_flow,heater.outlet_temp,column.feed_rate\n");
-    let mut rows = 0;
-    for k in 0..ticks {
-        if k % sample_every.max(1) == 0 {
-            let s = plant.snapshot();
-            let ts = base_s as f64 + (k as f64) * apos::plant::TICK.as_secs_f64();
-            writeln!(
-                csv,
-                "{ts:.1},{:.4},{:.4},{:.4}",
-                s.fuel_gas_flow, s.outlet_temp, s.feed_rate
-            )?;
-            rows += 1;
-        }
-        plant.step(dt);
-    }
-    std::fs::write(out, csv)?;
-    println!(
-        "{rows} rows ({} simulated at ×{time_scale}, every {} real) → {}",
-        humantime::format_duration(simulated),
-        humantime::format_duration(step),
-        out.display()
-    );
-    Ok(())
-}
-
-/// `apos-bench hmi`: see the subcommand's help and docs/benchmarks.md.
+/// `apos-bench hmi`: the edge found next to this binary.
 async fn hmi_bench(tags: usize, clients: usize, duration: u64) -> anyhow::Result<()> {
-    let edge_bin = sibling_binary("apos-edge")?;
-    let cancel = CancellationToken::new();
-    let (addr, _stats) = server::spawn("127.0.0.1:0".parse()?, cancel.clone()).await?;
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("history.db");
-    let cfg = dir.path().join("edge.toml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let users = dir.path().join("users.db");
-    let text = tagset::edge_config(addr, tags, "1s", &db)
-        + &format!(
-            "\n[hmi]\nlisten = \"127.0.0.1:{port}\"\nusers_file = {:?}\n",
-            users.display().to_string()
-        );
-    std::fs::write(&cfg, text)?;
-    let password = web::users::random_password();
-    web::users::UserStore::open(&users)?.add("bench", web::access::Role::Viewer, &password)?;
-    let mut child = Command::new(&edge_bin)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", edge_bin.display()))?;
-    let pid = child.id();
-    let url = format!("http://127.0.0.1:{port}");
-    let ready = async {
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), ready)
-        .await
-        .context("the edge's HMI did not start listening within 30 s")?;
-    eprintln!(
-        "apos-edge pid {pid}: {tags} tags every 1 s, HMI {url}; {clients} clients for {duration} s"
-    );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/hmi/fanout.mjs");
-    let out = Command::new("node")
-        .arg(&script)
-        .args(["--target", "apos", "--url", &url, "--pid", &pid.to_string()])
-        .args(["--user", "bench", "--password", &password])
-        .args([
-            "--clients",
-            &clients.to_string(),
-            "--duration",
-            &duration.to_string(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running node bench/hmi/fanout.mjs (cd bench/hmi && npm ci)")?;
-    let _ = child.kill();
-    let _ = child.wait();
-    cancel.cancel();
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    if !out.status.success() {
-        bail!("fanout.mjs failed ({})", out.status);
-    }
-    Ok(())
+    apos::bench::hmi::run(&sibling_binary("apos-edge")?, tags, clients, duration).await
 }
