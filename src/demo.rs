@@ -422,3 +422,171 @@ pub async fn staged_trip(plant: crate::plant::PlantHandle, cancel: CancellationT
     });
     tracing::info!("demo: staged trip reset; the unit restarts");
 }
+
+/// The demo hub's setpoint optimization (docs/optimization.md): the crude
+/// unit's margin over the heater outlet temperature and the reflux ratio,
+/// with the naphtha 95 % point spec. The process models are given, not
+/// fitted: the demo's operators never move these setpoints, so history has
+/// nothing to fit them on (a fitted problem needs step tests). The
+/// coefficients are the simulator's own (`src/plant/model.rs`) linearised
+/// at 360 °C, reflux 2.2 and a feed near 480 m³/h; bias correction shifts
+/// each model onto the measured value before every run. Runs every
+/// 5 minutes and on demand; recommendations stay valid 30 minutes.
+pub fn optimization_config(key_file: &Path) -> String {
+    format!(
+        r#"
+[recommendations]
+key_file = {key:?}
+valid_for = "30m"
+
+[[optimization]]
+name = "cdu-margin"
+site = "demo-refinery"
+node = "cdu-edge-1"
+objective = "maximize"
+unit = "$/h"
+every = "5m"
+window = "10s"
+margin_sigmas = 2.0
+
+[[optimization.decision]]
+tag = "heater.outlet_temp_sp"
+label = "heater outlet temperature"
+unit = "°C"
+min = 340.0
+max = 385.0
+max_move = 25.0
+
+[[optimization.decision]]
+tag = "column.reflux_ratio_sp"
+label = "reflux ratio"
+unit = ""
+min = 1.8
+max = 2.4
+max_move = 0.4
+
+[[optimization.output]]
+tag = "product.naphtha_t95"
+label = "naphtha 95 % point"
+unit = "°C"
+intercept = 41.2
+coefficients = {{ "heater.outlet_temp_sp" = 0.4, "column.reflux_ratio_sp" = -6.0 }}
+
+[[optimization.output]]
+tag = "product.naphtha_flow"
+label = "naphtha"
+unit = "m³/h"
+intercept = -263.424
+coefficients = {{ "heater.outlet_temp_sp" = 0.72, "column.reflux_ratio_sp" = 1.92, "column.feed_rate" = 0.17 }}
+
+[[optimization.output]]
+tag = "product.kerosene_flow"
+label = "kerosene"
+unit = "m³/h"
+intercept = -172.8
+coefficients = {{ "heater.outlet_temp_sp" = 0.48, "column.feed_rate" = 0.14 }}
+
+[[optimization.output]]
+tag = "product.diesel_flow"
+label = "diesel"
+unit = "m³/h"
+intercept = -345.6
+coefficients = {{ "heater.outlet_temp_sp" = 0.96, "column.feed_rate" = 0.24 }}
+
+[[optimization.output]]
+tag = "product.residue_flow"
+label = "residue"
+unit = "m³/h"
+intercept = 781.824
+coefficients = {{ "heater.outlet_temp_sp" = -2.16, "column.reflux_ratio_sp" = -1.92, "column.feed_rate" = 0.45 }}
+
+[[optimization.output]]
+tag = "heater.fuel_gas_flow"
+label = "fuel gas"
+unit = "kg/h"
+intercept = -19640.0
+coefficients = {{ "heater.outlet_temp_sp" = 54.6, "column.feed_rate" = 8.3 }}
+
+[[optimization.output]]
+tag = "utility.power"
+label = "power"
+unit = "kW"
+intercept = 350.0
+coefficients = {{ "column.reflux_ratio_sp" = 40.0, "column.feed_rate" = 1.6 }}
+
+[[optimization.term]]
+tag = "product.naphtha_flow"
+price = 600.0
+label = "naphtha"
+
+[[optimization.term]]
+tag = "product.kerosene_flow"
+price = 640.0
+label = "kerosene"
+
+[[optimization.term]]
+tag = "product.diesel_flow"
+price = 620.0
+label = "diesel"
+
+[[optimization.term]]
+tag = "product.residue_flow"
+price = 420.0
+label = "residue"
+
+[[optimization.term]]
+tag = "heater.fuel_gas_flow"
+price = -0.45
+label = "fuel gas"
+
+[[optimization.term]]
+tag = "utility.power"
+price = -0.12
+label = "power"
+
+[[optimization.constraint]]
+name = "naphtha 95 % spec"
+tag = "product.naphtha_t95"
+max = 180.0
+"#,
+        key = key_file.display().to_string()
+    )
+}
+
+/// The demo edge's write-back limits (docs/configuration.md, "Setpoints"):
+/// tighter than the simulator's own ranges, ramped in small steps, only
+/// while the unit runs.
+pub fn setpoints_config(hub_public_key: &str) -> String {
+    format!(
+        r#"
+[setpoints]
+hub_public_key = "{hub_public_key}"
+
+[[setpoint]]
+tag = "heater.outlet_temp_sp"
+min = 340.0
+max = 385.0
+max_step = 5.0
+min_interval = "15s"
+tolerance = 0.01
+verify_timeout = "10s"
+permissive = "unit.running"
+state_tag = "unit.state"
+state_equals = 2
+state_name = "running"
+
+[[setpoint]]
+tag = "column.reflux_ratio_sp"
+min = 1.5
+max = 3.0
+max_step = 0.2
+min_interval = "15s"
+tolerance = 0.006
+verify_timeout = "10s"
+permissive = "unit.running"
+state_tag = "unit.state"
+state_equals = 2
+state_name = "running"
+"#
+    )
+}

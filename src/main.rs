@@ -127,17 +127,25 @@ async fn main() -> anyhow::Result<()> {
     // The hub's own users file: the edge HMI's users are not the hub's.
     let hub_users_file =
         std::path::absolute(args.dir.join("hub-users.db")).context("resolving the users path")?;
+    // The hub's recommendation key, made here (0600) so the edge's
+    // configuration can name its public half before either starts.
+    let recommend_key =
+        std::path::absolute(args.dir.join("recommend.key")).context("resolving the key path")?;
+    let hub_public_key = hub::optimize::load_or_create_key(&recommend_key)?
+        .public()
+        .to_text();
     let hub_toml = format!(
         "schema_version = 1\n[storage]\npath = {:?}\n[broker]\nmode = \"embedded\"\nlisten = \"{}\"\n\
          [ingest]\nstatus_log_interval = \"60s\"\n[[node]]\nsite = \"demo-refinery\"\nnode = \"cdu-edge-1\"\n\
          key_file = {:?}\npassword_file = {:?}\n[web]\nlisten = \"{}\"\nusers_file = {:?}\n\
-         [[report]]\nname = \"demo-hourly\"\nsite = \"demo-refinery\"\nperiod = \"1h\"\nevery = \"10m\"\n",
+         [[report]]\nname = \"demo-hourly\"\nsite = \"demo-refinery\"\nperiod = \"1h\"\nevery = \"10m\"\n{}",
         hub_db.display().to_string(),
         args.mqtt,
         key_file.display().to_string(),
         pass_file.display().to_string(),
         args.web,
-        hub_users_file.display().to_string()
+        hub_users_file.display().to_string(),
+        apos::demo::optimization_config(&recommend_key)
     );
     // The hub's analysts: new random passwords at every start, never a
     // fixed default (created before the hub opens the file).
@@ -191,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
                 .to_string()
         );
     let toml = toml + &apos::demo::kpi_config(args.time_scale);
+    let toml = toml + &apos::demo::setpoints_config(&hub_public_key);
     let users_file =
         std::path::absolute(args.dir.join("users.db")).context("resolving the users path")?;
     let toml = toml

@@ -16,6 +16,7 @@ pub mod logging;
 pub mod memory;
 pub mod pipeline;
 pub mod reload;
+pub mod setpoint;
 pub mod sync;
 
 use std::path::{Path, PathBuf};
@@ -150,6 +151,7 @@ pub struct Edge {
     forecast_task: Option<JoinHandle<()>>,
     kpi_task: JoinHandle<()>,
     alarm_task: JoinHandle<()>,
+    setpoint_task: Option<JoinHandle<()>>,
     config: watch::Receiver<Arc<EdgeConfig>>,
     drivers: Arc<Mutex<Vec<DriverHandle>>>,
     reloads: Arc<std::sync::atomic::AtomicU64>,
@@ -211,8 +213,12 @@ impl Edge {
         let heartbeats = web::systemd::Heartbeats::default();
         heartbeats.watch("history writer", &history_stats.beat, STAGE_MAX_SILENCE);
         let sync_stats = Arc::new(sync::SyncStats::default());
+        let setpoints = setpoint::run::channels();
         let sync_task = match (sync_settings, sealed_rx) {
-            (Some(settings), Some(sealed)) => {
+            (Some(mut settings), Some(sealed)) => {
+                if cfg.write_back.is_some() {
+                    settings.recommendations = Some(setpoints.recs_tx.clone());
+                }
                 let st = sync_stats.clone();
                 let c = cancel.clone();
                 Some(tokio::spawn(async move {
@@ -243,6 +249,7 @@ impl Edge {
         let live = LiveTable::default();
         let stats = Arc::new(PipelineStats::default());
         let (alarm_tx, alarm_rx) = mpsc::channel::<Vec<Sample>>(ALARM_CHANNEL_BATCHES);
+        let setpoint_alarms = alarm_tx.clone();
         let filter = tokio::spawn(pipeline::run_filter(
             sample_rx,
             store_tx,
@@ -308,6 +315,7 @@ impl Edge {
                         alarms: alarms.clone(),
                         config: config_rx.clone(),
                         drivers: drivers.clone(),
+                        setpoints: setpoints.handle.clone(),
                     },
                     cancel.clone(),
                 )
@@ -315,6 +323,23 @@ impl Edge {
             ),
             None => None,
         };
+        // Approvals happen on the HMI and are audited there: no HMI, no
+        // write-back ([setpoints] requires [hmi]).
+        let setpoint_task = hmi.as_ref().map(|h| {
+            let parts = setpoint::run::Parts {
+                live: live.clone(),
+                drivers: drivers.clone(),
+                alarm_tap: setpoint_alarms,
+                audit: h.state.core.audit.clone(),
+                db: cfg.storage.path.clone(),
+            };
+            let (cfg_rx, c) = (config_rx.clone(), cancel.clone());
+            tokio::spawn(async move {
+                if let Err(e) = setpoint::run::run(cfg_rx, setpoints, parts, c).await {
+                    tracing::error!(error = %e, "the setpoint task stopped");
+                }
+            })
+        });
 
         let supervisor_beat = web::systemd::Beat::default();
         heartbeats.watch("supervisor", &supervisor_beat, STAGE_MAX_SILENCE);
@@ -359,6 +384,7 @@ impl Edge {
             forecast_task,
             kpi_task,
             alarm_task,
+            setpoint_task,
             config: config_rx,
             drivers,
             reloads,
@@ -404,6 +430,9 @@ impl Edge {
             }
             let _ = self.kpi_task.await;
             let _ = self.alarm_task.await;
+            if let Some(t) = self.setpoint_task {
+                let _ = t.await;
+            }
             if let Some(h) = self.hmi {
                 h.join().await;
             }

@@ -13,7 +13,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::diag::{Diagnostic, Diagnostics, SourceFile, did_you_mean};
 use crate::raw::{
     Dur, RawAlarm, RawCalendar, RawDevice, RawForecast, RawHmi, RawImport, RawKpi, RawKpiEngine,
-    RawNode, RawSerialLine, RawStorage, RawSync, RawTag, S, field_names,
+    RawNode, RawSerialLine, RawSetpoint, RawSetpoints, RawStorage, RawSync, RawTag, S, field_names,
 };
 
 /// One element of the configuration with the file it came from.
@@ -48,6 +48,8 @@ pub(crate) struct RawConfig {
     pub kpi_engine: Option<Item<RawKpiEngine>>,
     pub kpis: Vec<Item<RawKpi>>,
     pub alarms: Vec<Item<RawAlarm>>,
+    pub setpoints: Option<Item<RawSetpoints>>,
+    pub setpoint: Vec<Item<RawSetpoint>>,
     pub poll_groups: Vec<Item<(S<String>, S<Dur>)>>,
     pub serial_lines: Vec<Item<RawSerialLine>>,
     pub devices: Vec<Item<RawDevice>>,
@@ -72,6 +74,8 @@ const MAIN_KEYS: &[&str] = &[
     "kpi_engine",
     "kpi",
     "alarm",
+    "setpoints",
+    "setpoint",
     "serial_line",
     "device",
     "tag",
@@ -202,6 +206,24 @@ fn read_toml(
             ("alarm", true) => {
                 for (raw, span) in de_array::<RawAlarm>(&src, value, "alarm", diags) {
                     out.alarms.push(Item {
+                        src: src.clone(),
+                        span,
+                        raw,
+                    });
+                }
+            }
+            ("setpoints", true) => {
+                let span = value.span();
+                out.setpoints =
+                    de_element::<RawSetpoints>(&src, value, "setpoints", diags).map(|raw| Item {
+                        src: src.clone(),
+                        span,
+                        raw,
+                    });
+            }
+            ("setpoint", true) => {
+                for (raw, span) in de_array::<RawSetpoint>(&src, value, "setpoint", diags) {
+                    out.setpoint.push(Item {
                         src: src.clone(),
                         span,
                         raw,

@@ -27,8 +27,12 @@ pub struct EdgeConfig {
     pub forecast: Option<Forecast>,
     /// The KPI engine; `None` when the files define no `[[kpi]]`.
     pub kpi: Option<KpiSetup>,
-    /// `[[alarm]]`s, in file order.
+    /// `[[alarm]]`s, in file order, then one write-back alarm per
+    /// `[[setpoint]]` (`writeback.<tag>`).
     pub alarms: Vec<AlarmDef>,
+    /// `[setpoints]` and its `[[setpoint]]`s; `None`: this edge writes
+    /// nothing the hub recommends.
+    pub write_back: Option<WriteBack>,
     /// Files this config was assembled from (the main file first), for
     /// hot-reload watching.
     pub sources: Vec<PathBuf>,
@@ -610,6 +614,51 @@ pub struct Sync {
     /// Windows per batch; more are split into several batches.
     pub max_batch_windows: usize,
     pub status_interval: Duration,
+}
+
+/// `[setpoints]`: hub recommendations, operator approval, safe write-back
+/// (docs/configuration.md, "Setpoints").
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteBack {
+    /// `ed25519:` and 64 hex digits: only recommendations signed by this
+    /// key are queued.
+    pub hub_public_key: String,
+    /// Most proposals waiting for approval; an older one for the same tag
+    /// is superseded anyway.
+    pub max_pending: usize,
+    pub setpoints: Vec<SetpointDef>,
+}
+
+/// One `[[setpoint]]`: a writable tag and the limits the edge enforces on
+/// every write to it, whatever the hub proposes or an engineer types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetpointDef {
+    pub tag: String,
+    pub unit: Option<String>,
+    pub min: f64,
+    pub max: f64,
+    /// Largest change per write; larger moves are ramped.
+    pub max_step: f64,
+    /// Least time between two writes (and between ramp steps).
+    pub min_interval: Duration,
+    /// Read-back must match the written value this closely.
+    pub tolerance: f64,
+    /// How long a read-back may take.
+    pub verify_timeout: Duration,
+    /// Write only while this tag reads non-zero (true) with Good quality.
+    pub permissive: Option<String>,
+    /// Write only while this tag equals this value (named, e.g. `running`).
+    pub state: Option<StateInterlock>,
+    /// The alarm raised when a write is rolled back (`writeback.<tag>`),
+    /// and the internal signal that drives it.
+    pub alarm: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateInterlock {
+    pub tag: String,
+    pub equals: f64,
+    pub name: String,
 }
 
 /// `[forecast]`: forecasting models (see docs/models.md).

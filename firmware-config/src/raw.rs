@@ -197,6 +197,31 @@ pub struct RawKpi {
     pub expr: Option<S<String>>,
 }
 
+/// `[setpoints]`: approved write-back of hub recommendations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSetpoints {
+    pub hub_public_key: Option<S<String>>,
+    pub max_pending: Option<S<i64>>,
+}
+
+/// `[[setpoint]]`: one writable setpoint and the edge's own limits on it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSetpoint {
+    pub tag: Option<S<String>>,
+    pub min: Option<S<f64>>,
+    pub max: Option<S<f64>>,
+    pub max_step: Option<S<f64>>,
+    pub min_interval: Option<S<Dur>>,
+    pub tolerance: Option<S<f64>>,
+    pub verify_timeout: Option<S<Dur>>,
+    pub permissive: Option<S<String>>,
+    pub state_tag: Option<S<String>>,
+    pub state_equals: Option<S<f64>>,
+    pub state_name: Option<S<String>>,
+}
+
 /// `[[alarm]]`: one alarm. One flat struct for every type; the validator
 /// checks which keys the type takes.
 #[derive(Debug, Default, Deserialize)]

@@ -20,6 +20,7 @@ mod device;
 mod hmi;
 mod kpi;
 mod serial;
+mod setpoint;
 mod storage;
 mod sync;
 mod tag;
@@ -56,7 +57,11 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
     let devices = v.devices(&raw, &serial_lines);
     let tags = v.tags(&raw, &devices, &poll_groups);
     let kpi = v.kpi_setup(&raw, &tags);
-    let alarms = v.alarms(&raw, &tags, matches!(forecast, Some(Some(_))));
+    let mut alarms = v.alarms(&raw, &tags, matches!(forecast, Some(Some(_))));
+    let write_back = v.write_back(&raw, &tags, alarms.as_deref().unwrap_or(&[]));
+    if let (Some(a), Some(Some(w))) = (&mut alarms, &write_back) {
+        a.extend(setpoint::alarms(w));
+    }
     if !v.diags.is_empty() {
         return None;
     }
@@ -81,6 +86,7 @@ pub(crate) fn validate(raw: RawConfig, diags: &mut Diagnostics) -> Option<EdgeCo
         forecast: forecast?,
         kpi: kpi?,
         alarms: alarms?,
+        write_back: write_back?,
         sources: raw.sources,
     })
 }

@@ -512,11 +512,12 @@ fn truncate(s: &str) -> String {
     s.chars().take(100).collect()
 }
 
-/// What one node may do: publish its batches and statuses, read its acks.
+/// What one node may do: publish its batches and statuses, read its acks
+/// and its recommendations.
 #[derive(Debug)]
 struct Acl {
     publish: [String; 2],
-    subscribe: String,
+    subscribe: [String; 2],
 }
 
 impl Acl {
@@ -529,7 +530,7 @@ impl Acl {
         };
         Acl {
             publish: [topic(Kind::Batch), topic(Kind::Status)],
-            subscribe: topic(Kind::Ack),
+            subscribe: [topic(Kind::Ack), topic(Kind::Recommendation)],
         }
     }
 
@@ -550,13 +551,15 @@ impl Acl {
                 }
                 Ok(())
             }
-            Packet::Subscribe(s) => match s.filters.iter().find(|f| f.path != self.subscribe) {
-                Some(f) => Err(format!(
-                    "subscribe to {:?}, not its own acknowledgements",
-                    truncate(&f.path)
-                )),
-                None => Ok(()),
-            },
+            Packet::Subscribe(s) => {
+                match s.filters.iter().find(|f| !self.subscribe.contains(&f.path)) {
+                    Some(f) => Err(format!(
+                        "subscribe to {:?}, not its own acknowledgements or recommendations",
+                        truncate(&f.path)
+                    )),
+                    None => Ok(()),
+                }
+            }
             Packet::Connect(_) => Err("a second CONNECT".to_owned()),
             Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
                 Err("QoS 2 handshake packets".to_owned())

@@ -93,6 +93,7 @@ pub async fn run(
     ready: tokio::sync::watch::Sender<bool>,
     events: Events,
     beats: Beats,
+    mut recommendations: mpsc::Receiver<crate::optimize::Outgoing>,
     cancel: CancellationToken,
 ) -> Result<(), IngestError> {
     let (to_store, from_ingest) = mpsc::channel::<ToStore>(STORE_QUEUE);
@@ -184,6 +185,13 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = heartbeat.tick() => {}
+            Some((topic, bytes)) = recommendations.recv() => {
+                // QoS 1: the edge's persistent session keeps it while it is away.
+                match client.try_publish(topic.clone(), QoS::AtLeastOnce, false, bytes) {
+                    Ok(()) => tracing::info!(%topic, "recommendation published"),
+                    Err(e) => tracing::warn!(%topic, error = %e, "cannot queue a recommendation; the next run proposes again"),
+                }
+            }
             acks = acks_rx.recv() => {
                 let Some(acks) = acks else {
                     stopped = !cancel.is_cancelled();

@@ -20,6 +20,7 @@ pub mod gate;
 pub mod ingest;
 pub mod insight;
 pub mod metrics;
+pub mod optimize;
 pub mod report;
 pub mod sql;
 pub mod store;
@@ -88,6 +89,8 @@ pub enum HubError {
     Web(#[from] web::WebStartError),
     #[error(transparent)]
     Alert(#[from] alert::AlertError),
+    #[error(transparent)]
+    Optimize(#[from] optimize::OptimizeError),
 }
 
 /// A running hub.
@@ -216,6 +219,25 @@ impl Hub {
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let events = events::channel();
         let cfg = Arc::new(cfg);
+        // Recommendations go out through the ingest's MQTT client.
+        let (recs_tx, recs_rx) = tokio::sync::mpsc::channel(optimize::OUTGOING_QUEUE);
+        let optimizer = match &cfg.optimization {
+            Some(o) => {
+                let (o, path, reads) = (o.clone(), cfg.storage_path.clone(), reads.clone());
+                let opt = tokio::task::spawn_blocking(move || {
+                    optimize::Optimizer::new(o, &path, reads, recs_tx)
+                })
+                .await
+                .map_err(|e| optimize::OptimizeError::Key {
+                    path: String::new(),
+                    why: e.to_string(),
+                })??;
+                let opt = Arc::new(opt);
+                optimize::track::start(opt.clone(), cancel.clone());
+                Some(opt)
+            }
+            None => None,
+        };
         let web = match &cfg.web {
             Some(w) => Some(
                 web::start(
@@ -224,6 +246,7 @@ impl Hub {
                     reads.clone(),
                     ready.clone(),
                     events.clone(),
+                    optimizer.clone(),
                     cancel.clone(),
                 )
                 .await?,
@@ -247,6 +270,7 @@ impl Hub {
             ready_tx,
             events.clone(),
             beats,
+            recs_rx,
             cancel.clone(),
         ));
         Ok(Hub {

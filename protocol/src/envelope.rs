@@ -130,6 +130,12 @@ pub fn open(
         Kind::Batch => Message::Batch(exact::<Batch>(body).map_err(decode_err)?),
         Kind::Ack => Message::Ack(exact::<Ack>(body).map_err(decode_err)?),
         Kind::Status => Message::Status(exact::<Status>(body).map_err(decode_err)?),
+        // Signed with the hub's Ed25519 key, not the node's secret.
+        Kind::Recommendation => {
+            return Err(ProtocolError::Decode(
+                "a recommendation is opened with protocol::recommend::open".to_owned(),
+            ));
+        }
     })
 }
 

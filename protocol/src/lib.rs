@@ -15,11 +15,14 @@
 //! The MAC covers the topic and every byte before it, keyed by the sending
 //! node's secret, so the hub knows which node sent a batch whatever the
 //! broker does (rumqttd has no topic ACL; see `../shared/notes/mqtt.md`).
+//! Setpoint recommendations (hub → edge) are the exception: they carry an
+//! Ed25519 signature by the hub's own key instead ([`recommend`]).
 
 pub mod check;
 pub mod envelope;
 #[cfg(feature = "mqtt")]
 pub mod link;
+pub mod recommend;
 pub mod topic;
 pub mod v1;
 
@@ -48,4 +51,6 @@ pub enum ProtocolError {
     BadSignature,
     #[error("undecodable body: {0}")]
     Decode(String),
+    #[error("hub key: {0}")]
+    Key(String),
 }

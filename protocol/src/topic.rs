@@ -18,16 +18,20 @@ pub enum Kind {
     /// Edge → hub: the node's state ([`crate::v1::Status`]), QoS 0, periodic;
     /// not through the outbox (only the latest matters).
     Status,
+    /// Hub → edge: a setpoint recommendation signed with the hub's Ed25519
+    /// key ([`crate::recommend::Recommendation`]), QoS 1.
+    Recommendation,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Batch, Kind::Ack, Kind::Status];
+    pub const ALL: [Kind; 4] = [Kind::Batch, Kind::Ack, Kind::Status, Kind::Recommendation];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Batch => "batch",
             Kind::Ack => "ack",
             Kind::Status => "status",
+            Kind::Recommendation => "rec",
         }
     }
 
@@ -37,6 +41,7 @@ impl Kind {
             Kind::Batch => 1,
             Kind::Ack => 2,
             Kind::Status => 3,
+            Kind::Recommendation => 4,
         }
     }
 

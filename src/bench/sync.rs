@@ -201,6 +201,7 @@ impl Rig {
             status_interval: Duration::from_secs(1),
             db: edge_db.to_path_buf(),
             started_ms: 0,
+            recommendations: None,
         };
         Ok(Rig {
             hub,

@@ -14,6 +14,7 @@ const PAGES = {
   forecasts: { title: 'Forecasts', load: () => import('./pages/forecasts.js') },
   kpis: { title: 'KPIs', load: () => import('./pages/kpis.js') },
   alarms: { title: 'Alarms', load: () => import('./pages/alarms.js') },
+  approvals: { title: 'Approvals', load: () => import('./pages/approvals.js') },
   diagnostics: { title: 'Diagnostics', load: () => import('./pages/diagnostics.js') },
   admin: { title: 'Admin', load: () => import('./pages/admin.js'), role: 'admin' },
 };

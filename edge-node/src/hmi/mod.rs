@@ -14,6 +14,7 @@
 pub mod api;
 pub mod live;
 pub mod metrics;
+pub mod setpoints;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct HmiState {
     pub alarms: AlarmHandle,
     pub config: watch::Receiver<Arc<EdgeConfig>>,
     pub drivers: Arc<Mutex<Vec<drivers::DriverHandle>>>,
+    /// The approval queue (empty and `enabled: false` without `[setpoints]`).
+    pub setpoints: crate::setpoint::run::SetpointHandle,
     pub assets: Assets,
     pub core: Arc<AuthCore>,
     pub started_ms: i64,
@@ -123,6 +126,19 @@ pub fn routes(core: Arc<AuthCore>) -> RouteTable<St> {
             "/api/v1/alarms/{name}/unshelve",
             operator,
             api::unshelve,
+        )
+        .add(Method::GET, "/api/v1/setpoints", viewer, setpoints::list)
+        .add(
+            Method::POST,
+            "/api/v1/setpoints/{id}/approve",
+            operator,
+            setpoints::approve,
+        )
+        .add(
+            Method::POST,
+            "/api/v1/setpoints/{id}/reject",
+            operator,
+            setpoints::reject,
         );
     t
 }
@@ -179,6 +195,7 @@ pub struct Parts {
     pub alarms: AlarmHandle,
     pub config: watch::Receiver<Arc<EdgeConfig>>,
     pub drivers: Arc<Mutex<Vec<drivers::DriverHandle>>>,
+    pub setpoints: crate::setpoint::run::SetpointHandle,
 }
 
 /// Open the users and audit stores, bind the listener and serve until `cancel`.
@@ -245,6 +262,7 @@ pub async fn start(
         alarms: parts.alarms,
         config: parts.config,
         drivers: parts.drivers,
+        setpoints: parts.setpoints,
         assets: assets(),
         core,
         started_ms: drivers::Timestamp::now().as_millis(),

@@ -85,6 +85,9 @@ pub struct SyncSettings {
     pub status_interval: Duration,
     pub db: PathBuf,
     pub started_ms: i64,
+    /// Where recommendations from the hub go (the setpoint task checks
+    /// them); `None`: this edge does not subscribe to them.
+    pub recommendations: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
 }
 
 fn read_secret(s: &SecretSource, what: &str) -> Result<String, String> {
@@ -124,6 +127,7 @@ impl SyncSettings {
             status_interval: s.status_interval,
             db: cfg.storage.path.clone(),
             started_ms: drivers::Timestamp::now().as_millis(),
+            recommendations: None,
         }))
     }
 
@@ -262,6 +266,9 @@ pub async fn run(
     let status_topic =
         Topic::new(&settings.site, &settings.node, Kind::Status).map_err(|e| e.to_string())?;
     let ack_topic_text = ack_topic.to_string();
+    let rec_topic_text = Topic::new(&settings.site, &settings.node, Kind::Recommendation)
+        .map_err(|e| e.to_string())?
+        .to_string();
 
     let mut sealed_open = true;
     let mut machine = SendMachine::new(settings.max_in_flight, settings.resend_after);
@@ -286,7 +293,21 @@ pub async fn run(
                     if let Err(e) = client.try_subscribe(ack_topic_text.clone(), QoS::AtLeastOnce) {
                         tracing::warn!(error = %e, "cannot subscribe to acknowledgements");
                     }
+                    if settings.recommendations.is_some()
+                        && let Err(e) = client.try_subscribe(rec_topic_text.clone(), QoS::AtLeastOnce)
+                    {
+                        tracing::warn!(error = %e, "cannot subscribe to recommendations");
+                    }
                     send_now = true;
+                }
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == rec_topic_text => {
+                    // Checked (signature, freshness) by the setpoint task;
+                    // a full queue drops it (counted): the hub proposes again.
+                    if let Some(tx) = &settings.recommendations
+                        && tx.try_send(p.payload.clone()).is_err()
+                    {
+                        tracing::warn!("recommendation dropped: the setpoint task is busy");
+                    }
                 }
                 Some(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == ack_topic_text => {
                     match protocol::envelope::open(&ack_topic, &p.payload, &settings.key, protocol::MAX_MESSAGE_BYTES) {

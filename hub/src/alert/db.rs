@@ -102,7 +102,7 @@ pub struct AlertView {
     pub deliveries: Vec<Delivery>,
 }
 
-fn private_file(path: &Path) -> std::io::Result<()> {
+pub(crate) fn private_file(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

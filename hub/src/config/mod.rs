@@ -12,10 +12,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod alert;
+mod optimize;
 mod report;
 mod sql;
 mod web;
 pub use alert::{Alerts, Rule, RuleKind, Webhook};
+pub use optimize::{ModelSpec, Optimization, OutputSpec, ProblemConfig, Trigger};
 pub use report::{DEFAULT_CHROMIUM, Report, Schedule};
 pub use sql::Sql;
 pub use web::Web;
@@ -56,6 +58,11 @@ struct RawHub {
     /// Periodic site reports (docs/hub.md, "Reports").
     #[serde(default, rename = "report")]
     reports: Vec<Spanned<report::RawReport>>,
+    /// The hub's recommendation signing key and validity (docs/optimization.md).
+    recommendations: Option<Spanned<optimize::RawRecommendations>>,
+    /// Setpoint optimization problems (docs/optimization.md).
+    #[serde(default, rename = "optimization")]
+    optimizations: Vec<Spanned<optimize::RawProblem>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +122,9 @@ pub struct HubConfig {
     pub sql: Sql,
     /// Scheduled site reports (`[[report]]`).
     pub reports: Vec<Report>,
+    /// Optimization problems and the recommendation key; `None` without
+    /// `[[optimization]]` or `[recommendations]`.
+    pub optimization: Option<Optimization>,
 }
 
 #[derive(Debug, Clone)]
@@ -551,6 +561,12 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
     );
     let sql = sql::validate(&mut c, raw.sql.as_ref());
     let reports = report::validate(&mut c, &raw.reports);
+    let optimization = optimize::validate(
+        &mut c,
+        raw.recommendations.as_ref(),
+        &raw.optimizations,
+        &storage_path,
+    );
     if !c.errors.is_empty() {
         let n = c.errors.len();
         return Err(ConfigError::Invalid(format!(
@@ -573,6 +589,7 @@ pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
         alerts,
         sql,
         reports,
+        optimization,
     })
 }
 

@@ -16,6 +16,7 @@ mod fleet;
 pub mod forecast;
 pub mod imported;
 mod ingest;
+pub mod optimize;
 mod read;
 mod registry;
 mod schema;

@@ -23,6 +23,7 @@ pub mod live;
 pub mod metrics;
 pub mod monitoring;
 pub mod ops;
+pub mod optimization;
 pub mod params;
 pub mod reports;
 pub mod sql;
@@ -73,6 +74,8 @@ pub struct WebState {
     pub kpi_cache: Arc<cache::KpiCache>,
     /// Downsampled tag ranges until one of their nodes stores a batch.
     pub series_cache: Arc<cache::SeriesCache>,
+    /// Setpoint optimization, when `[[optimization]]` problems are configured.
+    pub optimizer: Option<Arc<crate::optimize::Optimizer>>,
 }
 
 pub type St = Arc<WebState>;
@@ -119,6 +122,7 @@ pub fn routes(core: Arc<AuthCore>) -> RouteTable<St> {
     sql::add(&mut t);
     insights::add(&mut t);
     reports::add(&mut t);
+    optimization::add(&mut t);
     alerts::add(&mut t);
     live::add(&mut t);
     t
@@ -196,6 +200,7 @@ pub async fn start(
     reads: Arc<ReadPool>,
     ready: watch::Receiver<bool>,
     events: crate::events::Events,
+    optimizer: Option<Arc<crate::optimize::Optimizer>>,
     cancel: CancellationToken,
 ) -> Result<WebHandle, WebStartError> {
     let users_file = w.users_file.clone();
@@ -261,6 +266,7 @@ pub async fn start(
         ws_clients: AtomicU64::new(0),
         kpi_cache: Arc::new(cache::KpiCache::default()),
         series_cache: Arc::new(cache::SeriesCache::default()),
+        optimizer,
     });
     tokio::spawn(cache::follow(
         state.kpi_cache.clone(),

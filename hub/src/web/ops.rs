@@ -113,6 +113,7 @@ pub fn document(table: &RouteTable<St>) -> J {
     doc.merge(super::sql::Doc::openapi());
     doc.merge(super::insights::Doc::openapi());
     doc.merge(super::reports::Doc::openapi());
+    doc.merge(super::optimization::Doc::openapi());
     doc.merge(super::alerts::Doc::openapi());
     doc.merge(super::live::Doc::openapi());
     let mut doc = serde_json::to_value(&doc).unwrap_or_else(|_| json!({}));

@@ -17,6 +17,7 @@ const PAGES = {
   alerts: { title: 'Alerts', load: () => import('./pages/alerts.js') },
   insights: { title: 'Insights', load: () => import('./pages/insights.js') },
   reports: { title: 'Reports', load: () => import('./pages/reports.js') },
+  optimization: { title: 'Optimization', load: () => import('./pages/optimization.js') },
   import: { title: 'Import', load: () => import('./pages/import.js'), role: 'analyst' },
   export: { title: 'Export', load: () => import('./pages/export.js'), role: 'analyst' },
   sql: { title: 'SQL', load: () => import('./pages/sql.js'), role: 'analyst' },

@@ -8,6 +8,29 @@
 //!   time; iterations) or a [`SolveError`].
 //! - [`mps`]: [`read_mps`] / [`read_mps_file`] (gzip detected by magic bytes),
 //!   with every error located by line.
+//! - [`fit`]: linear process models from plant history, pure (the caller
+//!   hands in aligned columns and timestamps): steady-state detection (the
+//!   rule shown to users is in the module doc), OLS or ridge by Householder
+//!   QR, quality from a time-ordered hold-out (R², residual σ, RMSE, input
+//!   ranges), coefficients from a refit on all steady rows: [`fit_linear`] →
+//!   [`LinearModel`] with [`FitQuality`]; [`FitError`] names the input that
+//!   never moved or moved only with another.
+//! - [`recommend`]: a [`Problem`] (decisions with limits and largest moves,
+//!   outputs as [`LinearModel`]s, priced objective terms, constraints with a
+//!   safety margin of k residual σ) and [`recommend()`], which builds and
+//!   solves the LP and explains it: proposed setpoints, objective now and
+//!   proposed, benefit per hour and year, binding constraints and decision
+//!   bounds with shadow prices and a sentence each, predicted outputs with
+//!   a spread, a confidence score; [`RecommendError::Infeasible`] names the
+//!   conflicting constraints.
+//! - [`surrogate`]: nonlinear process models (ONNX surrogates run by
+//!   tract, [`surrogate::Surrogate`]) optimized without derivatives:
+//!   [`surrogate::minimize`] is CMA-ES (the `cmaes` crate, IPOP restarts)
+//!   on a box, bounds handled by projection plus a quadratic penalty;
+//!   [`surrogate::optimize_surrogate`] sets decisions within bounds against a
+//!   priced objective with output ranges as an exact L1 penalty, and reports
+//!   whether its answer meets every range. Evaluation counts are checked
+//!   against PyPI `cma` (`models/tests/models/cmaes_peer.rs`).
 //!
 //! # Solver choice: Clarabel directly, not through `good_lp`
 //!
@@ -54,10 +77,22 @@
 //! simplex solver's while the objective and (for nondegenerate problems) the
 //! duals agree.
 
+pub mod fit;
 pub mod lp;
 pub mod mps;
+pub mod recommend;
+pub mod surrogate;
 
+pub use fit::{
+    Column, FitError, FitOptions, FitQuality, LinearModel, Method, Steady, fit_linear, steady_rows,
+};
 pub use lp::{
     Failure, LpProblem, Row, Sense, Solution, SolveError, SolveOptions, Status, Variable,
 };
 pub use mps::{MpsError, MpsErrorKind, MpsModel, MpsWarning, read_mps, read_mps_file};
+pub use recommend::{
+    Binding, BindingKind, Confidence, Constraint, ConstraintStatus, Current,
+    DEFAULT_HOURS_PER_YEAR, Decision, Extrapolation, Objective, ObjectiveSense, Output,
+    PredictedOutput, Problem, RecommendError, Recommendation, SPREAD_SIGMAS, Setpoint, Side, Term,
+    TermValue, recommend,
+};
