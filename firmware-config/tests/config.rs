@@ -994,3 +994,96 @@ fn hmi_mistakes_are_located_and_explained() {
     let ex = firmware_config::load(&example()).unwrap();
     assert!(ex.hmi.unwrap().tls.is_some());
 }
+
+/// Issue 20: `[[setpoint]]` mistakes, each located with its fix; a good one
+/// becomes limits and its latched write-back alarm.
+#[test]
+fn setpoint_mistakes_are_located_and_explained() {
+    let base = std::fs::read_to_string(example()).unwrap();
+    let at = base
+        .find("# ---------------------------------------------------------------- devices")
+        .unwrap();
+    let key = format!("ed25519:{}", "ab".repeat(32));
+    let head = if base.contains("\n[setpoints]") {
+        String::new()
+    } else {
+        format!("[setpoints]\nhub_public_key = \"{key}\"\n\n")
+    };
+    let good = r#"[[setpoint]]
+tag = "heater.outlet_temp_sp"
+min = 340.0
+max = 380.0
+max_step = 2.0
+min_interval = "20s"
+state_tag = "unit.state"
+state_equals = 2
+state_name = "running"
+"#;
+    let text = format!("{}{head}{good}\n{}", &base[..at], &base[at..]);
+    let (_dir, path) = example_dir_with(&text);
+    let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let wb = cfg.write_back.as_ref().expect("[setpoints]");
+    let sp = wb
+        .setpoints
+        .iter()
+        .find(|s| s.tag == "heater.outlet_temp_sp")
+        .expect("the setpoint");
+    assert_eq!((sp.min, sp.max, sp.max_step), (340.0, 380.0, 2.0));
+    assert_eq!(sp.min_interval, std::time::Duration::from_secs(20));
+    assert_eq!(sp.state.as_ref().map(|s| s.equals), Some(2.0));
+    let alarm = cfg
+        .alarms
+        .iter()
+        .find(|a| a.name == "writeback.heater.outlet_temp_sp")
+        .expect("the write-back alarm");
+    assert!(alarm.spec.latched);
+
+    let bad = r#"[[setpoint]]
+tag = "heater.outlet_temp"
+min = 340.0
+max = 380.0
+max_step = 2.0
+
+[[setpoint]]
+tag = "heater.outlet_temp_spp"
+min = 1.0
+max = 2.0
+max_step = 1.0
+
+[[setpoint]]
+tag = "heater.outlet_temp_sp"
+min = 380.0
+max = 340.0
+max_step = 0.0
+state_tag = "unit.state"
+"#;
+    let text = format!("{}{head}{bad}\n{}", &base[..at], &base[at..]);
+    let (dir, path) = example_dir_with(&text);
+    let out = match load(&path) {
+        Ok(_) => panic!("should not validate"),
+        Err(e) => e
+            .to_string()
+            .replace(&dir.path().display().to_string(), "<dir>"),
+    };
+    for want in [
+        "the tag is not writable",
+        "unknown tag \"heater.outlet_temp_spp\"",
+        "did you mean \"heater.outlet_temp_sp\"",
+        "max 340 is not above min 380",
+        "max_step",
+        "`state_tag` without `state_equals`",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // Every problem is located in the file.
+    assert!(out.contains("edge.toml:"), "{out}");
+
+    // Without [setpoints], a [[setpoint]] is an error that says what to add.
+    if head.is_empty() {
+        return;
+    }
+    let text = format!("{}{good}\n{}", &base[..at], &base[at..]);
+    let (_dir, path) = example_dir_with(&text);
+    let out = load(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(out.contains("without `[setpoints]`"), "{out}");
+}

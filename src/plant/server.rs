@@ -5,7 +5,9 @@
 //! PLC: reading an unmapped address inside it returns 0, reading beyond it
 //! is `ILLEGAL DATA ADDRESS`. Writes are only accepted on setpoints and
 //! command coils; a value outside a setpoint's range is `ILLEGAL DATA VALUE`
-//! and changes nothing.
+//! and changes nothing. The write switches of [`Faults`] make an accepted
+//! setpoint write not take, as a PLC in local/manual mode does: the master
+//! gets the normal answer either way, so only a read-back can tell.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +37,21 @@ pub struct Faults {
     refuse: AtomicBool,
     exception: AtomicU8,
     delay_ms: AtomicU64,
+    ignore_writes: AtomicBool,
+    /// `f64::to_bits` of the offset added to written setpoints (0.0: off).
+    alter_writes: AtomicU64,
+}
+
+/// How the PLC applies an accepted setpoint write (holding registers).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum WriteMode {
+    /// As written.
+    #[default]
+    Apply,
+    /// Acknowledged, not applied.
+    Ignore,
+    /// Applied off by this much, kept inside the setpoint's range.
+    Offset(f64),
 }
 
 impl Faults {
@@ -56,6 +73,28 @@ impl Faults {
             u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
             Ordering::SeqCst,
         );
+    }
+    /// Acknowledge setpoint writes normally but apply nothing while set
+    /// (range checks still answer `ILLEGAL DATA VALUE`). Coils are not affected.
+    pub fn ignore_writes(&self, on: bool) {
+        self.ignore_writes.store(on, Ordering::SeqCst);
+    }
+    /// Apply setpoint writes off by `delta` (`None` or 0 = normal), clamped
+    /// into the setpoint's range; the answer is normal. [`Faults::ignore_writes`]
+    /// wins when both are set.
+    pub fn alter_writes(&self, delta: Option<f64>) {
+        let d = delta.filter(|d| d.is_finite()).unwrap_or(0.0);
+        self.alter_writes.store(d.to_bits(), Ordering::SeqCst);
+    }
+    /// What the write switches make of the next setpoint write.
+    pub fn write_mode(&self) -> WriteMode {
+        if self.ignore_writes.load(Ordering::SeqCst) {
+            return WriteMode::Ignore;
+        }
+        match f64::from_bits(self.alter_writes.load(Ordering::SeqCst)) {
+            d if d == 0.0 => WriteMode::Apply,
+            d => WriteMode::Offset(d),
+        }
     }
 }
 
@@ -158,6 +197,17 @@ impl Shared {
 
     /// Apply a write of holding registers; all-or-nothing.
     pub fn write_registers(&mut self, addr: u16, words: &[u16]) -> Result<(), ExceptionCode> {
+        self.write_registers_as(addr, words, WriteMode::Apply)
+    }
+
+    /// [`Shared::write_registers`] under a fault switch: the checks and the
+    /// answer are the same; `mode` decides what reaches the model.
+    pub fn write_registers_as(
+        &mut self,
+        addr: u16,
+        words: &[u16],
+        mode: WriteMode,
+    ) -> Result<(), ExceptionCode> {
         let end = u32::from(addr) + words.len() as u32;
         let mut updates = Vec::new();
         let mut covered = vec![false; words.len()];
@@ -197,7 +247,13 @@ impl Shared {
             return Err(ExceptionCode::IllegalDataAddress);
         }
         for (id, v) in updates {
-            let _ = self.plant.set(id, v);
+            let (lo, hi) = id.limits();
+            let applied = match mode {
+                WriteMode::Apply => v,
+                WriteMode::Ignore => continue,
+                WriteMode::Offset(d) => (v + d).clamp(lo, hi),
+            };
+            let _ = self.plant.set(id, applied);
         }
         self.refresh();
         Ok(())
@@ -231,6 +287,15 @@ impl Shared {
 
     /// Answer one request.
     pub fn handle(&mut self, req: Request<'_>) -> Result<Response, ExceptionCode> {
+        self.handle_as(req, WriteMode::Apply)
+    }
+
+    /// Answer one request, applying setpoint writes as `mode` says.
+    pub fn handle_as(
+        &mut self,
+        req: Request<'_>,
+        mode: WriteMode,
+    ) -> Result<Response, ExceptionCode> {
         use Request as R;
         match req {
             R::ReadCoils(a, n) => self.read_bits(Area::Coil, a, n).map(Response::ReadCoils),
@@ -244,11 +309,11 @@ impl Shared {
                 .read_words(Area::InputRegister, a, n)
                 .map(Response::ReadInputRegisters),
             R::WriteSingleRegister(a, w) => self
-                .write_registers(a, &[w])
+                .write_registers_as(a, &[w], mode)
                 .map(|()| Response::WriteSingleRegister(a, w)),
             R::WriteMultipleRegisters(a, ws) => {
                 let n = u16::try_from(ws.len()).map_err(|_| ExceptionCode::IllegalDataValue)?;
-                self.write_registers(a, &ws)
+                self.write_registers_as(a, &ws, mode)
                     .map(|()| Response::WriteMultipleRegisters(a, n))
             }
             R::WriteSingleCoil(a, c) => self
@@ -289,7 +354,7 @@ impl tokio_modbus::server::Service for PlcService {
             Err(ExceptionCode::new(exception))
         } else {
             match self.shared.lock() {
-                Ok(mut s) => s.handle(req),
+                Ok(mut s) => s.handle_as(req, self.faults.write_mode()),
                 Err(_) => Err(ExceptionCode::ServerDeviceFailure),
             }
         };
@@ -388,5 +453,117 @@ pub async fn serve(
                 tracing::error!(%err, "plant server stopped");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::borrow::Cow;
+
+    use super::*;
+
+    fn plc() -> Shared {
+        Shared::new(Plant::new(7))
+    }
+
+    fn outlet_sp() -> &'static Register {
+        register_map()
+            .iter()
+            .find(|r| r.name == "heater.outlet_temp_sp")
+            .unwrap()
+    }
+
+    /// The function-16 write a master sends for `value`, answered under `mode`.
+    fn write(s: &mut Shared, value: f64, mode: WriteMode) -> Result<Response, ExceptionCode> {
+        let r = outlet_sp();
+        let words = registers::encode(r, value);
+        s.handle_as(
+            Request::WriteMultipleRegisters(r.address, Cow::Owned(words)),
+            mode,
+        )
+    }
+
+    /// The setpoint as a master reads it back, and as the model holds it.
+    fn read_back(s: &mut Shared) -> (f64, f64) {
+        let r = outlet_sp();
+        let Ok(Response::ReadHoldingRegisters(words)) = s.handle(Request::ReadHoldingRegisters(
+            r.address,
+            r.data_type.width(),
+        )) else {
+            panic!("no read answer");
+        };
+        (
+            registers::decode(r, &words).unwrap(),
+            s.plant.snapshot().sp.outlet_temp,
+        )
+    }
+
+    #[test]
+    fn the_switches_map_to_write_modes() {
+        let f = Faults::default();
+        assert_eq!(f.write_mode(), WriteMode::Apply);
+        f.alter_writes(Some(1.5));
+        assert_eq!(f.write_mode(), WriteMode::Offset(1.5));
+        f.ignore_writes(true);
+        assert_eq!(f.write_mode(), WriteMode::Ignore, "ignoring wins");
+        f.ignore_writes(false);
+        f.alter_writes(None);
+        assert_eq!(f.write_mode(), WriteMode::Apply);
+        f.alter_writes(Some(f64::NAN));
+        assert_eq!(f.write_mode(), WriteMode::Apply, "a NaN offset is off");
+    }
+
+    #[test]
+    fn an_ignored_write_is_acknowledged_and_changes_nothing() {
+        let mut s = plc();
+        let before = read_back(&mut s);
+        let r = outlet_sp();
+        let answer = write(&mut s, before.1 + 7.0, WriteMode::Ignore).unwrap();
+        assert_eq!(
+            answer,
+            Response::WriteMultipleRegisters(r.address, r.data_type.width()),
+            "the normal answer"
+        );
+        assert_eq!(read_back(&mut s), before);
+        // Out of range is still refused, as without the switch.
+        assert_eq!(
+            write(&mut s, 999.0, WriteMode::Ignore),
+            Err(ExceptionCode::IllegalDataValue)
+        );
+    }
+
+    #[test]
+    fn an_altered_write_lands_off_by_the_delta_inside_the_range() {
+        let mut s = plc();
+        let r = outlet_sp();
+        let answer = write(&mut s, 370.0, WriteMode::Offset(2.5)).unwrap();
+        assert_eq!(
+            answer,
+            Response::WriteMultipleRegisters(r.address, r.data_type.width())
+        );
+        assert_eq!(read_back(&mut s), (372.5, 372.5));
+        write(&mut s, 370.0, WriteMode::Offset(-4.0)).unwrap();
+        assert_eq!(read_back(&mut s).1, 366.0);
+        let (_, hi) = crate::plant::SetpointId::OutletTemp.limits();
+        write(&mut s, hi - 1.0, WriteMode::Offset(10.0)).unwrap();
+        assert_eq!(read_back(&mut s).1, hi, "clamped into the setpoint's range");
+    }
+
+    #[test]
+    fn with_the_switches_off_writes_apply_as_before() {
+        let mut s = plc();
+        write(&mut s, 371.0, WriteMode::Apply).unwrap();
+        assert_eq!(read_back(&mut s), (371.0, 371.0));
+        assert_eq!(
+            write(&mut s, 999.0, WriteMode::Apply),
+            Err(ExceptionCode::IllegalDataValue)
+        );
+        assert_eq!(read_back(&mut s).1, 371.0);
+        // Coils do not go through the write switches.
+        s.handle_as(Request::WriteSingleCoil(0, false), WriteMode::Ignore)
+            .unwrap();
+        assert!(!s.plant.snapshot().run_cmd);
     }
 }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value as J, json};
+use web::access::Role;
 use web::problem::Problem;
 use web::routes::Caller;
 
@@ -69,6 +70,18 @@ fn parse<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Pr
         .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// Analysts rank with operators (web::access) but work with history and
+/// models, not the plant: a PLC write needs an operator, engineer or admin.
+fn plant_role(caller: &Caller) -> Option<Response> {
+    (caller.role == Role::Analyst).then(|| {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "analysts do not approve plant writes: an operator, engineer or admin does",
+        )
+        .into_response()
+    })
+}
+
 fn answer(r: Result<(), String>) -> Response {
     match r {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -92,6 +105,9 @@ pub async fn approve(
     Path(id): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Response {
+    if let Some(r) = plant_role(&caller) {
+        return r;
+    }
     let b: ApproveBody = match parse(&bytes) {
         Ok(b) => b,
         Err(p) => return p.into_response(),
@@ -124,6 +140,9 @@ pub async fn reject(
     Path(id): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Response {
+    if let Some(r) = plant_role(&caller) {
+        return r;
+    }
     let b: RejectBody = match parse(&bytes) {
         Ok(b) => b,
         Err(p) => return p.into_response(),

@@ -614,6 +614,40 @@ fn parse_url(url: &str) -> Result<(String, u16, bool), String> {
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    /// A problem with a fitted and a given model, a disturbance, a limit.
+    pub const DEMO_LIKE_PROBLEM: &str = r#"
+[[optimization]]
+name = "m"
+site = "s"
+node = "n"
+every = "15m"
+[[optimization.decision]]
+tag = "t_sp"
+min = 340.0
+max = 385.0
+[[optimization.decision]]
+tag = "r_sp"
+min = 1.0
+max = 3.0
+[[optimization.output]]
+tag = "flow"
+inputs = ["t_sp", "ambient.temp"]
+[[optimization.output]]
+tag = "t95"
+intercept = 41.2
+coefficients = { "t_sp" = 0.4 }
+[[optimization.term]]
+tag = "flow"
+price = 600.0
+[[optimization.constraint]]
+name = "spec"
+tag = "t95"
+max = 180.0
+"#;
+}
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;

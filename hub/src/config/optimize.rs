@@ -590,3 +590,60 @@ fn problem(c: &mut Ctx<'_>, p: &Spanned<RawProblem>) -> Option<ProblemConfig> {
         triggers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::Path;
+
+    use super::*;
+
+    const HEAD: &str = "schema_version = 1\n[storage]\npath = \"/tmp/x/fleet.duckdb\"\n";
+
+    #[test]
+    fn a_problem_parses_into_decisions_models_terms_and_limits() {
+        let text = format!("{HEAD}{}", crate::config::tests_support::DEMO_LIKE_PROBLEM);
+        let cfg = crate::config::parse(Path::new("hub.toml"), &text).unwrap();
+        let o = cfg.optimization.unwrap();
+        assert_eq!(o.key_file, Path::new("/tmp/x/recommend.key"));
+        let p = &o.problems[0];
+        assert_eq!(
+            (p.name.as_str(), p.decisions.len(), p.outputs.len()),
+            ("m", 2, 2)
+        );
+        assert!(matches!(&p.outputs[0].model, ModelSpec::Fit { inputs } if inputs.len() == 2));
+        assert!(
+            matches!(&p.outputs[1].model, ModelSpec::User { coefficients, .. } if coefficients == &[0.4])
+        );
+        assert_eq!(p.disturbances(), vec!["ambient.temp".to_owned()]);
+        assert_eq!(p.constraints[0].upper, Some(180.0));
+        assert_eq!(p.every, Some(Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn mistakes_are_located_and_explained() {
+        let text = format!(
+            "{HEAD}[[optimization]]\nname = \"m\"\nsite = \"s\"\nnode = \"n\"\nobjective = \"maximise\"\n\
+             [[optimization.decision]]\ntag = \"a\"\nmin = 5.0\nmax = 1.0\n\
+             [[optimization.decision]]\ntag = \"b\"\nmin = 0.0\nmax = 1.0\n\
+             [[optimization.output]]\ntag = \"y\"\n\
+             [[optimization.term]]\ntag = \"nope\"\nprice = 1.0\n\
+             [[optimization.constraint]]\ntag = \"b\"\n"
+        );
+        let err = crate::config::parse(Path::new("hub.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "\"maximise\" is not an objective sense",
+            "hub.toml:8:13",
+            "min 5 is not below max 1",
+            "hub.toml:12:7",
+            "either `inputs` (fitted from history) or `intercept` and `coefficients`",
+            "\"nope\" is neither a decision nor an output",
+            "neither `min` nor `max`",
+            "no objective terms",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+    }
+}

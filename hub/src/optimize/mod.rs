@@ -286,23 +286,26 @@ fn rationale(rec: &models::optimize::recommend::Recommendation) -> String {
         lines.push("no limit is binding: the move is bounded by the largest step allowed per recommendation".into());
     }
     format!(
-        "Expected {:+.0} {} ({:+.0} per year). {}",
+        "Expected {:+.0} {} ({:+.0} per year). {}.",
         rec.benefit_per_hour,
         rec.objective_unit,
         rec.benefit_per_year,
-        lines.join(" ")
+        lines.join("; ")
     )
 }
 
 /// A solved run: the LP's recommendation and the JSON the API returns.
 #[derive(Debug)]
-struct Solved {
-    rec: models::optimize::recommend::Recommendation,
-    json: serde_json::Value,
+pub struct Solved {
+    pub rec: models::optimize::recommend::Recommendation,
+    /// `recommendation`, `models` (each output's, with its fit quality),
+    /// `current`, `training_rows`.
+    pub json: serde_json::Value,
 }
 
-/// The numeric part of a run, on the blocking pool.
-fn solve(p: &ProblemConfig, reads: &ReadPool, now: i64) -> Result<Solved, String> {
+/// The numeric part of a run (blocking: call it off the runtime): read the
+/// node's windows as of `now`, fit or take the models, solve.
+pub fn solve(p: &ProblemConfig, reads: &ReadPool, now: i64) -> Result<Solved, String> {
     let tags = p.tags();
     let width = u32::try_from(p.window.as_millis()).unwrap_or(u32::MAX);
     let from = now - p.history.as_millis() as i64;

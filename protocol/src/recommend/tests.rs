@@ -117,10 +117,12 @@ fn freshness_refuses_other_nodes_expired_future_and_replayed_messages() {
     ));
 }
 
+type Change = Box<dyn Fn(&mut Recommendation)>;
+
 #[test]
 fn values_out_of_range_are_refused_before_signing_and_after_opening() {
     let (_, key) = SigningKey::generate().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Recommendation)>)> = vec![
+    let cases: Vec<(&str, Change)> = vec![
         ("seq", Box::new(|r| r.seq = 0)),
         ("setpoints", Box::new(|r| r.setpoints.clear())),
         (

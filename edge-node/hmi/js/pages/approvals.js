@@ -75,7 +75,7 @@ export function mount(root, ctx) {
   function currentText(tag, unit) {
     const c = currentOf(tag);
     if (!c || c.value === null || c.value === undefined) return { text: 'no reading', bad: true };
-    const bad = !c.good || c.age_ms > 30000;
+    const bad = !c.good;
     return { text: fmtValueUnit(c.value, unit), bad, quality: c.quality, age: c.age_ms };
   }
 

@@ -317,14 +317,12 @@ fn confidence(b: &Built<'_>, x: &[f64]) -> Confidence {
     let mut weakest: Option<(f64, &str, usize)> = None;
     let mut notes = Vec::new();
     let mut extrapolations = Vec::new();
+    let mut by_hand: Vec<&str> = Vec::new();
     for &o in &used {
         let out = &p.outputs[o];
         let Some(q) = &out.model.quality else {
             score = score.min(0.5);
-            notes.push(format!(
-                "the model of {} was supplied by hand, not fitted, so it was not checked against data",
-                out.tag
-            ));
+            by_hand.push(out.tag.as_str());
             continue;
         };
         match q.r2_test {
@@ -368,6 +366,17 @@ fn confidence(b: &Built<'_>, x: &[f64]) -> Confidence {
                 }
             }
         }
+    }
+    match by_hand.as_slice() {
+        [] => {}
+        [one] => notes.push(format!(
+            "the model of {one} was supplied by hand, not fitted, so it was not checked against data"
+        )),
+        many => notes.push(format!(
+            "{} models were supplied by hand, not fitted ({}), so they were not checked against data",
+            many.len(),
+            many.join(", ")
+        )),
     }
     if let Some((r2, tag, n)) = weakest {
         notes.insert(
