@@ -431,7 +431,8 @@ pub async fn staged_trip(plant: crate::plant::PlantHandle, cancel: CancellationT
 /// coefficients are the simulator's own (`src/plant/model.rs`) linearised
 /// at 360 °C, reflux 2.2 and a feed near 480 m³/h; bias correction shifts
 /// each model onto the measured value before every run. Runs every
-/// 5 minutes and on demand; recommendations stay valid 30 minutes.
+/// 5 minutes, on demand, and when the naphtha goes off spec;
+/// recommendations stay valid 30 minutes.
 pub fn optimization_config(key_file: &Path) -> String {
     format!(
         r#"
@@ -548,6 +549,11 @@ label = "power"
 name = "naphtha 95 % spec"
 tag = "product.naphtha_t95"
 max = 180.0
+
+# Off-spec naphtha: re-optimize at once (the answer moves back inside).
+[[optimization.trigger]]
+tag = "product.naphtha_t95"
+above = 180.5
 "#,
         key = key_file.display().to_string()
     )

@@ -17,5 +17,6 @@ pub mod modbus;
 pub mod opcua_server;
 pub mod procstat;
 pub mod server;
+pub mod surrogate;
 pub mod sync;
 pub mod tagset;

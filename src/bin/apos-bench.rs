@@ -213,6 +213,9 @@ enum Cmd {
     Export(apos::bench::export::Args),
     /// Insight generation over a large fleet's week: seconds.
     Insights(apos::bench::insights::Args),
+    /// The demo's optimization problem by LP and by CMA-ES (linear models
+    /// and an ONNX surrogate): objective gap, time, evaluations.
+    Surrogate(apos::bench::surrogate::Args),
 }
 
 #[tokio::main]
@@ -228,6 +231,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Import(args) => apos::bench::import::run(args).await,
         Cmd::Export(args) => apos::bench::export::run(args).await,
         Cmd::Insights(args) => apos::bench::insights::run(args).await,
+        Cmd::Surrogate(args) => apos::bench::surrogate::run(args).await,
         Cmd::Modbus {
             tags,
             cycles,

@@ -193,11 +193,14 @@ impl Optimizer {
                 let moves = s.rec.setpoints.iter().any(|sp| {
                     (sp.proposed - sp.current).abs() > 1e-6 * (sp.upper - sp.lower).abs().max(1e-9)
                 });
+                // Off spec now: a move back inside the limits is worth
+                // sending even when it costs margin.
+                let restores = s.rec.constraints.iter().any(|c| c.violated_now);
                 run.result = Some(s.json);
                 if !p.send {
                     run.status_note =
                         "the problem does not send recommendations (send = false)".into();
-                } else if !(moves && benefit > MIN_RELATIVE_BENEFIT * scale) {
+                } else if !(moves && (restores || benefit > MIN_RELATIVE_BENEFIT * scale)) {
                     run.status_note = format!(
                         "nothing worth sending: {:+.3} {} at the current setpoints' optimum",
                         benefit, p.unit

@@ -33,7 +33,7 @@ use crate::config::ProblemConfig;
 pub const SETTLE_WINDOWS: i64 = 5;
 /// Windows averaged before and after.
 pub const MEASURE_WINDOWS: i64 = 10;
-const TICK: Duration = Duration::from_secs(10);
+const TICK: Duration = Duration::from_secs(2);
 
 pub fn start(opt: Arc<Optimizer>, cancel: CancellationToken) {
     tokio::spawn(run(opt, cancel));

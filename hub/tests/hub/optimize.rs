@@ -265,8 +265,7 @@ max = 180.0
     #[test]
     fn a_setpoint_that_never_moved_is_named() {
         let mut s = Store::open_in_memory().unwrap();
-        let mut seq = 0;
-        for day in 0..2 {
+        for (seq, day) in (1u64..).zip(0..2) {
             let sets = (0..1440)
                 .map(|i| {
                     let t = T0 + day * 1440 * MIN + i * MIN;

@@ -103,7 +103,7 @@ export function mount(root, ctx) {
       const d = e.decision;
       const res = e.status.state === 'ended' ? outcomeText(e.status.outcome) : (d && d.comment) || '';
       const abnormal = e.status.state === 'ended' && e.status.outcome && e.status.outcome.kind !== 'completed';
-      hBody.append(h('tr', { 'data-testid': 'history-row', 'data-state': e.status.state, class: abnormal ? 'abnormal' : null },
+      hBody.append(h('tr', { 'data-testid': 'history-row', 'data-id': p.id, 'data-state': e.status.state, class: abnormal ? 'abnormal' : null },
         h('td', { class: 'nowrap', text: fmtStamp(e.updated_ms, ctx.now()) }),
         h('td', { text: p.tag }),
         h('td', { class: 'num', text: fmtValueUnit(p.proposed, p.unit) }),
@@ -141,8 +141,8 @@ export function mount(root, ctx) {
       ['Proposed', h('strong', { 'data-testid': 'sp-proposed', text: fmtValueUnit(p.proposed, p.unit) })],
       ['Will write', h('span', { 'data-testid': 'sp-to-write' }, fmtValueUnit(e.to_write, p.unit),
         e.clamped ? h('span', { class: 'sp-clamped', text: ` (clamped from ${fmtNumber(e.clamped.from)}: edge limit)` }) : null)],
-      ['Expected benefit', `${p.benefit >= 0 ? '+' : ''}${fmtNumber(p.benefit, 0)} ${p.benefit_unit}`],
-      ['Model confidence', `${Math.round(p.confidence * 100)} % — ${p.confidence_text}`],
+      ['Expected benefit', h('span', { 'data-testid': 'sp-benefit', text: `${p.benefit >= 0 ? '+' : ''}${fmtNumber(p.benefit, 0)} ${p.benefit_unit}` })],
+      ['Model confidence', h('span', { 'data-testid': 'sp-confidence', text: `${Math.round(p.confidence * 100)} % — ${p.confidence_text}` })],
       ['Why', h('span', { class: 'wrap', text: p.rationale })],
     ];
     if (e.move) {
@@ -153,7 +153,7 @@ export function mount(root, ctx) {
     for (const [k, v] of rows) dl.append(h('dt', { text: k }), h('dd', null, v));
     const head = h('h3', null, h('span', { text: p.tag }),
       h('span', { class: 'h-extra', text: STATE_TEXT[state] || state }),
-      state === 'pending' ? h('span', { class: 'h-extra', 'data-expires': String(p.expires_ms) }) : null);
+      state === 'pending' ? h('span', { class: 'h-extra', 'data-testid': 'sp-expires', 'data-expires': String(p.expires_ms) }) : null);
     const box = h('article', { class: 'sp-card', 'data-testid': 'approval-card', 'data-id': p.id, 'data-state': state }, head, dl);
     if (state === 'pending' && ctx.can('operator')) {
       box.append(h('div', { class: 'a-actions' },

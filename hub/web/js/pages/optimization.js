@@ -114,7 +114,7 @@ export function mount(root) {
     if (!d.items.length) problemsBox.append(panel('Optimization', h('p', { class: 'muted', text: 'No optimization problems are configured ([[optimization]] in hub.toml; docs/optimization.md).' })));
     for (const p of d.items) {
       const status = h('span', { class: 'muted', 'aria-live': 'polite', 'data-testid': 'opt-run-status' });
-      const btn = h('button', { type: 'button', class: 'btn', 'data-testid': 'opt-run', text: 'Run now' });
+      const btn = h('button', { type: 'button', class: 'btn', 'data-testid': 'opt-run', 'data-problem': p.name, text: 'Run now' });
       btn.addEventListener('click', () => runNow(p.name, btn, status));
       const last = p.last;
       const head = [h('span', { text: `${p.name} — ${p.sense} ${p.unit} at ${p.site}/${p.node}` })];
@@ -122,7 +122,7 @@ export function mount(root) {
       if (last) {
         const abnormal = ABNORMAL.has(last.status);
         lastBox.append(
-          h('p', { class: abnormal ? 'state-bad' : null, 'data-testid': 'opt-status', 'data-status': last.status },
+          h('p', { class: abnormal ? 'state-bad' : null, 'data-testid': 'opt-status', 'data-run': last.id, 'data-status': last.status },
             `${last.id}, ${fmtDateTime(last.started_ms)} (${last.trigger}): ${STATUS_TEXT[last.status] || last.status}${last.status_note ? ` — ${last.status_note}` : ''}`),
           recommendationView(last), realizedView(last) || '');
       } else {
@@ -140,7 +140,7 @@ export function mount(root) {
     clear(runs.tbody);
     for (const r of list) {
       const rec = r.result && r.result.recommendation;
-      runs.tbody.append(h('tr', { 'data-testid': 'opt-run-row', 'data-status': r.status, class: ABNORMAL.has(r.status) ? 'state-bad' : null },
+      runs.tbody.append(h('tr', { 'data-testid': 'opt-run-row', 'data-id': r.id, 'data-status': r.status, class: ABNORMAL.has(r.status) ? 'state-bad' : null },
         h('td', { text: r.id }),
         h('td', { text: fmtStamp(r.started_ms, Date.now()) }),
         h('td', { text: r.trigger }),
