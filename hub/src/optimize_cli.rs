@@ -26,12 +26,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the hub's recommendation public key (`ed25519:…`), the value of
+    /// each edge's `[setpoints] hub_public_key`. The hub makes the key at its
+    /// first start with optimization configured; `--create` makes it now
+    /// (run it as the hub's user, so the hub can read it).
+    Key {
+        /// The hub configuration (its `[recommendations] key_file`).
+        #[arg(long, default_value = "/etc/apos/hub.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        create: bool,
+    },
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Mps { file, json } => mps_file(&file, json),
+        Command::Key { config, create } => key(&config, create),
     }
+}
+
+fn key(config: &std::path::Path, create: bool) -> anyhow::Result<()> {
+    let cfg = hub::config::load(config)?;
+    let Some(o) = cfg.optimization else {
+        anyhow::bail!(
+            "{} has no [[optimization]] or [recommendations]: this hub sends no recommendations",
+            config.display()
+        );
+    };
+    let key = if create || o.key_file.exists() {
+        hub::optimize::load_or_create_key(&o.key_file)?
+    } else {
+        anyhow::bail!(
+            "{} does not exist yet: start the hub once (it makes the key), or run `apos-hub optimize key --create` as the hub's user",
+            o.key_file.display()
+        );
+    };
+    println!("{}", key.public().to_text());
+    Ok(())
 }
 
 fn mps_file(file: &std::path::Path, json: bool) -> anyhow::Result<()> {

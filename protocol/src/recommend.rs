@@ -128,7 +128,7 @@ impl std::fmt::Debug for VerifyKey {
 }
 
 impl VerifyKey {
-    /// `ed25519:` and 64 hex digits: what `apos-hub key public` prints and
+    /// `ed25519:` and 64 hex digits: what `apos-hub optimize key` prints and
     /// `[setpoints] hub_public_key` takes.
     pub fn to_text(&self) -> String {
         let mut s = String::with_capacity(PUBLIC_KEY_PREFIX.len() + 64);
@@ -142,7 +142,7 @@ impl VerifyKey {
     pub fn from_text(text: &str) -> Result<VerifyKey, ProtocolError> {
         let bad = |why: &str| {
             ProtocolError::Key(format!(
-                "{why}: a hub public key is `{PUBLIC_KEY_PREFIX}` and 64 hex digits (`apos-hub key public` prints it)"
+                "{why}: a hub public key is `{PUBLIC_KEY_PREFIX}` and 64 hex digits (`apos-hub optimize key` prints it)"
             ))
         };
         let hex = text

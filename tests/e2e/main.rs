@@ -7,6 +7,7 @@
 mod anomalies;
 mod browser;
 mod chaos;
+mod closed_loop;
 mod closed_loop_web;
 mod demo;
 mod disk_full;

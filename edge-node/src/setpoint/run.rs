@@ -236,6 +236,9 @@ struct Task {
     /// The last write time per tag, across moves (the rate limit).
     last_write: BTreeMap<String, i64>,
     last_seq: u64,
+    /// The id of the last recommendation accepted: a QoS 1 redelivery of it
+    /// is not a replay attack (ignored, not refused).
+    last_id: Option<String>,
     seq_db: Arc<std::sync::Mutex<Connection>>,
     view: Arc<RwLock<QueueView>>,
     refused: Vec<Refusal>,
@@ -274,6 +277,7 @@ pub async fn run(
         moves: BTreeMap::new(),
         last_write: BTreeMap::new(),
         last_seq,
+        last_id: None,
         seq_db: Arc::new(std::sync::Mutex::new(conn)),
         view,
         refused: Vec::new(),
@@ -416,8 +420,27 @@ impl Task {
             now_ms: now,
             last_seq: self.last_seq,
         };
+        if rec.seq == self.last_seq && self.last_id.as_deref() == Some(rec.id.as_str()) {
+            tracing::debug!(recommendation = %rec.id, "duplicate delivery ignored");
+            return;
+        }
         if let Err(e) = fresh.check(&rec) {
             return self.refuse(&rec.id, e.to_string()).await;
+        }
+        let max_pending = cfg.write_back.as_ref().map_or(0, |w| w.max_pending);
+        let pending = self
+            .queue
+            .list()
+            .iter()
+            .filter(|e| e.status == super::queue::Status::Pending)
+            .count();
+        if pending + rec.setpoints.len() > max_pending {
+            return self
+                .refuse(
+                    &rec.id,
+                    format!("{pending} proposals are waiting already ([setpoints] max_pending = {max_pending})"),
+                )
+                .await;
         }
         let conn = self.seq_db.clone();
         let seq = rec.seq;
@@ -435,6 +458,7 @@ impl Task {
                 .await;
         }
         self.last_seq = seq;
+        self.last_id = Some(rec.id.clone());
         self.audit(
             "hub",
             "recommendation_received",

@@ -33,7 +33,7 @@ pub(super) fn alarms(w: &WriteBack) -> Vec<AlarmDef> {
             stale_after: None,
             suppress_when: None,
             message: Some(format!(
-                "write to {} failed verification and was rolled back",
+                "a write to {} did not take and was rolled back (the audit log says why)",
                 s.tag
             )),
         })
@@ -57,7 +57,7 @@ impl Validator<'_> {
                 self.push(
                     first
                         .diag(first.span.clone(), "setpoint", "`[[setpoint]]` without `[setpoints]`")
-                        .help("add a `[setpoints]` section with `hub_public_key = \"ed25519:…\"` (`apos-hub key public` prints it)"),
+                        .help("add a `[setpoints]` section with `hub_public_key = \"ed25519:…\"` (`apos-hub optimize key` prints it)"),
                 );
                 return None;
             }
@@ -97,7 +97,9 @@ impl Validator<'_> {
                         "setpoints › hub_public_key",
                         "not an Ed25519 public key",
                     )
-                    .help("paste what `apos-hub key public` prints: `ed25519:` and 64 hex digits"),
+                    .help(
+                        "paste what `apos-hub optimize key` prints: `ed25519:` and 64 hex digits",
+                    ),
                 );
                 ok = false;
                 String::new()
@@ -107,7 +109,7 @@ impl Validator<'_> {
                     item,
                     "setpoints",
                     "hub_public_key",
-                    "paste what `apos-hub key public` prints on the hub: only recommendations signed by that key are queued",
+                    "paste what `apos-hub optimize key` prints on the hub: only recommendations signed by that key are queued",
                 );
                 ok = false;
                 String::new()
@@ -275,12 +277,30 @@ impl Validator<'_> {
         }
         let tolerance = match &r.tolerance {
             None => {
-                // A register's resolution, or f32 rounding at the bound.
+                // A register's resolution, or f32 rounding at the bound,
+                // and always below a tenth of a step (a step that did not
+                // take must not pass its read-back).
                 let scale = tag.map_or(0.0, |t| t.scale.abs());
                 let span = max.unwrap_or(1.0).abs().max(min.unwrap_or(0.0).abs());
-                scale.max(1e-4 * span)
+                scale
+                    .max(1e-4 * span)
+                    .min(max_step.unwrap_or(f64::INFINITY).abs() / 10.0)
             }
-            Some(t) if t.get_ref().is_finite() && *t.get_ref() >= 0.0 => *t.get_ref(),
+            Some(t)
+                if t.get_ref().is_finite()
+                    && *t.get_ref() >= 0.0
+                    && max_step.is_none_or(|s| *t.get_ref() < s) =>
+            {
+                *t.get_ref()
+            }
+            Some(t) if max_step.is_some_and(|s| *t.get_ref() >= s) => {
+                self.push(
+                    item.diag(t.span(), format!("{label} › tolerance"), "not below max_step")
+                        .help("a read-back within the tolerance verifies a step, so a step that did not take would pass: make it smaller than max_step (the register's resolution is usually right)"),
+                );
+                ok = false;
+                0.0
+            }
             Some(t) => {
                 self.push(item.diag(
                     t.span(),

@@ -199,7 +199,7 @@ impl OptimizeDb {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET status = ?2, status_ms = ?3, status_note = ?4,
-                        applied_ms = coalesce(?5, applied_ms) WHERE id = ?1",
+                        applied_ms = coalesce(applied_ms, ?5) WHERE id = ?1",
                 params![id, status, at_ms, note, applied_ms],
             )
             .map(|_| ())

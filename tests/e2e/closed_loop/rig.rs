@@ -334,7 +334,7 @@ fn setpoints_toml(hub_key: &str, max: f64) -> String {
 /// The plant, the broker and an edge reading the plant over Modbus TCP,
 /// syncing to the broker, with the HMI and `[setpoints]`.
 pub struct Rig {
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     pub plant: PlantHandle,
     plant_cancel: CancellationToken,
     pub broker: Broker,
@@ -405,7 +405,7 @@ impl Rig {
             .unwrap();
         let hmi = edge.hmi.as_ref().expect("[hmi] starts the HMI").local_addr;
         let mut rig = Rig {
-            dir,
+            _dir: dir,
             plant,
             plant_cancel,
             broker,
@@ -434,11 +434,15 @@ impl Rig {
     /// Wait until the edge reads the setpoint and a running unit and is
     /// connected to the broker; the setpoint's value.
     async fn ready(&self) -> f64 {
-        let v = until("the edge reads the plant", Duration::from_secs(30), || async {
-            let running = self.live("unit.state").await == Some(2.0)
-                && self.live("unit.running").await == Some(1.0);
-            self.live(TAG).await.filter(|_| running)
-        })
+        let v = until(
+            "the edge reads the plant",
+            Duration::from_secs(30),
+            || async {
+                let running = self.live("unit.state").await == Some(2.0)
+                    && self.live("unit.running").await == Some(1.0);
+                self.live(TAG).await.filter(|_| running)
+            },
+        )
         .await;
         until("the edge's MQTT link", Duration::from_secs(30), || async {
             self.edge()

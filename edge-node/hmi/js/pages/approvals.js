@@ -9,6 +9,7 @@
 import { h, clear, setText, openDialog, field } from '/common/js/dom.js';
 import { post, seg } from '/common/js/api.js';
 import { fmtValueUnit, fmtNumber, fmtAge, fmtStamp, fmtDuration } from '/common/js/format.js';
+import { session } from '/common/js/session.js';
 import { panel, errorText, scrollWrap } from '../ui.js';
 
 const STATE_TEXT = {
@@ -31,6 +32,13 @@ function outcomeText(o) {
     case 'aborted': return `not started: ${o.reason}`;
     default: return o.kind;
   }
+}
+
+// Analysts rank with operators but do not approve plant writes (the API
+// answers 403): no buttons for them.
+function mayApprove(ctx) {
+  const s = session();
+  return ctx.can('operator') && !(s && s.role === 'analyst');
 }
 
 export function mount(root, ctx) {
@@ -155,7 +163,7 @@ export function mount(root, ctx) {
       h('span', { class: 'h-extra', text: STATE_TEXT[state] || state }),
       state === 'pending' ? h('span', { class: 'h-extra', 'data-testid': 'sp-expires', 'data-expires': String(p.expires_ms) }) : null);
     const box = h('article', { class: 'sp-card', 'data-testid': 'approval-card', 'data-id': p.id, 'data-state': state }, head, dl);
-    if (state === 'pending' && ctx.can('operator')) {
+    if (state === 'pending' && mayApprove(ctx)) {
       box.append(h('div', { class: 'a-actions' },
         h('button', { type: 'button', class: 'btn btn-primary', 'data-write': '', 'data-testid': 'approve-button', text: engineer ? 'Approve / edit…' : 'Approve…', onclick: () => approveDialog(e) }),
         h('button', { type: 'button', class: 'btn', 'data-write': '', 'data-testid': 'reject-button', text: 'Reject…', onclick: () => rejectDialog(e) })));

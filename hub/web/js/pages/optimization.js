@@ -89,14 +89,20 @@ export function mount(root) {
   root.append(h('h1', { class: 'sr-only', text: 'Optimization' }), err, problemsBox,
     panel('Runs (newest first)', scrollWrap(runs.table, 'Optimization runs')), keyNote);
 
+  // What "Run now" answered, per problem: load() rebuilds the panels (right
+  // after the run and every 10 s), which would otherwise wipe it at once.
+  const said = new Map();
+
   async function runNow(name, btn, status) {
     btn.disabled = true;
     setText(status, 'Running…');
     try {
       const r = await api(`/api/v1/optimization/${seg(name)}/run`, { method: 'POST', body: {} });
-      setText(status, r.outcome === 'ok' ? `${r.id}: ${STATUS_TEXT[r.status] || r.status}. ${r.status_note}` : `${r.id} failed: ${r.error}`);
+      said.set(name, r.outcome === 'ok' ? `${r.id}: ${STATUS_TEXT[r.status] || r.status}. ${r.status_note}` : `${r.id} failed: ${r.error}`);
+      setText(status, said.get(name));
       await load();
     } catch (e) {
+      said.delete(name);
       setText(status, '');
       showError(err, e, 'Not run: ');
     } finally {
@@ -113,7 +119,7 @@ export function mount(root) {
     clear(problemsBox);
     if (!d.items.length) problemsBox.append(panel('Optimization', h('p', { class: 'muted', text: 'No optimization problems are configured ([[optimization]] in hub.toml; docs/optimization.md).' })));
     for (const p of d.items) {
-      const status = h('span', { class: 'muted', 'aria-live': 'polite', 'data-testid': 'opt-run-status' });
+      const status = h('span', { class: 'muted', 'aria-live': 'polite', 'data-testid': 'opt-run-status', text: said.get(p.name) || '' });
       const btn = h('button', { type: 'button', class: 'btn', 'data-testid': 'opt-run', 'data-problem': p.name, text: 'Run now' });
       btn.addEventListener('click', () => runNow(p.name, btn, status));
       const last = p.last;
@@ -134,7 +140,7 @@ export function mount(root) {
           h('li', { text: `Models: ${p.outputs.join('; ')}` }),
           h('li', { text: `Objective: ${p.terms.join(' + ')}` }),
           h('li', { text: `Constraints: ${p.constraints.join('; ') || 'none'} (safety margin ${p.margin_sigmas} σ of fitted models)` }),
-          h('li', { text: `Runs: ${p.every_s ? `every ${Math.round(p.every_s / 60)} min` : 'on demand'}${p.triggers.length ? `, and when ${p.triggers.join(' or ')}` : ''}; ${p.send ? 'sent to the edge for approval' : 'not sent'}` })));
+          h('li', { text: `Runs: ${p.every_s ? `every ${p.every_s < 120 ? `${p.every_s} s` : `${Math.round(p.every_s / 60)} min`}` : 'on demand'}${p.triggers.length ? `, and when ${p.triggers.join(' or ')}` : ''}; ${p.send ? 'sent to the edge for approval' : 'not sent'}` })));
       problemsBox.append(panel(head, can('analyst') ? h('div', { class: 'toolbar' }, btn, status) : '', lastBox, cfg));
     }
     clear(runs.tbody);
