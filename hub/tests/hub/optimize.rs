@@ -292,7 +292,6 @@ max = 180.0
                     }
                 })
                 .collect();
-            seq += 1;
             s.ingest(&[Incoming {
                 site: "s".into(),
                 node: "n".into(),
