@@ -279,6 +279,12 @@ async fn main() -> anyhow::Result<()> {
             }
         );
     }
+    if let (Some(url), Some(h)) = (hub.web_url(), &edge.hmi) {
+        println!(
+            "  setpoint optimization:        {url}#/optimization (cdu-margin every 5 min, or Run now as analyst) → approve on {}#/approvals as operator",
+            h.url()
+        );
+    }
     println!(
         "  live values are logged below every {}; Ctrl-C stops.",
         humantime::format_duration(args.print_every)
