@@ -206,6 +206,19 @@ impl OptimizeDb {
         })
     }
 
+    /// Sent runs the edge never queued before they expired (it was offline:
+    /// its MQTT session is clean, so nothing waits for it at the broker).
+    pub fn expire_undelivered(&self, now_ms: i64) -> Result<usize, DbError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = 'expired', status_ms = ?1,
+                        status_note = 'not queued at the edge before it expired (was the edge offline?)'
+                 WHERE status = 'sent' AND expires_ms IS NOT NULL AND expires_ms <= ?1",
+                [now_ms],
+            )
+        })
+    }
+
     pub fn set_realized(&self, id: &str, realized: &serde_json::Value) -> Result<(), DbError> {
         self.with(|c| {
             c.execute(

@@ -119,6 +119,9 @@ async fn triggered(
 
 /// Map the edges' new audit entries onto the runs they concern.
 pub async fn follow(opt: &Arc<Optimizer>) -> Result<(), String> {
+    opt.db
+        .expire_undelivered(now_ms())
+        .map_err(|e| e.to_string())?;
     let nodes: std::collections::BTreeSet<(String, String)> = opt
         .config
         .problems
@@ -130,10 +133,7 @@ pub async fn follow(opt: &Arc<Optimizer>) -> Result<(), String> {
         let reads = opt.reads.clone();
         let (s2, n2) = (site.clone(), node.clone());
         let entries = tokio::task::spawn_blocking(move || {
-            let mut v = reads.read(|s| s.audit_after(&s2, &n2, "setpoint_", after))?;
-            v.extend(reads.read(|s| s.audit_after(&s2, &n2, "recommendation_", after))?);
-            v.sort_by_key(|e| e.aseq);
-            Ok::<_, crate::store::StoreError>(v)
+            reads.read(|s| s.audit_after(&s2, &n2, &["setpoint_", "recommendation_"], after))
         })
         .await
         .map_err(|e| e.to_string())?

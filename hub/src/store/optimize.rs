@@ -124,21 +124,29 @@ impl Store {
         Ok(out)
     }
 
-    /// A node's audit entries whose action starts with `prefix`, after
-    /// sequence `after`, oldest first.
+    /// A node's audit entries whose action starts with one of `prefixes`,
+    /// after sequence `after`, oldest first, at most 10,000 (one query, so
+    /// the next read continues exactly where this one stopped).
     pub fn audit_after(
         &self,
         site: &str,
         node: &str,
-        prefix: &str,
+        prefixes: &[&str],
         after: u64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let mut st = self.conn.prepare(
             "SELECT aseq, ts_ms, actor, action, target, detail FROM audit
-             WHERE site = ?1 AND node = ?2 AND starts_with(action, ?3) AND aseq > ?4
+             WHERE site = ?1 AND node = ?2 AND aseq > ?4
+               AND list_bool_or(list_transform(?3::VARCHAR[], lambda p: starts_with(action, p)))
              ORDER BY aseq LIMIT 10000",
         )?;
-        let rows = st.query_map(params![site, node, prefix, after], |r| {
+        let list = duckdb::types::Value::List(
+            prefixes
+                .iter()
+                .map(|p| duckdb::types::Value::Text((*p).to_owned()))
+                .collect(),
+        );
+        let rows = st.query_map(params![site, node, list, after], |r| {
             Ok(AuditEntry {
                 aseq: r.get(0)?,
                 ts_ms: r.get(1)?,

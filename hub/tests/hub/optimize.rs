@@ -313,3 +313,67 @@ max = 180.0
         assert!(e.contains("step-test it or supply a model"), "{e}");
     }
 }
+
+/// The optimizer follows an edge's write-back through its audit entries:
+/// only the `setpoint_` and `recommendation_` ones, in order, from where it
+/// stopped.
+#[test]
+fn audit_entries_are_read_by_prefix_from_a_position() {
+    use hub::store::{Incoming, Store};
+    use protocol::v1::{AuditRecord, Batch, Body};
+    let mut s = Store::open_in_memory().unwrap();
+    let actions = [
+        "login",
+        "setpoint_proposed",
+        "alarm_ack",
+        "recommendation_refused",
+        "setpoint_finished",
+    ];
+    let records = actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AuditRecord {
+            seq: i as u64 + 1,
+            ts_ms: 1_799_000_000_000 + i as i64,
+            actor: "system".into(),
+            action: (*a).into(),
+            target: "m-1:t".into(),
+            detail: String::new(),
+            addr: String::new(),
+            hash: format!("{i:064x}"),
+        })
+        .collect();
+    s.ingest(&[Incoming {
+        site: "s".into(),
+        node: "n".into(),
+        raw: bytes::Bytes::new(),
+        received_ms: 0,
+        batch: Batch {
+            seq: 1,
+            created_ms: 0,
+            body: Body::Audit(records),
+        },
+    }])
+    .unwrap();
+    let got: Vec<(u64, String)> = s
+        .audit_after("s", "n", &["setpoint_", "recommendation_"], 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.aseq, e.action))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (2, "setpoint_proposed".to_owned()),
+            (4, "recommendation_refused".to_owned()),
+            (5, "setpoint_finished".to_owned()),
+        ]
+    );
+    let later = s.audit_after("s", "n", &["setpoint_"], 2).unwrap();
+    assert_eq!(later.iter().map(|e| e.aseq).collect::<Vec<_>>(), vec![5]);
+    assert!(
+        s.audit_after("s", "other", &["setpoint_"], 0)
+            .unwrap()
+            .is_empty()
+    );
+}
