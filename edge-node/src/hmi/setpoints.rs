@@ -14,7 +14,7 @@ use web::problem::Problem;
 use web::routes::Caller;
 
 use super::St;
-use crate::setpoint::run::Command;
+use crate::setpoint::run::{Command, Refused};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,20 +82,16 @@ fn plant_role(caller: &Caller) -> Option<Response> {
     })
 }
 
-fn answer(r: Result<(), String>) -> Response {
-    match r {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) if e.starts_with("no proposal") => {
-            Problem::new(StatusCode::NOT_FOUND, e).into_response()
-        }
-        Err(e) if e.contains("may not") || e.contains("role") => {
-            Problem::new(StatusCode::FORBIDDEN, e).into_response()
-        }
-        Err(e) if e.contains("not running") || e.contains("stopped") => {
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, e).into_response()
-        }
-        Err(e) => Problem::new(StatusCode::CONFLICT, e).into_response(),
-    }
+fn answer(r: Result<(), Refused>) -> Response {
+    let (status, m) = match r {
+        Ok(()) => return StatusCode::NO_CONTENT.into_response(),
+        Err(Refused::NotFound(m)) => (StatusCode::NOT_FOUND, m),
+        Err(Refused::Forbidden(m)) => (StatusCode::FORBIDDEN, m),
+        Err(Refused::BadRequest(m)) => (StatusCode::BAD_REQUEST, m),
+        Err(Refused::Conflict(m)) => (StatusCode::CONFLICT, m),
+        Err(Refused::Unavailable(m)) => (StatusCode::SERVICE_UNAVAILABLE, m),
+    };
+    Problem::new(status, m).into_response()
 }
 
 /// Approve (operator), or edit and approve (engineer).

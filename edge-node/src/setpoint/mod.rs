@@ -27,6 +27,7 @@
 //! actions. The queue is in memory; the audit log the caller writes from
 //! the events is the durable record.
 
+pub mod handle;
 pub mod queue;
 pub mod run;
 pub mod safety;

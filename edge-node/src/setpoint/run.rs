@@ -27,149 +27,24 @@ use drivers::{DriverHandle, Quality, Sample, Timestamp, Value, WriteRequest};
 use firmware_config::{EdgeConfig, SetpointDef, Transport};
 use protocol::recommend::{Freshness, VerifyKey};
 use rusqlite::{Connection, OptionalExtension};
-use serde::Serialize;
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use web::access::Role;
 use web::audit::{AuditLog, NewAudit};
 
-use super::queue::{ApprovalQueue, Entry, Event, Proposal};
+pub use super::handle::{
+    Channels, Command, EntryView, LimitView, MoveView, QueueView, Refusal, Refused, SetpointHandle,
+    channels,
+};
+use super::queue::{ApprovalQueue, Event, Proposal};
 use super::safety::{Action, Check, Interlock, Limits, Move, MoveError, Observation, Outcome};
 use crate::pipeline::LiveTable;
 
-/// Recommendations waiting to be checked; more are dropped (the hub
-/// proposes again).
-pub const REC_QUEUE: usize = 16;
 const TICK: Duration = Duration::from_millis(200);
 /// A device write that takes longer counts as failed (the driver's own
 /// timeout is shorter).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A move held this long by a closed gate gives up.
 const HOLD_TIMEOUT_MS: i64 = 10 * 60_000;
-
-/// What the HMI asks.
-#[derive(Debug)]
-pub enum Command {
-    Approve {
-        id: String,
-        user: String,
-        role: Role,
-        value: Option<f64>,
-        comment: Option<String>,
-        addr: String,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    Reject {
-        id: String,
-        user: String,
-        role: Role,
-        comment: String,
-        addr: String,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-}
-
-/// One setpoint's edge limits, as the HMI shows them.
-#[derive(Debug, Clone, Serialize)]
-pub struct LimitView {
-    pub tag: String,
-    pub unit: Option<String>,
-    pub min: f64,
-    pub max: f64,
-    pub max_step: f64,
-    pub min_interval_s: f64,
-    pub interlocks: Vec<String>,
-}
-
-/// A move in progress.
-#[derive(Debug, Clone, Serialize)]
-pub struct MoveView {
-    pub start: f64,
-    pub target: f64,
-    pub last_verified: f64,
-    pub steps_verified: u32,
-    /// Why it waits, when it does.
-    pub waiting: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EntryView {
-    #[serde(flatten)]
-    pub entry: Entry,
-    #[serde(rename = "move")]
-    pub moving: Option<MoveView>,
-}
-
-/// A recommendation the edge would not queue.
-#[derive(Debug, Clone, Serialize)]
-pub struct Refusal {
-    pub at_ms: i64,
-    pub id: String,
-    pub reason: String,
-}
-
-/// What the HMI reads.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct QueueView {
-    pub enabled: bool,
-    pub entries: Vec<EntryView>,
-    pub limits: Vec<LimitView>,
-    /// Newest first, at most 20.
-    pub refused: Vec<Refusal>,
-    pub last_seq: u64,
-}
-
-/// The HMI's side.
-#[derive(Debug, Clone)]
-pub struct SetpointHandle {
-    commands: mpsc::Sender<Command>,
-    view: Arc<RwLock<QueueView>>,
-}
-
-impl SetpointHandle {
-    pub fn view(&self) -> QueueView {
-        self.view.read().map(|v| v.clone()).unwrap_or_default()
-    }
-
-    pub async fn command(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command,
-    ) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| "the setpoint task is not running".to_owned())?;
-        rx.await
-            .map_err(|_| "the setpoint task stopped".to_owned())?
-    }
-}
-
-/// The task's inputs, made before the HMI starts (it needs the handle).
-#[derive(Debug)]
-pub struct Channels {
-    pub handle: SetpointHandle,
-    pub recs_tx: mpsc::Sender<bytes::Bytes>,
-    recs: mpsc::Receiver<bytes::Bytes>,
-    commands: mpsc::Receiver<Command>,
-    view: Arc<RwLock<QueueView>>,
-}
-
-pub fn channels() -> Channels {
-    let (recs_tx, recs) = mpsc::channel(REC_QUEUE);
-    let (ctx, commands) = mpsc::channel(16);
-    let view = Arc::new(RwLock::new(QueueView::default()));
-    Channels {
-        handle: SetpointHandle {
-            commands: ctx,
-            view: view.clone(),
-        },
-        recs_tx,
-        recs,
-        commands,
-        view,
-    }
-}
 
 /// What the task drives.
 #[derive(Debug)]
@@ -514,7 +389,7 @@ impl Task {
                     .queue
                     .approve(&id, &user, role, value, comment.as_deref(), now)
                 {
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(Refused::from(e)),
                     Ok(a) => {
                         self.audit_events(&a.events, &addr).await;
                         self.start_move(&a.id, &a.tag, a.value).await
@@ -535,7 +410,7 @@ impl Task {
                         self.audit_events(&events, &addr).await;
                         Ok(())
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(Refused::from(e)),
                 };
                 let _ = reply.send(r);
             }
@@ -544,7 +419,7 @@ impl Task {
 
     /// The start value is the tag's latest Good reading: the plant's
     /// value, not the hub's.
-    async fn start_move(&mut self, id: &str, tag: &str, value: f64) -> Result<(), String> {
+    async fn start_move(&mut self, id: &str, tag: &str, value: f64) -> Result<(), Refused> {
         let now = now_ms();
         let Some(def) = self.def(tag) else {
             let ev = self
@@ -558,7 +433,9 @@ impl Task {
                 )
                 .unwrap_or_default();
             self.audit_events(&ev, "").await;
-            return Err(format!("{tag} is not a writable setpoint on this edge"));
+            return Err(Refused::Conflict(format!(
+                "{tag} is not a writable setpoint on this edge"
+            )));
         };
         let sample = self.parts.live.read().await.get(tag).cloned();
         let start = match &sample {
@@ -599,7 +476,9 @@ impl Task {
                     .unwrap_or_default();
                 self.audit_events(&ev, "").await;
                 // Approved and audited, but nothing to move: tell the operator why.
-                Err(format!("approved, but not started: {reason}"))
+                Err(Refused::Conflict(format!(
+                    "approved, but not started: {reason}"
+                )))
             }
         }
     }
