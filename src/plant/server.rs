@@ -91,9 +91,11 @@ impl Faults {
         if self.ignore_writes.load(Ordering::SeqCst) {
             return WriteMode::Ignore;
         }
-        match f64::from_bits(self.alter_writes.load(Ordering::SeqCst)) {
-            d if d == 0.0 => WriteMode::Apply,
-            d => WriteMode::Offset(d),
+        let d = f64::from_bits(self.alter_writes.load(Ordering::SeqCst));
+        if d == 0.0 {
+            WriteMode::Apply
+        } else {
+            WriteMode::Offset(d)
         }
     }
 }

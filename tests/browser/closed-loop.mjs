@@ -270,7 +270,8 @@ try {
       const d = p[i].v - p[i - 1].v;
       check(Math.abs(d) <= lim.max_step + TOL, `${tag} moved ${d} at once (max_step ${lim.max_step}): ${values.join(' → ')}`);
       check(Math.sign(d) === dir, `${tag} moved away from its target ${approved}: ${values.join(' → ')}`);
-      const gap = p[i].ms - p[i - 1].ms;
+      // p[0] is when recording began, not a write: gaps between changes only.
+      const gap = i >= 2 ? p[i].ms - p[i - 1].ms : Infinity;
       check(gap >= lim.min_interval_s * 1000 - GAP_SLACK_MS, `${tag} changed twice within ${gap} ms (min_interval ${lim.min_interval_s} s): ${values.join(' → ')}`);
     }
     check(p.length - 1 >= Math.ceil(Math.abs(approved - start) / lim.max_step - 1e-9), `${tag} needed at least ${Math.ceil(Math.abs(approved - start) / lim.max_step)} steps: ${values.join(' → ')}`);

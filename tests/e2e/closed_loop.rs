@@ -21,7 +21,7 @@ use protocol::recommend::SigningKey;
 use serde_json::{Value as J, json};
 
 use rig::{
-    Broker, HubRun, MAX_STEP, MIN_INTERVAL, PROBLEM, Recorder, Rig, Session, TAG, TOLERANCE,
+    Broker, HubRun, MAX_STEP, MIN_INTERVAL, PROBE, PROBLEM, Recorder, Rig, Session, TAG, TOLERANCE,
     now_ms, recommendation, seal, until,
 };
 
@@ -262,16 +262,18 @@ async fn the_hubs_recommendation_is_approved_and_ramped_into_the_plant() {
     // The edge's audit reaches the hub through the outbox; the hub maps it
     // onto its run.
     let path = format!("/api/v1/optimization/runs/{run_id}");
-    let path = &path;
-    let hub_run = until(
-        "the hub's run completed",
-        Duration::from_secs(60),
-        || async move {
-            let v = analyst.json(path).await;
-            (v["status"] == "completed").then_some(v)
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let hub_run = loop {
+        let v = analyst.json(&path).await;
+        if v["status"] == "completed" {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hub's run is not completed after 60 s: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(hub_run["applied_ms"].as_i64().is_some(), "{hub_run}");
     hub.stop().await;
     rig.stop().await;
@@ -322,23 +324,35 @@ async fn a_proposal_beyond_the_edges_limit_is_clamped_and_written_no_further() {
     rig.stop().await;
 }
 
+/// The edge's refusals, newest first, but for [`Rig::probe`]'s.
+async fn refusals(viewer: &Session) -> Vec<J> {
+    let v = viewer.json("/api/v1/setpoints").await;
+    v["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"].as_str().is_none_or(|id| !id.starts_with(PROBE)))
+        .cloned()
+        .collect()
+}
+
 /// The newest refusal, once there are more than `before`.
 async fn next_refusal(viewer: &Session, before: usize) -> J {
     until("a refusal", Duration::from_secs(20), || async move {
-        let v = viewer.json("/api/v1/setpoints").await;
-        let r = v["refused"].as_array()?;
+        let r = refusals(viewer).await;
         (r.len() > before).then(|| r[0].clone())
     })
     .await
 }
 
 async fn refused_count(viewer: &Session) -> usize {
-    let v = viewer.json("/api/v1/setpoints").await;
-    v["refused"].as_array().map_or(0, Vec::len)
+    refusals(viewer).await.len()
 }
 
-/// Expired, signed with another key, the same bytes again (a replay), a
-/// lower sequence number: each refused with its reason, none queued.
+/// Expired, signed with another key, an earlier recommendation's bytes
+/// again (a replay), a lower sequence number: each refused with its reason,
+/// none queued. The same bytes as the last one accepted (a QoS 1
+/// redelivery) are ignored: neither queued twice nor refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_forged_replayed_and_older_recommendations_are_refused() {
     let (_, key) = SigningKey::generate().unwrap();
@@ -350,7 +364,7 @@ async fn expired_forged_replayed_and_older_recommendations_are_refused() {
     // The probe is a valid signature on an expired recommendation.
     let r = rig.probe(&key, 5, &viewer).await;
     assert!(r["reason"].as_str().unwrap().contains("expired"), "{r}");
-    assert_eq!(r["id"], "probe");
+    assert!(r["id"].as_str().unwrap().starts_with(PROBE), "{r}");
     let v = viewer.json("/api/v1/setpoints").await;
     assert_eq!(v["entries"], json!([]), "an expired one is not queued: {v}");
     assert_eq!(v["last_seq"], 0, "nor its sequence number taken: {v}");
@@ -362,28 +376,41 @@ async fn expired_forged_replayed_and_older_recommendations_are_refused() {
     let r = next_refusal(&viewer, n).await;
     assert!(r["reason"].as_str().unwrap().contains("signature"), "{r}");
 
-    let (_, genuine) = seal(&recommendation(7, "genuine", start, start + 5.0), &key);
-    rig.broker.publish(&topic, &genuine).await;
+    let (_, first) = seal(&recommendation(7, "first", start, start + 5.0), &key);
+    rig.broker.publish(&topic, &first).await;
     in_state(
         &viewer,
-        &format!("genuine:{TAG}"),
+        &format!("first:{TAG}"),
+        "pending",
+        Duration::from_secs(20),
+    )
+    .await;
+    let (_, second) = seal(&recommendation(8, "second", start, start + 4.0), &key);
+    rig.broker.publish(&topic, &second).await;
+    in_state(
+        &viewer,
+        &format!("second:{TAG}"),
         "pending",
         Duration::from_secs(20),
     )
     .await;
 
     let n = refused_count(&viewer).await;
-    rig.broker.publish(&topic, &genuine).await;
+    rig.broker.publish(&topic, &first).await;
     let r = next_refusal(&viewer, n).await;
-    assert_eq!(r["id"], "genuine", "{r}");
+    assert_eq!(r["id"], "first", "{r}");
     assert!(
         r["reason"]
             .as_str()
             .unwrap()
-            .contains("sequence 7 is not above 7"),
+            .contains("sequence 7 is not above 8"),
         "a replay: {r}"
     );
 
+    // A redelivery of the last one, then an older one: the older one's
+    // refusal comes next (messages are taken in order), none for the
+    // redelivery.
+    rig.broker.publish(&topic, &second).await;
     let (_, older) = seal(&recommendation(6, "older", start, start + 10.0), &key);
     rig.broker.publish(&topic, &older).await;
     let r = next_refusal(&viewer, n + 1).await;
@@ -392,23 +419,37 @@ async fn expired_forged_replayed_and_older_recommendations_are_refused() {
         r["reason"]
             .as_str()
             .unwrap()
-            .contains("sequence 6 is not above 7"),
+            .contains("sequence 6 is not above 8"),
         "{r}"
     );
+    assert_eq!(refused_count(&viewer).await, n + 2);
 
     let v = viewer.json("/api/v1/setpoints").await;
-    let ids: Vec<&str> = v["entries"]
+    let states: Vec<(&str, &str)> = v["entries"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|e| e["proposal"]["id"].as_str())
+        .filter_map(|e| {
+            Some((
+                e["proposal"]["id"].as_str()?,
+                e["status"]["state"].as_str()?,
+            ))
+        })
         .collect();
-    assert_eq!(ids, vec![format!("genuine:{TAG}")], "{v}");
-    assert_eq!(v["last_seq"], 7, "{v}");
+    let (first_id, second_id) = (format!("first:{TAG}"), format!("second:{TAG}"));
+    assert_eq!(
+        states,
+        vec![
+            (second_id.as_str(), "pending"),
+            (first_id.as_str(), "superseded")
+        ],
+        "{v}"
+    );
+    assert_eq!(v["last_seq"], 8, "{v}");
     let admin = rig.session("admin").await;
     let trail = audit(&admin, "").await;
     let count = |a: &str| trail.iter().filter(|e| e["action"] == a).count();
-    assert_eq!(count("recommendation_received"), 1, "{trail:#?}");
+    assert_eq!(count("recommendation_received"), 2, "{trail:#?}");
     assert!(count("recommendation_refused") >= 4, "{trail:#?}");
     assert_eq!(rig.sp(), start, "nothing was written");
     rig.stop().await;

@@ -31,6 +31,8 @@ pub const MAX_STEP: f64 = 5.0;
 pub const MIN_INTERVAL: Duration = Duration::from_millis(1500);
 pub const TOLERANCE: f64 = 0.01;
 const NODE_KEY: &str = "closed-loop-node-key-0123456789";
+/// The id prefix of [`Rig::probe`]'s recommendations.
+pub const PROBE: &str = "probe";
 
 /// Poll `f` every 100 ms until it gives a value or `timeout` passes.
 pub async fn until<T, Fut>(what: &str, timeout: Duration, mut f: impl FnMut() -> Fut) -> T
@@ -475,14 +477,16 @@ impl Rig {
     /// Publish an expired recommendation until the edge refuses it: then
     /// its subscription to the `rec` topic stands (a message published
     /// before it is lost). Expiry is checked before anything is stored, so
-    /// `seq` stays free for the test. The refusal's reason.
+    /// `seq` stays free for the test. Each attempt's id starts with
+    /// [`PROBE`] (a slow edge may refuse two). The refusal.
     pub async fn probe(&self, key: &SigningKey, seq: u64, viewer: &Session) -> J {
-        let mut rec = recommendation(seq, "probe", self.start_value, self.start_value + 1.0);
-        rec.issued_ms -= 120_000;
-        rec.expires_ms = rec.issued_ms + 60_000;
-        let (topic, bytes) = seal(&rec, key);
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        for attempt in 1.. {
+            let id = format!("{PROBE}-{attempt}");
+            let mut rec = recommendation(seq, &id, self.start_value, self.start_value + 1.0);
+            rec.issued_ms -= 120_000;
+            rec.expires_ms = rec.issued_ms + 60_000;
+            let (topic, bytes) = seal(&rec, key);
             self.broker.publish(&topic, &bytes).await;
             for _ in 0..10 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -496,6 +500,7 @@ impl Rig {
                 "the edge never answered a recommendation on its rec topic"
             );
         }
+        unreachable!()
     }
 
     pub async fn stop(mut self) {
