@@ -281,6 +281,53 @@ pub fn load(path: &Path) -> Result<HubConfig, ConfigError> {
 }
 
 /// Validate configuration text (for tests and `validate`).
+/// `[[optimization]]` problems alone (what `POST /api/v1/optimization`
+/// takes), validated exactly like the file's, errors located in `text`
+/// under the name `source`. `storage_path` is the hub's (for nothing but
+/// the default key path, which is not used here).
+pub fn parse_problems(
+    source: &Path,
+    text: &str,
+    storage_path: &Path,
+) -> Result<Vec<ProblemConfig>, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawProblems {
+        #[serde(default, rename = "optimization")]
+        optimizations: Vec<Spanned<optimize::RawProblem>>,
+    }
+    let raw: RawProblems = toml::from_str(text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        ConfigError::Invalid(format!(
+            "error: {}\n  --> {}:{line}:{col}\n   = help: send [[optimization]] tables as in docs/optimization.md",
+            e.message().trim(),
+            source.display()
+        ))
+    })?;
+    let mut c = Ctx {
+        path: source,
+        text,
+        errors: Vec::new(),
+    };
+    if raw.optimizations.is_empty() {
+        return Err(ConfigError::Invalid(
+            "no [[optimization]] table: send one or more, as in docs/optimization.md".into(),
+        ));
+    }
+    let problems = optimize::validate(&mut c, None, &raw.optimizations, storage_path)
+        .map(|o| o.problems)
+        .unwrap_or_default();
+    if !c.errors.is_empty() {
+        let n = c.errors.len();
+        return Err(ConfigError::Invalid(format!(
+            "{}\n{n} problem{} found; nothing was changed.",
+            c.errors.join("\n\n"),
+            if n == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(problems)
+}
+
 pub fn parse(path: &Path, text: &str) -> Result<HubConfig, ConfigError> {
     let raw: RawHub = toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));

@@ -43,6 +43,13 @@ CREATE TABLE IF NOT EXISTS node_seq (
     seq  INTEGER NOT NULL,
     PRIMARY KEY (site, node)
 );
+-- problems defined through the API: the TOML text that defined each
+CREATE TABLE IF NOT EXISTS problems (
+    name  TEXT PRIMARY KEY,
+    toml  TEXT NOT NULL,
+    by    TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
 -- the last edge audit entry read per node
 CREATE TABLE IF NOT EXISTS audit_read (
     site TEXT NOT NULL,
@@ -203,6 +210,40 @@ impl OptimizeDb {
                 params![id, status, at_ms, note, applied_ms],
             )
             .map(|_| ())
+        })
+    }
+
+    /// Problems defined through the API: name, TOML, by, at.
+    pub fn stored_problems(&self) -> Result<Vec<(String, String, String, i64)>, DbError> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT name, toml, by, at_ms FROM problems ORDER BY at_ms, name")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect()
+        })
+    }
+
+    pub fn store_problem(
+        &self,
+        name: &str,
+        toml: &str,
+        by: &str,
+        at_ms: i64,
+    ) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO problems (name, toml, by, at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET toml = excluded.toml, by = excluded.by, at_ms = excluded.at_ms",
+                params![name, toml, by, at_ms],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn remove_problem(&self, name: &str) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute("DELETE FROM problems WHERE name = ?1", params![name])
+                .map(|_| ())
         })
     }
 

@@ -54,10 +54,43 @@ pub enum OptimizeError {
     Db(#[from] db::DbError),
 }
 
+/// Where a problem was defined.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// The hub's configuration file (changed there, applied at restart).
+    Config,
+    /// `POST /api/v1/optimization` (kept in `optimize.db`).
+    Api { by: String, at_ms: i64 },
+}
+
+/// A problem and where it came from.
+#[derive(Debug, Clone)]
+pub struct Defined {
+    pub problem: ProblemConfig,
+    pub source: Source,
+}
+
+/// Why a problem could not be defined or removed through the API.
+#[derive(Debug, thiserror::Error)]
+pub enum DefineError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0:?} is defined in the hub's configuration file: change it there")]
+    FromConfig(String),
+    #[error("no optimization problem named {0:?}")]
+    Unknown(String),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+}
+
 /// The hub's optimizer: problems, key, run log, and the way out to MQTT.
 #[derive(Debug)]
 pub struct Optimizer {
     pub config: Optimization,
+    /// The file's problems, then those defined through the API.
+    problems: std::sync::RwLock<Vec<Defined>>,
+    storage_path: std::path::PathBuf,
     key: SigningKey,
     pub db: OptimizeDb,
     reads: Arc<ReadPool>,
@@ -128,7 +161,39 @@ impl Optimizer {
     ) -> Result<Optimizer, OptimizeError> {
         let key = load_or_create_key(&config.key_file)?;
         let db = OptimizeDb::open(&storage_path.with_file_name("optimize.db"))?;
+        let mut problems: Vec<Defined> = config
+            .problems
+            .iter()
+            .map(|p| Defined {
+                problem: p.clone(),
+                source: Source::Config,
+            })
+            .collect();
+        for (name, text, by, at_ms) in db.stored_problems()? {
+            let from = Path::new("optimize.db");
+            match crate::config::parse_problems(from, &text, storage_path) {
+                Ok(ps) => match ps.into_iter().find(|p| p.name == name) {
+                    Some(p) if !problems.iter().any(|d| d.problem.name == name) => {
+                        problems.push(Defined {
+                            problem: p,
+                            source: Source::Api { by, at_ms },
+                        })
+                    }
+                    Some(_) => {
+                        tracing::warn!(problem = %name, "a problem defined through the API is now also in the configuration file; the file's wins")
+                    }
+                    None => {
+                        tracing::error!(problem = %name, "a stored problem lost its definition")
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(problem = %name, error = %e, "a problem defined through the API no longer validates; it is not run")
+                }
+            }
+        }
         Ok(Optimizer {
+            problems: std::sync::RwLock::new(problems),
+            storage_path: storage_path.to_path_buf(),
             config,
             key,
             db,
@@ -138,8 +203,65 @@ impl Optimizer {
         })
     }
 
-    pub fn problem(&self, name: &str) -> Option<&ProblemConfig> {
-        self.config.problems.iter().find(|p| p.name == name)
+    pub fn problem(&self, name: &str) -> Option<ProblemConfig> {
+        self.problems()
+            .into_iter()
+            .find(|d| d.problem.name == name)
+            .map(|d| d.problem)
+    }
+
+    /// Every problem: the file's, then the API's.
+    pub fn problems(&self) -> Vec<Defined> {
+        self.problems
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Define (or redefine) problems from `[[optimization]]` TOML text,
+    /// validated like the configuration file's; kept across restarts. The
+    /// file's problems cannot be replaced this way.
+    pub fn define(&self, text: &str, by: &str, now_ms: i64) -> Result<Vec<String>, DefineError> {
+        let ps = crate::config::parse_problems(Path::new("request"), text, &self.storage_path)
+            .map_err(|e| DefineError::Invalid(e.to_string()))?;
+        let mut all = self.problems.write().unwrap_or_else(|p| p.into_inner());
+        for p in &ps {
+            if all
+                .iter()
+                .any(|d| d.problem.name == p.name && d.source == Source::Config)
+            {
+                return Err(DefineError::FromConfig(p.name.clone()));
+            }
+        }
+        let mut names = Vec::new();
+        for p in ps {
+            self.db.store_problem(&p.name, text, by, now_ms)?;
+            all.retain(|d| d.problem.name != p.name);
+            names.push(p.name.clone());
+            all.push(Defined {
+                problem: p,
+                source: Source::Api {
+                    by: by.to_owned(),
+                    at_ms: now_ms,
+                },
+            });
+        }
+        Ok(names)
+    }
+
+    /// Remove a problem defined through the API (its runs stay).
+    pub fn remove(&self, name: &str) -> Result<(), DefineError> {
+        let mut all = self.problems.write().unwrap_or_else(|p| p.into_inner());
+        match all.iter().find(|d| d.problem.name == name) {
+            None => return Err(DefineError::Unknown(name.to_owned())),
+            Some(d) if d.source == Source::Config => {
+                return Err(DefineError::FromConfig(name.to_owned()));
+            }
+            Some(_) => {}
+        }
+        self.db.remove_problem(name)?;
+        all.retain(|d| d.problem.name != name);
+        Ok(())
     }
 
     pub fn public_key(&self) -> String {
@@ -150,7 +272,6 @@ impl Optimizer {
     pub async fn run(self: &Arc<Self>, name: &str, trigger: &str) -> Result<Run, OptimizeError> {
         let p = self
             .problem(name)
-            .cloned()
             .ok_or_else(|| OptimizeError::Unknown(name.to_owned()))?;
         let _one = self.running.lock().await;
         let started_ms = now_ms();

@@ -40,13 +40,9 @@ pub fn start(opt: Arc<Optimizer>, cancel: CancellationToken) {
 }
 
 async fn run(opt: Arc<Optimizer>, cancel: CancellationToken) {
-    let start = now_ms();
-    let mut due: Vec<Option<i64>> = opt
-        .config
-        .problems
-        .iter()
-        .map(|p| p.every.map(|e| start + e.as_millis() as i64))
-        .collect();
+    // When each scheduled problem runs next (problems come and go through
+    // the API: keyed by name, the first run one interval after it appears).
+    let mut due: BTreeMap<String, i64> = BTreeMap::new();
     // Per problem and trigger: whether the last reading was past the limit.
     let mut crossed: BTreeMap<(String, usize), bool> = BTreeMap::new();
     let mut tick = tokio::time::interval(TICK);
@@ -57,11 +53,23 @@ async fn run(opt: Arc<Optimizer>, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         let now = now_ms();
-        for (i, p) in opt.config.problems.iter().enumerate() {
-            if let Some(d) = due[i]
-                && now >= d
+        let problems = opt.problems();
+        due.retain(|name, _| problems.iter().any(|d| &d.problem.name == name));
+        for d in &problems {
+            let p = &d.problem;
+            let next = p.every.map(|e| now + e.as_millis() as i64);
+            let at = match (next, due.get(&p.name)) {
+                (None, _) => None,
+                (Some(n), None) => {
+                    due.insert(p.name.clone(), n);
+                    None
+                }
+                (Some(_), Some(at)) => Some(*at),
+            };
+            if let (Some(at), Some(n)) = (at, next)
+                && now >= at
             {
-                due[i] = p.every.map(|e| now + e.as_millis() as i64);
+                due.insert(p.name.clone(), n);
                 if let Err(e) = opt.run(&p.name, "schedule").await {
                     tracing::warn!(problem = %p.name, error = %e, "scheduled optimization failed");
                 }
@@ -123,10 +131,9 @@ pub async fn follow(opt: &Arc<Optimizer>) -> Result<(), String> {
         .expire_undelivered(now_ms())
         .map_err(|e| e.to_string())?;
     let nodes: std::collections::BTreeSet<(String, String)> = opt
-        .config
-        .problems
+        .problems()
         .iter()
-        .map(|p| (p.site.clone(), p.node.clone()))
+        .map(|d| (d.problem.site.clone(), d.problem.node.clone()))
         .collect();
     for (site, node) in nodes {
         let after = opt.db.audit_read(&site, &node).map_err(|e| e.to_string())?;
@@ -174,7 +181,7 @@ pub async fn follow(opt: &Arc<Optimizer>) -> Result<(), String> {
 pub async fn realize(opt: &Arc<Optimizer>) -> Result<(), String> {
     let now = now_ms();
     for run in opt.db.awaiting_realized().map_err(|e| e.to_string())? {
-        let Some(p) = opt.problem(&run.problem).cloned() else {
+        let Some(p) = opt.problem(&run.problem) else {
             continue;
         };
         let Some(applied) = run.applied_ms else {

@@ -19,7 +19,15 @@ use crate::optimize::db::Run;
 
 pub fn add(t: &mut RouteTable<St>) {
     let viewer = Access::Role(Role::Viewer);
+    let engineer = Access::Role(Role::Engineer);
     t.add(Method::GET, "/api/v1/optimization", viewer, problems)
+        .add(Method::POST, "/api/v1/optimization", engineer, define)
+        .add(
+            Method::DELETE,
+            "/api/v1/optimization/{name}",
+            engineer,
+            remove,
+        )
         .add(Method::GET, "/api/v1/optimization/runs", viewer, runs)
         .add(Method::GET, "/api/v1/optimization/runs/{id}", viewer, run)
         .add(
@@ -32,8 +40,16 @@ pub fn add(t: &mut RouteTable<St>) {
 
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(problems, runs, run, run_now),
-    components(schemas(Problems, ProblemView, Run, Problem))
+    paths(problems, define, remove, runs, run, run_now),
+    components(schemas(
+        Problems,
+        ProblemView,
+        Run,
+        Problem,
+        NewProblems,
+        Defined,
+        crate::optimize::Source
+    ))
 )]
 pub struct Doc;
 
@@ -61,6 +77,8 @@ pub struct ProblemView {
     /// `name: tag ≤ max`.
     pub constraints: Vec<String>,
     pub triggers: Vec<String>,
+    /// The configuration file, or the API (who, when).
+    pub source: crate::optimize::Source,
     /// The newest run.
     pub last: Option<Run>,
 }
@@ -96,22 +114,22 @@ pub async fn problems(State(st): State<St>) -> Result<Json<Problems>, Problem> {
         }));
     };
     let o = opt.clone();
+    let defined = opt.problems();
+    let names: Vec<String> = defined.iter().map(|d| d.problem.name.clone()).collect();
     let lasts = tokio::task::spawn_blocking(move || {
-        o.config
-            .problems
+        names
             .iter()
-            .map(|p| o.db.runs(Some(&p.name), 1).map(|mut v| v.pop()))
+            .map(|n| o.db.runs(Some(n), 1).map(|mut v| v.pop()))
             .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(failed)?
     .map_err(failed)?;
-    let items = opt
-        .config
-        .problems
+    let items = defined
         .iter()
         .zip(lasts)
-        .map(|(p, last)| ProblemView {
+        .map(|(d, last)| (&d.problem, d.source.clone(), last))
+        .map(|(p, source, last)| ProblemView {
             name: p.name.clone(),
             site: p.site.clone(),
             node: p.node.clone(),
@@ -163,6 +181,7 @@ pub async fn problems(State(st): State<St>) -> Result<Json<Problems>, Problem> {
                     (None, None) => t.tag.clone(),
                 })
                 .collect(),
+            source,
             last,
         })
         .collect();
@@ -255,4 +274,117 @@ pub async fn run_now(
         _ => tracing::error!("audit log: cannot record an optimization run"),
     }
     Ok((StatusCode::CREATED, Json(run)).into_response())
+}
+
+/// New problems: `[[optimization]]` tables in TOML, exactly as in the
+/// configuration file (docs/optimization.md).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProblems {
+    /// e.g. `[[optimization]]\nname = "m"\nsite = "s"\n…`
+    #[schema(max_length = 262144)]
+    pub toml: String,
+}
+
+/// What was defined.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Defined {
+    pub defined: Vec<String>,
+}
+
+const MAX_PROBLEM_TEXT: usize = 256 * 1024;
+
+async fn audit(st: &St, caller: &Caller, action: &str, target: String, detail: String) {
+    let core = st.core.clone();
+    let e = NewAudit {
+        actor: caller.user.clone().unwrap_or_else(|| "anonymous".into()),
+        action: action.into(),
+        target,
+        detail,
+        addr: caller.addr_string(),
+    };
+    match tokio::task::spawn_blocking(move || core.audit.append(e, crate::web::now_ms())).await {
+        Ok(Ok(_)) => {}
+        _ => tracing::error!(action, "audit log: cannot record an optimization change"),
+    }
+}
+
+/// Define or redefine problems (engineer or above), validated like the
+/// configuration file's, errors located in the text; kept across restarts.
+/// Problems of the configuration file cannot be replaced this way.
+#[utoipa::path(post, path = "/api/v1/optimization", tag = "optimization",
+    request_body = NewProblems,
+    responses((status = 201, description = "defined", body = Defined),
+              (status = 400, description = "invalid: every problem located", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "this hub has no optimization ([[optimization]] or [recommendations] in its configuration)", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "a problem of the configuration file", body = Problem, content_type = "application/problem+json")))]
+pub async fn define(
+    State(st): State<St>,
+    caller: Caller,
+    body: Result<Json<NewProblems>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let b = body
+        .map_err(|e| Problem::bad_request(format!("body: {}", e.body_text())))?
+        .0;
+    if b.toml.len() > MAX_PROBLEM_TEXT {
+        return Err(Problem::bad_request(format!(
+            "toml: {} bytes, at most {MAX_PROBLEM_TEXT}",
+            b.toml.len()
+        )));
+    }
+    let opt = st.optimizer.clone().ok_or_else(no_optimizer)?;
+    let who = caller.user.clone().unwrap_or_else(|| "anonymous".into());
+    let (text, by) = (b.toml.clone(), who.clone());
+    let names = tokio::task::spawn_blocking(move || opt.define(&text, &by, crate::web::now_ms()))
+        .await
+        .map_err(failed)?
+        .map_err(|e| match e {
+            crate::optimize::DefineError::Invalid(m) => Problem::bad_request(m),
+            crate::optimize::DefineError::FromConfig(_) => {
+                Problem::new(StatusCode::CONFLICT, e.to_string())
+            }
+            e => failed(e),
+        })?;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(b.toml.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    audit(
+        &st,
+        &caller,
+        "optimization_define",
+        names.join(","),
+        format!("sha256 {hex}"),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(Defined { defined: names })).into_response())
+}
+
+/// Remove a problem defined through the API (engineer or above); its runs
+/// stay listed.
+#[utoipa::path(delete, path = "/api/v1/optimization/{name}", tag = "optimization",
+    params(("name" = String, Path, description = "problem name")),
+    responses((status = 204, description = "removed"),
+              (status = 404, description = "no such problem", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "a problem of the configuration file", body = Problem, content_type = "application/problem+json")))]
+pub async fn remove(
+    State(st): State<St>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let opt = st.optimizer.clone().ok_or_else(no_optimizer)?;
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || opt.remove(&n))
+        .await
+        .map_err(failed)?
+        .map_err(|e| match e {
+            crate::optimize::DefineError::Unknown(_) => {
+                Problem::new(StatusCode::NOT_FOUND, e.to_string())
+            }
+            crate::optimize::DefineError::FromConfig(_) => {
+                Problem::new(StatusCode::CONFLICT, e.to_string())
+            }
+            e => failed(e),
+        })?;
+    audit(&st, &caller, "optimization_remove", name, String::new()).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -377,3 +377,190 @@ fn audit_entries_are_read_by_prefix_from_a_position() {
             .is_empty()
     );
 }
+
+/// Problems defined through the API: validated like the file's (errors
+/// located), kept across a restart, not allowed to replace the file's,
+/// removable, engineers only; and run on demand.
+#[tokio::test]
+async fn problems_defined_through_the_api_are_validated_kept_and_removable() {
+    use std::time::Duration;
+    use web::access::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::support::free_port();
+    let path = crate::support::hub_config(dir.path(), port, "", 1_000_000);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("\n[web]\nlisten = \"127.0.0.1:0\"\nrate_limit = 100000\nrate_burst = 100000\n");
+    // A file problem (a second, API-defined one must not replace it).
+    text.push_str("\n[[optimization]]\nname = \"file-one\"\nsite = \"s\"\nnode = \"a\"\n[[optimization.decision]]\ntag = \"x\"\nmin = 0.0\nmax = 1.0\n[[optimization.term]]\ntag = \"x\"\nprice = 1.0\n");
+    std::fs::write(&path, &text).unwrap();
+    let start = || async {
+        let cfg = hub::config::load(&path).unwrap();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let hub = hub::Hub::start(cfg, cancel.clone()).await.unwrap();
+        (hub, cancel)
+    };
+    let (hub, cancel) = start().await;
+    let state = hub.web().unwrap().state.clone();
+    let login = |role: Role| {
+        let name = format!("u-{}", role.as_str());
+        if state.core.users.get(&name).unwrap().is_none() {
+            state
+                .core
+                .users
+                .add(&name, role, &web::users::random_password())
+                .unwrap();
+        }
+        state
+            .core
+            .sessions
+            .create(&name, role, std::time::Instant::now())
+    };
+    let client = reqwest_like::Client::new(&state);
+    let eng = login(Role::Engineer);
+    let analyst = login(Role::Analyst);
+    let good = "[[optimization]]\nname = \"api-one\"\nsite = \"s\"\nnode = \"a\"\n[[optimization.decision]]\ntag = \"y\"\nmin = 0.0\nmax = 2.0\n[[optimization.term]]\ntag = \"y\"\nprice = 3.0\n";
+    let bad = "[[optimization]]\nname = \"api-two\"\nsite = \"s\"\nnode = \"a\"\n[[optimization.decision]]\ntag = \"y\"\nmin = 5.0\nmax = 2.0\n";
+    // Analysts may run, not define.
+    let (st, _) = client
+        .post(
+            &analyst,
+            "/api/v1/optimization",
+            &serde_json::json!({ "toml": good }),
+        )
+        .await;
+    assert_eq!(st, 403);
+    let (st, body) = client
+        .post(
+            &eng,
+            "/api/v1/optimization",
+            &serde_json::json!({ "toml": bad }),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body.contains("min 5 is not below max 2") && body.contains("request:8:7"),
+        "{body}"
+    );
+    let (st, body) = client
+        .post(
+            &eng,
+            "/api/v1/optimization",
+            &serde_json::json!({ "toml": good }),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let clash = good.replace("api-one", "file-one");
+    let (st, body) = client
+        .post(
+            &eng,
+            "/api/v1/optimization",
+            &serde_json::json!({ "toml": clash }),
+        )
+        .await;
+    assert_eq!(st, 409, "{body}");
+    let (_, list) = client.get(&eng, "/api/v1/optimization").await;
+    assert!(
+        list.contains("\"api-one\"") && list.contains("\"file-one\""),
+        "{list}"
+    );
+    // Kept across a restart.
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), hub.join()).await;
+    let (hub, cancel) = start().await;
+    let state = hub.web().unwrap().state.clone();
+    let name = "u-engineer";
+    let eng = state
+        .core
+        .sessions
+        .create(name, Role::Engineer, std::time::Instant::now());
+    let client = reqwest_like::Client::new(&state);
+    let (_, list) = client.get(&eng, "/api/v1/optimization").await;
+    assert!(list.contains("\"api-one\""), "{list}");
+    // A run on demand of a problem without data fails, and says why.
+    let (st, body) = client
+        .post(
+            &eng,
+            "/api/v1/optimization/api-one/run",
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    assert!(
+        body.contains("\"outcome\":\"failed\"") && body.contains("no data for y"),
+        "{body}"
+    );
+    let (st, _) = client.delete(&eng, "/api/v1/optimization/file-one").await;
+    assert_eq!(st, 409);
+    let (st, _) = client.delete(&eng, "/api/v1/optimization/api-one").await;
+    assert_eq!(st, 204);
+    let (_, list) = client.get(&eng, "/api/v1/optimization").await;
+    assert!(!list.contains("\"api-one\""), "{list}");
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), hub.join()).await;
+}
+
+/// Requests through the hub's router, as its listener hands them over
+/// (peer address for the rate limit and the audit), with session and CSRF.
+mod reqwest_like {
+    use std::net::SocketAddr;
+
+    use axum::extract::ConnectInfo;
+    use tower::ServiceExt as _;
+
+    pub struct Client {
+        router: axum::Router,
+    }
+
+    impl Client {
+        pub fn new(state: &hub::web::St) -> Client {
+            Client {
+                router: hub::web::router(state.clone()),
+            }
+        }
+
+        async fn call(
+            &self,
+            s: &web::session::Session,
+            method: &str,
+            path: &str,
+            body: Option<&serde_json::Value>,
+        ) -> (u16, String) {
+            let mut req = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "127.0.0.1")
+                .header("cookie", format!("apos_session={}", s.token))
+                .header("x-csrf-token", &s.csrf)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    body.map(|b| b.to_string()).unwrap_or_default(),
+                ))
+                .unwrap();
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_001))));
+            let res = self.router.clone().oneshot(req).await.unwrap();
+            let st = res.status().as_u16();
+            let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (st, String::from_utf8_lossy(&bytes).into_owned())
+        }
+
+        pub async fn get(&self, s: &web::session::Session, path: &str) -> (u16, String) {
+            self.call(s, "GET", path, None).await
+        }
+
+        pub async fn post(
+            &self,
+            s: &web::session::Session,
+            path: &str,
+            body: &serde_json::Value,
+        ) -> (u16, String) {
+            self.call(s, "POST", path, Some(body)).await
+        }
+
+        pub async fn delete(&self, s: &web::session::Session, path: &str) -> (u16, String) {
+            self.call(s, "DELETE", path, None).await
+        }
+    }
+}

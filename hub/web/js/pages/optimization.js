@@ -86,11 +86,35 @@ export function mount(root) {
   const problemsBox = h('div', { 'data-testid': 'opt-problems' });
   const runs = grid([['Run'], ['Started'], ['Trigger'], ['Benefit', 'num'], ['Status'], ['Realized', 'num']], { testid: 'opt-runs' });
   const keyNote = h('p', { class: 'chart-note', 'data-testid': 'opt-key' });
+  // Engineers define problems here too, as [[optimization]] TOML validated
+  // like the hub's file (docs/optimization.md); errors come back located.
+  const defText = h('textarea', { id: 'opt-def', rows: '10', class: 'mono', spellcheck: 'false', 'data-testid': 'opt-define-text',
+    placeholder: '[[optimization]]\nname = "…"\nsite = "…"\nnode = "…"\n[[optimization.decision]]\n…' });
+  const defOut = h('pre', { class: 'muted wrap', 'data-testid': 'opt-define-result', 'aria-live': 'polite' });
+  const defBtn = h('button', { type: 'submit', class: 'btn', 'data-testid': 'opt-define', text: 'Define' });
+  const defForm = h('form', { 'data-testid': 'opt-define-form' },
+    h('div', { class: 'field' }, h('label', { for: 'opt-def', text: '[[optimization]] tables (TOML)' }), defText), defBtn, defOut);
+  defForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    defBtn.disabled = true;
+    try {
+      const r = await api('/api/v1/optimization', { method: 'POST', body: { toml: defText.value } });
+      setText(defOut, `Defined: ${r.defined.join(', ')}.`);
+      await load();
+    } catch (e) {
+      setText(defOut, e.detail || e.message || String(e));
+    } finally {
+      defBtn.disabled = false;
+    }
+  });
   root.append(h('h1', { class: 'sr-only', text: 'Optimization' }), err, problemsBox,
-    panel('Runs (newest first)', scrollWrap(runs.table, 'Optimization runs')), keyNote);
+    panel('Runs (newest first)', scrollWrap(runs.table, 'Optimization runs')),
+    can('engineer') ? panel('Define a problem', defForm) : '', keyNote);
 
   // What "Run now" answered, per problem: load() rebuilds the panels (right
   // after the run and every 10 s), which would otherwise wipe it at once.
+  // Shown until the run is no longer the newest or its status moves on (the
+  // status line below then tells what is current).
   const said = new Map();
 
   async function runNow(name, btn, status) {
@@ -98,8 +122,9 @@ export function mount(root) {
     setText(status, 'Running…');
     try {
       const r = await api(`/api/v1/optimization/${seg(name)}/run`, { method: 'POST', body: {} });
-      said.set(name, r.outcome === 'ok' ? `${r.id}: ${STATUS_TEXT[r.status] || r.status}. ${r.status_note}` : `${r.id} failed: ${r.error}`);
-      setText(status, said.get(name));
+      const text = r.outcome === 'ok' ? `${r.id}: ${STATUS_TEXT[r.status] || r.status}. ${r.status_note}` : `${r.id} failed: ${r.error}`;
+      said.set(name, { id: r.id, status: r.status, text });
+      setText(status, text);
       await load();
     } catch (e) {
       said.delete(name);
@@ -119,11 +144,14 @@ export function mount(root) {
     clear(problemsBox);
     if (!d.items.length) problemsBox.append(panel('Optimization', h('p', { class: 'muted', text: 'No optimization problems are configured ([[optimization]] in hub.toml; docs/optimization.md).' })));
     for (const p of d.items) {
-      const status = h('span', { class: 'muted', 'aria-live': 'polite', 'data-testid': 'opt-run-status', text: said.get(p.name) || '' });
+      const s = said.get(p.name);
+      if (s && (!p.last || p.last.id !== s.id || p.last.status !== s.status)) said.delete(p.name);
+      const status = h('span', { class: 'muted', 'aria-live': 'polite', 'data-testid': 'opt-run-status', text: said.has(p.name) ? said.get(p.name).text : '' });
       const btn = h('button', { type: 'button', class: 'btn', 'data-testid': 'opt-run', 'data-problem': p.name, text: 'Run now' });
       btn.addEventListener('click', () => runNow(p.name, btn, status));
       const last = p.last;
-      const head = [h('span', { text: `${p.name} — ${p.sense} ${p.unit} at ${p.site}/${p.node}` })];
+      const origin = p.source && p.source.kind === 'api' ? `defined by ${p.source.by} on ${fmtDateTime(p.source.at_ms)}` : 'hub configuration';
+      const head = [h('span', { text: `${p.name} — ${p.sense} ${p.unit} at ${p.site}/${p.node}` }), h('span', { class: 'h-extra', text: origin })];
       const lastBox = h('div', { 'data-testid': 'opt-last' });
       if (last) {
         const abnormal = ABNORMAL.has(last.status);
@@ -141,7 +169,14 @@ export function mount(root) {
           h('li', { text: `Objective: ${p.terms.join(' + ')}` }),
           h('li', { text: `Constraints: ${p.constraints.join('; ') || 'none'} (safety margin ${p.margin_sigmas} σ of fitted models)` }),
           h('li', { text: `Runs: ${p.every_s ? `every ${p.every_s < 120 ? `${p.every_s} s` : `${Math.round(p.every_s / 60)} min`}` : 'on demand'}${p.triggers.length ? `, and when ${p.triggers.join(' or ')}` : ''}; ${p.send ? 'sent to the edge for approval' : 'not sent'}` })));
-      problemsBox.append(panel(head, can('analyst') ? h('div', { class: 'toolbar' }, btn, status) : '', lastBox, cfg));
+      const tools = h('div', { class: 'toolbar' });
+      if (can('analyst')) tools.append(btn, status);
+      if (can('engineer') && p.source && p.source.kind === 'api') {
+        tools.append(h('button', { type: 'button', class: 'btn', 'data-testid': 'opt-remove', text: 'Remove', onclick: async () => {
+          try { await api(`/api/v1/optimization/${seg(p.name)}`, { method: 'DELETE' }); await load(); } catch (e) { showError(err, e, 'Not removed: '); }
+        } }));
+      }
+      problemsBox.append(panel(head, tools, lastBox, cfg));
     }
     clear(runs.tbody);
     for (const r of list) {
