@@ -17,7 +17,7 @@ mod report;
 mod sql;
 mod web;
 pub use alert::{Alerts, Rule, RuleKind, Webhook};
-pub use optimize::{ModelSpec, Optimization, OutputSpec, ProblemConfig, Trigger};
+pub use optimize::{ModelSpec, Optimization, OutputSpec, ProblemConfig, SurrogateSpec, Trigger};
 pub use report::{DEFAULT_CHROMIUM, Report, Schedule};
 pub use sql::Sql;
 pub use web::Web;

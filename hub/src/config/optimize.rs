@@ -90,6 +90,17 @@ pub(super) struct RawProblem {
     constraints: Vec<Spanned<RawConstraint>>,
     #[serde(default, rename = "trigger")]
     triggers: Vec<Spanned<RawTrigger>>,
+    /// An ONNX process model instead of linear outputs (CMA-ES).
+    surrogate: Option<Spanned<RawSurrogate>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSurrogate {
+    model: Spanned<String>,
+    inputs: Spanned<Vec<String>>,
+    outputs: Spanned<Vec<String>>,
+    units: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +181,19 @@ pub struct ProblemConfig {
     pub terms: Vec<Term>,
     pub constraints: Vec<Constraint>,
     pub triggers: Vec<Trigger>,
+    /// `[optimization.surrogate]`: the outputs come from this ONNX model,
+    /// optimized by CMA-ES (no shadow prices).
+    pub surrogate: Option<SurrogateSpec>,
+}
+
+/// An ONNX process model: `inputs` (decisions and disturbances, in the
+/// model's order) → `outputs`.
+#[derive(Debug, Clone)]
+pub struct SurrogateSpec {
+    pub model: PathBuf,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub units: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +237,10 @@ impl ProblemConfig {
     /// constraints, triggers.
     pub fn tags(&self) -> Vec<String> {
         let mut t: Vec<String> = self.decisions.iter().map(|d| d.tag.clone()).collect();
+        if let Some(s) = &self.surrogate {
+            t.extend(s.inputs.iter().cloned());
+            t.extend(s.outputs.iter().cloned());
+        }
         for o in &self.outputs {
             t.push(o.tag.clone());
             t.extend(o.model.inputs().iter().cloned());
@@ -231,6 +259,7 @@ impl ProblemConfig {
             .outputs
             .iter()
             .flat_map(|o| o.model.inputs().iter().cloned())
+            .chain(self.surrogate.iter().flat_map(|s| s.inputs.iter().cloned()))
             .filter(|i| !self.decisions.iter().any(|d| &d.tag == i))
             .collect();
         t.sort();
@@ -479,8 +508,39 @@ fn problem(c: &mut Ctx<'_>, p: &Spanned<RawProblem>) -> Option<ProblemConfig> {
             model,
         });
     }
-    let known =
-        |t: &str| decisions.iter().any(|d| d.tag == t) || outputs.iter().any(|o| o.tag == t);
+    let surrogate = r.surrogate.as_ref().and_then(|s| {
+        let sr = s.get_ref();
+        let f = format!("{label} › surrogate");
+        if !outputs.is_empty() {
+            c.err(s.span(), &f, "a surrogate and [[optimization.output]] models together", "the surrogate gives every output: remove the [[optimization.output]] tables, or the surrogate");
+            return None;
+        }
+        let missing: Vec<&str> = decisions
+            .iter()
+            .filter(|d| !sr.inputs.get_ref().contains(&d.tag))
+            .map(|d| d.tag.as_str())
+            .collect();
+        if !missing.is_empty() || sr.outputs.get_ref().is_empty() {
+            c.err(sr.inputs.span(), &f, &format!("the model's inputs lack the decision(s) {}, or it has no outputs", missing.join(", ")), "`inputs` lists every model input in the model's order (decisions and measured disturbances); `outputs` its outputs");
+            return None;
+        }
+        Some(SurrogateSpec {
+            model: c.resolve(sr.model.get_ref()),
+            inputs: sr.inputs.get_ref().clone(),
+            outputs: sr.outputs.get_ref().clone(),
+            units: sr.units.clone().unwrap_or_default(),
+        })
+    });
+    if r.surrogate.is_some() && surrogate.is_none() {
+        return None;
+    }
+    let known = |t: &str| {
+        decisions.iter().any(|d| d.tag == t)
+            || outputs.iter().any(|o| o.tag == t)
+            || surrogate
+                .as_ref()
+                .is_some_and(|s| s.outputs.iter().any(|o| o == t))
+    };
     let mut terms = Vec::new();
     for t in &r.terms {
         let tr = t.get_ref();
@@ -536,6 +596,11 @@ fn problem(c: &mut Ctx<'_>, p: &Spanned<RawProblem>) -> Option<ProblemConfig> {
                     .find(|o| o.tag == *kr.tag.get_ref())
                     .map(|o| o.unit.clone())
             })
+            .or_else(|| {
+                surrogate
+                    .as_ref()
+                    .and_then(|s| s.units.get(kr.tag.get_ref()).cloned())
+            })
             .unwrap_or_default();
         constraints.push(Constraint {
             name: kr.name.clone().unwrap_or_else(|| kr.tag.get_ref().clone()),
@@ -588,6 +653,7 @@ fn problem(c: &mut Ctx<'_>, p: &Spanned<RawProblem>) -> Option<ProblemConfig> {
         terms,
         constraints,
         triggers,
+        surrogate,
     })
 }
 

@@ -30,6 +30,7 @@ use crate::config::{ModelSpec, Optimization, ProblemConfig};
 use crate::store::ReadPool;
 
 pub mod db;
+pub mod surrogate;
 pub mod track;
 
 use db::{OptimizeDb, Run};
@@ -472,6 +473,20 @@ pub fn solve(p: &ProblemConfig, reads: &ReadPool, now: i64) -> Result<Solved, St
         if let Ok(v) = fresh(&o.tag) {
             current.outputs.insert(o.tag.clone(), v);
         }
+    }
+    if let Some(s) = &p.surrogate {
+        for o in &s.outputs {
+            if let Ok(v) = fresh(o) {
+                current.outputs.insert(o.clone(), v);
+            }
+        }
+        let (rec, info) = surrogate::solve(p, s, &current)?;
+        let json = json!({
+            "recommendation": rec,
+            "surrogate": info,
+            "current": current,
+        });
+        return Ok(Solved { rec, json });
     }
     let mut outputs = Vec::new();
     let mut fitted: BTreeMap<String, serde_json::Value> = BTreeMap::new();

@@ -146,16 +146,24 @@ pub async fn problems(State(st): State<St>) -> Result<Json<Problems>, Problem> {
                 .map(|d| format!("{} ({} … {} {})", d.tag, d.min, d.max, d.unit))
                 .collect(),
             outputs: p
-                .outputs
+                .surrogate
                 .iter()
-                .map(|o| match &o.model {
+                .map(|s| {
+                    format!(
+                        "{}: ONNX surrogate {} of {} (CMA-ES)",
+                        s.outputs.join(", "),
+                        s.model.display(),
+                        s.inputs.join(", ")
+                    )
+                })
+                .chain(p.outputs.iter().map(|o| match &o.model {
                     ModelSpec::Fit { inputs } => {
                         format!("{}: fitted on {}", o.tag, inputs.join(", "))
                     }
                     ModelSpec::User { inputs, .. } => {
                         format!("{}: given, of {}", o.tag, inputs.join(", "))
                     }
-                })
+                }))
                 .collect(),
             terms: p
                 .terms

@@ -260,6 +260,107 @@ max = 180.0
         );
     }
 
+    /// Python with numpy and onnx; `None` skips, except under `CI=true`.
+    fn python() -> Option<std::path::PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let found = [
+            std::env::var_os("APOS_PYTHON").map(std::path::PathBuf::from),
+            Some(root.join(".venv/bin/python")),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            std::process::Command::new(p)
+                .args(["-c", "import numpy, onnx"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        if found.is_none() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "no Python with numpy and onnx: run scripts/test.sh"
+            );
+            eprintln!("SKIPPED: no Python with numpy and onnx (run scripts/test.sh)");
+        }
+        found
+    }
+
+    /// An `[optimization.surrogate]` problem (the plant's true steady-state
+    /// map as an ONNX graph, run by tract, searched by CMA-ES) proposes what
+    /// the LP proposes on the same map given as linear models.
+    #[test]
+    fn an_onnx_surrogate_problem_reaches_the_lps_answer() {
+        let Some(py) = python() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let onnx = dir.path().join("plant.onnx");
+        // inputs t_sp, r_sp, ambient → outputs t95, flow.
+        let spec = serde_json::json!({
+            "W1": [[0.0], [0.0], [0.0]], "b1": [0.0],
+            "L": [[0.4, 0.9], [-6.0, 2.0], [0.1, 0.0]],
+            "c": [41.2, -250.0],
+        });
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/train/make_surrogate.py");
+        let mut child = std::process::Command::new(&py)
+            .arg(&script)
+            .arg(&onnx)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(spec.to_string().as_bytes())
+                .unwrap();
+        }
+        assert!(child.wait().unwrap().success());
+        let common = "[[optimization.decision]]\ntag = \"t_sp\"\nmin = 340.0\nmax = 385.0\nmax_move = 30.0\n\
+            [[optimization.decision]]\ntag = \"r_sp\"\nmin = 1.8\nmax = 2.4\n\
+            [[optimization.term]]\ntag = \"flow\"\nprice = 100.0\n\
+            [[optimization.constraint]]\nname = \"spec\"\ntag = \"t95\"\nmax = 180.0\n";
+        let text = format!(
+            "schema_version = 1\n[storage]\npath = \"/tmp/unused/fleet.duckdb\"\n\
+             [[optimization]]\nname = \"lp\"\nsite = \"s\"\nnode = \"n\"\nbias_correction = false\n{common}\
+             [[optimization.output]]\ntag = \"t95\"\nintercept = 41.2\ncoefficients = {{ \"t_sp\" = 0.4, \"r_sp\" = -6.0, \"ambient\" = 0.1 }}\n\
+             [[optimization.output]]\ntag = \"flow\"\nintercept = -250.0\ncoefficients = {{ \"t_sp\" = 0.9, \"r_sp\" = 2.0 }}\n\
+             [[optimization]]\nname = \"onnx\"\nsite = \"s\"\nnode = \"n\"\n{common}\
+             [optimization.surrogate]\nmodel = {:?}\ninputs = [\"t_sp\", \"r_sp\", \"ambient\"]\noutputs = [\"t95\", \"flow\"]\n",
+            onnx.display().to_string()
+        );
+        let cfg = hub::config::parse(Path::new("hub.toml"), &text).unwrap();
+        let o = cfg.optimization.unwrap();
+        let mut s = store();
+        let reads = s.read_pool().unwrap();
+        let lp = hub::optimize::solve(&o.problems[0], &reads, T0 + SPAN).unwrap();
+        let cma = hub::optimize::solve(&o.problems[1], &reads, T0 + SPAN).unwrap();
+        for (a, b) in lp.rec.setpoints.iter().zip(&cma.rec.setpoints) {
+            assert_eq!(a.tag, b.tag);
+            assert!(
+                (a.proposed - b.proposed).abs() < 1e-3 * (a.upper - a.lower),
+                "{a:?} vs {b:?}"
+            );
+        }
+        let rel = (lp.rec.objective_proposed - cma.rec.objective_proposed).abs()
+            / lp.rec.objective_proposed.abs();
+        assert!(
+            rel < 1e-6,
+            "LP {} vs CMA-ES {}",
+            lp.rec.objective_proposed,
+            cma.rec.objective_proposed
+        );
+        assert!(cma.rec.benefit_per_hour > 0.0);
+        assert!(
+            cma.rec.binding.iter().any(|b| b.name == "spec"),
+            "{:?}",
+            cma.rec.binding
+        );
+        assert!(cma.json["surrogate"]["evaluations"].as_u64().unwrap() > 10);
+    }
+
     /// Without movement in a setpoint there is nothing to fit: the run
     /// fails and says which setpoint and what to do.
     #[test]
