@@ -704,11 +704,11 @@ async fn a_write_the_plc_does_not_apply_is_rolled_back_with_a_latched_alarm() {
 }
 
 /// The PLC applies every write off by 2 °C. The step is caught and rolled
-/// back, but the rollback's own write is not read back: the edge reports
-/// "rolled back to" the start value while the register holds start + 2.
-/// Fails until a rollback is verified (or its outcome says it was not).
+/// back, and the rollback's own write is read back too: the edge must not
+/// report "rolled back to" the start value while the register holds
+/// start + 2 (it did before rollbacks were verified; now the outcome is
+/// `rollback_failed`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: a rollback is not verified by read-back (edge-node setpoint::safety)"]
 async fn a_rollback_the_plc_alters_is_not_reported_as_restored() {
     let Some((rig, key, viewer)) = crafted_rig(385.0).await else {
         return;
@@ -739,13 +739,10 @@ async fn a_rollback_the_plc_alters_is_not_reported_as_restored() {
     rig.stop().await;
 }
 
-/// The HMI maps the setpoint task's refusals to HTTP statuses by words in
-/// the message (`edge-node/src/hmi/setpoints.rs`, `answer`), and the message
-/// quotes the hub's recommendation id: approving a rejected proposal whose
-/// id contains "role" answers 403 (as if the caller lacked a role) instead
-/// of 409. Fails until the status comes from the error's kind.
+/// The HTTP status of a refusal comes from its kind, not from words in its
+/// message: the message quotes the hub's recommendation id, and an id with
+/// "role" in it once made a conflict (approving a rejected proposal) a 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: HMI status chosen by substrings of a message that quotes the proposal id"]
 async fn a_refusal_is_answered_by_its_kind_not_by_words_in_the_proposal_id() {
     let Some((rig, key, _)) = crafted_rig(385.0).await else {
         return;

@@ -6,8 +6,8 @@
 //!  Move::new ─▶ Ready ──gates ok, rate limit passed──▶ Writing ──Ok──▶ Verifying ──match──▶ Ready … ─▶ Ended(Completed)
 //!                │ gates closed: Wait (hold)            │ Err            │ mismatch, bad quality, timeout
 //!                │ held past hold_timeout: Ended(Failed) ▼                ▼
-//!                │ changed by someone else: Ended(Failed) RollbackDue ─poll─▶ RollingBack ──Ok──▶ Ended(RolledBack)
-//!                                                                                        └─Err─▶ Ended(RollbackFailed)
+//!                │ changed by someone else: Ended(Failed) RollbackDue ─poll─▶ RollingBack ──Ok──▶ VerifyingRollback ──read-back = start──▶ Ended(RolledBack)
+//!                                                                                        └─Err, or read-back ≠ start / bad / late─▶ Ended(RollbackFailed)
 //! ```
 //!
 //! The caller's loop: [`Move::poll`] with the newest [`Observation`] →
@@ -332,6 +332,13 @@ pub enum Phase {
     RollingBack {
         reason: String,
     },
+    /// The device acknowledged the rollback at `written_ms`; its read-back
+    /// decides between `RolledBack` and `RollbackFailed` (a PLC that alters
+    /// writes must not be reported as restored).
+    VerifyingRollback {
+        reason: String,
+        written_ms: i64,
+    },
     Ended(Outcome),
 }
 
@@ -529,6 +536,10 @@ impl Move {
                 let reason = reason.clone();
                 self.roll_back(now_ms, reason)
             }
+            Phase::VerifyingRollback { reason, written_ms } => {
+                let (reason, written_ms) = (reason.clone(), *written_ms);
+                self.verify_rollback(now_ms, obs, reason, written_ms)
+            }
             Phase::Verifying { value, written_ms } => {
                 let (value, written_ms) = (*value, *written_ms);
                 self.verify(now_ms, obs, value, written_ms)
@@ -569,14 +580,17 @@ impl Move {
             }
             Phase::RollingBack { reason } => {
                 let value = self.start;
-                self.phase = Phase::Ended(match result {
-                    Ok(()) => Outcome::RolledBack { value, reason },
-                    Err(error) => Outcome::RollbackFailed {
+                self.phase = match result {
+                    Ok(()) => Phase::VerifyingRollback {
+                        reason,
+                        written_ms: now_ms,
+                    },
+                    Err(error) => Phase::Ended(Outcome::RollbackFailed {
                         value,
                         reason,
                         error,
-                    },
-                });
+                    }),
+                };
                 Ok(())
             }
             other => {
@@ -619,6 +633,58 @@ impl Move {
                     self.start
                 ),
             },
+            Phase::VerifyingRollback { .. } => Action::Wait {
+                until_ms: None,
+                reason: format!(
+                    "already rolled back to {}; waiting for its read-back",
+                    self.start
+                ),
+            },
+        }
+    }
+
+    /// The first sample stamped after the rollback's acknowledgement, within
+    /// `verify_timeout_ms`, must show the start value; anything else (another
+    /// value, bad quality, nothing in time) is a failed rollback.
+    fn verify_rollback(
+        &mut self,
+        now_ms: i64,
+        obs: &Observation,
+        reason: String,
+        written_ms: i64,
+    ) -> Action {
+        let value = self.start;
+        let deadline = written_ms.saturating_add(self.limits.verify_timeout_ms);
+        if obs.ts_ms > written_ms && obs.ts_ms <= deadline {
+            return match obs.reading() {
+                Ok(v) if (v - value).abs() <= self.limits.tolerance => {
+                    self.end(Outcome::RolledBack { value, reason })
+                }
+                Ok(v) => self.end(Outcome::RollbackFailed {
+                    value,
+                    reason,
+                    error: format!("the read-back after the rollback shows {v}, not {value}"),
+                }),
+                Err(why) => self.end(Outcome::RollbackFailed {
+                    value,
+                    reason,
+                    error: format!("the read-back after the rollback: {why}"),
+                }),
+            };
+        }
+        if now_ms > deadline || obs.ts_ms > deadline {
+            return self.end(Outcome::RollbackFailed {
+                value,
+                reason,
+                error: format!(
+                    "no read-back within {} ms of the rollback",
+                    self.limits.verify_timeout_ms
+                ),
+            });
+        }
+        Action::Wait {
+            until_ms: Some(deadline.saturating_add(1)),
+            reason: format!("waiting for the read-back of the rollback to {value}"),
         }
     }
 

@@ -212,14 +212,60 @@ fn rolled_back(mv: &mut Move, a: Action, why: &str) {
         }
         other => panic!("expected a rollback, got {other:?}"),
     }
-    // Exactly once; then the rollback's own answer ends the move.
+    // Exactly once; then the rollback's answer and its read-back end the move.
     assert_eq!(until(&mv.poll(200, &obs(360.0, 200))), None);
     mv.write_result(300, Ok(())).unwrap();
-    assert!(matches!(mv.outcome(), Some(Outcome::RolledBack { value, .. }) if *value == 360.0));
+    assert_eq!(mv.outcome(), None, "restored only once read back");
+    // A sample from before the acknowledgement proves nothing.
+    assert!(matches!(
+        mv.poll(350, &obs(360.0, 300)),
+        Action::Wait { .. }
+    ));
     assert!(matches!(
         mv.poll(400, &obs(360.0, 400)),
         Action::Failed { .. }
     ));
+    assert!(matches!(mv.outcome(), Some(Outcome::RolledBack { value, .. }) if *value == 360.0));
+}
+
+/// A rollback the PLC alters (or ignores), or one never read back, is a
+/// failed rollback, not a restored value (found by the closed-loop test
+/// against the plant's `alter_writes`).
+#[test]
+fn a_rollback_is_restored_only_when_read_back() {
+    for (sample, want) in [
+        (Some(obs(362.0, 400)), "shows 362"),
+        (Some(obs(365.0, 400)), "shows 365"),
+        (
+            Some(Observation {
+                quality: Check::Fail("quality bad".into()),
+                ..obs(360.0, 400)
+            }),
+            "quality bad",
+        ),
+        (None, "no read-back within"),
+    ] {
+        let mut mv = written();
+        let a = mv.poll(150, &obs(367.0, 150));
+        assert!(
+            matches!(a, Action::RollBack { value, .. } if value == 360.0),
+            "{a:?}"
+        );
+        mv.write_result(300, Ok(())).unwrap();
+        let end = match &sample {
+            Some(o) => mv.poll(450, o),
+            // Past verify_timeout_ms after the acknowledgement, nothing seen.
+            None => mv.poll(300 + mv.limits().verify_timeout_ms + 1, &obs(365.0, 250)),
+        };
+        assert!(matches!(end, Action::Failed { .. }), "{end:?}");
+        match mv.outcome() {
+            Some(Outcome::RollbackFailed { value, error, .. }) => {
+                assert_eq!(*value, 360.0);
+                assert!(error.contains(want), "{error} lacks {want}");
+            }
+            other => panic!("{sample:?}: {other:?}"),
+        }
+    }
 }
 
 #[test]
