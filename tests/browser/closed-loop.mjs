@@ -27,7 +27,9 @@
 //    either host. Screenshots go to DIR.
 //
 // Machine-readable lines for the Rust test: `RUN {...}`, `SETPOINT_PATH
-// {...}` (one per tag) and `REALIZED {...}`. Every failed check throws
+// {...}` (one per tag), `APPLIED {...}` (the hub's status while the edge
+// still moved, its applied time against the last move's end: reported)
+// and `REALIZED {...}`. Every failed check throws
 // `CHECK FAILED: ...`; the exit code is 1.
 import fs from 'node:fs';
 import { parseArgs, launch, CONTEXT, log, check, until, sinceStart, guardForeign, screenshot, reportFailure, axeScan } from './lib.mjs';
@@ -244,10 +246,20 @@ try {
   }
 
   /* ---- 3. the moves, as the edge reads them back ---- */
+  // The hub's word on the run while the edge still moves (observed and
+  // reported: the hub follows the edge's audit entries, newest first).
+  const hubDuringMoves = [];
   const ended = await until('both moves end', 180_000, async () => {
+    const r = await hubApi(`/api/v1/optimization/runs/${encodeURIComponent(runId)}`);
     const mine = entries.filter((e) => e.proposal.id.startsWith(`${runId}:`));
-    return mine.length === moves.length && mine.every((e) => e.status.state === 'ended') ? mine : null;
+    const all = mine.length === moves.length && mine.every((e) => e.status.state === 'ended');
+    const last = hubDuringMoves[hubDuringMoves.length - 1];
+    if (!all && (!last || last.status !== r.status)) {
+      hubDuringMoves.push({ status: r.status, edge: mine.map((e) => `${e.proposal.tag}: ${e.status.state}`).join(', ') });
+    }
+    return all ? mine : null;
   }, 500);
+  const lastMoveEndedMs = Math.max(...ended.map((e) => e.updated_ms));
   const summary = [];
   for (const e of ended) {
     const tag = e.proposal.tag;
@@ -300,6 +312,11 @@ try {
     return r.status === 'completed' ? r : null;
   }, 1000);
   check(applied.applied_ms, `run ${runId} has its applied time: ${JSON.stringify(applied.status_note)}`);
+  const early = hubDuringMoves.filter((x) => x.status === 'completed');
+  console.log(`APPLIED ${JSON.stringify({ id: runId, applied_ms: applied.applied_ms, last_move_ended_ms: lastMoveEndedMs, hub_status_during_moves: hubDuringMoves })}`);
+  if (early.length || applied.applied_ms < lastMoveEndedMs - 1000) {
+    log(`FINDING: the hub called ${runId} applied (verified by read-back) ${((lastMoveEndedMs - applied.applied_ms) / 1000).toFixed(1)} s before its last move ended, while ${early.length ? early[0].edge : 'a move still ran'}`);
+  }
   await goto(hub, '#/optimization');
   const row = hub.locator(`[data-testid="opt-run-row"][data-id="${runId}"]`);
   await until(`the runs table shows ${runId} applied (verified by read-back)`, 20_000, async () => (await row.count()) === 1
@@ -324,6 +341,8 @@ try {
     after: real.after,
     applied_ms: measured.applied_ms,
     started_ms: measured.started_ms,
+    // The settling the measurement actually gave the whole move.
+    after_from_s_after_last_move: real.after ? (real.after.from_ms - lastMoveEndedMs) / 1000 : null,
   })}`);
   check(real.measured === true, `the realized benefit was measured: ${JSON.stringify(real)}`);
   check(Math.sign(real.realized_per_hour) === Math.sign(real.predicted_per_hour) && real.realized_per_hour !== 0,

@@ -12,7 +12,10 @@
 //! setpoint paths against the edge's `max_step`, the realized benefit's
 //! sign) and prints whether the predicted benefit lay within the realized
 //! one's spread, which is reported, not required: the demo's model is a
-//! linearisation of the simulated unit.
+//! linearisation of the simulated unit. It prints too how long after the
+//! last move ended the hub's "after" windows began (the hub counts a run
+//! applied at its first completed move) and the hub's status while the
+//! edge still moved.
 //!
 //! Needs `/usr/bin/chromium`, `node` and `tests/browser/node_modules`;
 //! missing ones fail under `CI=true` and skip loudly elsewhere.
@@ -174,13 +177,24 @@ fn the_closed_loop_works_through_the_hub_and_hmi_pages() {
         Some(within),
         "the hub's within_spread matches its numbers: {r}"
     );
+    // Reported, not required (see the module comment): whether the hub
+    // measured after the whole move had settled, and what it found.
+    let applied = reported(&text, "APPLIED");
+    assert_eq!(applied.len(), 1, "{text}");
+    let settled_s = r["after_from_s_after_last_move"].as_f64();
     eprintln!(
-        "closed loop: predicted {predicted:+.0}/h, realized {real:+.0} ± {spread:.0}/h: {}",
+        "closed loop: predicted {predicted:+.0}/h, realized {real:+.0} ± {spread:.0}/h: {}; \
+         the hub's \"after\" windows began {} s after the last move ended (applied at {}, last move ended at {}); \
+         hub status while the edge still moved: {}",
         if within {
             "within the spread"
         } else {
-            "OUTSIDE the spread (the linear model misses the plant's response)"
-        }
+            "OUTSIDE the spread"
+        },
+        settled_s.map_or("?".into(), |s| format!("{s:.0}")),
+        applied[0]["applied_ms"],
+        applied[0]["last_move_ended_ms"],
+        applied[0]["hub_status_during_moves"],
     );
     browser::assert_screenshots(
         &screenshots,

@@ -113,8 +113,8 @@ export function mount(root) {
 
   // What "Run now" answered, per problem: load() rebuilds the panels (right
   // after the run and every 10 s), which would otherwise wipe it at once.
-  // Shown until the run is no longer the newest or its status moves on (the
-  // status line below then tells what is current).
+  // Shown while the run is the newest and no operator has decided on it yet
+  // (the status line below then tells what is current).
   const said = new Map();
 
   async function runNow(name, btn, status) {
@@ -123,7 +123,7 @@ export function mount(root) {
     try {
       const r = await api(`/api/v1/optimization/${seg(name)}/run`, { method: 'POST', body: {} });
       const text = r.outcome === 'ok' ? `${r.id}: ${STATUS_TEXT[r.status] || r.status}. ${r.status_note}` : `${r.id} failed: ${r.error}`;
-      said.set(name, { id: r.id, status: r.status, text });
+      said.set(name, { id: r.id, text });
       setText(status, text);
       await load();
     } catch (e) {
@@ -145,7 +145,7 @@ export function mount(root) {
     if (!d.items.length) problemsBox.append(panel('Optimization', h('p', { class: 'muted', text: 'No optimization problems are configured ([[optimization]] in hub.toml; docs/optimization.md).' })));
     for (const p of d.items) {
       const s = said.get(p.name);
-      if (s && (!p.last || p.last.id !== s.id || p.last.status !== s.status)) said.delete(p.name);
+      if (s && (!p.last || p.last.id !== s.id || !['not_sent', 'sent', 'proposed'].includes(p.last.status))) said.delete(p.name);
       const status = h('span', { class: 'muted', 'aria-live': 'polite', 'data-testid': 'opt-run-status', text: said.has(p.name) ? said.get(p.name).text : '' });
       const btn = h('button', { type: 'button', class: 'btn', 'data-testid': 'opt-run', 'data-problem': p.name, text: 'Run now' });
       btn.addEventListener('click', () => runNow(p.name, btn, status));
