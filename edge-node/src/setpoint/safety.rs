@@ -292,10 +292,17 @@ pub enum Outcome {
     },
 }
 
+/// A value for a sentence: at most 6 significant digits, no float noise.
+fn short(v: f64) -> String {
+    let s = format!("{:.6}", v);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_owned()
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Completed { final_value } => write!(f, "completed at {final_value}"),
+            Outcome::Completed { final_value } => write!(f, "completed at {}", short(*final_value)),
             Outcome::Aborted { reason } => write!(f, "aborted before any write: {reason}"),
             Outcome::Failed { reason, left_at } => write!(f, "stopped at {left_at}: {reason}"),
             Outcome::RolledBack { value, reason } => write!(f, "rolled back to {value}: {reason}"),

@@ -80,6 +80,7 @@ pub(super) struct RawProblem {
     bias_correction: Option<Spanned<bool>>,
     ridge: Option<Spanned<f64>>,
     send: Option<Spanned<bool>>,
+    min_benefit: Option<Spanned<f64>>,
     #[serde(default, rename = "decision")]
     decisions: Vec<Spanned<RawDecision>>,
     #[serde(default, rename = "output")]
@@ -176,6 +177,9 @@ pub struct ProblemConfig {
     pub bias_correction: bool,
     pub method: Method,
     pub send: bool,
+    /// A recommendation worth less (objective units per hour) is recorded,
+    /// not sent: an operator is not asked to approve noise.
+    pub min_benefit: f64,
     pub decisions: Vec<Decision>,
     pub outputs: Vec<OutputSpec>,
     pub terms: Vec<Term>,
@@ -436,6 +440,14 @@ fn problem(c: &mut Ctx<'_>, p: &Spanned<RawProblem>) -> Option<ProblemConfig> {
         |x| x.is_finite() && x >= 0.0,
         "the ridge penalty λ ≥ 0; 0 is ordinary least squares",
     );
+    let min_benefit = num(
+        c,
+        "min_benefit",
+        &r.min_benefit,
+        0.0,
+        |x| x.is_finite() && x >= 0.0,
+        "the least benefit per hour worth an operator's approval, in the objective's unit; 0 sends every move that pays",
+    );
     let method = if ridge > 0.0 {
         Method::Ridge { lambda: ridge }
     } else {
@@ -648,6 +660,7 @@ fn problem(c: &mut Ctx<'_>, p: &Spanned<RawProblem>) -> Option<ProblemConfig> {
         bias_correction: r.bias_correction.as_ref().is_none_or(|b| *b.get_ref()),
         method,
         send: r.send.as_ref().is_none_or(|b| *b.get_ref()),
+        min_benefit,
         decisions,
         outputs,
         terms,

@@ -322,10 +322,13 @@ impl Optimizer {
                 if !p.send {
                     run.status_note =
                         "the problem does not send recommendations (send = false)".into();
-                } else if !(moves && (restores || benefit > MIN_RELATIVE_BENEFIT * scale)) {
+                } else if !(moves
+                    && (restores
+                        || (benefit > MIN_RELATIVE_BENEFIT * scale && benefit >= p.min_benefit)))
+                {
                     run.status_note = format!(
-                        "nothing worth sending: {:+.3} {} at the current setpoints' optimum",
-                        benefit, p.unit
+                        "nothing worth sending: {:+.3} {} (min_benefit {})",
+                        benefit, p.unit, p.min_benefit
                     );
                 } else {
                     match self.send(&p, &id, &s.rec, started_ms) {
@@ -411,12 +414,26 @@ fn rationale(rec: &models::optimize::recommend::Recommendation) -> String {
         lines.push("no limit is binding: the move is bounded by the largest step allowed per recommendation".into());
     }
     format!(
-        "Expected {:+.0} {} ({:+.0} per year). {}.",
-        rec.benefit_per_hour,
+        "Expected {} {} ({} {} per year). {}.",
+        grouped(rec.benefit_per_hour),
         rec.objective_unit,
-        rec.benefit_per_year,
+        grouped(rec.benefit_per_year),
+        rec.objective_unit.trim_end_matches("/h"),
         lines.join("; ")
     )
+}
+
+/// `+12,345`: a signed whole number with thousands separators.
+fn grouped(v: f64) -> String {
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{}{out}", if v < 0.0 { "−" } else { "+" })
 }
 
 /// A solved run: the LP's recommendation and the JSON the API returns.

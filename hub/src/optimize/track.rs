@@ -162,8 +162,39 @@ pub async fn follow(opt: &Arc<Optimizer>) -> Result<(), String> {
                 "setpoint_finished" => "failed",
                 _ => continue,
             };
-            let note = format!("{}: {}", e.actor, e.detail);
-            let applied = (status == "completed").then_some(e.ts_ms);
+            let mut note = format!("{}: {}", e.actor, e.detail);
+            let mut status = status;
+            let mut applied = None;
+            if status == "completed" {
+                // Applied when every move of the run has completed: the
+                // settling time counts from the last one.
+                let moves = opt
+                    .db
+                    .run(run_id)
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.result)
+                    .and_then(|r| r["recommendation"]["setpoints"].as_array().cloned())
+                    .map_or(1, |sps| {
+                        sps.iter()
+                            .filter(|s| s["proposed"].as_f64() != s["current"].as_f64())
+                            .count() as u64
+                    });
+                let reads = opt.reads.clone();
+                let (s2, n2, id) = (site.clone(), node.clone(), run_id.to_owned());
+                let done = tokio::task::spawn_blocking(move || {
+                    reads.read(|s| s.completed_moves(&s2, &n2, &id))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                if done >= moves {
+                    applied = Some(e.ts_ms);
+                } else {
+                    status = "executing";
+                    note = format!("{done} of {moves} moves completed; {note}");
+                }
+            }
             opt.db
                 .set_status(run_id, status, e.ts_ms, &note, applied)
                 .map_err(|e| e.to_string())?;

@@ -124,6 +124,18 @@ impl Store {
         Ok(out)
     }
 
+    /// How many of a run's moves (`<run id>:<tag>` targets) an edge reports
+    /// completed.
+    pub fn completed_moves(&self, site: &str, node: &str, run_id: &str) -> Result<u64, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT count(DISTINCT target) FROM audit
+             WHERE site = ?1 AND node = ?2 AND action = 'setpoint_finished'
+               AND starts_with(target, ?3) AND contains(detail, 'completed')",
+        )?;
+        let n: i64 = st.query_row(params![site, node, format!("{run_id}:")], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// A node's audit entries whose action starts with one of `prefixes`,
     /// after sequence `after`, oldest first, at most 10,000 (one query, so
     /// the next read continues exactly where this one stopped).

@@ -149,7 +149,7 @@ export function mount(root, ctx) {
       ['Proposed', h('strong', { 'data-testid': 'sp-proposed', text: fmtValueUnit(p.proposed, p.unit) })],
       ['Will write', h('span', { 'data-testid': 'sp-to-write' }, fmtValueUnit(e.to_write, p.unit),
         e.clamped ? h('span', { class: 'sp-clamped', text: ` (clamped from ${fmtNumber(e.clamped.from)}: edge limit)` }) : null)],
-      ['Expected benefit', h('span', { 'data-testid': 'sp-benefit', text: `${p.benefit >= 0 ? '+' : ''}${fmtNumber(p.benefit, 0)} ${p.benefit_unit}` })],
+      ['Expected benefit (whole recommendation)', h('span', { 'data-testid': 'sp-benefit', text: `${p.benefit >= 0 ? '+' : ''}${fmtNumber(p.benefit, 0)} ${p.benefit_unit}` })],
       ['Model confidence', h('span', { 'data-testid': 'sp-confidence', text: `${Math.round(p.confidence * 100)} % — ${p.confidence_text}` })],
       ['Why', h('span', { class: 'wrap', text: p.rationale })],
     ];
@@ -174,7 +174,8 @@ export function mount(root, ctx) {
   function approveDialog(e) {
     const p = e.proposal;
     const lim = data.limits.find((l) => l.tag === p.tag);
-    const value = h('input', { type: 'number', step: 'any', name: 'value', value: String(e.to_write), 'data-testid': 'approve-value', readonly: !engineer });
+    const shown = Number(e.to_write.toFixed(4));
+    const value = h('input', { type: 'number', step: 'any', name: 'value', value: String(shown), 'data-testid': 'approve-value', readonly: !engineer });
     const comment = h('textarea', { name: 'comment', maxlength: '500', 'data-testid': 'approve-comment' });
     const errEl = h('p', { class: 'dlg-error', role: 'alert' });
     const submit = h('button', { type: 'submit', class: 'btn btn-primary', 'data-write': '', 'data-testid': 'approve-submit', text: 'Approve and write' });
@@ -197,7 +198,7 @@ export function mount(root, ctx) {
       submit.disabled = true;
       const body = {};
       const v = Number(value.value);
-      if (engineer && value.value !== '' && v !== e.to_write) body.value = v;
+      if (engineer && value.value !== '' && v !== shown) body.value = v;
       if (comment.value.trim()) body.comment = comment.value.trim();
       try {
         await post(`/api/v1/setpoints/${seg(p.id)}/approve`, body);
