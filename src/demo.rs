@@ -203,7 +203,7 @@ message = "Crude unit tripped: see unit.fault_code"
 name = "heater.outlet.hi"
 type = "hi"
 tag = "heater.outlet_temp"
-limit = 375.0
+limit = 382.0
 deadband = 3.0
 on_delay = "5s"
 priority = "high"
@@ -220,16 +220,17 @@ priority = "medium"
 message = "Heater outlet more than 4 °C above its setpoint"
 
 # Quality pre-alarm: the naphtha 95 % point drifts with crude changes and
-# firing; the operator hears of it well before the 180 °C spec.
+# firing; the operator hears of it before the 180 °C spec. The optimizer
+# keeps 1.5 °C from the spec, so its optimum stands clear of this alarm.
 [[alarm]]
 name = "naphtha.t95.hi"
 type = "hi"
 tag = "product.naphtha_t95"
-limit = 173.0
+limit = 179.5
 deadband = 0.5
 on_delay = "10s"
 priority = "low"
-message = "Naphtha 95 % point within 7 °C of its 180 °C spec"
+message = "Naphtha 95 % point within 0.5 °C of its 180 °C spec"
 
 # Predictive: the fuel gas forecast (model plant-heater-fuel, 2 min ahead)
 # crossing the burner's comfortable limit warns before the flow gets there.
@@ -239,10 +240,10 @@ type = "predictive"
 tag = "heater.fuel_gas_flow"
 model = "plant-heater-fuel"
 side = "above"
-limit = 4100.0
+limit = 5600.0
 deadband = 20.0
 priority = "medium"
-message = "Fuel gas flow forecast to exceed 4,100 kg/h"
+message = "Fuel gas flow forecast to exceed 5,600 kg/h"
 
 [[alarm]]
 name = "heater.outlet.bad"
@@ -457,7 +458,7 @@ tag = "heater.outlet_temp_sp"
 label = "heater outlet temperature"
 unit = "°C"
 min = 340.0
-max = 385.0
+max = 380.0
 max_move = 25.0
 
 [[optimization.decision]]
@@ -547,10 +548,12 @@ tag = "utility.power"
 price = -0.12
 label = "power"
 
+# The 180 °C spec less 1.5 °C for the analyser's noise (given models
+# carry no fitted σ, so the margin is written here).
 [[optimization.constraint]]
 name = "naphtha 95 % spec"
 tag = "product.naphtha_t95"
-max = 180.0
+max = 178.5
 
 # Clearly off-spec naphtha (beyond the analyser's noise around a spec
 # the optimum holds): re-optimize at once; the answer moves back inside.
@@ -574,7 +577,7 @@ hub_public_key = "{hub_public_key}"
 [[setpoint]]
 tag = "heater.outlet_temp_sp"
 min = 340.0
-max = 385.0
+max = 381.0
 max_step = 5.0
 min_interval = "15s"
 tolerance = 0.01

@@ -26,7 +26,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the hub's recommendation public key (`ed25519:…`), the value of
+    /// Print the hub's recommendation public key (`ed25519:...`), the value of
     /// each edge's `[setpoints] hub_public_key`. The hub makes the key at its
     /// first start with optimization configured; `--create` makes it now
     /// (run it as the hub's user, so the hub can read it).
@@ -34,6 +34,7 @@ enum Command {
         /// The hub configuration (its `[recommendations] key_file`).
         #[arg(long, default_value = "/etc/apos/hub.toml")]
         config: PathBuf,
+        /// Make the key (0600) when the file does not exist yet.
         #[arg(long)]
         create: bool,
     },

@@ -19,7 +19,7 @@ use crate::support::free_port;
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Raise the heater outlet setpoint (holding register 0, f32 ABCD) to 385 °C:
-/// the outlet goes over `heater.outlet.hi` (375 °C) and overshoots its
+/// the outlet goes over `heater.outlet.hi` (382 °C) and overshoots its
 /// setpoint (`heater.outlet.deviation`).
 fn raise_outlet_setpoint(modbus: SocketAddr) {
     use tokio_modbus::prelude::*;
