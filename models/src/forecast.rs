@@ -26,7 +26,7 @@ pub enum ModelError {
     },
 }
 
-type Plan = std::sync::Arc<TypedRunnableModel>;
+use crate::onnx::{Plan, panic_text};
 
 /// A loaded, checked model, ready to run. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -158,22 +158,7 @@ impl Forecaster {
             message: e.to_string(),
         };
         let input = Tensor::from_shape(&[rows, self.n_features], features).map_err(|e| run(&e))?;
-        // A graph that loaded can still panic inside tract at run time.
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.plan.run(tvec!(input.into()))
-        }))
-        .map_err(|p| {
-            run(&format!(
-                "the model failed inside tract: {}",
-                panic_text(&*p)
-            ))
-        })?
-        .map_err(|e| run(&format!("{e:#}")))?;
-        let view = out
-            .first()
-            .ok_or_else(|| run(&"no output"))?
-            .to_plain_array_view::<f32>()
-            .map_err(|e| run(&e))?;
+        let view = crate::onnx::run_flat(&self.plan, input).map_err(|e| run(&e))?;
         if view.len() != rows * self.manifest.horizon {
             return Err(run(&format!(
                 "output has {} values, expected {}",
@@ -182,7 +167,7 @@ impl Forecaster {
             )));
         }
         // Row-major, as the graph produced it.
-        Ok(view.iter().copied().collect())
+        Ok(view)
     }
 
     /// Forecast in engineering units from one feature vector.
@@ -270,17 +255,6 @@ fn group(n: usize, max: usize) -> Vec<std::ops::Range<usize>> {
         .map(|i| (i * n / k)..((i + 1) * n / k))
         .filter(|r| !r.is_empty())
         .collect()
-}
-
-/// The text of a panic payload.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "no message".to_owned()
-    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod features;
 pub mod forecast;
 pub mod kpi;
 pub mod manifest;
+mod onnx;
 pub mod optimize;
 pub mod text;
 

@@ -101,7 +101,7 @@ pub trait ProcessModel {
     }
 }
 
-type Plan = std::sync::Arc<TypedRunnableModel>;
+use crate::onnx::{Plan, panic_text};
 
 /// An ONNX surrogate: one input `[1, n]` f32, one output `[1, m]` f32, the
 /// `n` inputs and `m` outputs named by the caller's tags.
@@ -253,22 +253,7 @@ impl Surrogate {
         };
         let x: Vec<f32> = inputs.iter().map(|v| *v as f32).collect();
         let input = Tensor::from_shape(&[1, n], &x).map_err(|e| run(&e))?;
-        // A graph that loaded can still panic inside tract at run time.
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.plan.run(tvec!(input.into()))
-        }))
-        .map_err(|p| {
-            run(&format!(
-                "the model failed inside tract: {}",
-                panic_text(&*p)
-            ))
-        })?
-        .map_err(|e| run(&format!("{e:#}")))?;
-        let view = out
-            .first()
-            .ok_or_else(|| run(&"no output"))?
-            .to_plain_array_view::<f32>()
-            .map_err(|e| run(&e))?;
+        let view = crate::onnx::run_flat(&self.plan, input).map_err(|e| run(&e))?;
         if view.len() != self.outputs.len() {
             return Err(run(&format!(
                 "output has {} values, expected {}",
@@ -276,7 +261,7 @@ impl Surrogate {
                 self.outputs.len()
             )));
         }
-        Ok(view.iter().map(|v| f64::from(*v)).collect())
+        Ok(view.into_iter().map(f64::from).collect())
     }
 }
 
@@ -318,17 +303,6 @@ fn tags(path: &Path, kind: &str, tags: &[impl AsRef<str>]) -> Result<Vec<String>
         out.push(t.to_owned());
     }
     Ok(out)
-}
-
-/// The text of a panic payload.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "no message".to_owned()
-    }
 }
 
 #[cfg(test)]
