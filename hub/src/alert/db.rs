@@ -102,7 +102,28 @@ pub struct AlertView {
     pub deliveries: Vec<Delivery>,
 }
 
-pub(crate) fn private_file(path: &Path) -> std::io::Result<()> {
+/// Why [`open_private`] failed.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    Io(std::io::Error),
+    Sqlite(rusqlite::Error),
+}
+
+/// One of the hub's own SQLite files beside the fleet database (alerts,
+/// optimization): mode 0600 whatever the umask, WAL, a busy timeout, its
+/// schema applied.
+pub(crate) fn open_private(path: &Path, schema: &str) -> Result<Connection, OpenError> {
+    private_file(path).map_err(OpenError::Io)?;
+    let conn = Connection::open(path).map_err(OpenError::Sqlite)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(OpenError::Sqlite)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(OpenError::Sqlite)?;
+    conn.execute_batch(schema).map_err(OpenError::Sqlite)?;
+    Ok(conn)
+}
+
+fn private_file(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -129,20 +150,10 @@ pub(crate) fn private_file(path: &Path) -> std::io::Result<()> {
 impl AlertDb {
     pub fn open(path: &Path) -> Result<AlertDb, DbError> {
         let p = path.display().to_string();
-        private_file(path).map_err(|source| DbError::Io {
-            path: p.clone(),
-            source,
+        let conn = open_private(path, SCHEMA).map_err(|e| match e {
+            OpenError::Io(source) => DbError::Io { path: p, source },
+            OpenError::Sqlite(source) => DbError::Sqlite { path: p, source },
         })?;
-        let sql = |source| DbError::Sqlite {
-            path: p.clone(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
         Ok(AlertDb {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),

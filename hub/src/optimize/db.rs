@@ -109,21 +109,12 @@ pub struct OptimizeDb {
 
 impl OptimizeDb {
     pub fn open(path: &Path) -> Result<OptimizeDb, DbError> {
+        use crate::alert::db::{OpenError, open_private};
         let p = path.display().to_string();
-        crate::alert::db::private_file(path).map_err(|source| DbError::Io {
-            path: p.clone(),
-            source,
+        let conn = open_private(path, SCHEMA).map_err(|e| match e {
+            OpenError::Io(source) => DbError::Io { path: p, source },
+            OpenError::Sqlite(source) => DbError::Sqlite { path: p, source },
         })?;
-        let sql = |source| DbError::Sqlite {
-            path: p.clone(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
         Ok(OptimizeDb {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),

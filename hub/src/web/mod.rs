@@ -81,6 +81,30 @@ pub struct WebState {
 pub type St = Arc<WebState>;
 
 impl WebState {
+    /// Append to the hub's audit log, off the async threads; the actor is
+    /// the caller's user ("anonymous" without one), the address its peer.
+    pub async fn audit(
+        self: &Arc<Self>,
+        caller: &web::routes::Caller,
+        action: &str,
+        target: String,
+        detail: String,
+    ) -> Result<(), String> {
+        let core = self.core.clone();
+        let e = web::audit::NewAudit {
+            actor: caller.user.clone().unwrap_or_else(|| "anonymous".into()),
+            action: action.into(),
+            target,
+            detail,
+            addr: caller.addr_string(),
+        };
+        match tokio::task::spawn_blocking(move || core.audit.append(e, now_ms())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Run a blocking query on a read connection, off the async threads.
     pub async fn read<T: Send + 'static>(
         self: &Arc<Self>,

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use web::access::{Access, Role};
-use web::audit::NewAudit;
 use web::problem::Problem;
 use web::routes::{Caller, RouteTable};
 
@@ -269,18 +268,14 @@ pub async fn run_now(
         .run(&name, &format!("on demand by {who}"))
         .await
         .map_err(failed)?;
-    let core = st.core.clone();
-    let e = NewAudit {
-        actor: who,
-        action: "optimization_run".into(),
-        target: run.id.clone(),
-        detail: format!("{}: {} ({})", run.problem, run.outcome, run.status_note),
-        addr: caller.addr_string(),
-    };
-    match tokio::task::spawn_blocking(move || core.audit.append(e, crate::web::now_ms())).await {
-        Ok(Ok(_)) => {}
-        _ => tracing::error!("audit log: cannot record an optimization run"),
-    }
+    audit(
+        &st,
+        &caller,
+        "optimization_run",
+        run.id.clone(),
+        format!("{}: {} ({})", run.problem, run.outcome, run.status_note),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(run)).into_response())
 }
 
@@ -302,18 +297,10 @@ pub struct Defined {
 
 const MAX_PROBLEM_TEXT: usize = 256 * 1024;
 
+/// Audited after the change is made: a failure is logged, not undone.
 async fn audit(st: &St, caller: &Caller, action: &str, target: String, detail: String) {
-    let core = st.core.clone();
-    let e = NewAudit {
-        actor: caller.user.clone().unwrap_or_else(|| "anonymous".into()),
-        action: action.into(),
-        target,
-        detail,
-        addr: caller.addr_string(),
-    };
-    match tokio::task::spawn_blocking(move || core.audit.append(e, crate::web::now_ms())).await {
-        Ok(Ok(_)) => {}
-        _ => tracing::error!(action, "audit log: cannot record an optimization change"),
+    if let Err(e) = st.audit(caller, action, target, detail).await {
+        tracing::error!(action, error = %e, "audit log: cannot record an optimization change");
     }
 }
 

@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead as _;
 use utoipa::ToSchema;
 use web::access::{Access, Role};
-use web::audit::NewAudit;
 use web::problem::Problem;
 use web::routes::{Caller, RouteTable};
 
@@ -109,16 +108,8 @@ async fn audit(
     target: String,
     detail: String,
 ) -> Result<(), Problem> {
-    let core = st.core.clone();
-    let e = NewAudit {
-        actor: caller.user.clone().unwrap_or_else(|| "anonymous".into()),
-        action: action.into(),
-        target,
-        detail,
-        addr: caller.addr_string(),
-    };
-    match blocking(move || core.audit.append(e, crate::web::now_ms())).await? {
-        Ok(_) => Ok(()),
+    match st.audit(caller, action, target, detail).await {
+        Ok(()) => Ok(()),
         Err(e) => {
             tracing::error!(error = %e, "audit log: cannot record an export");
             Err(Problem::internal(
